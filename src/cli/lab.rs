@@ -1,0 +1,8 @@
+//! `pgstrap lab …`
+
+#[derive(Debug, clap::Args)]
+pub struct Args {}
+
+pub fn run(_args: Args) -> crate::error::Result<i32> {
+    Err(crate::error::Error::usage("`pgstrap lab` is not built yet", None))
+}

@@ -1,0 +1,81 @@
+//! The command line: one thin file per subcommand. Each parses its flags, builds options and calls
+//! one library function; errors are printed once, here, and turned into the exit code.
+
+use clap::{Parser, Subcommand};
+
+use crate::error::{Error, ErrorKind};
+
+mod check;
+mod lab;
+mod render;
+mod templates;
+mod vars;
+
+/// pgstrap: one inventory file → a running, verified, highly available PostgreSQL cluster.
+#[derive(Debug, Parser)]
+#[command(name = "pgstrap", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Show more detail (-v: remote commands with timings, -vv: debug logs).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options shared by every command that reads an inventory.
+#[derive(Debug, Clone, clap::Args)]
+pub struct InventoryArgs {
+    /// The inventory file (YAML).
+    #[arg(short, long, value_name = "FILE", env = "PGSTRAP_INVENTORY")]
+    pub inventory: std::path::PathBuf,
+    /// Override a variable: KEY=VALUE (e.g. patroni.ttl=20); beats every other setting.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate an inventory: exit 0 when it is good, 2 with every problem when it is not.
+    Check(check::Args),
+    /// Render every file for every host into a directory (touches no host).
+    Render(render::Args),
+    /// Show the variables of a host, each with where its value came from.
+    Vars(vars::Args),
+    /// Inspect templates.
+    Templates(templates::Args),
+    /// Real test hosts on this machine (systemd-nspawn containers reached over SSH).
+    Lab(lab::Args),
+}
+
+/// Run the command line and return the exit code.
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    crate::ui::init_logging(cli.verbose);
+    let result = match cli.command {
+        Command::Check(args) => check::run(args),
+        Command::Render(args) => render::run(args),
+        Command::Vars(args) => vars::run(args),
+        Command::Templates(args) => templates::run(args),
+        Command::Lab(args) => lab::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            report(&error);
+            error.exit_code()
+        }
+    }
+}
+
+/// Print every report of an error to stderr, once.
+pub fn report(error: &Error) {
+    for report in &error.reports {
+        crate::ui::print_report(report);
+    }
+    if error.kind == ErrorKind::BadInput && error.reports.len() > 1 {
+        crate::ui::eprintln(&format!(
+            "error: {} problems found; nothing was changed",
+            error.reports.len()
+        ));
+    }
+}

@@ -1,0 +1,289 @@
+//! Secrets: where each comes from (environment, file, or generated once and kept in a 0600 file
+//! next to the inventory), a value type that never prints, and the masker that replaces every
+//! secret value with `***` in anything shown to the user.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use secrecy::{ExposeSecret, SecretString};
+
+/// The secrets pgstrap knows, what each is for, and the length of a generated value.
+pub const KNOWN: &[(&str, &str, usize)] = &[
+    ("superuser_password", "PostgreSQL superuser (postgres)", 32),
+    ("replication_password", "PostgreSQL replication user", 32),
+    ("rewind_password", "PostgreSQL pg_rewind user", 32),
+    (
+        "pgbouncer_auth_password",
+        "PgBouncer auth_user that looks up passwords",
+        32,
+    ),
+    (
+        "rest_api_password",
+        "Patroni REST API (unsafe methods) and patronictl",
+        32,
+    ),
+    // VRRP simple-password authentication uses at most 8 characters.
+    ("keepalived_password", "keepalived VRRP authentication", 8),
+];
+
+/// Where a secret's value comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    Env(String),
+    File(PathBuf),
+    Generated,
+}
+
+/// A secret value. `Display` and `Debug` print `***`.
+#[derive(Clone)]
+pub struct Secret(SecretString);
+
+impl Secret {
+    pub fn new(value: String) -> Self {
+        Self(SecretString::from(value))
+    }
+
+    /// The value, for the few places that must hold it (rendered files, API calls).
+    pub fn expose(&self) -> &str {
+        self.0.expose_secret()
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// Every secret's value, by name.
+#[derive(Clone, Default)]
+pub struct Secrets {
+    pub values: BTreeMap<String, Secret>,
+}
+
+impl Secrets {
+    pub fn get(&self, name: &str) -> Option<&Secret> {
+        self.values.get(name)
+    }
+
+    pub fn masker(&self) -> Masker {
+        Masker::new(self.values.values().map(|s| s.expose().to_owned()).collect())
+    }
+}
+
+/// Replaces every secret value with `***`. Longer values are replaced first so that a secret
+/// that contains another is masked whole.
+#[derive(Clone, Default)]
+pub struct Masker {
+    values: Vec<String>,
+}
+
+impl Masker {
+    pub fn new(mut values: Vec<String>) -> Self {
+        values.retain(|v| !v.is_empty());
+        values.sort_by_key(|v| std::cmp::Reverse(v.len()));
+        values.dedup();
+        Self { values }
+    }
+
+    pub fn mask(&self, text: &str) -> String {
+        let mut out = text.to_owned();
+        for value in &self.values {
+            if out.contains(value.as_str()) {
+                out = out.replace(value.as_str(), "***");
+            }
+        }
+        out
+    }
+
+    pub fn contains_secret(&self, text: &str) -> bool {
+        self.values.iter().any(|v| text.contains(v.as_str()))
+    }
+}
+
+impl fmt::Debug for Masker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Masker({} values)", self.values.len())
+    }
+}
+
+/// The file generated secrets are kept in: `<inventory stem>.secrets.yaml` next to it.
+pub fn store_path(inventory: &Path) -> PathBuf {
+    let stem = inventory
+        .file_stem()
+        .map_or_else(|| "inventory".into(), |s| s.to_string_lossy().into_owned());
+    inventory.with_file_name(format!("{stem}.secrets.yaml"))
+}
+
+/// Why a secret could not be had.
+#[derive(Debug)]
+pub struct SecretError {
+    pub name: String,
+    pub message: String,
+    pub hint: String,
+}
+
+/// Load every known secret from its source. Generated secrets are read from the store file, and
+/// when `generate` is true the missing ones are created and the store written (mode 0600); when it
+/// is false (e.g. `check`), a missing generated secret is not an error.
+pub fn load(
+    sources: &BTreeMap<String, SecretSource>,
+    store: &Path,
+    generate: bool,
+) -> Result<Secrets, SecretError> {
+    let mut stored = read_store(store)?;
+    let mut secrets = Secrets::default();
+    let mut store_changed = false;
+    for &(name, _, length) in KNOWN {
+        let source = sources.get(name).unwrap_or(&SecretSource::Generated);
+        let value = match source {
+            SecretSource::Env(var) => match std::env::var(var) {
+                Ok(v) if !v.is_empty() => v,
+                _ => {
+                    return Err(SecretError {
+                        name: name.into(),
+                        message: format!(
+                            "secret `{name}`: environment variable `{var}` is not set"
+                        ),
+                        hint: format!(
+                            "export {var}=… before running pgstrap, or remove `env:` to have it generated"
+                        ),
+                    })
+                }
+            },
+            SecretSource::File(path) => match std::fs::read_to_string(path) {
+                Ok(v) if !v.trim_end_matches('\n').is_empty() => v.trim_end_matches('\n').to_owned(),
+                Ok(_) => {
+                    return Err(SecretError {
+                        name: name.into(),
+                        message: format!("secret `{name}`: file `{}` is empty", path.display()),
+                        hint: "put the value in the file, or remove `file:` to have it generated"
+                            .into(),
+                    })
+                }
+                Err(e) => {
+                    return Err(SecretError {
+                        name: name.into(),
+                        message: format!(
+                            "secret `{name}`: cannot read `{}`: {e}",
+                            path.display()
+                        ),
+                        hint: "check the path (relative paths start at the inventory's directory)"
+                            .into(),
+                    })
+                }
+            },
+            SecretSource::Generated => match stored.get(name) {
+                Some(v) => v.clone(),
+                None if generate => {
+                    let v = generate_password(length);
+                    stored.insert(name.to_owned(), v.clone());
+                    store_changed = true;
+                    v
+                }
+                None => continue,
+            },
+        };
+        secrets.values.insert(name.to_owned(), Secret::new(value));
+    }
+    if store_changed {
+        write_store(store, &stored).map_err(|e| SecretError {
+            name: String::new(),
+            message: format!("cannot write the secrets file `{}`: {e}", store.display()),
+            hint: "pgstrap keeps generated secrets next to the inventory; make that directory writable"
+                .into(),
+        })?;
+    }
+    Ok(secrets)
+}
+
+fn read_store(store: &Path) -> Result<BTreeMap<String, String>, SecretError> {
+    match std::fs::read_to_string(store) {
+        Ok(text) => serde_saphyr::from_str(&text).map_err(|e| SecretError {
+            name: String::new(),
+            message: format!("cannot parse the secrets file `{}`: {e}", store.display()),
+            hint: "it is written by pgstrap: a YAML mapping of secret name to value".into(),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
+        Err(e) => Err(SecretError {
+            name: String::new(),
+            message: format!("cannot read the secrets file `{}`: {e}", store.display()),
+            hint: "check its owner and mode (pgstrap writes it 0600)".into(),
+        }),
+    }
+}
+
+/// Write the store atomically with mode 0600 from the start (never briefly world-readable).
+fn write_store(store: &Path, values: &BTreeMap<String, String>) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut text = String::from(
+        "# Secrets generated by pgstrap for the inventory next to this file. Keep it private (0600).\n",
+    );
+    for (name, value) in values {
+        // Generated values are alphanumeric, so they need no YAML quoting; quote anyway.
+        text.push_str(&format!("{name}: \"{value}\"\n"));
+    }
+    let tmp = store.with_extension("yaml.tmp");
+    let _ = std::fs::remove_file(&tmp);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    file.write_all(text.as_bytes())?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, store)
+}
+
+/// A random alphanumeric password from the OS random source.
+pub fn generate_password(length: usize) -> String {
+    use rand::RngExt;
+    const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789";
+    let mut rng = rand::rng();
+    (0..length)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_prints_stars() {
+        let s = Secret::new("hunter2".into());
+        assert_eq!(format!("{s} {s:?}"), "*** Secret(***)");
+    }
+
+    #[test]
+    fn masker_masks_longest_first() {
+        let m = Masker::new(vec!["abc".into(), "abcdef".into()]);
+        assert_eq!(m.mask("x abcdef y abc"), "x *** y ***");
+    }
+
+    #[test]
+    fn generated_secrets_are_kept_and_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("inv.secrets.yaml");
+        let first = load(&BTreeMap::new(), &store, true).unwrap();
+        let second = load(&BTreeMap::new(), &store, true).unwrap();
+        for (name, _, _) in KNOWN {
+            assert_eq!(
+                first.get(name).unwrap().expose(),
+                second.get(name).unwrap().expose()
+            );
+        }
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&store).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert_eq!(first.get("keepalived_password").unwrap().expose().len(), 8);
+    }
+}

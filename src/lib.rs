@@ -1,0 +1,29 @@
+//! pgstrap: one inventory file → a running, verified, highly available PostgreSQL cluster.
+//!
+//! Map of the codebase (to change X, start in Y):
+//!
+//! - `inventory/`: the YAML inventory. Raw serde structs (unknown keys rejected) are turned into a
+//!   validated [`inventory::Inventory`]; every cross-check lives in `inventory/validate.rs`; the ONE
+//!   variable-precedence function is [`inventory::vars::resolve`]; secrets in `inventory/secrets.rs`.
+//! - `role/`: role manifests (`roles/<name>/role.yaml`, data, not code) and their defaults.
+//! - `render/`: the template engine (minijinja, strict undefined), template lookup
+//!   (inventory override dir → embedded), the template context, and [`render::desired_state`]:
+//!   inventory → the desired state of every host.
+//! - `state.rs`: the desired-state types the engine consumes (packages, files, services…).
+//! - `connect/`: SSH connections (system OpenSSH via the `openssh` crate) and the local shell.
+//! - `facts/`: each fact is a command plus a pure parser tested on captured output.
+//! - `ops/`: primitives: plan(desired, facts) → no change (with a reason) or a change.
+//! - `exec/`: per-host runner, parallelism across hosts, ordered phases, events, health gates.
+//! - `stack/`: the HA order and day-2 orchestrations built on the engine.
+//! - `lab/`: `pgstrap lab`: real systemd hosts in systemd-nspawn containers on this machine.
+//! - `ui/`: the only code that prints to the terminal: progress, summaries, diffs.
+//! - `cli/`: one thin file per subcommand: parse, build options, call one library function.
+
+pub mod cli;
+pub mod error;
+pub mod inventory;
+pub mod lab;
+pub mod render;
+pub mod role;
+pub mod state;
+pub mod ui;

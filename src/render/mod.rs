@@ -1,0 +1,1 @@
+//! Template rendering and the desired state of every host.

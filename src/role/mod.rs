@@ -1,0 +1,1 @@
+//! Role manifests: `roles/<name>/role.yaml` (data) and `roles/<name>/defaults.yaml`.
