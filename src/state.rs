@@ -34,6 +34,8 @@ pub struct RoleState {
     pub services: Vec<Service>,
     pub handlers: Vec<Handler>,
     pub checks: Vec<HealthCheck>,
+    /// Ports the role listens on, by name.
+    pub ports: Vec<(String, u64)>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]

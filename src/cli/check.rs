@@ -1,8 +1,23 @@
-//! `pgstrap check`
+//! `pgstrap check -i INV`: validate the inventory, its settings and every template; touch nothing.
+
+use crate::cli::InventoryArgs;
+use crate::error::Result;
 
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    #[command(flatten)]
+    pub inventory: InventoryArgs,
+}
 
-pub fn run(_args: Args) -> crate::error::Result<i32> {
+pub fn run(args: Args) -> Result<i32> {
+    let summary = crate::render::check(&args.inventory.inventory, &args.inventory.set)?;
+    crate::ui::print_warnings(&summary.warnings);
+    crate::ui::eprintln(&format!(
+        "ok: {} is valid ({} hosts, {} clusters, {} files would be managed)",
+        args.inventory.inventory.display(),
+        summary.hosts,
+        summary.clusters,
+        summary.files
+    ));
     Ok(0)
 }

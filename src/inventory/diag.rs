@@ -7,7 +7,7 @@ use miette::{Diagnostic, LabeledSpan, NamedSource, SourceCode};
 use serde_saphyr::Location;
 
 /// The inventory text and its name, shared by every diagnostic that points into it.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct Source {
     pub name: String,
     pub text: Arc<String>,

@@ -1,5 +1,200 @@
-//! The inventory.
+//! The inventory: one YAML file describing hosts, the clusters built from them, and settings.
+//! [`load`] reads it, rejects unknown keys, runs every cross-check (`validate.rs`) and returns the
+//! validated model, or every problem found, each with file:line:column and a hint.
+
 pub mod diag;
 pub mod raw;
 pub mod secrets;
+mod validate;
 pub mod vars;
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use ipnet::IpNet;
+use serde_saphyr::Location;
+
+use crate::error::{Error, Result};
+use diag::{InventoryError, Source};
+use secrets::SecretSource;
+use vars::Layer;
+
+/// A validated inventory.
+#[derive(Debug)]
+pub struct Inventory {
+    /// The inventory file as given.
+    pub path: PathBuf,
+    /// Its directory: relative paths in the inventory start here.
+    pub dir: PathBuf,
+    pub source_name: String,
+    pub ssh: Ssh,
+    pub apt: Apt,
+    /// Where the user's template overrides are (`templates/` next to the inventory by default).
+    pub templates_dir: PathBuf,
+    pub hosts: BTreeMap<String, Host>,
+    pub clusters: BTreeMap<String, Cluster>,
+    pub secret_sources: BTreeMap<String, SecretSource>,
+    /// Problems that do not stop the run (e.g. a single etcd member).
+    pub warnings: Vec<InventoryError>,
+    #[doc(hidden)]
+    pub(crate) source: Source,
+}
+
+#[derive(Debug, Clone)]
+pub struct Ssh {
+    pub user: String,
+    pub port: u16,
+    pub identity_file: Option<PathBuf>,
+    pub known_hosts: Option<PathBuf>,
+    pub become_root: bool,
+    pub connect_timeout: u64,
+    pub options: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Apt {
+    pub proxy: Option<String>,
+    pub mirror: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Host {
+    pub name: String,
+    pub address: IpAddr,
+    pub datacenter: String,
+    pub ssh_port: Option<u16>,
+    pub vars: Layer,
+    /// Where the host is defined, for diagnostics.
+    pub location: Location,
+}
+
+#[derive(Debug, Clone)]
+pub struct Cluster {
+    pub name: String,
+    pub datacenter: String,
+    pub etcd: Vec<String>,
+    pub postgres: Vec<String>,
+    pub balancers: Vec<String>,
+    pub vip: Option<IpNet>,
+    /// Networks allowed to connect (pg_hba); the hosts' own /32s when not given.
+    pub networks: Vec<IpNet>,
+    /// The cluster's settings (`vars`, `postgres_parameters`, `patroni`) as one layer.
+    pub vars: Layer,
+    pub standby_of: Option<String>,
+    pub location: Location,
+}
+
+impl Inventory {
+    /// The clusters that are standbys of `name`.
+    pub fn standbys_of<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Cluster> + 'a {
+        self.clusters
+            .values()
+            .filter(move |c| c.standby_of.as_deref() == Some(name))
+    }
+
+    /// A diagnostic pointing into the inventory.
+    pub fn error_at(
+        &self,
+        location: Option<Location>,
+        message: impl std::fmt::Display,
+        label: impl std::fmt::Display,
+    ) -> InventoryError {
+        InventoryError::at(&self.source, location, message, label)
+    }
+
+    /// Where generated secrets are kept for this inventory.
+    pub fn secrets_store(&self) -> PathBuf {
+        secrets::store_path(&self.path)
+    }
+
+    /// Resolve a path written in the inventory (relative to its directory, `~` for home).
+    pub fn resolve_path(&self, text: &str) -> PathBuf {
+        resolve_path(&self.dir, text)
+    }
+}
+
+pub(crate) fn resolve_path(dir: &Path, text: &str) -> PathBuf {
+    if let Some(rest) = text.strip_prefix("~/") {
+        if let Some(home) = std::env::var_os("HOME") {
+            return PathBuf::from(home).join(rest);
+        }
+    }
+    let path = PathBuf::from(text);
+    if path.is_absolute() {
+        path
+    } else {
+        dir.join(path)
+    }
+}
+
+/// Read, parse and validate an inventory. `defaults` are the roles' default settings (to reject
+/// unknown variables). Errors are bad input (exit 2) and list every problem found.
+pub fn load(path: &Path, defaults: &Layer) -> Result<Inventory> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Error::usage(
+            format!("cannot read inventory `{}`: {e}", path.display()),
+            Some("pass the inventory file with -i FILE (e.g. inventories/single-dc.yaml)".into()),
+        )
+    })?;
+    let source = Source {
+        name: path.display().to_string(),
+        text: Arc::new(text),
+    };
+    let raw: raw::RawInventory = serde_saphyr::from_str(&source.text)
+        .map_err(|e| Error::bad_input(parse_error(&source, &e)))?;
+    let dir = path
+        .parent()
+        .map(Path::to_path_buf)
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or_else(|| PathBuf::from("."));
+    validate::validate(raw, source, path.to_path_buf(), dir, defaults)
+}
+
+/// Turn a YAML error into a diagnostic at its place, with hints for the common mistakes.
+fn parse_error(source: &Source, error: &serde_saphyr::Error) -> InventoryError {
+    let full = error.to_string();
+    // The library's message carries its own location and snippet; keep the first line only.
+    let message = full
+        .lines()
+        .next()
+        .unwrap_or("invalid YAML")
+        .trim()
+        .to_owned();
+    let message = strip_location_suffix(&message);
+    let mut diagnostic = InventoryError::at(source, error.location(), &message, "here");
+    if message.contains("unknown field") {
+        diagnostic = diagnostic.hint(
+            "check the spelling; the inventory format is in README.md (unknown keys are rejected so typos are not ignored)",
+        );
+    } else if message.contains("duplicate") {
+        diagnostic = diagnostic.hint("every key may appear once: rename or remove the second one");
+    } else if message.contains("missing field") {
+        diagnostic = diagnostic.hint("add the missing key");
+    } else if message.contains("while parsing") || message.contains("while scanning") {
+        diagnostic = diagnostic
+            .hint("check the brackets, quotes and indentation on this line and the one before");
+    }
+    diagnostic
+}
+
+/// The library's message carries its own location (`error: line 5 column 3: …`, `… at line 3
+/// column 5`) and advice about its API; the diagnostic shows the place, and the hint the fix.
+fn strip_location_suffix(message: &str) -> String {
+    let mut text = message.trim_start_matches("error: ");
+    if let Some(rest) = text.strip_prefix("line ") {
+        if let Some((_, after)) = rest.split_once(": ") {
+            text = after;
+        }
+    }
+    let text = match text.find(" at line ") {
+        Some(i) => &text[..i],
+        None => text,
+    };
+    let text = match text.find(", set DuplicateKeyPolicy") {
+        Some(i) => &text[..i],
+        None => text,
+    };
+    text.to_owned()
+}

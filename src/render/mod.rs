@@ -1,1 +1,398 @@
-//! Template rendering and the desired state of every host.
+//! From a validated inventory to the desired state of every host: resolve each host's settings,
+//! build the template context, render each role's manifest and files. Nothing here touches a host.
+//!
+//! `engine.rs` owns the template engine and lookup; `context.rs` the variables a template sees.
+
+mod commands;
+pub mod context;
+pub mod engine;
+
+pub use commands::{check, host_vars, render_to_dir, template_list, template_show, CheckSummary, Rendered, VarEntry, VarsView};
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+use crate::inventory::secrets::{self, Secrets};
+use crate::inventory::vars::{self, Layer, Origin, Vars};
+use crate::inventory::{Cluster, Host, Inventory};
+use crate::role::{self, AppliesTo, Manifest};
+use crate::state::{
+    DesiredState, Directory, Handler, HealthCheck, HealthCheckKind, HostState, ManagedFile,
+    RoleState, Service, Sysctl,
+};
+use engine::Engine;
+
+/// An inventory with everything needed to resolve settings: role defaults and `--set` values.
+pub struct Project {
+    pub inventory: Inventory,
+    pub defaults: Vec<Layer>,
+    pub command_line: Layer,
+}
+
+/// Load and validate an inventory together with the role defaults and `--set` values.
+pub fn load_project(path: &Path, sets: &[String]) -> Result<Project> {
+    let defaults = role::default_layers()?;
+    let merged = role::all_defaults(&defaults);
+    let mut command_line = Layer {
+        origin: Origin::CommandLine,
+        values: BTreeMap::new(),
+    };
+    for set in sets {
+        let (key, value) = vars::parse_set(set).map_err(|m| Error::usage(m, None))?;
+        if !vars::is_known(&merged, &key) {
+            let hint = vars::closest(&merged, &key)
+                .map(|near| format!("did you mean `{near}`?"))
+                .unwrap_or_else(|| "`pgstrap vars HOST -i INV` lists every setting".into());
+            return Err(Error::usage(format!("--set: unknown setting `{key}`"), Some(hint)));
+        }
+        command_line.values.insert(key, value);
+    }
+    let inventory = crate::inventory::load(path, &merged)?;
+    Ok(Project {
+        inventory,
+        defaults,
+        command_line,
+    })
+}
+
+impl Project {
+    /// The settings of `host` as a member of `cluster` (or outside any cluster, for `common`),
+    /// by the one precedence rule in [`vars::resolve`].
+    pub fn vars(&self, host: &Host, cluster: Option<&Cluster>) -> Vars {
+        let mut layers: Vec<Layer> = self.defaults.clone();
+        if let Some(cluster) = cluster {
+            layers.push(cluster.vars.clone());
+        }
+        layers.push(host.vars.clone());
+        layers.push(self.command_line.clone());
+        vars::resolve(&layers)
+    }
+
+    /// The settings of a cluster as a whole (no host layer).
+    pub fn cluster_vars(&self, cluster: &Cluster) -> Vars {
+        let mut layers: Vec<Layer> = self.defaults.clone();
+        layers.push(cluster.vars.clone());
+        layers.push(self.command_line.clone());
+        vars::resolve(&layers)
+    }
+
+    /// The clusters `host` belongs to, with the groups it is in.
+    pub fn memberships<'a>(&'a self, host: &'a str) -> impl Iterator<Item = (&'a Cluster, Vec<&'static str>)> + 'a {
+        self.inventory.clusters.values().filter_map(move |cluster| {
+            let groups = groups_of(cluster, host);
+            (!groups.is_empty()).then_some((cluster, groups))
+        })
+    }
+
+    /// Load the secrets; `generate` creates and stores missing generated ones.
+    pub fn secrets(&self, generate: bool) -> Result<Secrets> {
+        secrets::load(
+            &self.inventory.secret_sources,
+            &self.inventory.secrets_store(),
+            generate,
+        )
+        .map_err(|e| Error::usage(e.message, Some(e.hint)))
+    }
+}
+
+pub(crate) fn groups_of(cluster: &Cluster, host: &str) -> Vec<&'static str> {
+    let mut groups = Vec::new();
+    let name = host.to_owned();
+    if cluster.etcd.contains(&name) {
+        groups.push("etcd");
+    }
+    if cluster.postgres.contains(&name) {
+        groups.push("postgres");
+    }
+    if cluster.balancers.contains(&name) {
+        groups.push("balancers");
+    }
+    groups
+}
+
+/// Render the desired state of every host (or only `only` when given).
+pub fn desired_state(project: &Project, secrets: &Secrets, only: Option<&[String]>) -> Result<DesiredState> {
+    let engine = Engine::new(&project.inventory.templates_dir);
+    let clusters = context::clusters(project)?;
+    let mut hosts = Vec::new();
+    for host in project.inventory.hosts.values() {
+        if only.is_some_and(|names| !names.contains(&host.name)) {
+            continue;
+        }
+        hosts.push(host_state(project, &engine, &clusters, host, secrets)?);
+    }
+    check_ports(project, &hosts)?;
+    Ok(DesiredState {
+        hosts,
+        masker: secrets.masker(),
+    })
+}
+
+fn host_state(
+    project: &Project,
+    engine: &Engine,
+    clusters: &BTreeMap<String, Value>,
+    host: &Host,
+    secrets: &Secrets,
+) -> Result<HostState> {
+    let mut roles = Vec::new();
+    let all_groups: Vec<&str> = {
+        let mut g: Vec<&str> = project.memberships(&host.name).flat_map(|(_, g)| g).collect();
+        g.sort();
+        g.dedup();
+        g
+    };
+    for role_name in role::ROLES {
+        let manifest_template = format!("roles/{role_name}/role.yaml");
+        // Which (cluster, index in group) instances of this role land on this host.
+        let mut instances: Vec<(Option<&Cluster>, usize)> = Vec::new();
+        let applies = peek_applies_to(role_name)?;
+        match applies {
+            AppliesTo::All => instances.push((None, 0)),
+            group => {
+                for cluster in project.inventory.clusters.values() {
+                    let list = match group {
+                        AppliesTo::Etcd => &cluster.etcd,
+                        AppliesTo::Postgres => &cluster.postgres,
+                        AppliesTo::Balancers => &cluster.balancers,
+                        AppliesTo::All => unreachable!("handled above"),
+                    };
+                    if let Some(index) = list.iter().position(|h| h == &host.name) {
+                        instances.push((Some(cluster), index));
+                    }
+                }
+            }
+        }
+        for (cluster, index) in instances {
+            let vars = project.vars(host, cluster);
+            let cluster_ctx = cluster.and_then(|c| clusters.get(&c.name)).cloned().unwrap_or(Value::Null);
+            let ctx = context::template_context(project, host, &all_groups, cluster_ctx, index, &vars, secrets);
+            let ctx = minijinja::Value::from(minijinja::value::Serde(&ctx));
+            let text = engine.render(&manifest_template, &ctx)?;
+            let manifest = role::parse_manifest(role_name, &text)?;
+            let whose = format!("role {role_name}");
+            if let Some(when) = &manifest.when {
+                if !engine.truthy(when, &ctx, &whose)? {
+                    continue;
+                }
+            }
+            roles.push(role_state(engine, role_name, cluster, &manifest, &ctx, host)?);
+        }
+    }
+    roles.sort_by_key(|r| r.phase);
+    Ok(HostState {
+        host: host.name.clone(),
+        address: host.address.to_string(),
+        roles,
+    })
+}
+
+/// `applies_to` of a role, read from its manifest without rendering it (it is a plain line).
+fn peek_applies_to(role_name: &str) -> Result<AppliesTo> {
+    let text = engine::role_file(role_name, "role.yaml").ok_or_else(|| {
+        Error::failure(format!("built-in role `{role_name}` has no role.yaml"), None)
+    })?;
+    let line = text
+        .lines()
+        .find_map(|l| l.strip_prefix("applies_to:"))
+        .map(str::trim)
+        .ok_or_else(|| Error::failure(format!("roles/{role_name}/role.yaml has no `applies_to:` line"), None))?;
+    serde_saphyr::from_str::<AppliesTo>(line).map_err(|e| {
+        Error::failure(format!("roles/{role_name}/role.yaml: applies_to: {e}"), None)
+    })
+}
+
+fn mode(text: &str, whose: &str) -> Result<u32> {
+    role::parse_mode(text).ok_or_else(|| {
+        Error::usage(
+            format!("{whose}: mode `{text}` is not an octal mode"),
+            Some("write modes as quoted octal strings, e.g. \"0640\"".into()),
+        )
+    })
+}
+
+fn role_state(
+    engine: &Engine,
+    role_name: &str,
+    cluster: Option<&Cluster>,
+    manifest: &Manifest,
+    ctx: &minijinja::Value,
+    host: &Host,
+) -> Result<RoleState> {
+    let whose = format!("role {role_name}");
+    let mut files = Vec::new();
+    for spec in &manifest.files {
+        if let Some(when) = &spec.when {
+            if !engine.truthy(when, ctx, &format!("{whose} file {}", spec.dest))? {
+                continue;
+            }
+        }
+        let content = engine.render(&spec.template, ctx)?;
+        let file_mode = mode(&spec.mode, &format!("{whose} file {}", spec.dest))?;
+        if spec.sensitive && file_mode & 0o007 != 0 {
+            return Err(Error::usage(
+                format!("{whose}: {} holds secrets but its mode {:04o} lets everyone read it", spec.dest, file_mode),
+                Some("use 0600 or 0640 for files marked `sensitive: true`".into()),
+            ));
+        }
+        files.push(ManagedFile {
+            path: spec.dest.clone(),
+            template: spec.template.clone(),
+            template_origin: engine.origin(&spec.template).to_string(),
+            sha256: hex::encode(Sha256::digest(content.as_bytes())),
+            content,
+            owner: spec.owner.clone(),
+            group: spec.group.clone(),
+            mode: file_mode,
+            sensitive: spec.sensitive,
+            notify: spec.notify.clone(),
+        });
+    }
+    let directories = manifest
+        .directories
+        .iter()
+        .map(|d| {
+            Ok(Directory {
+                path: d.path.clone(),
+                owner: d.owner.clone(),
+                group: d.group.clone(),
+                mode: mode(&d.mode, &format!("{whose} directory {}", d.path))?,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let checks = manifest
+        .checks
+        .iter()
+        .map(|c| health_check(c, &whose, host))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(RoleState {
+        role: role_name.to_owned(),
+        cluster: cluster.map(|c| c.name.clone()),
+        phase: manifest.phase,
+        packages: manifest.packages.clone(),
+        directories,
+        files,
+        sysctls: manifest
+            .sysctls
+            .iter()
+            .map(|(k, v)| Sysctl {
+                key: k.clone(),
+                value: scalar(v),
+            })
+            .collect(),
+        services: manifest
+            .services
+            .iter()
+            .map(|s| Service {
+                name: s.name.clone(),
+                state: s.state,
+            })
+            .collect(),
+        handlers: manifest
+            .handlers
+            .iter()
+            .map(|h| Handler {
+                name: h.name.clone(),
+                service: h.service.clone(),
+                action: h.action,
+            })
+            .collect(),
+        checks,
+        ports: manifest
+            .ports
+            .iter()
+            .map(|(name, v)| {
+                scalar(v).parse::<u64>().map(|p| (name.clone(), p)).map_err(|_| {
+                    Error::usage(
+                        format!("{whose}: port `{name}` is `{}`, not a number", scalar(v)),
+                        Some("ports are numbers between 1 and 65535".into()),
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>>>()?,
+    })
+}
+
+fn scalar(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn health_check(spec: &role::CheckSpec, whose: &str, host: &Host) -> Result<HealthCheck> {
+    let kind = if let Some(url) = &spec.http {
+        HealthCheckKind::Http {
+            url: url.clone(),
+            expect: spec.expect.unwrap_or(200),
+        }
+    } else if let Some(target) = &spec.tcp {
+        let (address, port) = target
+            .rsplit_once(':')
+            .and_then(|(a, p)| Some((a.to_owned(), p.parse().ok()?)))
+            .unwrap_or_else(|| (host.address.to_string(), 0));
+        if port == 0 {
+            return Err(Error::usage(
+                format!("{whose}: check `{}`: `tcp` needs HOST:PORT, got `{target}`", spec.name),
+                None,
+            ));
+        }
+        HealthCheckKind::Tcp { address, port }
+    } else if let Some(argv) = &spec.command {
+        HealthCheckKind::Command { argv: argv.clone() }
+    } else {
+        return Err(Error::usage(
+            format!("{whose}: check `{}` needs `http`, `tcp` or `command`", spec.name),
+            None,
+        ));
+    };
+    Ok(HealthCheck {
+        name: spec.name.clone(),
+        kind,
+    })
+}
+
+/// Two roles on one host must not listen on the same port.
+fn check_ports(project: &Project, hosts: &[HostState]) -> Result<()> {
+    let mut errors = Vec::new();
+    for state in hosts {
+        let mut used: BTreeMap<u64, String> = BTreeMap::new();
+        let Some(host) = project.inventory.hosts.get(&state.host) else {
+            continue;
+        };
+        for role_state in &state.roles {
+            let role_name = &role_state.role;
+            for (name, port) in &role_state.ports {
+                let port = *port;
+                let owner = match &role_state.cluster {
+                    Some(c) => format!("{role_name} {name} (cluster {c})"),
+                    None => format!("{role_name} {name}"),
+                };
+                if let Some(previous) = used.insert(port, owner.clone()) {
+                    errors.push(
+                        project
+                            .inventory
+                            .error_at(
+                                Some(host.location),
+                                format!("host `{}`: port {port} is used by both {previous} and {owner}", host.name),
+                                "this host",
+                            )
+                            .hint("change one of the ports in the cluster's or host's `vars` (see `pgstrap vars HOST -i INV`), or put the roles on different hosts"),
+                    );
+                }
+            }
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(Error {
+            kind: crate::error::ErrorKind::BadInput,
+            reports: errors.into_iter().map(Into::into).collect(),
+        })
+    }
+}

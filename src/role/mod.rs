@@ -1,1 +1,201 @@
-//! Role manifests: `roles/<name>/role.yaml` (data) and `roles/<name>/defaults.yaml`.
+//! Role manifests: `roles/<name>/role.yaml` says what a role puts on a host (packages,
+//! directories, files rendered from templates, sysctls, services, handlers, health checks) and
+//! `roles/<name>/defaults.yaml` documents every setting with its default. Roles are data; this
+//! module only reads them. The manifest is itself rendered as a template (with the same context
+//! as the files) before it is parsed, so paths and checks may use `{{ vars.… }}`.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use crate::state::{HandlerAction, ServiceState};
+
+/// The built-in roles, in the order the stack needs them.
+pub const ROLES: &[&str] = &[
+    "common",
+    "etcd",
+    "postgresql",
+    "patroni",
+    "pgbouncer",
+    "haproxy",
+    "keepalived",
+];
+
+/// Which hosts of a cluster a role applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AppliesTo {
+    /// Every host in the inventory (once per host, not per cluster).
+    All,
+    Etcd,
+    Postgres,
+    Balancers,
+}
+
+/// `roles/<name>/role.yaml`, after rendering.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub description: String,
+    pub applies_to: AppliesTo,
+    /// Lower phases are applied first (common 10, etcd 20, postgresql 30, patroni 40…).
+    pub phase: u32,
+    /// A Jinja expression; the role applies only where it is true (e.g. `cluster.vip`).
+    #[serde(default)]
+    pub when: Option<String>,
+    #[serde(default)]
+    pub packages: Vec<String>,
+    #[serde(default)]
+    pub directories: Vec<DirectorySpec>,
+    #[serde(default)]
+    pub files: Vec<FileSpec>,
+    /// Kernel settings (`net.ipv4.ip_nonlocal_bind: 1`).
+    #[serde(default)]
+    pub sysctls: BTreeMap<String, serde_json::Value>,
+    #[serde(default)]
+    pub services: Vec<ServiceSpec>,
+    #[serde(default)]
+    pub handlers: Vec<HandlerSpec>,
+    #[serde(default)]
+    pub checks: Vec<CheckSpec>,
+    /// Ports this role listens on (`name: number`), for the port-clash check.
+    #[serde(default)]
+    pub ports: BTreeMap<String, serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DirectorySpec {
+    pub path: String,
+    #[serde(default = "root")]
+    pub owner: String,
+    #[serde(default = "root")]
+    pub group: String,
+    #[serde(default = "dir_mode")]
+    pub mode: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSpec {
+    /// Template name, `<role>/<file>.j2`, looked up in the override directory, then built in.
+    pub template: String,
+    /// Absolute path on the host.
+    pub dest: String,
+    #[serde(default = "root")]
+    pub owner: String,
+    #[serde(default = "root")]
+    pub group: String,
+    #[serde(default = "file_mode")]
+    pub mode: String,
+    /// The file holds secrets (mode must not be world-readable; diffs are masked).
+    #[serde(default)]
+    pub sensitive: bool,
+    /// Handlers to run when this file changes.
+    #[serde(default)]
+    pub notify: Vec<String>,
+    /// A Jinja expression; the file is managed only where it is true.
+    #[serde(default)]
+    pub when: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceSpec {
+    pub name: String,
+    pub state: ServiceState,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HandlerSpec {
+    pub name: String,
+    #[serde(default)]
+    pub service: Option<String>,
+    pub action: HandlerAction,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckSpec {
+    pub name: String,
+    /// `http: URL` (+ `expect`), `tcp: HOST:PORT`, or `command: [argv…]` run on the host.
+    #[serde(default)]
+    pub http: Option<String>,
+    #[serde(default)]
+    pub expect: Option<u16>,
+    #[serde(default)]
+    pub tcp: Option<String>,
+    #[serde(default)]
+    pub command: Option<Vec<String>>,
+}
+
+fn root() -> String {
+    "root".into()
+}
+fn dir_mode() -> String {
+    "0755".into()
+}
+fn file_mode() -> String {
+    "0644".into()
+}
+
+/// Parse an octal mode written as a string (`"0640"`).
+pub fn parse_mode(text: &str) -> Option<u32> {
+    u32::from_str_radix(text.trim_start_matches("0o"), 8)
+        .ok()
+        .filter(|m| *m <= 0o7777)
+}
+
+/// The default settings of every role, one layer per role (lowest precedence).
+pub fn default_layers() -> crate::error::Result<Vec<crate::inventory::vars::Layer>> {
+    use crate::inventory::vars::{Layer, Origin};
+    let mut layers = Vec::new();
+    for role in ROLES {
+        let Some(text) = crate::render::engine::role_file(role, "defaults.yaml") else {
+            continue;
+        };
+        let value: serde_json::Value = serde_saphyr::from_str(text).map_err(|e| {
+            crate::error::Error::failure(
+                format!("built-in roles/{role}/defaults.yaml is invalid: {e}"),
+                None,
+            )
+        })?;
+        let map = match value {
+            serde_json::Value::Object(map) => map,
+            serde_json::Value::Null => serde_json::Map::new(),
+            _ => {
+                return Err(crate::error::Error::failure(
+                    format!("built-in roles/{role}/defaults.yaml must be a mapping"),
+                    None,
+                ))
+            }
+        };
+        layers.push(Layer::from_nested(Origin::RoleDefault((*role).to_owned()), &map));
+    }
+    Ok(layers)
+}
+
+/// All role defaults merged into one layer (for checking that a setting exists).
+pub fn all_defaults(layers: &[crate::inventory::vars::Layer]) -> crate::inventory::vars::Layer {
+    let mut merged = crate::inventory::vars::Layer {
+        origin: crate::inventory::vars::Origin::RoleDefault("*".into()),
+        values: BTreeMap::new(),
+    };
+    for layer in layers {
+        merged
+            .values
+            .extend(layer.values.iter().map(|(k, v)| (k.clone(), v.clone())));
+    }
+    merged
+}
+
+/// Parse a rendered manifest.
+pub fn parse_manifest(role: &str, text: &str) -> crate::error::Result<Manifest> {
+    serde_saphyr::from_str(text).map_err(|e| {
+        crate::error::Error::usage(
+            format!("roles/{role}/role.yaml (after rendering): {e}"),
+            Some("the schema is in src/role/mod.rs; role.yaml is rendered as a template first".into()),
+        )
+    })
+}

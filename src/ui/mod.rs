@@ -1,6 +1,5 @@
 //! The only code that prints to the terminal: diagnostics, summaries, diffs, progress.
 
-use std::io::IsTerminal;
 
 /// Set up `tracing` logs on stderr: warnings by default, more with `-v`.
 pub fn init_logging(verbose: u8) {
@@ -19,22 +18,117 @@ pub fn init_logging(verbose: u8) {
         .try_init();
 }
 
-/// Print a diagnostic: graphical with a source snippet; colours only on a terminal.
+/// Print a diagnostic, compiler style:
+///
+/// ```text
+/// error: cluster `main`: unknown host `pg4` in `etcd`
+///   --> inventory.yaml:8:22
+///    |
+///  8 |     etcd: [pg1, pg2, pg4]
+///    |                      ^ not defined under `hosts:`
+///    |
+/// hint: did you mean `pg3`?
+/// ```
 pub fn print_report(report: &miette::Report) {
-    let theme = if std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none() {
-        miette::GraphicalTheme::unicode()
-    } else {
-        miette::GraphicalTheme::unicode_nocolor()
+    eprint!("{}", format_report(report.as_ref()));
+}
+
+/// The text of [`print_report`]; also used by tests.
+pub fn format_report(diagnostic: &dyn miette::Diagnostic) -> String {
+    use std::fmt::Write;
+    let severity = match diagnostic.severity() {
+        Some(miette::Severity::Warning) => "warning",
+        Some(miette::Severity::Advice) => "note",
+        _ => "error",
     };
-    let handler = miette::GraphicalReportHandler::new_themed(theme).with_context_lines(1);
     let mut out = String::new();
-    if handler.render_report(&mut out, report.as_ref()).is_err() {
-        out = format!("error: {report}\n");
+    let _ = writeln!(out, "{severity}: {}", headline(diagnostic));
+    let mut cause = std::error::Error::source(diagnostic);
+    while let Some(c) = cause {
+        let _ = writeln!(out, "  caused by: {c}");
+        cause = c.source();
     }
-    eprint!("{out}");
+    if let (Some(source), Some(mut labels)) = (diagnostic.source_code(), diagnostic.labels()) {
+        if let Some(label) = labels.next() {
+            if let (Ok(contents), Ok(around)) = (
+                source.read_span(label.inner(), 0, 0),
+                source.read_span(label.inner(), 1, 1),
+            ) {
+                let line = contents.line() + 1;
+                let column = contents.column() + 1;
+                let name = contents.name().unwrap_or("<input>");
+                // `around` starts one line earlier (unless at the top): pick the label's line.
+                let text = String::from_utf8_lossy(around.data()).into_owned();
+                let text = text
+                    .lines()
+                    .nth(contents.line() - around.line())
+                    .unwrap_or("")
+                    .to_owned();
+                let width = line.to_string().len();
+                let pad = " ".repeat(width);
+                let _ = writeln!(out, "{pad}--> {name}:{line}:{column}");
+                let _ = writeln!(out, "{pad} |");
+                // With no context lines, miette returns the whole line holding the span.
+                let _ = writeln!(out, "{line} | {}", text.trim_end());
+                let marker = " ".repeat(column.saturating_sub(1));
+                let _ = writeln!(out, "{pad} | {marker}^ {}", label.label().unwrap_or(""));
+                let _ = writeln!(out, "{pad} |");
+            }
+        }
+    }
+    if let Some(help) = diagnostic.help() {
+        let _ = writeln!(out, "hint: {help}");
+    }
+    out
+}
+
+/// The message without a leading `file:line:col: ` (the snippet shows it).
+fn headline(diagnostic: &dyn miette::Diagnostic) -> String {
+    let text = diagnostic.to_string();
+    if diagnostic.source_code().is_some() && diagnostic.labels().is_some() {
+        if let Some((place, rest)) = text.split_once(": ") {
+            if place.matches(':').count() == 2 {
+                return rest.to_owned();
+            }
+        }
+    }
+    text
 }
 
 /// Print a line to stderr (messages for people; stdout is only for data).
 pub fn eprintln(line: &str) {
     eprintln!("{line}");
+}
+
+/// Print inventory warnings (they do not stop the run).
+pub fn print_warnings(warnings: &[crate::inventory::diag::InventoryError]) {
+    for warning in warnings {
+        eprint!("{}", format_report(warning));
+    }
+}
+
+/// Print data as pretty JSON on stdout.
+pub fn print_json<T: serde::Serialize>(value: &T) {
+    match serde_json::to_string_pretty(value) {
+        Ok(text) => println!("{text}"),
+        Err(e) => eprintln!("error: cannot encode JSON: {e}"),
+    }
+}
+
+/// Print the `vars` table: key, value, origin.
+pub fn print_vars(views: &[crate::render::VarsView]) {
+    for view in views {
+        match &view.cluster {
+            Some(cluster) => println!("# host {} in cluster {cluster}", view.host),
+            None => println!("# host {} (in no cluster)", view.host),
+        }
+        let width = view.vars.iter().map(|v| v.key.len()).max().unwrap_or(0);
+        for entry in &view.vars {
+            let value = match &entry.value {
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            println!("{:width$}  {value}  ({})", entry.key, entry.origin);
+        }
+    }
 }

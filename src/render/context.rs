@@ -1,0 +1,202 @@
+//! The variables a template sees (documented in templates/README.md): `host`, `member`,
+//! `cluster`, `vars`, `secrets`, `apt`, `inventory`, `pgstrap`. Derived facts (Patroni member
+//! names, replication peers, the standby slot name, the VRRP router id) are computed here, once.
+
+use std::collections::BTreeMap;
+
+use serde_json::{json, Value};
+
+use super::Project;
+use crate::error::{Error, ErrorKind, Result};
+use crate::inventory::secrets::Secrets;
+use crate::inventory::vars::Vars;
+use crate::inventory::{Cluster, Host};
+
+/// The replication slot a primary-side cluster keeps for its standby cluster `standby`.
+pub fn standby_slot(standby: &str) -> String {
+    let name: String = standby
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' })
+        .collect();
+    format!("standby_{name}")
+}
+
+/// The Patroni member name of `host`: `patroni.name` when set, else the host's name.
+pub fn member_name(project: &Project, host: &Host, cluster: &Cluster) -> String {
+    project
+        .vars(host, Some(cluster))
+        .get_str("patroni.name")
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| host.name.clone())
+}
+
+/// The VRRP router id of a cluster: `keepalived.router_id` when not 0, else derived from its name.
+pub fn router_id(project: &Project, cluster: &Cluster) -> u64 {
+    match project.cluster_vars(cluster).get_u64("keepalived.router_id") {
+        Some(id) if id > 0 => id,
+        _ => {
+            // FNV-1a: stable across runs and versions, unlike the std hasher.
+            let mut hash: u32 = 0x811c_9dc5;
+            for byte in cluster.name.bytes() {
+                hash ^= u32::from(byte);
+                hash = hash.wrapping_mul(0x0100_0193);
+            }
+            u64::from(hash % 254) + 1
+        }
+    }
+}
+
+fn host_list(project: &Project, cluster: &Cluster, names: &[String], members: bool) -> Value {
+    let hosts = &project.inventory.hosts;
+    Value::Array(
+        names
+            .iter()
+            .filter_map(|n| hosts.get(n))
+            .map(|h| {
+                let member = if members { member_name(project, h, cluster) } else { h.name.clone() };
+                json!({"name": h.name, "address": h.address.to_string(), "member": member})
+            })
+            .collect(),
+    )
+}
+
+/// The `cluster` value of every cluster, with the checks that need resolved settings
+/// (unique Patroni member names, unique VRRP router ids per datacenter).
+pub fn clusters(project: &Project) -> Result<BTreeMap<String, Value>> {
+    let inventory = &project.inventory;
+    let mut errors = Vec::new();
+    let mut members: BTreeMap<String, (String, String)> = BTreeMap::new();
+    let mut router_ids: BTreeMap<(String, u64), String> = BTreeMap::new();
+    for cluster in inventory.clusters.values() {
+        for name in &cluster.postgres {
+            let Some(host) = inventory.hosts.get(name) else { continue };
+            let member = member_name(project, host, cluster);
+            if let Some((other_cluster, other_host)) =
+                members.insert(member.clone(), (cluster.name.clone(), host.name.clone()))
+            {
+                errors.push(
+                    inventory
+                        .error_at(
+                            Some(host.location),
+                            format!(
+                                "Patroni member name `{member}` is used by host `{other_host}` (cluster `{other_cluster}`) and host `{}` (cluster `{}`)",
+                                host.name, cluster.name
+                            ),
+                            "this host",
+                        )
+                        .hint("member names must be unique across all clusters (a DR standby shares names with its primary side in replication): change `patroni.name` in one host's vars"),
+                );
+            }
+        }
+        if cluster.vip.is_some() {
+            let id = router_id(project, cluster);
+            if let Some(other) = router_ids.insert((cluster.datacenter.clone(), id), cluster.name.clone()) {
+                errors.push(
+                    inventory
+                        .error_at(
+                            Some(cluster.location),
+                            format!(
+                                "clusters `{other}` and `{}` in datacenter {} would use the same VRRP router id {id}",
+                                cluster.name, cluster.datacenter
+                            ),
+                            "this cluster",
+                        )
+                        .hint("set `vars: {keepalived: {router_id: N}}` (1-255) on one of them"),
+                );
+            }
+        }
+    }
+    if !errors.is_empty() {
+        return Err(Error {
+            kind: ErrorKind::BadInput,
+            reports: errors.into_iter().map(Into::into).collect(),
+        });
+    }
+
+    let mut out = BTreeMap::new();
+    for cluster in inventory.clusters.values() {
+        let postgres_of = |c: &Cluster| host_list(project, c, &c.postgres, true);
+        let standby_of = cluster
+            .standby_of
+            .as_ref()
+            .and_then(|name| inventory.clusters.get(name))
+            .map(|primary| {
+                json!({"name": primary.name, "postgres": postgres_of(primary), "slot": standby_slot(&cluster.name)})
+            });
+        let standbys: Vec<Value> = inventory
+            .standbys_of(&cluster.name)
+            .map(|s| json!({"name": s.name, "postgres": postgres_of(s), "slot": standby_slot(&s.name)}))
+            .collect();
+        // Replication peers: this cluster's DB hosts, its standbys' and its primary side's.
+        let mut peer_names: Vec<&String> = cluster.postgres.iter().collect();
+        for s in inventory.standbys_of(&cluster.name) {
+            peer_names.extend(s.postgres.iter());
+        }
+        if let Some(primary) = cluster.standby_of.as_ref().and_then(|n| inventory.clusters.get(n)) {
+            peer_names.extend(primary.postgres.iter());
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        let peers: Vec<Value> = peer_names
+            .into_iter()
+            .filter(|n| seen.insert((*n).clone()))
+            .filter_map(|n| inventory.hosts.get(n))
+            .map(|h| json!({"name": h.name, "address": h.address.to_string()}))
+            .collect();
+        let value = json!({
+            "name": cluster.name,
+            "scope": cluster.name,
+            "datacenter": cluster.datacenter,
+            "etcd": host_list(project, cluster, &cluster.etcd, false),
+            "postgres": postgres_of(cluster),
+            "balancers": host_list(project, cluster, &cluster.balancers, false),
+            "vip": cluster.vip.map(|v| json!({"address": v.addr().to_string(), "prefix": v.prefix_len(), "cidr": v.to_string()})),
+            "networks": cluster.networks.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "is_standby": cluster.standby_of.is_some(),
+            "standby_of": standby_of,
+            "standbys": standbys,
+            "peers": peers,
+            "keepalived_router_id": router_id(project, cluster),
+        });
+        out.insert(cluster.name.clone(), value);
+    }
+    Ok(out)
+}
+
+/// The full context of one role instance on one host.
+pub fn template_context(
+    project: &Project,
+    host: &Host,
+    groups: &[&str],
+    cluster: Value,
+    index: usize,
+    vars: &Vars,
+    secrets: &Secrets,
+) -> Value {
+    let inventory = &project.inventory;
+    let secrets: serde_json::Map<String, Value> = crate::inventory::secrets::KNOWN
+        .iter()
+        .map(|(name, _, _)| {
+            let value = secrets
+                .get(name)
+                .map_or_else(|| "(generated-on-first-render)".to_owned(), |s| s.expose().to_owned());
+            ((*name).to_owned(), Value::String(value))
+        })
+        .collect();
+    json!({
+        "host": {
+            "name": host.name,
+            "address": host.address.to_string(),
+            "datacenter": host.datacenter,
+            "groups": groups,
+        },
+        "member": {"index": index, "priority": 150u64.saturating_sub(10 * index as u64).max(1)},
+        "cluster": cluster,
+        "vars": vars.to_nested(),
+        "secrets": secrets,
+        "apt": {"proxy": inventory.apt.proxy, "mirror": inventory.apt.mirror},
+        "inventory": {
+            "hosts": inventory.hosts.values().map(|h| json!({"name": h.name, "address": h.address.to_string(), "datacenter": h.datacenter})).collect::<Vec<_>>(),
+        },
+        "pgstrap": {"version": env!("CARGO_PKG_VERSION")},
+    })
+}
