@@ -20,9 +20,13 @@
 //! - `cli/`: one thin file per subcommand: parse, build options, call one library function.
 
 pub mod cli;
+pub mod connect;
 pub mod error;
+pub mod exec;
+pub mod facts;
 pub mod inventory;
 pub mod lab;
+pub mod ops;
 pub mod render;
 pub mod role;
 pub mod state;

@@ -5,8 +5,10 @@ use clap::{Parser, Subcommand};
 
 use crate::error::{Error, ErrorKind};
 
+mod apply;
 mod check;
 mod lab;
+mod plan;
 mod render;
 mod templates;
 mod vars;
@@ -43,6 +45,10 @@ pub enum Command {
     Vars(vars::Args),
     /// Inspect templates.
     Templates(templates::Args),
+    /// Show, per host, what `apply` would change (diffs with secrets masked); change nothing.
+    Plan(plan::Args),
+    /// Bring every host to the state the inventory describes.
+    Apply(apply::Args),
     /// Real test hosts on this machine (systemd-nspawn containers reached over SSH).
     Lab(lab::Args),
 }
@@ -56,6 +62,8 @@ pub fn main() -> i32 {
         Command::Render(args) => render::run(args),
         Command::Vars(args) => vars::run(args),
         Command::Templates(args) => templates::run(args),
+        Command::Plan(args) => plan::run(args),
+        Command::Apply(args) => apply::run(args),
         Command::Lab(args) => lab::run(args),
     };
     match result {
