@@ -75,7 +75,12 @@ impl Secrets {
     }
 
     pub fn masker(&self) -> Masker {
-        Masker::new(self.values.values().map(|s| s.expose().to_owned()).collect())
+        Masker::new(
+            self.values
+                .values()
+                .map(|s| s.expose().to_owned())
+                .collect(),
+        )
     }
 }
 

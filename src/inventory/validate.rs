@@ -78,7 +78,8 @@ pub(super) fn validate(
     let ssh = raw.ssh;
     let user = ssh.user.unwrap_or_else(|| "root".into());
     let become_root = ssh.become_root.unwrap_or(user != "root");
-    let templates_dir = super::resolve_path(&dir, raw.templates_dir.as_deref().unwrap_or("templates"));
+    let templates_dir =
+        super::resolve_path(&dir, raw.templates_dir.as_deref().unwrap_or("templates"));
     Ok(Inventory {
         ssh: Ssh {
             port: ssh.port.unwrap_or(22),
@@ -136,7 +137,13 @@ fn check_hosts(c: &mut Checker, raw: &RawInventory, defaults: &Layer) -> BTreeMa
             );
         }
         let vars_layer = layer_from(Origin::Host(name.clone()), &host.vars);
-        check_var_keys(c, &vars_layer, defaults, spanned.referenced, &format!("host `{name}`"));
+        check_var_keys(
+            c,
+            &vars_layer,
+            defaults,
+            spanned.referenced,
+            &format!("host `{name}`"),
+        );
         hosts.insert(
             name.clone(),
             Host {
@@ -161,7 +168,10 @@ fn valid_name(name: &str) -> bool {
         && name
             .chars()
             .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_')
-        && name.chars().next().is_some_and(|ch| ch.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .next()
+            .is_some_and(|ch| ch.is_ascii_alphanumeric())
 }
 
 fn layer_from(origin: Origin, vars: &RawVars) -> Layer {
@@ -176,7 +186,12 @@ fn check_var_keys(c: &mut Checker, layer: &Layer, defaults: &Layer, at: Location
                 Some(near) => format!("did you mean `{near}`? `pgstrap vars HOST -i INV` lists every setting"),
                 None => "`pgstrap vars HOST -i INV` lists every setting; roles/*/defaults.yaml documents them".into(),
             };
-            c.error(at, format!("{whose}: unknown setting `{key}`"), "set here", Some(hint));
+            c.error(
+                at,
+                format!("{whose}: unknown setting `{key}`"),
+                "set here",
+                Some(hint),
+            );
         }
     }
 }
@@ -206,12 +221,21 @@ fn check_cluster(
         for item in list {
             if !hosts.contains_key(&item.value) && !known.contains(&item.value.as_str()) {
                 let hint = match closest_name(known, &item.value) {
-                    Some(near) => format!("did you mean `{near}`? hosts are defined under `hosts:`"),
-                    None => format!("define `{}` under `hosts:`; known hosts: {}", item.value, known.join(", ")),
+                    Some(near) => {
+                        format!("did you mean `{near}`? hosts are defined under `hosts:`")
+                    }
+                    None => format!(
+                        "define `{}` under `hosts:`; known hosts: {}",
+                        item.value,
+                        known.join(", ")
+                    ),
                 };
                 c.error(
                     item.referenced,
-                    format!("cluster `{name}`: unknown host `{}` in `{what}`", item.value),
+                    format!(
+                        "cluster `{name}`: unknown host `{}` in `{what}`",
+                        item.value
+                    ),
                     "not defined under `hosts:`",
                     Some(hint),
                 );
@@ -219,7 +243,10 @@ fn check_cluster(
             } else if !seen.insert(item.value.clone()) {
                 c.error(
                     item.referenced,
-                    format!("cluster `{name}`: host `{}` is listed twice in `{what}`", item.value),
+                    format!(
+                        "cluster `{name}`: host `{}` is listed twice in `{what}`",
+                        item.value
+                    ),
                     "listed again",
                     Some("list each host once".into()),
                 );
@@ -271,12 +298,16 @@ fn check_cluster(
         _ => {}
     }
 
-    let datacenter = raw.datacenter.as_ref().map(|d| d.value.clone()).unwrap_or_else(|| {
-        postgres
-            .first()
-            .and_then(|h| hosts.get(h))
-            .map_or_else(|| "dc1".to_owned(), |h| h.datacenter.clone())
-    });
+    let datacenter = raw
+        .datacenter
+        .as_ref()
+        .map(|d| d.value.clone())
+        .unwrap_or_else(|| {
+            postgres
+                .first()
+                .and_then(|h| hosts.get(h))
+                .map_or_else(|| "dc1".to_owned(), |h| h.datacenter.clone())
+        });
 
     // Networks: the inventory's, or every host's own /32.
     let networks: Vec<IpNet> = match &raw.networks {
@@ -298,13 +329,21 @@ fn check_cluster(
         None => hosts.values().map(|h| IpNet::from(h.address)).collect(),
     };
 
-    let vip = raw.vip.as_ref().and_then(|v| check_vip(c, name, v, hosts, &balancers));
+    let vip = raw
+        .vip
+        .as_ref()
+        .and_then(|v| check_vip(c, name, v, hosts, &balancers));
 
     let mut settings = Map::new();
     for (k, v) in &raw.vars {
         settings.insert(k.clone(), v.clone());
     }
-    merge_into(&mut settings, "postgresql", "parameters", &raw.postgres_parameters);
+    merge_into(
+        &mut settings,
+        "postgresql",
+        "parameters",
+        &raw.postgres_parameters,
+    );
     merge_into(&mut settings, "patroni", "", &raw.patroni);
     let vars_layer = Layer::from_nested(Origin::Cluster(name.to_owned()), &settings);
     check_var_keys(c, &vars_layer, defaults, at, &format!("cluster `{name}`"));
@@ -360,9 +399,15 @@ fn check_vip(
     let Ok(net) = vip.value.parse::<IpNet>() else {
         c.error(
             vip.referenced,
-            format!("cluster `{name}`: VIP `{}` is not an address with a prefix", vip.value),
+            format!(
+                "cluster `{name}`: VIP `{}` is not an address with a prefix",
+                vip.value
+            ),
             "expected e.g. 10.0.0.100/24",
-            Some("write the VIP with the prefix of the balancers' network, e.g. 10.0.0.100/24".into()),
+            Some(
+                "write the VIP with the prefix of the balancers' network, e.g. 10.0.0.100/24"
+                    .into(),
+            ),
         );
         return None;
     };
@@ -371,13 +416,20 @@ fn check_vip(
             vip.referenced,
             format!("cluster `{name}` has a VIP but no `balancers`"),
             "nothing would hold this VIP",
-            Some("list the HAProxy + keepalived hosts under `balancers:` (they may be the DB hosts)".into()),
+            Some(
+                "list the HAProxy + keepalived hosts under `balancers:` (they may be the DB hosts)"
+                    .into(),
+            ),
         );
     }
     if let Some(owner) = hosts.values().find(|h| h.address == net.addr()) {
         c.error(
             vip.referenced,
-            format!("cluster `{name}`: VIP {} is the address of host `{}`", net.addr(), owner.name),
+            format!(
+                "cluster `{name}`: VIP {} is the address of host `{}`",
+                net.addr(),
+                owner.name
+            ),
             "already a host address",
             Some("pick a free address in the balancers' network for the VIP".into()),
         );
@@ -388,7 +440,9 @@ fn check_vip(
             .filter(|h| !net.trunc().contains(&h.address))
             .map(|h| h.name.as_str())
             .collect();
-        if !outside.is_empty() || (balancers.is_empty() && !hosts.values().any(|h| net.trunc().contains(&h.address))) {
+        if !outside.is_empty()
+            || (balancers.is_empty() && !hosts.values().any(|h| net.trunc().contains(&h.address)))
+        {
             c.error(
                 vip.referenced,
                 format!(
@@ -404,7 +458,11 @@ fn check_vip(
     Some(net)
 }
 
-fn check_across_clusters(c: &mut Checker, raw: &RawInventory, clusters: &BTreeMap<String, Cluster>) {
+fn check_across_clusters(
+    c: &mut Checker,
+    raw: &RawInventory,
+    clusters: &BTreeMap<String, Cluster>,
+) {
     // A host may run one Patroni member only.
     let mut patroni_owner: BTreeMap<&str, &str> = BTreeMap::new();
     for (name, cluster) in &raw.clusters {
@@ -431,7 +489,11 @@ fn check_across_clusters(c: &mut Checker, raw: &RawInventory, clusters: &BTreeMa
             if let Some(other) = vips.insert(vip.addr(), &cluster.name) {
                 c.error(
                     cluster.location,
-                    format!("clusters `{other}` and `{}` use the same VIP {}", cluster.name, vip.addr()),
+                    format!(
+                        "clusters `{other}` and `{}` use the same VIP {}",
+                        cluster.name,
+                        vip.addr()
+                    ),
                     "this cluster",
                     Some("give each cluster its own VIP".into()),
                 );
@@ -458,7 +520,10 @@ fn check_standby_links(c: &mut Checker, raw: &RawInventory) {
             let names: Vec<&str> = raw.clusters.keys().map(String::as_str).collect();
             c.error(
                 target.referenced,
-                format!("cluster `{name}`: `standby_of` names unknown cluster `{}`", target.value),
+                format!(
+                    "cluster `{name}`: `standby_of` names unknown cluster `{}`",
+                    target.value
+                ),
                 "no such cluster",
                 Some(format!("clusters defined here: {}", names.join(", "))),
             );
@@ -471,9 +536,15 @@ fn check_standby_links(c: &mut Checker, raw: &RawInventory) {
             if current == name {
                 c.error(
                     target.referenced,
-                    format!("clusters form a standby cycle: {} → {name}", seen.join(" → ")),
+                    format!(
+                        "clusters form a standby cycle: {} → {name}",
+                        seen.join(" → ")
+                    ),
                     "cycle",
-                    Some("exactly one cluster in a chain must be the primary side (no `standby_of`)".into()),
+                    Some(
+                        "exactly one cluster in a chain must be the primary side (no `standby_of`)"
+                            .into(),
+                    ),
                 );
                 break;
             }
@@ -490,7 +561,11 @@ fn check_standby_links(c: &mut Checker, raw: &RawInventory) {
     }
 }
 
-fn check_secrets(c: &mut Checker, raw: &RawInventory, dir: &std::path::Path) -> BTreeMap<String, SecretSource> {
+fn check_secrets(
+    c: &mut Checker,
+    raw: &RawInventory,
+    dir: &std::path::Path,
+) -> BTreeMap<String, SecretSource> {
     let mut sources = BTreeMap::new();
     let known: Vec<&str> = secrets::KNOWN.iter().map(|(n, _, _)| *n).collect();
     for (name, spanned) in &raw.secrets {
@@ -500,13 +575,22 @@ fn check_secrets(c: &mut Checker, raw: &RawInventory, dir: &std::path::Path) -> 
                 Some(near) => format!("did you mean `{near}`?"),
                 None => format!("known secrets: {}", known.join(", ")),
             };
-            c.error(spanned.referenced, format!("unknown secret `{name}`"), "not a secret pgstrap uses", Some(hint));
+            c.error(
+                spanned.referenced,
+                format!("unknown secret `{name}`"),
+                "not a secret pgstrap uses",
+                Some(hint),
+            );
             continue;
         }
-        let given = [secret.env.is_some(), secret.file.is_some(), secret.generate == Some(true)]
-            .iter()
-            .filter(|x| **x)
-            .count();
+        let given = [
+            secret.env.is_some(),
+            secret.file.is_some(),
+            secret.generate == Some(true),
+        ]
+        .iter()
+        .filter(|x| **x)
+        .count();
         if given == 0 {
             c.error(
                 spanned.referenced,
@@ -531,7 +615,9 @@ fn check_secrets(c: &mut Checker, raw: &RawInventory, dir: &std::path::Path) -> 
                     spanned.referenced,
                     format!("secret `{name}`: environment variable `{var}` is not set"),
                     "read from the environment",
-                    Some(format!("export {var}=… before running pgstrap, or use `generate: true`")),
+                    Some(format!(
+                        "export {var}=… before running pgstrap, or use `generate: true`"
+                    )),
                 );
             }
             SecretSource::Env(var.clone())
@@ -576,7 +662,10 @@ fn check_apt(c: &mut Checker, raw: &RawInventory) -> Apt {
 fn closest_name<'a>(names: &[&'a str], wanted: &str) -> Option<&'a str> {
     let layer = Layer {
         origin: Origin::CommandLine,
-        values: names.iter().map(|n| ((*n).to_owned(), Value::Null)).collect(),
+        values: names
+            .iter()
+            .map(|n| ((*n).to_owned(), Value::Null))
+            .collect(),
     };
     let found = vars::closest(&layer, wanted)?;
     names.iter().copied().find(|n| *n == found)

@@ -144,7 +144,9 @@ pub fn parse_set(text: &str) -> Result<(String, Value), String> {
         .ok_or_else(|| format!("`--set {text}`: expected KEY=VALUE, e.g. patroni.ttl=20"))?;
     let key = key.trim();
     if key.is_empty() || key.split('.').any(str::is_empty) {
-        return Err(format!("`--set {text}`: the key must be a dotted name like patroni.ttl"));
+        return Err(format!(
+            "`--set {text}`: the key must be a dotted name like patroni.ttl"
+        ));
     }
     let value: Value = if value.is_empty() {
         Value::String(String::new())
@@ -211,8 +213,14 @@ mod tests {
                 Origin::RoleDefault("patroni".into()),
                 json!({"patroni": {"ttl": 30, "loop_wait": 10}}),
             ),
-            layer(Origin::Cluster("main".into()), json!({"patroni": {"ttl": 20}})),
-            layer(Origin::Host("pg1".into()), json!({"patroni": {"loop_wait": 5}})),
+            layer(
+                Origin::Cluster("main".into()),
+                json!({"patroni": {"ttl": 20}}),
+            ),
+            layer(
+                Origin::Host("pg1".into()),
+                json!({"patroni": {"loop_wait": 5}}),
+            ),
         ]);
         assert_eq!(
             vars.entries["patroni.ttl"],
@@ -240,13 +248,19 @@ mod tests {
             layer(Origin::Host("pg1".into()), json!({"patroni": {"ttl": 20}})),
             cli,
         ]);
-        assert_eq!(vars.entries["patroni.ttl"], (json!(25), Origin::CommandLine));
+        assert_eq!(
+            vars.entries["patroni.ttl"],
+            (json!(25), Origin::CommandLine)
+        );
     }
 
     #[test]
     fn a_mapping_replaces_what_was_below_it() {
         let vars = resolve(&[
-            layer(Origin::RoleDefault("x".into()), json!({"a": {"b": 1, "c": 2}})),
+            layer(
+                Origin::RoleDefault("x".into()),
+                json!({"a": {"b": 1, "c": 2}}),
+            ),
             layer(Origin::Cluster("m".into()), json!({"a": {"b": {"d": 3}}})),
         ]);
         assert_eq!(vars.to_nested(), json!({"a": {"b": {"d": 3}, "c": 2}}));

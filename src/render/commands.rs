@@ -41,7 +41,12 @@ pub struct Rendered {
 }
 
 /// Render every file of every host (or `only` these) into `out/HOST/<absolute path>`.
-pub fn render_to_dir(inventory: &Path, sets: &[String], out: &Path, only: Option<&[String]>) -> Result<Rendered> {
+pub fn render_to_dir(
+    inventory: &Path,
+    sets: &[String],
+    out: &Path,
+    only: Option<&[String]>,
+) -> Result<Rendered> {
     let project = load_project(inventory, sets)?;
     if let Some(names) = only {
         for name in names {
@@ -57,8 +62,9 @@ pub fn render_to_dir(inventory: &Path, sets: &[String], out: &Path, only: Option
         for file in host.files() {
             let relative = file.path.trim_start_matches('/');
             let target = out.join(&host.host).join(relative);
-            write_file(&target, file.content.as_bytes(), file.mode)
-                .map_err(|e| Error::failure(format!("cannot write {}: {e}", target.display()), None))?;
+            write_file(&target, file.content.as_bytes(), file.mode).map_err(|e| {
+                Error::failure(format!("cannot write {}: {e}", target.display()), None)
+            })?;
             files += 1;
         }
     }
@@ -96,20 +102,32 @@ pub struct VarEntry {
 }
 
 /// Every setting of `host`, per cluster it belongs to, with where each value came from.
-pub fn host_vars(inventory: &Path, sets: &[String], host: &str, cluster: Option<&str>) -> Result<Vec<VarsView>> {
+pub fn host_vars(
+    inventory: &Path,
+    sets: &[String],
+    host: &str,
+    cluster: Option<&str>,
+) -> Result<Vec<VarsView>> {
     let project = load_project(inventory, sets)?;
     let Some(h) = project.inventory.hosts.get(host) else {
         let known: Vec<&str> = project.inventory.hosts.keys().map(String::as_str).collect();
         return Err(Error::usage(
             format!("unknown host `{host}`"),
-            Some(format!("hosts in {}: {}", inventory.display(), known.join(", "))),
+            Some(format!(
+                "hosts in {}: {}",
+                inventory.display(),
+                known.join(", ")
+            )),
         ));
     };
     let mut clusters: Vec<_> = project.memberships(host).map(|(c, _)| c).collect();
     if let Some(name) = cluster {
         clusters.retain(|c| c.name == name);
         if clusters.is_empty() {
-            return Err(Error::usage(format!("host `{host}` is not in cluster `{name}`"), None));
+            return Err(Error::usage(
+                format!("host `{host}` is not in cluster `{name}`"),
+                None,
+            ));
         }
     }
     let view = |c: Option<&crate::inventory::Cluster>| VarsView {
@@ -152,7 +170,10 @@ pub fn template_show(inventory: Option<&Path>, name: &str) -> Result<(String, Te
     engine::find_template(&dir, name).ok_or_else(|| {
         Error::usage(
             format!("no template named `{name}`"),
-            Some("`pgstrap templates list` shows every template name (e.g. patroni/config.yml.j2)".into()),
+            Some(
+                "`pgstrap templates list` shows every template name (e.g. patroni/config.yml.j2)"
+                    .into(),
+            ),
         )
     })
 }

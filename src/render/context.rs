@@ -16,7 +16,13 @@ use crate::inventory::{Cluster, Host};
 pub fn standby_slot(standby: &str) -> String {
     let name: String = standby
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
         .collect();
     format!("standby_{name}")
 }
@@ -32,7 +38,10 @@ pub fn member_name(project: &Project, host: &Host, cluster: &Cluster) -> String 
 
 /// The VRRP router id of a cluster: `keepalived.router_id` when not 0, else derived from its name.
 pub fn router_id(project: &Project, cluster: &Cluster) -> u64 {
-    match project.cluster_vars(cluster).get_u64("keepalived.router_id") {
+    match project
+        .cluster_vars(cluster)
+        .get_u64("keepalived.router_id")
+    {
         Some(id) if id > 0 => id,
         _ => {
             // FNV-1a: stable across runs and versions, unlike the std hasher.
@@ -53,7 +62,11 @@ fn host_list(project: &Project, cluster: &Cluster, names: &[String], members: bo
             .iter()
             .filter_map(|n| hosts.get(n))
             .map(|h| {
-                let member = if members { member_name(project, h, cluster) } else { h.name.clone() };
+                let member = if members {
+                    member_name(project, h, cluster)
+                } else {
+                    h.name.clone()
+                };
                 json!({"name": h.name, "address": h.address.to_string(), "member": member})
             })
             .collect(),
@@ -69,7 +82,9 @@ pub fn clusters(project: &Project) -> Result<BTreeMap<String, Value>> {
     let mut router_ids: BTreeMap<(String, u64), String> = BTreeMap::new();
     for cluster in inventory.clusters.values() {
         for name in &cluster.postgres {
-            let Some(host) = inventory.hosts.get(name) else { continue };
+            let Some(host) = inventory.hosts.get(name) else {
+                continue;
+            };
             let member = member_name(project, host, cluster);
             if let Some((other_cluster, other_host)) =
                 members.insert(member.clone(), (cluster.name.clone(), host.name.clone()))
@@ -90,7 +105,9 @@ pub fn clusters(project: &Project) -> Result<BTreeMap<String, Value>> {
         }
         if cluster.vip.is_some() {
             let id = router_id(project, cluster);
-            if let Some(other) = router_ids.insert((cluster.datacenter.clone(), id), cluster.name.clone()) {
+            if let Some(other) =
+                router_ids.insert((cluster.datacenter.clone(), id), cluster.name.clone())
+            {
                 errors.push(
                     inventory
                         .error_at(
@@ -132,7 +149,11 @@ pub fn clusters(project: &Project) -> Result<BTreeMap<String, Value>> {
         for s in inventory.standbys_of(&cluster.name) {
             peer_names.extend(s.postgres.iter());
         }
-        if let Some(primary) = cluster.standby_of.as_ref().and_then(|n| inventory.clusters.get(n)) {
+        if let Some(primary) = cluster
+            .standby_of
+            .as_ref()
+            .and_then(|n| inventory.clusters.get(n))
+        {
             peer_names.extend(primary.postgres.iter());
         }
         let mut seen = std::collections::BTreeSet::new();
@@ -176,9 +197,10 @@ pub fn template_context(
     let secrets: serde_json::Map<String, Value> = crate::inventory::secrets::KNOWN
         .iter()
         .map(|(name, _, _)| {
-            let value = secrets
-                .get(name)
-                .map_or_else(|| "(generated-on-first-render)".to_owned(), |s| s.expose().to_owned());
+            let value = secrets.get(name).map_or_else(
+                || "(generated-on-first-render)".to_owned(),
+                |s| s.expose().to_owned(),
+            );
             ((*name).to_owned(), Value::String(value))
         })
         .collect();

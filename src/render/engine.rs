@@ -177,7 +177,10 @@ pub fn template_error(error: minijinja::Error) -> Error {
         (Some(name), None) => format!("template {name}"),
         _ => "template".to_owned(),
     };
-    let detail = error.detail().map(str::to_owned).unwrap_or_else(|| error.kind().to_string());
+    let detail = error
+        .detail()
+        .map(str::to_owned)
+        .unwrap_or_else(|| error.kind().to_string());
     Error::usage(
         format!("{place}: {detail}"),
         Some("templates/README.md lists every variable a template can use; `pgstrap vars HOST -i INV` shows the settings".into()),

@@ -7,7 +7,10 @@ mod commands;
 pub mod context;
 pub mod engine;
 
-pub use commands::{check, host_vars, render_to_dir, template_list, template_show, CheckSummary, Rendered, VarEntry, VarsView};
+pub use commands::{
+    check, host_vars, render_to_dir, template_list, template_show, CheckSummary, Rendered,
+    VarEntry, VarsView,
+};
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -47,7 +50,10 @@ pub fn load_project(path: &Path, sets: &[String]) -> Result<Project> {
             let hint = vars::closest(&merged, &key)
                 .map(|near| format!("did you mean `{near}`?"))
                 .unwrap_or_else(|| "`pgstrap vars HOST -i INV` lists every setting".into());
-            return Err(Error::usage(format!("--set: unknown setting `{key}`"), Some(hint)));
+            return Err(Error::usage(
+                format!("--set: unknown setting `{key}`"),
+                Some(hint),
+            ));
         }
         command_line.values.insert(key, value);
     }
@@ -81,7 +87,10 @@ impl Project {
     }
 
     /// The clusters `host` belongs to, with the groups it is in.
-    pub fn memberships<'a>(&'a self, host: &'a str) -> impl Iterator<Item = (&'a Cluster, Vec<&'static str>)> + 'a {
+    pub fn memberships<'a>(
+        &'a self,
+        host: &'a str,
+    ) -> impl Iterator<Item = (&'a Cluster, Vec<&'static str>)> + 'a {
         self.inventory.clusters.values().filter_map(move |cluster| {
             let groups = groups_of(cluster, host);
             (!groups.is_empty()).then_some((cluster, groups))
@@ -115,7 +124,11 @@ pub(crate) fn groups_of(cluster: &Cluster, host: &str) -> Vec<&'static str> {
 }
 
 /// Render the desired state of every host (or only `only` when given).
-pub fn desired_state(project: &Project, secrets: &Secrets, only: Option<&[String]>) -> Result<DesiredState> {
+pub fn desired_state(
+    project: &Project,
+    secrets: &Secrets,
+    only: Option<&[String]>,
+) -> Result<DesiredState> {
     let engine = Engine::new(&project.inventory.templates_dir);
     let clusters = context::clusters(project)?;
     let mut hosts = Vec::new();
@@ -141,7 +154,10 @@ fn host_state(
 ) -> Result<HostState> {
     let mut roles = Vec::new();
     let all_groups: Vec<&str> = {
-        let mut g: Vec<&str> = project.memberships(&host.name).flat_map(|(_, g)| g).collect();
+        let mut g: Vec<&str> = project
+            .memberships(&host.name)
+            .flat_map(|(_, g)| g)
+            .collect();
         g.sort();
         g.dedup();
         g
@@ -169,8 +185,19 @@ fn host_state(
         }
         for (cluster, index) in instances {
             let vars = project.vars(host, cluster);
-            let cluster_ctx = cluster.and_then(|c| clusters.get(&c.name)).cloned().unwrap_or(Value::Null);
-            let ctx = context::template_context(project, host, &all_groups, cluster_ctx, index, &vars, secrets);
+            let cluster_ctx = cluster
+                .and_then(|c| clusters.get(&c.name))
+                .cloned()
+                .unwrap_or(Value::Null);
+            let ctx = context::template_context(
+                project,
+                host,
+                &all_groups,
+                cluster_ctx,
+                index,
+                &vars,
+                secrets,
+            );
             let ctx = minijinja::Value::from(minijinja::value::Serde(&ctx));
             let text = engine.render(&manifest_template, &ctx)?;
             let manifest = role::parse_manifest(role_name, &text)?;
@@ -180,7 +207,9 @@ fn host_state(
                     continue;
                 }
             }
-            roles.push(role_state(engine, role_name, cluster, &manifest, &ctx, host)?);
+            roles.push(role_state(
+                engine, role_name, cluster, &manifest, &ctx, host,
+            )?);
         }
     }
     roles.sort_by_key(|r| r.phase);
@@ -194,15 +223,26 @@ fn host_state(
 /// `applies_to` of a role, read from its manifest without rendering it (it is a plain line).
 fn peek_applies_to(role_name: &str) -> Result<AppliesTo> {
     let text = engine::role_file(role_name, "role.yaml").ok_or_else(|| {
-        Error::failure(format!("built-in role `{role_name}` has no role.yaml"), None)
+        Error::failure(
+            format!("built-in role `{role_name}` has no role.yaml"),
+            None,
+        )
     })?;
     let line = text
         .lines()
         .find_map(|l| l.strip_prefix("applies_to:"))
         .map(str::trim)
-        .ok_or_else(|| Error::failure(format!("roles/{role_name}/role.yaml has no `applies_to:` line"), None))?;
+        .ok_or_else(|| {
+            Error::failure(
+                format!("roles/{role_name}/role.yaml has no `applies_to:` line"),
+                None,
+            )
+        })?;
     serde_saphyr::from_str::<AppliesTo>(line).map_err(|e| {
-        Error::failure(format!("roles/{role_name}/role.yaml: applies_to: {e}"), None)
+        Error::failure(
+            format!("roles/{role_name}/role.yaml: applies_to: {e}"),
+            None,
+        )
     })
 }
 
@@ -235,7 +275,10 @@ fn role_state(
         let file_mode = mode(&spec.mode, &format!("{whose} file {}", spec.dest))?;
         if spec.sensitive && file_mode & 0o007 != 0 {
             return Err(Error::usage(
-                format!("{whose}: {} holds secrets but its mode {:04o} lets everyone read it", spec.dest, file_mode),
+                format!(
+                    "{whose}: {} holds secrets but its mode {:04o} lets everyone read it",
+                    spec.dest, file_mode
+                ),
                 Some("use 0600 or 0640 for files marked `sensitive: true`".into()),
             ));
         }
@@ -306,12 +349,15 @@ fn role_state(
             .ports
             .iter()
             .map(|(name, v)| {
-                scalar(v).parse::<u64>().map(|p| (name.clone(), p)).map_err(|_| {
-                    Error::usage(
-                        format!("{whose}: port `{name}` is `{}`, not a number", scalar(v)),
-                        Some("ports are numbers between 1 and 65535".into()),
-                    )
-                })
+                scalar(v)
+                    .parse::<u64>()
+                    .map(|p| (name.clone(), p))
+                    .map_err(|_| {
+                        Error::usage(
+                            format!("{whose}: port `{name}` is `{}`, not a number", scalar(v)),
+                            Some("ports are numbers between 1 and 65535".into()),
+                        )
+                    })
             })
             .collect::<Result<Vec<_>>>()?,
     })
@@ -337,7 +383,10 @@ fn health_check(spec: &role::CheckSpec, whose: &str, host: &Host) -> Result<Heal
             .unwrap_or_else(|| (host.address.to_string(), 0));
         if port == 0 {
             return Err(Error::usage(
-                format!("{whose}: check `{}`: `tcp` needs HOST:PORT, got `{target}`", spec.name),
+                format!(
+                    "{whose}: check `{}`: `tcp` needs HOST:PORT, got `{target}`",
+                    spec.name
+                ),
                 None,
             ));
         }
@@ -346,7 +395,10 @@ fn health_check(spec: &role::CheckSpec, whose: &str, host: &Host) -> Result<Heal
         HealthCheckKind::Command { argv: argv.clone() }
     } else {
         return Err(Error::usage(
-            format!("{whose}: check `{}` needs `http`, `tcp` or `command`", spec.name),
+            format!(
+                "{whose}: check `{}` needs `http`, `tcp` or `command`",
+                spec.name
+            ),
             None,
         ));
     };

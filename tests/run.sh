@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# The test command (README): installs what the tests need when missing, then runs
+#   1. formatting and lints,
+#   2. unit, snapshot and CLI tests, and the real programs' config checks,
+#   3. end-to-end tests on lab hosts (real systemd hosts over real SSH; needs root).
+# `tests/run.sh --quick` stops after step 2.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+quick=0
+[[ "${1:-}" == "--quick" ]] && quick=1
+
+# Packages: the build needs protoc (etcd-client); the config checks run the real programs.
+packages=(protobuf-compiler libprotobuf-dev haproxy keepalived patroni pgbouncer etcd-server etcd-client)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "tests/run.sh: installing ${missing[*]}" >&2
+  if [[ $EUID -ne 0 ]]; then
+    echo "error: installing packages needs root (or install them yourself: apt-get install ${missing[*]})" >&2
+    exit 2
+  fi
+  # No service may start on this machine while installing (haproxy, etcd, pgbouncer…): a
+  # temporary policy-rc.d, removed afterwards, and only if none existed.
+  policy_created=0
+  if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+    policy_created=1
+  fi
+  trap '[[ $policy_created == 1 ]] && rm -f /usr/sbin/policy-rc.d' EXIT
+  apt-get update -qq || true
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  if [[ $policy_created == 1 ]]; then rm -f /usr/sbin/policy-rc.d; policy_created=0; fi
+fi
+
+export CARGO_TERM_COLOR=never
+cargo fmt --check
+cargo clippy --all-targets --quiet -- -D warnings
+cargo build --quiet
+cargo test --quiet 2>&1 | tee /tmp/pgstrap-test.log
+
+if ((quick)); then
+  exit 0
+fi
+if [[ $EUID -ne 0 ]]; then
+  echo "skipping the end-to-end tests: they need root (lab hosts)" >&2
+  exit 0
+fi
+# End to end: lab hosts. One test at a time (they share the lab), in this order.
+e2e=()
+for t in lab engine rollout; do
+  [[ -f "tests/$t.rs" ]] && e2e+=(--test "$t")
+done
+if ((${#e2e[@]})); then
+  PGSTRAP_E2E=1 cargo test --quiet "${e2e[@]}" -- --test-threads=1
+fi
