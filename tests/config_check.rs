@@ -1,0 +1,671 @@
+//! The rendered configuration passes the real programs' own checks: `pgstrap render` is run on
+//! the example inventories and its output is fed to `haproxy -c`, `keepalived -t`,
+//! `patroni --validate-config`, a PgBouncer start-up, `etcd --help` (every `ETCD_*` variable is a
+//! flag etcd knows), `pg_conftool` and `apt-config`.
+//!
+//! The programs come from Debian 12's packages (the versions pgstrap deploys):
+//!   apt-get install --no-install-recommends haproxy keepalived psmisc patroni python3-etcd \
+//!       pgbouncer etcd-server postgresql-15 postgresql-common apt
+//! (install postgresql-15 with `create_main_cluster = false` in
+//! /etc/postgresql-common/createcluster.d/ and a policy-rc.d that exits 101, so nothing starts).
+//! A check whose program is missing is SKIPPED with a loud message on stderr, never passed quietly
+//! in silence.
+//!
+//! Where a check would touch the machine running the test (bind the hosts' addresses, connect to
+//! etcd, write /run), only those values are rewritten in a copy, each rewrite named where it is done.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+/// The example inventories every check runs on.
+const INVENTORIES: &[&str] = &["single-dc", "two-dc"];
+
+/// `pgstrap render` output of one inventory, in a temporary directory (with the copied inventory
+/// and the secrets file render generates, so nothing is written into the repository).
+struct Rendered {
+    inventory: String,
+    _dir: TempDir,
+    out: PathBuf,
+}
+
+impl Rendered {
+    /// Every host's copy of `path` (absolute path on the host), as (host, file in the output).
+    fn files(&self, path: &str) -> Vec<(String, PathBuf)> {
+        let mut found = Vec::new();
+        for entry in fs::read_dir(&self.out).expect("render output is a directory") {
+            let entry = entry.expect("readable render output");
+            let file = entry.path().join(path.trim_start_matches('/'));
+            if file.is_file() {
+                found.push((entry.file_name().to_string_lossy().into_owned(), file));
+            }
+        }
+        found.sort();
+        found
+    }
+
+    /// Like [`Rendered::files`], but at least one host must have the file.
+    fn expect_files(&self, path: &str) -> Vec<(String, PathBuf)> {
+        let found = self.files(path);
+        assert!(!found.is_empty(), "{}: no host got {path}", self.inventory);
+        found
+    }
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Render `inventories/<name>.yaml` (plus `extra` YAML appended to the copy).
+fn render(name: &str, extra: &str) -> Rendered {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let source = repo().join("inventories").join(format!("{name}.yaml"));
+    let mut text =
+        fs::read_to_string(&source).unwrap_or_else(|e| panic!("{}: {e}", source.display()));
+    text.push_str(extra);
+    let inventory = dir.path().join(format!("{name}.yaml"));
+    fs::write(&inventory, text).expect("copy the inventory");
+    let out = dir.path().join("out");
+    let output = Command::new(env!("CARGO_BIN_EXE_pgstrap"))
+        .arg("render")
+        .arg("-i")
+        .arg(&inventory)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .expect("run pgstrap render");
+    assert!(
+        output.status.success(),
+        "pgstrap render -i {name}.yaml failed ({}):\n{}{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Rendered {
+        inventory: name.to_owned(),
+        _dir: dir,
+        out,
+    }
+}
+
+fn render_all() -> Vec<Rendered> {
+    INVENTORIES.iter().map(|name| render(name, "")).collect()
+}
+
+/// The path of `program` when it is installed (PATH, then the sbin directories a non-root PATH
+/// may lack), else a loud SKIPPED message and `None`.
+fn program(name: &str, package: &str, check: &str) -> Option<PathBuf> {
+    let path = std::env::var("PATH").unwrap_or_default();
+    let found = path
+        .split(':')
+        .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"])
+        .map(|dir| Path::new(dir).join(name))
+        .find(|candidate| candidate.is_file());
+    if found.is_none() {
+        skipped(
+            check,
+            &format!("`{name}` is not installed (apt-get install {package})"),
+        );
+    }
+    found
+}
+
+fn skipped(check: &str, why: &str) {
+    eprintln!();
+    eprintln!(
+        "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!"
+    );
+    eprintln!("!!! SKIPPED {check}: {why}");
+    eprintln!("!!! This check did NOT run; the configuration it covers is unverified.");
+    eprintln!(
+        "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!"
+    );
+    eprintln!();
+}
+
+fn run(command: &mut Command) -> Output {
+    command
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"))
+}
+
+fn describe(output: &Output) -> String {
+    format!(
+        "{}\nstdout:\n{}\nstderr:\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// A TCP port nobody listens on right now (bound, then released).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind an ephemeral port")
+        .port()
+}
+
+fn is_root() -> bool {
+    // The test has no libc dependency; `id -u` says who we are.
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+#[test]
+fn haproxy_accepts_the_rendered_configuration() {
+    let Some(haproxy) = program("haproxy", "haproxy", "haproxy -c") else {
+        return;
+    };
+    for rendered in render_all() {
+        for (host, file) in rendered.expect_files("/etc/haproxy/haproxy.cfg") {
+            let output = run(Command::new(&haproxy).arg("-c").arg("-f").arg(&file));
+            assert!(
+                output.status.success(),
+                "{}/{host}: haproxy -c rejects haproxy.cfg: {}",
+                rendered.inventory,
+                describe(&output)
+            );
+        }
+    }
+}
+
+#[test]
+fn keepalived_accepts_the_rendered_configuration() {
+    let Some(keepalived) = program("keepalived", "keepalived", "keepalived -t") else {
+        return;
+    };
+    if !Path::new("/usr/bin/killall").exists() {
+        skipped(
+            "keepalived -t",
+            "/usr/bin/killall (psmisc) is missing: the HAProxy check script would be dropped",
+        );
+        return;
+    }
+    // keepalived -t fails when the VRRP interface does not exist on the machine running it. When
+    // the rendered one (keepalived.interface, default eth0) is absent here, the copy uses an
+    // interface that exists; nothing else is changed.
+    let local_interfaces: BTreeSet<String> = fs::read_dir("/sys/class/net")
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    let substitute = local_interfaces
+        .iter()
+        .find(|name| name.as_str() != "lo")
+        .or_else(|| local_interfaces.iter().next())
+        .cloned()
+        .unwrap_or_else(|| "lo".to_owned());
+    for rendered in render_all() {
+        for (host, file) in rendered.expect_files("/etc/keepalived/keepalived.conf") {
+            let text = fs::read_to_string(&file).expect("read keepalived.conf");
+            let interface = text
+                .lines()
+                .find_map(|l| l.trim().strip_prefix("interface "))
+                .map(str::trim)
+                .unwrap_or_else(|| {
+                    panic!(
+                        "{}/{host}: keepalived.conf names no interface",
+                        rendered.inventory
+                    )
+                })
+                .to_owned();
+            let checked = if local_interfaces.contains(&interface) {
+                file.clone()
+            } else {
+                let copy = file.with_extension("conf.local-interface");
+                let text = text
+                    .replace(
+                        &format!("interface {interface}"),
+                        &format!("interface {substitute}"),
+                    )
+                    .replace(&format!("dev {interface}"), &format!("dev {substitute}"));
+                fs::write(&copy, text).expect("write keepalived.conf copy");
+                copy
+            };
+            let output = run(Command::new(&keepalived)
+                .arg("--config-test")
+                .arg("-l")
+                .arg("-f")
+                .arg(&checked));
+            assert!(
+                output.status.success(),
+                "{}/{host}: keepalived -t rejects keepalived.conf: {}",
+                rendered.inventory,
+                describe(&output)
+            );
+        }
+    }
+}
+
+/// Patroni 3.0.2's validator binds-tests every `listen` address (it must be free and local) and
+/// connects to every etcd host (it must answer). The rendered addresses belong to the inventory's
+/// hosts, so the copy validated here differs in exactly those values: each `listen:` becomes a free
+/// port on 127.0.0.1 and each etcd3 host a listener this test holds open. Everything else —
+/// authentication, bin_dir (needs postgresql-15), watchdog, tags, bootstrap — is checked as rendered.
+fn patroni_copy_for_this_machine(text: &str, etcd_port: u16) -> String {
+    let mut out = Vec::new();
+    let mut listens = 0;
+    let mut etcd_hosts = 0;
+    let mut in_etcd_hosts = false;
+    for line in text.lines() {
+        let indent = &line[..line.len() - line.trim_start().len()];
+        let trimmed = line.trim_start();
+        if in_etcd_hosts && !trimmed.starts_with("- ") {
+            in_etcd_hosts = false;
+        }
+        if trimmed.starts_with("listen:") {
+            listens += 1;
+            out.push(format!("{indent}listen: 127.0.0.1:{}", free_port()));
+        } else if in_etcd_hosts {
+            etcd_hosts += 1;
+            out.push(format!("{indent}- 127.0.0.1:{etcd_port}"));
+        } else {
+            if trimmed == "hosts:" && out.last().is_some_and(|l: &String| l.trim() == "etcd3:") {
+                in_etcd_hosts = true;
+            }
+            out.push(line.to_owned());
+        }
+    }
+    assert_eq!(
+        listens, 2,
+        "expected restapi.listen and postgresql.listen in:\n{text}"
+    );
+    assert!(etcd_hosts > 0, "expected etcd3.hosts as a list in:\n{text}");
+    out.join("\n") + "\n"
+}
+
+#[test]
+fn patroni_validates_the_rendered_configuration() {
+    let Some(patroni) = program("patroni", "patroni", "patroni --validate-config") else {
+        return;
+    };
+    let etcd = TcpListener::bind("127.0.0.1:0").expect("stand-in etcd listener");
+    let etcd_port = etcd.local_addr().expect("listener address").port();
+    let mut checked = 0;
+    for rendered in render_all() {
+        for (host, file) in rendered.expect_files("/etc/patroni/config.yml") {
+            let text = fs::read_to_string(&file).expect("read config.yml");
+            let bin_dir = text
+                .lines()
+                .find_map(|l| l.trim().strip_prefix("bin_dir:"))
+                .map(str::trim)
+                .expect("postgresql.bin_dir is set")
+                .to_owned();
+            if !Path::new(&bin_dir).join("postgres").is_file() {
+                skipped(
+                    "patroni --validate-config",
+                    &format!("{bin_dir}/postgres is missing (apt-get install postgresql-15; Patroni checks bin_dir)"),
+                );
+                return;
+            }
+            let copy = file.with_extension("yml.local");
+            fs::write(&copy, patroni_copy_for_this_machine(&text, etcd_port))
+                .expect("write config copy");
+            let output = run(Command::new(&patroni).arg("--validate-config").arg(&copy));
+            assert!(
+                output.status.success(),
+                "{}/{host}: patroni --validate-config rejects config.yml: {}",
+                rendered.inventory,
+                describe(&output)
+            );
+            checked += 1;
+
+            // The validator is alive: it rejects what Patroni 3.0.2 is known to reject (an unquoted
+            // `off`, which YAML reads as false), so the pass above means something.
+            let broken = fs::read_to_string(&copy)
+                .expect("read copy")
+                .replace("mode: \"off\"", "mode: off");
+            fs::write(&copy, broken).expect("write broken copy");
+            let output = run(Command::new(&patroni).arg("--validate-config").arg(&copy));
+            assert!(
+                !output.status.success(),
+                "patroni --validate-config accepted `watchdog: {{mode: off}}`"
+            );
+        }
+    }
+    assert!(checked > 0);
+}
+
+/// Start PgBouncer on a copy of pgbouncer.ini and wait for "process up". PgBouncer has no check
+/// mode, and it logs a broken auth_file only as an ERROR and runs on, so the log is read too.
+/// The copy differs in what would touch this machine's PgBouncer: listen_addr/listen_port (a free
+/// port on 127.0.0.1), unix_socket_dir, pidfile and auth_file (in a temporary directory).
+#[test]
+fn pgbouncer_starts_with_the_rendered_configuration() {
+    let Some(pgbouncer) = program("pgbouncer", "pgbouncer", "pgbouncer start-up") else {
+        return;
+    };
+    let root = is_root();
+    for rendered in render_all() {
+        for (host, file) in rendered.expect_files("/etc/pgbouncer/pgbouncer.ini") {
+            let work = tempfile::tempdir().expect("temporary directory");
+            // As root PgBouncer refuses to run unless told to drop to another user (-u nobody),
+            // who must be able to read the copies and write the pid file and socket.
+            fs::set_permissions(work.path(), fs::Permissions::from_mode(0o777)).expect("chmod");
+            let userlist = file.with_file_name("userlist.txt");
+            assert!(
+                userlist.is_file(),
+                "{}/{host}: no userlist.txt next to pgbouncer.ini",
+                rendered.inventory
+            );
+            let auth_file = work.path().join("userlist.txt");
+            fs::copy(&userlist, &auth_file).expect("copy userlist.txt");
+            let port = free_port();
+            let mut rewritten = BTreeSet::new();
+            let text: Vec<String> = fs::read_to_string(&file)
+                .expect("read pgbouncer.ini")
+                .lines()
+                .map(|line| {
+                    let key = line.split('=').next().unwrap_or("").trim().to_owned();
+                    let value = match key.as_str() {
+                        "listen_addr" => "127.0.0.1".to_owned(),
+                        "listen_port" => port.to_string(),
+                        "unix_socket_dir" => work.path().display().to_string(),
+                        "pidfile" => work.path().join("pgbouncer.pid").display().to_string(),
+                        "auth_file" => auth_file.display().to_string(),
+                        "logfile" => String::new(),
+                        _ => return line.to_owned(),
+                    };
+                    rewritten.insert(key.clone());
+                    format!("{key} = {value}")
+                })
+                .collect();
+            for key in ["listen_addr", "listen_port", "auth_file"] {
+                assert!(
+                    rewritten.contains(key),
+                    "{}/{host}: pgbouncer.ini has no {key}",
+                    rendered.inventory
+                );
+            }
+            let ini = work.path().join("pgbouncer.ini");
+            fs::write(&ini, text.join("\n") + "\n").expect("write pgbouncer.ini copy");
+            for path in [&ini, &auth_file] {
+                fs::set_permissions(path, fs::Permissions::from_mode(0o644)).expect("chmod");
+            }
+
+            let mut command = Command::new(&pgbouncer);
+            command.arg("-v");
+            if root {
+                command.arg("-u").arg("nobody");
+            }
+            let mut child = command
+                .arg(&ini)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("start pgbouncer");
+            let stderr = child.stderr.take().expect("piped stderr");
+            let (lines_tx, lines) = mpsc::channel();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    if lines_tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+            let deadline = Instant::now() + Duration::from_secs(15);
+            let mut log = Vec::new();
+            let mut up = false;
+            while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+                match lines.recv_timeout(left) {
+                    Ok(line) => {
+                        up |= line.contains("process up");
+                        log.push(line);
+                        if up {
+                            break;
+                        }
+                    }
+                    Err(_) => break, // timed out, or PgBouncer exited
+                }
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            while let Ok(line) = lines.try_recv() {
+                log.push(line);
+            }
+            let problems: Vec<&String> = log
+                .iter()
+                .filter(|l| {
+                    [" ERROR ", " FATAL ", " WARNING "]
+                        .iter()
+                        .any(|level| l.contains(level))
+                })
+                .collect();
+            assert!(
+                up && problems.is_empty(),
+                "{}/{host}: pgbouncer did not start cleanly with pgbouncer.ini + userlist.txt:\n{}",
+                rendered.inventory,
+                if problems.is_empty() {
+                    log.join("\n")
+                } else {
+                    problems
+                        .iter()
+                        .map(|s| s.as_str())
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                }
+            );
+        }
+    }
+}
+
+/// etcd reads /etc/default/etcd as `ETCD_*` environment variables and silently ignores (with a log
+/// line) the ones it does not know: each must be a flag `etcd --help` lists. The values must make a
+/// consistent cluster: the member's own peer URL is in the initial cluster, every member of a
+/// cluster has the same initial cluster and token, and no cluster uses Debian's default data dir.
+#[test]
+fn etcd_environment_uses_only_flags_etcd_knows() {
+    let Some(etcd) = program("etcd", "etcd-server", "etcd environment") else {
+        return;
+    };
+    let help = run(Command::new(&etcd).arg("--help"));
+    let help =
+        String::from_utf8_lossy(&help.stdout).into_owned() + &String::from_utf8_lossy(&help.stderr);
+    let flags: BTreeSet<String> = help
+        .split_whitespace()
+        .filter(|w| w.starts_with("--"))
+        .map(|w| {
+            w.trim_end_matches(|c: char| !c.is_ascii_alphanumeric())
+                .to_owned()
+        })
+        .collect();
+    assert!(
+        flags.contains("--initial-cluster"),
+        "cannot read the flags from `etcd --help`:\n{help}"
+    );
+    for rendered in render_all() {
+        // token → (initial cluster, data dir) per member, to compare members of one cluster.
+        let mut clusters: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for (host, file) in rendered.expect_files("/etc/default/etcd") {
+            let place = format!("{}/{host}: /etc/default/etcd", rendered.inventory);
+            let mut env = BTreeMap::new();
+            for line in fs::read_to_string(&file).expect("read etcd env").lines() {
+                let line = line.trim();
+                if line.is_empty() || line.starts_with('#') {
+                    continue;
+                }
+                let (key, value) = line
+                    .split_once('=')
+                    .unwrap_or_else(|| panic!("{place}: not KEY=VALUE: {line}"));
+                let flag = format!(
+                    "--{}",
+                    key.strip_prefix("ETCD_")
+                        .unwrap_or_else(|| panic!("{place}: {key} is not an ETCD_ variable"))
+                        .to_lowercase()
+                        .replace('_', "-")
+                );
+                assert!(
+                    flags.contains(&flag),
+                    "{place}: {key} is not a flag of this etcd ({flag})"
+                );
+                assert!(
+                    env.insert(key.to_owned(), value.to_owned()).is_none(),
+                    "{place}: {key} set twice"
+                );
+            }
+            let get = |key: &str| {
+                env.get(key)
+                    .unwrap_or_else(|| panic!("{place}: {key} is not set"))
+                    .clone()
+            };
+            let name = get("ETCD_NAME");
+            let peer_url = get("ETCD_INITIAL_ADVERTISE_PEER_URLS");
+            let initial = get("ETCD_INITIAL_CLUSTER");
+            assert!(
+                initial.split(',').any(|m| m == format!("{name}={peer_url}")),
+                "{place}: ETCD_INITIAL_CLUSTER={initial} does not contain this member {name}={peer_url}"
+            );
+            for key in [
+                "ETCD_LISTEN_PEER_URLS",
+                "ETCD_LISTEN_CLIENT_URLS",
+                "ETCD_ADVERTISE_CLIENT_URLS",
+                "ETCD_INITIAL_ADVERTISE_PEER_URLS",
+            ] {
+                for url in get(key).split(',') {
+                    let port = url
+                        .strip_prefix("http://")
+                        .and_then(|hp| hp.rsplit_once(':'))
+                        .map(|(_, p)| p);
+                    assert!(
+                        port.is_some_and(|p| p.parse::<u16>().is_ok()),
+                        "{place}: {key}: `{url}` is not http://ADDRESS:PORT"
+                    );
+                }
+            }
+            assert!(
+                ["new", "existing"].contains(&get("ETCD_INITIAL_CLUSTER_STATE").as_str()),
+                "{place}: bad ETCD_INITIAL_CLUSTER_STATE"
+            );
+            assert_ne!(
+                get("ETCD_DATA_DIR"),
+                "/var/lib/etcd/default",
+                "{place}: a package-started etcd would share this data dir"
+            );
+            assert_eq!(
+                get("ETCD_ENABLE_V2"),
+                "false",
+                "{place}: Patroni uses etcd3 only"
+            );
+            clusters
+                .entry(get("ETCD_INITIAL_CLUSTER_TOKEN"))
+                .or_default()
+                .insert(initial);
+        }
+        for (token, initial) in clusters {
+            assert_eq!(
+                initial.len(),
+                1,
+                "{}: members of {token} disagree on ETCD_INITIAL_CLUSTER: {initial:?}",
+                rendered.inventory
+            );
+        }
+    }
+}
+
+/// pg_hba (Patroni writes it) allows nothing from everywhere and nothing without a password
+/// except the local superuser by peer.
+#[test]
+fn pg_hba_is_not_open_to_the_world() {
+    for rendered in render_all() {
+        for (host, file) in rendered.expect_files("/etc/patroni/config.yml") {
+            for line in fs::read_to_string(&file).expect("read config.yml").lines() {
+                let entry = line.trim().trim_start_matches("- ").trim_matches('"');
+                let fields: Vec<&str> = entry.split_whitespace().collect();
+                let Some(kind) = fields.first() else { continue };
+                if !["local", "host", "hostssl", "hostnossl"].contains(kind) {
+                    continue;
+                }
+                let method = fields.last().copied().unwrap_or_default();
+                let place = format!("{}/{host}: pg_hba `{entry}`", rendered.inventory);
+                assert!(
+                    !entry.contains("0.0.0.0/0") && !entry.contains("::/0"),
+                    "{place}: open to the world"
+                );
+                assert!(
+                    ["scram-sha-256", "peer"].contains(&method),
+                    "{place}: method must be scram-sha-256 (or peer locally)"
+                );
+                assert!(
+                    method != "peer" || *kind == "local",
+                    "{place}: peer is for local connections"
+                );
+            }
+        }
+    }
+}
+
+/// Debian's postgresql-NN postinst must not create and start a `main` cluster on a DB host.
+#[test]
+fn createcluster_conf_disables_the_main_cluster() {
+    for rendered in render_all() {
+        let files = rendered.expect_files("/etc/postgresql-common/createcluster.d/00-pgstrap.conf");
+        for (host, file) in files {
+            match program(
+                "pg_conftool",
+                "postgresql-common",
+                "pg_conftool createcluster.d",
+            ) {
+                Some(tool) => {
+                    let output = run(Command::new(tool)
+                        .arg(&file)
+                        .arg("show")
+                        .arg("-bs")
+                        .arg("create_main_cluster"));
+                    assert_eq!(
+                        String::from_utf8_lossy(&output.stdout).trim(),
+                        "off",
+                        "{}/{host}: {}",
+                        rendered.inventory,
+                        describe(&output)
+                    );
+                }
+                None => {
+                    let text = fs::read_to_string(&file).expect("read");
+                    assert!(
+                        text.lines()
+                            .any(|l| l.trim() == "create_main_cluster = false"),
+                        "{}/{host}",
+                        rendered.inventory
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// With `apt.proxy` set, every host gets an apt configuration apt itself reads back.
+#[test]
+fn apt_reads_the_rendered_proxy_setting() {
+    let proxy = "http://10.99.0.1:3142";
+    let rendered = render("single-dc", &format!("\napt:\n  proxy: {proxy}\n"));
+    let files = rendered.expect_files("/etc/apt/apt.conf.d/90pgstrap-proxy");
+    let hosts = fs::read_dir(&rendered.out).expect("out").count();
+    assert_eq!(files.len(), hosts, "every host needs the proxy file");
+    let Some(apt_config) = program("apt-config", "apt", "apt-config") else {
+        return;
+    };
+    for (host, file) in files {
+        let output = run(Command::new(&apt_config).arg("-c").arg(&file).arg("dump"));
+        let dump = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success() && dump.contains(&format!("Acquire::http::Proxy \"{proxy}\"")),
+            "{host}: apt-config does not read the proxy: {}",
+            describe(&output)
+        );
+    }
+}
