@@ -29,5 +29,6 @@ pub mod lab;
 pub mod ops;
 pub mod render;
 pub mod role;
+pub mod stack;
 pub mod state;
 pub mod ui;

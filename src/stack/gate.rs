@@ -1,0 +1,105 @@
+//! Health gates: poll a condition until it holds or a deadline passes, never a fixed sleep. On a
+//! timeout the error says what was waited for and what was last seen.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+
+/// What one poll saw: done with a value, or not yet with a description of the current state.
+pub enum Poll<T> {
+    Ready(T),
+    NotYet(String),
+}
+
+/// Poll `probe` every `interval` until it is ready or `timeout` has passed.
+pub async fn wait_for<T, F, Fut>(
+    what: &str,
+    timeout: Duration,
+    interval: Duration,
+    hint: &str,
+    mut probe: F,
+) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Poll<T>>,
+{
+    let start = Instant::now();
+    let mut last = String::from("nothing yet");
+    loop {
+        let attempt = Instant::now();
+        match probe().await {
+            Poll::Ready(value) => {
+                tracing::info!("{what}: ready after {:.1}s", start.elapsed().as_secs_f64());
+                return Ok(value);
+            }
+            Poll::NotYet(seen) => {
+                if seen != last {
+                    tracing::debug!("{what}: {seen}");
+                }
+                last = seen;
+            }
+        }
+        if start.elapsed() >= timeout {
+            return Err(Error::failure(
+                format!(
+                    "timed out after {}s waiting for {what}; last seen: {last}",
+                    timeout.as_secs()
+                ),
+                Some(hint.to_owned()),
+            ));
+        }
+        let spent = attempt.elapsed();
+        if spent < interval {
+            tokio::time::sleep(interval - spent).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn reports_the_last_state_seen_on_timeout() {
+        let error = wait_for(
+            "the thing",
+            Duration::from_millis(30),
+            Duration::from_millis(10),
+            "look at it",
+            || async { Poll::<()>::NotYet("still starting".into()) },
+        )
+        .await
+        .expect_err("times out");
+        let text = error.to_string();
+        assert!(
+            text.contains("waiting for the thing; last seen: still starting"),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn returns_as_soon_as_ready() {
+        let mut n = 0;
+        let value = wait_for(
+            "count",
+            Duration::from_secs(5),
+            Duration::from_millis(1),
+            "",
+            || {
+                n += 1;
+                let current = n;
+                async move {
+                    if current >= 3 {
+                        Poll::Ready(current)
+                    } else {
+                        Poll::NotYet(format!("{current}"))
+                    }
+                }
+            },
+        )
+        .await
+        .ok();
+        assert_eq!(value, Some(3));
+    }
+}

@@ -1,0 +1,6 @@
+//! The HA stack on top of the engine: the rollout order and its health gates, verification with
+//! real clients, and (later) the day-2 orchestrations: membership changes and the DR standby.
+
+pub mod etcd;
+pub mod gate;
+pub mod patroni;
