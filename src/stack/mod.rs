@@ -4,3 +4,7 @@
 pub mod etcd;
 pub mod gate;
 pub mod patroni;
+pub mod postgres;
+pub mod preflight;
+pub mod scram;
+pub mod verify;

@@ -1,0 +1,284 @@
+//! Preflight: before anything changes, check every host at once — reachable, Debian 12, enough
+//! disk, clock in step with this machine, the stack's ports free (or held by the service that
+//! should hold them), its own name resolving — and report every problem in one list.
+
+use std::collections::BTreeMap;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+use crate::connect::{RemoteCommand, Session};
+use crate::state::HostState;
+
+/// One script per host: one round trip.
+pub const SCRIPT: &str = r#"set -u
+. /etc/os-release 2>/dev/null
+echo "os=${ID:-unknown} ${VERSION_ID:-unknown}"
+echo "virt=$(systemd-detect-virt --container 2>/dev/null || true)"
+echo "disk_kb=$(df -Pk /var/lib 2>/dev/null | awk 'NR==2 {print $4}')"
+echo "clock=$(date +%s.%N)"
+h=$(hostname)
+if getent hosts "$h" >/dev/null 2>&1; then echo "resolves=yes"; else echo "resolves=no $h"; fi
+ss -ltnpH 2>/dev/null | awk '{print "listen=" $4 " " $6}'
+"#;
+
+/// What the preflight script reported.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct HostFacts {
+    pub os: String,
+    pub container: Option<String>,
+    pub disk_free_kb: Option<u64>,
+    pub clock: Option<f64>,
+    pub hostname_resolves: bool,
+    pub hostname: String,
+    /// Listening TCP port → process name (empty when unknown).
+    pub listening: BTreeMap<u16, String>,
+}
+
+/// Parse the script's output (pure; tested on captured output).
+pub fn parse(text: &str) -> HostFacts {
+    let mut facts = HostFacts::default();
+    for line in text.lines() {
+        let Some((key, value)) = line.split_once('=') else {
+            continue;
+        };
+        match key {
+            "os" => facts.os = value.trim().to_owned(),
+            "virt" => {
+                let v = value.trim();
+                facts.container = (!v.is_empty() && v != "none").then(|| v.to_owned());
+            }
+            "disk_kb" => facts.disk_free_kb = value.trim().parse().ok(),
+            "clock" => facts.clock = value.trim().parse().ok(),
+            "resolves" => {
+                facts.hostname_resolves = value.starts_with("yes");
+                facts.hostname = value.trim_start_matches("no").trim().to_owned();
+            }
+            "listen" => {
+                let mut parts = value.split_whitespace();
+                let address = parts.next().unwrap_or("");
+                let process = parts.next().unwrap_or("");
+                if let Some(port) = address.rsplit(':').next().and_then(|p| p.parse().ok()) {
+                    let name = process
+                        .split("((\"")
+                        .nth(1)
+                        .and_then(|s| s.split('"').next())
+                        .unwrap_or("")
+                        .to_owned();
+                    facts.listening.entry(port).or_insert(name);
+                }
+            }
+            _ => {}
+        }
+    }
+    facts
+}
+
+/// One problem found by preflight.
+#[derive(Debug, Clone, Serialize)]
+pub struct Problem {
+    pub host: String,
+    pub message: String,
+    pub hint: String,
+    /// Warnings do not stop the rollout.
+    pub warning: bool,
+}
+
+/// Which processes may hold a role's ports (re-running pgstrap finds its own services there).
+fn owners(role: &str) -> &'static [&'static str] {
+    match role {
+        "etcd" => &["etcd"],
+        "patroni" => &["patroni", "postgres"],
+        "pgbouncer" => &["pgbouncer"],
+        "haproxy" => &["haproxy"],
+        _ => &[],
+    }
+}
+
+/// Judge one host's facts against what it will run. `sent_at`/`received_at` bracket the script
+/// (seconds since the epoch on this machine), to judge the host's clock.
+pub fn judge(
+    state: &HostState,
+    facts: &HostFacts,
+    sent_at: f64,
+    received_at: f64,
+    min_free_kb: u64,
+) -> Vec<Problem> {
+    let problem = |message: String, hint: &str, warning: bool| Problem {
+        host: state.host.clone(),
+        message,
+        hint: hint.to_owned(),
+        warning,
+    };
+    let mut problems = Vec::new();
+    if facts.os != "debian 12" {
+        problems.push(problem(
+            format!("the host runs `{}`, not Debian 12", facts.os),
+            "pgstrap supports Debian 12 (bookworm) hosts with Debian's packages",
+            false,
+        ));
+    }
+    match facts.disk_free_kb {
+        Some(kb) if kb < min_free_kb => problems.push(problem(
+            format!("only {} MiB free under /var/lib", kb / 1024),
+            "the packages and a new cluster need at least 2 GiB: free some space or grow the disk",
+            false,
+        )),
+        None => problems.push(problem(
+            "cannot tell the free space under /var/lib".into(),
+            "check that `df -Pk /var/lib` works on the host",
+            true,
+        )),
+        _ => {}
+    }
+    if let Some(clock) = facts.clock {
+        // The host read its clock between sending and receiving: allow for the round trip.
+        let skew = if clock < sent_at {
+            sent_at - clock
+        } else if clock > received_at {
+            clock - received_at
+        } else {
+            0.0
+        };
+        if skew > 2.0 {
+            problems.push(problem(
+                format!("its clock is {skew:.1}s away from this machine's"),
+                "run a time sync daemon (systemd-timesyncd or chrony): etcd and Patroni leases need clocks in step",
+                false,
+            ));
+        }
+    }
+    if !facts.hostname_resolves {
+        problems.push(problem(
+            format!("its own name `{}` does not resolve", facts.hostname),
+            "add it to /etc/hosts or DNS (sudo and some tools look it up)",
+            true,
+        ));
+    }
+    for role in &state.roles {
+        for (name, port) in &role.ports {
+            let Ok(port) = u16::try_from(*port) else {
+                continue;
+            };
+            if let Some(process) = facts.listening.get(&port) {
+                if !owners(&role.role).contains(&process.as_str()) {
+                    let holder = if process.is_empty() {
+                        "another process".to_owned()
+                    } else {
+                        format!("`{process}`")
+                    };
+                    problems.push(problem(
+                        format!(
+                            "port {port} ({} {name}) is already in use by {holder}",
+                            role.role
+                        ),
+                        "stop that service or choose another port in the inventory's vars",
+                        false,
+                    ));
+                }
+            }
+        }
+    }
+    problems
+}
+
+/// Run the preflight script on a connected host and judge it.
+pub async fn check_host(session: &Session, state: &HostState) -> Vec<Problem> {
+    let now = || {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0)
+    };
+    let sent = now();
+    match session
+        .run(&RemoteCommand::stdin_script(
+            SCRIPT.to_owned(),
+            "preflight checks",
+        ))
+        .await
+    {
+        Ok(output) => judge(
+            state,
+            &parse(&output.stdout_text()),
+            sent,
+            now(),
+            2 * 1024 * 1024,
+        ),
+        Err(e) => vec![Problem {
+            host: state.host.clone(),
+            message: format!("preflight script failed: {e}"),
+            hint: "run it by hand with `ssh HOST sh -s < …` to see why".into(),
+            warning: false,
+        }],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::RoleState;
+
+    /// Captured from a lab host (Debian 12 in systemd-nspawn) running etcd and sshd.
+    const CAPTURED: &str = "os=debian 12\nvirt=systemd-nspawn\ndisk_kb=52428800\nclock=1763791234.123456789\nresolves=yes\nlisten=0.0.0.0:22 users:((\"sshd\",pid=61,fd=3))\nlisten=10.77.0.11:2379 users:((\"etcd\",pid=90,fd=7))\nlisten=127.0.0.1:2379 users:((\"etcd\",pid=90,fd=6))\nlisten=[::]:22 users:((\"sshd\",pid=61,fd=4))\n";
+
+    fn host(role: &str, ports: &[(&str, u64)]) -> HostState {
+        HostState {
+            host: "n1".into(),
+            address: "10.77.0.11".into(),
+            roles: vec![RoleState {
+                role: role.into(),
+                cluster: Some("main".into()),
+                phase: 20,
+                packages: vec![],
+                directories: vec![],
+                files: vec![],
+                sysctls: vec![],
+                services: vec![],
+                handlers: vec![],
+                checks: vec![],
+                ports: ports.iter().map(|(n, p)| ((*n).to_owned(), *p)).collect(),
+            }],
+        }
+    }
+
+    #[test]
+    fn parses_captured_output() {
+        let facts = parse(CAPTURED);
+        assert_eq!(facts.os, "debian 12");
+        assert_eq!(facts.container.as_deref(), Some("systemd-nspawn"));
+        assert_eq!(facts.disk_free_kb, Some(52_428_800));
+        assert!(facts.hostname_resolves);
+        assert_eq!(facts.listening.get(&2379).map(String::as_str), Some("etcd"));
+        assert_eq!(facts.listening.get(&22).map(String::as_str), Some("sshd"));
+    }
+
+    #[test]
+    fn a_port_held_by_its_own_service_is_fine_by_another_is_not() {
+        let facts = parse(CAPTURED);
+        let at = facts.clock.unwrap();
+        assert!(judge(&host("etcd", &[("client", 2379)]), &facts, at, at, 1).is_empty());
+        let problems = judge(&host("haproxy", &[("write", 22)]), &facts, at, at, 1);
+        assert_eq!(problems.len(), 1);
+        assert!(problems[0]
+            .message
+            .contains("port 22 (haproxy write) is already in use by `sshd`"));
+    }
+
+    #[test]
+    fn wrong_os_low_disk_and_clock_skew_are_reported() {
+        let mut facts = parse(CAPTURED);
+        facts.os = "ubuntu 22.04".into();
+        facts.disk_free_kb = Some(1024);
+        let at = facts.clock.unwrap();
+        let problems = judge(
+            &host("etcd", &[]),
+            &facts,
+            at + 10.0,
+            at + 10.1,
+            2 * 1024 * 1024,
+        );
+        let text: Vec<&str> = problems.iter().map(|p| p.message.as_str()).collect();
+        assert_eq!(problems.len(), 3, "{text:?}");
+    }
+}

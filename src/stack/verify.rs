@@ -1,0 +1,287 @@
+//! Verify the running stack with real clients: etcd's API, Patroni's REST API, and PostgreSQL's
+//! wire protocol through PgBouncer and through the VIP's write and read ports (a write lands on
+//! the primary; a read lands on a replica and sees that write).
+
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
+
+use super::patroni::Patroni;
+use crate::inventory::secrets::Secrets;
+use crate::render::Project;
+
+/// One verification and its verdict.
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    pub cluster: String,
+    pub name: String,
+    pub ok: bool,
+    pub detail: String,
+}
+
+/// Every verification of every cluster.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct VerifyReport {
+    pub checks: Vec<Check>,
+}
+
+impl VerifyReport {
+    pub fn ok(&self) -> bool {
+        self.checks.iter().all(|c| c.ok)
+    }
+}
+
+/// Connect with the superuser through `address:port` (PgBouncer, HAProxy or PostgreSQL).
+pub async fn connect(address: &str, port: u16, secrets: &Secrets) -> Result<Client, String> {
+    let password = secrets
+        .get("superuser_password")
+        .ok_or("no superuser password")?
+        .expose()
+        .to_owned();
+    let mut config = tokio_postgres::Config::new();
+    config
+        .host(address)
+        .port(port)
+        .user("postgres")
+        .password(password)
+        .dbname("postgres")
+        .application_name("pgstrap-verify")
+        .connect_timeout(Duration::from_secs(3));
+    let (client, connection) = config.connect(NoTls).await.map_err(|e| describe(&e))?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(client)
+}
+
+/// The first column of the first row of a simple query (simple protocol: no prepared
+/// statements, so it works through PgBouncer in transaction mode).
+pub async fn scalar(client: &Client, sql: &str) -> Result<Option<String>, String> {
+    let messages = client.simple_query(sql).await.map_err(|e| describe(&e))?;
+    Ok(messages.into_iter().find_map(|m| match m {
+        SimpleQueryMessage::Row(row) => row.get(0).map(str::to_owned),
+        _ => None,
+    }))
+}
+
+fn describe(error: &tokio_postgres::Error) -> String {
+    match error.as_db_error() {
+        Some(db) => format!("{}: {}", db.code().code(), db.message()),
+        None => error.to_string(),
+    }
+}
+
+fn port(project: &Project, cluster: &crate::inventory::Cluster, key: &str, default: u16) -> u16 {
+    project
+        .cluster_vars(cluster)
+        .get_u64(key)
+        .and_then(|p| u16::try_from(p).ok())
+        .unwrap_or(default)
+}
+
+/// Run every verification. Never fails early: the report says what passed and what did not.
+pub async fn verify(project: &Project, secrets: &Secrets, max_lag_bytes: u64) -> VerifyReport {
+    let mut report = VerifyReport::default();
+    let inventory = &project.inventory;
+    let patroni = Patroni::new(
+        secrets
+            .get("rest_api_password")
+            .cloned()
+            .unwrap_or_else(|| crate::inventory::secrets::Secret::new(String::new())),
+    );
+    for cluster in inventory.clusters.values() {
+        let mut add = |name: &str, ok: bool, detail: String| {
+            report.checks.push(Check {
+                cluster: cluster.name.clone(),
+                name: name.to_owned(),
+                ok,
+                detail,
+            })
+        };
+        let address = |name: &String| {
+            inventory
+                .hosts
+                .get(name)
+                .map(|h| h.address.to_string())
+                .unwrap_or_default()
+        };
+
+        // etcd
+        let etcd_port = port(project, cluster, "etcd.client_port", 2379);
+        let endpoints: Vec<String> = cluster
+            .etcd
+            .iter()
+            .map(|h| format!("http://{}:{etcd_port}", address(h)))
+            .collect();
+        match super::etcd::health(&endpoints).await {
+            Ok(h) => add(
+                "etcd healthy",
+                h.all_healthy(cluster.etcd.len()),
+                h.describe(),
+            ),
+            Err(e) => add("etcd healthy", false, e),
+        }
+
+        // Patroni: a leader, every replica streaming with bounded lag.
+        let rest_port = port(project, cluster, "patroni.restapi_port", 8008);
+        let mut view = None;
+        for member in &cluster.postgres {
+            if let Ok(v) = patroni.cluster(&address(member), rest_port).await {
+                view = Some(v);
+                break;
+            }
+        }
+        let Some(view) = view else {
+            add(
+                "patroni leader",
+                false,
+                "no member's REST API answered".into(),
+            );
+            continue;
+        };
+        let expected_leader = if cluster.standby_of.is_some() {
+            "standby_leader"
+        } else {
+            "leader"
+        };
+        let leader = view.members.iter().find(|m| m.role == expected_leader);
+        add(
+            "patroni leader",
+            leader.is_some() && view.members.len() == cluster.postgres.len(),
+            format!(
+                "{} {}",
+                leader.map_or("no leader", |m| m.name.as_str()),
+                view.describe()
+            ),
+        );
+        for member in view.members.iter().filter(|m| m.role == "replica") {
+            let lag_ok = member.lag.is_some_and(|l| l <= max_lag_bytes);
+            add(
+                &format!("replica {} streaming", member.name),
+                member.state == "streaming" && lag_ok,
+                format!(
+                    "state {}, lag {}",
+                    member.state,
+                    member
+                        .lag
+                        .map_or("unknown".into(), |l| format!("{l} bytes"))
+                ),
+            );
+        }
+
+        // PgBouncer on every DB host.
+        let bouncer_port = port(project, cluster, "pgbouncer.port", 6432);
+        for member in &cluster.postgres {
+            let result = match connect(&address(member), bouncer_port, secrets).await {
+                Ok(client) => scalar(&client, "SELECT 1").await,
+                Err(e) => Err(e),
+            };
+            add(
+                &format!("pgbouncer on {member}"),
+                result.is_ok(),
+                result.map_or_else(|e| e, |_| "answers".into()),
+            );
+        }
+
+        // Through the VIP (primary-side clusters with balancers).
+        if cluster.standby_of.is_none() {
+            if let Some(vip) = cluster.vip {
+                let vip = vip.addr().to_string();
+                let write_port = port(project, cluster, "haproxy.write_port", 5000);
+                let read_port = port(project, cluster, "haproxy.read_port", 5001);
+                let token = format!("{}-{}", cluster.name, std::process::id());
+                let write = write_through(&vip, write_port, secrets, &token).await;
+                add(
+                    "write through VIP lands on the primary",
+                    write.is_ok(),
+                    write.clone().unwrap_or_else(|e| e),
+                );
+                if write.is_ok() && cluster.postgres.len() > 1 {
+                    let read = read_through(&vip, read_port, secrets, &token).await;
+                    add(
+                        "read through VIP lands on a replica and sees the write",
+                        read.is_ok(),
+                        read.unwrap_or_else(|e| e),
+                    );
+                }
+                for standby in inventory.standbys_of(&cluster.name) {
+                    let slot = crate::render::context::standby_slot(&standby.name);
+                    let active = match connect(&vip, write_port, secrets).await {
+                        Ok(client) => scalar(&client, &format!("SELECT active FROM pg_replication_slots WHERE slot_name = '{slot}'")).await,
+                        Err(e) => Err(e),
+                    };
+                    add(
+                        &format!("standby cluster {} streams from slot {slot}", standby.name),
+                        matches!(active, Ok(Some(ref v)) if v == "t"),
+                        format!("{active:?}"),
+                    );
+                }
+            }
+        }
+    }
+    report
+}
+
+async fn write_through(
+    vip: &str,
+    port: u16,
+    secrets: &Secrets,
+    token: &str,
+) -> Result<String, String> {
+    let client = connect(vip, port, secrets).await?;
+    let recovery = scalar(&client, "SELECT pg_is_in_recovery()").await?;
+    if recovery.as_deref() != Some("f") {
+        return Err(format!(
+            "{vip}:{port} reached a server in recovery (a replica)"
+        ));
+    }
+    client
+        .simple_query(&format!(
+            "CREATE SCHEMA IF NOT EXISTS pgstrap; \
+             CREATE TABLE IF NOT EXISTS pgstrap.verify (token text PRIMARY KEY, at timestamptz NOT NULL DEFAULT now()); \
+             INSERT INTO pgstrap.verify (token) VALUES ('{token}') ON CONFLICT (token) DO UPDATE SET at = now();"
+        ))
+        .await
+        .map_err(|e| describe(&e))?;
+    let server = scalar(&client, "SELECT inet_server_addr()::text")
+        .await?
+        .unwrap_or_default();
+    Ok(format!(
+        "wrote through {vip}:{port} to the primary ({server})"
+    ))
+}
+
+async fn read_through(
+    vip: &str,
+    port: u16,
+    secrets: &Secrets,
+    token: &str,
+) -> Result<String, String> {
+    let client = connect(vip, port, secrets).await?;
+    let recovery = scalar(&client, "SELECT pg_is_in_recovery()").await?;
+    if recovery.as_deref() != Some("t") {
+        return Err(format!("{vip}:{port} reached the primary, not a replica"));
+    }
+    // Replication is asynchronous: poll briefly for the row.
+    let start = Instant::now();
+    loop {
+        let seen = scalar(
+            &client,
+            &format!("SELECT count(*) FROM pgstrap.verify WHERE token = '{token}'"),
+        )
+        .await;
+        if matches!(seen, Ok(Some(ref n)) if n == "1") {
+            return Ok(format!(
+                "read the write through {vip}:{port} from a replica after {:.1}s",
+                start.elapsed().as_secs_f64()
+            ));
+        }
+        if start.elapsed() > Duration::from_secs(15) {
+            return Err(format!(
+                "the replica behind {vip}:{port} did not see the write within 15s (last: {seen:?})"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
