@@ -171,7 +171,10 @@ pub fn default_layers() -> crate::error::Result<Vec<crate::inventory::vars::Laye
                 ))
             }
         };
-        layers.push(Layer::from_nested(Origin::RoleDefault((*role).to_owned()), &map));
+        layers.push(Layer::from_nested(
+            Origin::RoleDefault((*role).to_owned()),
+            &map,
+        ));
     }
     Ok(layers)
 }
@@ -195,7 +198,10 @@ pub fn parse_manifest(role: &str, text: &str) -> crate::error::Result<Manifest> 
     serde_saphyr::from_str(text).map_err(|e| {
         crate::error::Error::usage(
             format!("roles/{role}/role.yaml (after rendering): {e}"),
-            Some("the schema is in src/role/mod.rs; role.yaml is rendered as a template first".into()),
+            Some(
+                "the schema is in src/role/mod.rs; role.yaml is rendered as a template first"
+                    .into(),
+            ),
         )
     })
 }
