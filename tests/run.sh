@@ -11,7 +11,8 @@ quick=0
 [[ "${1:-}" == "--quick" ]] && quick=1
 
 # Packages: the build needs protoc (etcd-client); the config checks run the real programs.
-packages=(protobuf-compiler libprotobuf-dev haproxy keepalived patroni pgbouncer etcd-server etcd-client)
+packages=(protobuf-compiler libprotobuf-dev haproxy keepalived psmisc patroni python3-etcd pgbouncer
+  etcd-server etcd-client postgresql-15 postgresql-common)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -29,10 +30,25 @@ if ((${#missing[@]})); then
     printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
     policy_created=1
   fi
-  trap '[[ $policy_created == 1 ]] && rm -f /usr/sbin/policy-rc.d' EXIT
+  # And no default 15/main cluster (the config checks need only PostgreSQL's binaries).
+  createcluster=/etc/postgresql-common/createcluster.d/00-pgstrap-tests.conf
+  createcluster_created=0
+  if [[ ! -e $createcluster ]]; then
+    mkdir -p "$(dirname "$createcluster")"
+    echo "create_main_cluster = false" >"$createcluster"
+    createcluster_created=1
+  fi
+  cleanup() {
+    [[ $policy_created == 1 ]] && rm -f /usr/sbin/policy-rc.d
+    [[ $createcluster_created == 1 ]] && rm -f "$createcluster"
+    return 0
+  }
+  trap cleanup EXIT
   apt-get update -qq || true
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-  if [[ $policy_created == 1 ]]; then rm -f /usr/sbin/policy-rc.d; policy_created=0; fi
+  cleanup
+  policy_created=0
+  createcluster_created=0
 fi
 
 export CARGO_TERM_COLOR=never
