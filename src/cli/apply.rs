@@ -1,8 +1,46 @@
-//! `pgstrap apply`
+//! `pgstrap apply -i INV [--host H]… [--roles R,…] [--parallel N] [--json]`: bring hosts to
+//! the state the inventory describes; a summary per host; exit 1 when any host failed.
+
+use crate::cli::InventoryArgs;
+use crate::error::Result;
 
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    #[command(flatten)]
+    pub inventory: InventoryArgs,
+    /// Only these hosts (repeatable).
+    #[arg(long = "host", value_name = "HOST")]
+    pub hosts: Vec<String>,
+    /// Only these roles (comma-separated, e.g. common,pgbouncer).
+    #[arg(long, value_name = "ROLES", value_delimiter = ',')]
+    pub roles: Vec<String>,
+    /// Hosts worked on at the same time.
+    #[arg(long, value_name = "N", default_value_t = 32)]
+    pub parallel: usize,
+    /// Print the report as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
 
-pub fn run(_args: Args) -> crate::error::Result<i32> {
-    Err(crate::error::Error::usage("`pgstrap apply` is not built yet", None))
+pub fn run(args: Args) -> Result<i32> {
+    let verbose = crate::ui::progress::verbosity();
+    let project = crate::render::load_project(&args.inventory.inventory, &args.inventory.set)?;
+    let options = crate::exec::Options {
+        parallel: args.parallel,
+        hosts: (!args.hosts.is_empty()).then_some(args.hosts),
+        roles: (!args.roles.is_empty()).then_some(args.roles),
+        events: None,
+    };
+    let report = crate::ui::progress::run_with_progress(verbose, options, |options| async move {
+        crate::exec::apply(&project, options).await
+    })?;
+    if args.json {
+        crate::ui::print_json(&report);
+    } else {
+        if verbose > 0 {
+            eprint!("{}", crate::ui::summary::plan_text(&report, verbose));
+        }
+    }
+    eprint!("{}", crate::ui::summary::summary_text(&report));
+    Ok(report.exit_code())
 }

@@ -1,1 +1,661 @@
-//! (being built)
+//! The engine's runner: brings hosts to their desired state (or only plans it). Per host: connect,
+//! gather facts (one round trip), all packages in one apt transaction; then the roles by ascending
+//! phase with a barrier between phases across hosts (etcd everywhere before Patroni…). Hosts run in
+//! parallel up to a limit; a failed step stops that host only. Every step reports an [`Event`] to
+//! one channel that the UI draws; the result is a [`Report`].
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use futures::stream::{self, StreamExt};
+use serde::Serialize;
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::connect::{CommandError, RemoteCommand, Session, Target};
+use crate::error::{Error, Result};
+use crate::facts::{self, Facts, PathState};
+use crate::inventory::secrets::Masker;
+use crate::ops::{self, Kind, Planned};
+use crate::render::Project;
+use crate::state::{DesiredState, HostState};
+
+/// Plan only (read facts, change nothing) or apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    Plan,
+    Apply,
+}
+
+/// What the caller can choose.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Hosts worked on at the same time.
+    pub parallel: usize,
+    /// Only these hosts (inventory names); `None`: all.
+    pub hosts: Option<Vec<String>>,
+    /// Only these roles (e.g. `common`, `pgbouncer`); `None`: all.
+    pub roles: Option<Vec<String>>,
+    /// Where events go (the UI); `None`: nowhere.
+    pub events: Option<UnboundedSender<Event>>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            parallel: 32,
+            hosts: None,
+            roles: None,
+            events: None,
+        }
+    }
+}
+
+/// Something that happened on a host, for the UI.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// The run starts with these hosts.
+    Started {
+        hosts: Vec<String>,
+        mode: Mode,
+    },
+    /// A host moved to a new step (`connect`, `facts`, `packages`, `phase 50 pgbouncer`…).
+    Step {
+        host: String,
+        step: String,
+    },
+    /// A remote command finished (display masked).
+    Command {
+        host: String,
+        command: String,
+        duration_ms: u64,
+        ok: bool,
+    },
+    /// A change was planned (plan) or applied (apply).
+    Change {
+        host: String,
+        kind: Kind,
+        subject: String,
+        summary: String,
+    },
+    Warning {
+        host: String,
+        message: String,
+    },
+    /// The host is done.
+    Finished {
+        host: String,
+        status: HostStatus,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HostStatus {
+    /// Nothing to change.
+    Ok,
+    /// Changes were applied (or would be, in a plan).
+    Changed,
+    /// A step failed; the host's later steps did not run.
+    Failed,
+    /// No SSH connection.
+    Unreachable,
+}
+
+/// One change, planned or applied.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChangeRecord {
+    /// `None` for the packages step (before every phase).
+    pub phase: Option<u32>,
+    pub role: Option<String>,
+    pub kind: Kind,
+    pub subject: String,
+    pub summary: String,
+    pub why: String,
+    pub diff: Option<String>,
+    /// The commands (masked), as shown with `-v`.
+    pub commands: Vec<String>,
+    pub applied: bool,
+    pub duration_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct NoopRecord {
+    pub role: Option<String>,
+    pub kind: Kind,
+    pub subject: String,
+    pub reason: String,
+}
+
+/// Why a host stopped.
+#[derive(Debug, Clone, Serialize)]
+pub struct Failure {
+    /// The step that failed (`connect`, `facts`, `packages`, `/etc/x`…).
+    pub step: String,
+    /// The command (masked), when a command failed.
+    pub command: Option<String>,
+    /// ssh's or the command's stderr (masked).
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Timings {
+    pub connect_ms: u64,
+    pub facts_ms: u64,
+    pub total_ms: u64,
+    /// Remote commands run and their summed time.
+    pub commands: u32,
+    pub commands_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HostReport {
+    pub host: String,
+    pub address: String,
+    pub status: HostStatus,
+    pub changes: Vec<ChangeRecord>,
+    pub noops: Vec<NoopRecord>,
+    pub warnings: Vec<String>,
+    /// Handlers fired (`reload pgbouncer`…).
+    pub handlers: Vec<String>,
+    pub failure: Option<Failure>,
+    pub timings: Timings,
+}
+
+/// The result of a plan or an apply.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub mode: Mode,
+    pub hosts: Vec<HostReport>,
+    pub duration_ms: u64,
+}
+
+impl Report {
+    /// 0 when every host is ok or changed, 1 when any failed or was unreachable.
+    pub fn exit_code(&self) -> i32 {
+        if self
+            .hosts
+            .iter()
+            .any(|h| matches!(h.status, HostStatus::Failed | HostStatus::Unreachable))
+        {
+            1
+        } else {
+            0
+        }
+    }
+
+    pub fn total_changes(&self) -> usize {
+        self.hosts.iter().map(|h| h.changes.len()).sum()
+    }
+
+    pub fn host(&self, name: &str) -> Option<&HostReport> {
+        self.hosts.iter().find(|h| h.host == name)
+    }
+}
+
+/// Plan: what `apply` would change on each host of the project (reads facts only).
+pub async fn plan(project: &Project, options: Options) -> Result<Report> {
+    let (desired, targets) = prepare(project, &options)?;
+    Ok(run(desired, targets, Mode::Plan, options).await)
+}
+
+/// Apply: bring each host of the project to its desired state.
+pub async fn apply(project: &Project, options: Options) -> Result<Report> {
+    let (desired, targets) = prepare(project, &options)?;
+    Ok(run(desired, targets, Mode::Apply, options).await)
+}
+
+/// The desired state and the connection targets, filtered by the options.
+pub fn prepare(project: &Project, options: &Options) -> Result<(DesiredState, Vec<Target>)> {
+    if let Some(hosts) = &options.hosts {
+        for name in hosts {
+            if !project.inventory.hosts.contains_key(name) {
+                let known: Vec<&str> = project.inventory.hosts.keys().map(String::as_str).collect();
+                return Err(Error::usage(
+                    format!("--host: no host `{name}` in the inventory"),
+                    Some(format!("hosts are: {}", known.join(", "))),
+                ));
+            }
+        }
+    }
+    if let Some(roles) = &options.roles {
+        for name in roles {
+            if !crate::role::ROLES.contains(&name.as_str()) {
+                return Err(Error::usage(
+                    format!("--roles: no role `{name}`"),
+                    Some(format!("roles are: {}", crate::role::ROLES.join(", "))),
+                ));
+            }
+        }
+    }
+    let secrets = project.secrets(true)?;
+    let mut desired = crate::render::desired_state(project, &secrets, options.hosts.as_deref())?;
+    if let Some(roles) = &options.roles {
+        for host in &mut desired.hosts {
+            host.roles.retain(|r| roles.contains(&r.role));
+        }
+    }
+    let targets = desired
+        .hosts
+        .iter()
+        .filter_map(|h| project.inventory.hosts.get(&h.host))
+        .map(|h| Target::from_inventory(&project.inventory, h))
+        .collect();
+    Ok((desired, targets))
+}
+
+/// One host through the run.
+struct HostRun {
+    target: Target,
+    state: HostState,
+    session: Option<Session>,
+    facts: Facts,
+    report: HostReport,
+    done: bool,
+    started: Instant,
+    events: Option<UnboundedSender<Event>>,
+    masker: Masker,
+}
+
+impl HostRun {
+    fn emit(&self, event: Event) {
+        if let Some(events) = &self.events {
+            let _ = events.send(event);
+        }
+    }
+
+    fn step(&self, step: impl Into<String>) {
+        self.emit(Event::Step {
+            host: self.target.host.clone(),
+            step: step.into(),
+        });
+    }
+
+    fn fail(&mut self, step: impl Into<String>, error: CommandError) {
+        self.report.failure = Some(Failure {
+            step: step.into(),
+            command: Some(error.command),
+            message: error.stderr,
+            hint: error.hint,
+        });
+        self.report.status = HostStatus::Failed;
+        self.done = true;
+    }
+
+    /// Run one command on the host, reporting it.
+    async fn command(
+        &mut self,
+        command: &RemoteCommand,
+    ) -> std::result::Result<crate::connect::CommandOutput, CommandError> {
+        let Some(session) = &self.session else {
+            return Err(CommandError {
+                host: self.target.host.clone(),
+                command: command.display.clone(),
+                status: None,
+                stderr: "not connected".into(),
+                hint: None,
+            });
+        };
+        let result = session.run(command).await;
+        let duration = match &result {
+            Ok(output) => output.duration,
+            Err(_) => Duration::ZERO,
+        };
+        self.report.timings.commands += 1;
+        self.report.timings.commands_ms += duration.as_millis() as u64;
+        self.emit(Event::Command {
+            host: self.target.host.clone(),
+            command: self.masker.mask(&command.display),
+            duration_ms: duration.as_millis() as u64,
+            ok: result.is_ok(),
+        });
+        result
+    }
+
+    async fn gather(&mut self) -> bool {
+        self.step("facts");
+        let started = Instant::now();
+        let request = ops::facts_request(&self.state);
+        let command = RemoteCommand::stdin_script(facts::script(&request), "gather facts (sh -s)");
+        let result = self.command(&command).await;
+        self.report.timings.facts_ms += started.elapsed().as_millis() as u64;
+        match result.and_then(|output| {
+            facts::parse(&output.stdout_text()).map_err(|e| CommandError {
+                host: self.target.host.clone(),
+                command: command.display.clone(),
+                status: output.status,
+                stderr: e.to_string(),
+                hint: Some("is the host a Debian system with coreutils and systemd?".into()),
+            })
+        }) {
+            Ok(facts) => {
+                if facts.os.id != "debian" {
+                    let message = format!(
+                        "{} is {} {}, not Debian: pgstrap is made for Debian 12",
+                        self.target.host, facts.os.id, facts.os.version_id
+                    );
+                    self.warn(message);
+                }
+                self.facts = facts;
+                true
+            }
+            Err(error) => {
+                self.fail("facts", error);
+                false
+            }
+        }
+    }
+
+    fn warn(&mut self, message: String) {
+        let message = self.masker.mask(&message);
+        self.emit(Event::Warning {
+            host: self.target.host.clone(),
+            message: message.clone(),
+        });
+        if !self.report.warnings.contains(&message) {
+            self.report.warnings.push(message);
+        }
+    }
+
+    /// Record (plan) or perform (apply) one planned step. False when it failed.
+    async fn perform(
+        &mut self,
+        planned: Planned,
+        mode: Mode,
+        phase: Option<u32>,
+        role: Option<&str>,
+    ) -> bool {
+        match planned {
+            Planned::Noop(noop) => {
+                self.report.noops.push(NoopRecord {
+                    role: role.map(str::to_owned),
+                    kind: noop.kind,
+                    subject: noop.subject,
+                    reason: noop.reason,
+                });
+                true
+            }
+            Planned::Warning { subject, message } => {
+                let _ = subject;
+                self.warn(message);
+                true
+            }
+            Planned::Change(change) => {
+                let started = Instant::now();
+                let mut applied = false;
+                if mode == Mode::Apply {
+                    self.step(format!(
+                        "{}: {}",
+                        role.unwrap_or("packages"),
+                        change.subject
+                    ));
+                    for command in &change.commands {
+                        if let Err(error) = self.command(command).await {
+                            self.fail(change.subject.clone(), error);
+                            return false;
+                        }
+                    }
+                    applied = true;
+                    ops::record_effect(&mut self.facts, &change.effect);
+                }
+                if change.kind == Kind::Handler {
+                    self.report.handlers.push(change.subject.clone());
+                }
+                self.emit(Event::Change {
+                    host: self.target.host.clone(),
+                    kind: change.kind,
+                    subject: change.subject.clone(),
+                    summary: self.masker.mask(&change.summary),
+                });
+                self.report.changes.push(ChangeRecord {
+                    phase,
+                    role: role.map(str::to_owned),
+                    kind: change.kind,
+                    subject: change.subject.clone(),
+                    summary: self.masker.mask(&change.summary),
+                    why: self.masker.mask(&change.why),
+                    diff: change.diff.as_deref().map(|d| self.masker.mask(d)),
+                    commands: change
+                        .commands
+                        .iter()
+                        .map(|c| self.masker.mask(&c.display))
+                        .collect(),
+                    applied,
+                    duration_ms: started.elapsed().as_millis() as u64,
+                });
+                if applied && change.effect == ops::Effect::Regather {
+                    return self.gather().await;
+                }
+                true
+            }
+        }
+    }
+
+    /// Connect, gather facts, install packages.
+    async fn prologue(mut self, mode: Mode) -> Self {
+        self.step("connect");
+        let started = Instant::now();
+        match Session::connect(&self.target, self.masker.clone()).await {
+            Ok(session) => self.session = Some(session),
+            Err(error) => {
+                self.report.timings.connect_ms = started.elapsed().as_millis() as u64;
+                self.report.status = HostStatus::Unreachable;
+                self.report.failure = Some(Failure {
+                    step: "connect".into(),
+                    command: None,
+                    message: self.masker.mask(&error.message),
+                    hint: error.hint,
+                });
+                self.done = true;
+                return self;
+            }
+        }
+        self.report.timings.connect_ms = started.elapsed().as_millis() as u64;
+        if !self.gather().await {
+            return self;
+        }
+        self.step("packages");
+        let planned = ops::plan_packages(&self.state.packages(), &self.facts);
+        self.perform(planned, mode, None, None).await;
+        self
+    }
+
+    /// The roles of `phase` on this host.
+    async fn phase(mut self, phase: u32, mode: Mode) -> Self {
+        if self.done {
+            return self;
+        }
+        let roles: Vec<_> = self
+            .state
+            .roles
+            .iter()
+            .filter(|r| r.phase == phase)
+            .cloned()
+            .collect();
+        if roles.is_empty() {
+            return self;
+        }
+        // Current contents, only of readable (non-secret) files whose hash differs: for diffs.
+        let wanted: Vec<String> = roles
+            .iter()
+            .flat_map(|r| r.files.iter())
+            .filter(|f| !f.sensitive)
+            .filter(|f| matches!(self.facts.path(&f.path), PathState::File { sha256, .. } if *sha256 != f.sha256))
+            .map(|f| f.path.clone())
+            .collect();
+        let mut contents = BTreeMap::new();
+        if !wanted.is_empty() {
+            if let Some(session) = &self.session {
+                match facts::read_files(session, &wanted).await {
+                    Ok(read) => contents = read,
+                    Err(error) => {
+                        self.fail("read files for diffs", error);
+                        return self;
+                    }
+                }
+            }
+        }
+        let sysctl_file = ops::sysctl_file(&self.state);
+        let first_sysctl_role = self
+            .state
+            .roles
+            .iter()
+            .find(|r| !r.sysctls.is_empty())
+            .map(|r| (r.role.clone(), r.phase, r.cluster.clone()));
+        for role in roles {
+            self.step(format!("phase {phase}: {}", role.role));
+            let persist = match (&first_sysctl_role, &sysctl_file) {
+                (Some((name, p, cluster)), Some(file))
+                    if *name == role.role && *p == role.phase && *cluster == role.cluster =>
+                {
+                    Some(file)
+                }
+                _ => None,
+            };
+            let steps = ops::plan_role(&role, &self.facts, &contents, persist, &self.masker);
+            for planned in steps {
+                if !self
+                    .perform(planned, mode, Some(phase), Some(&role.role))
+                    .await
+                {
+                    return self;
+                }
+            }
+        }
+        self
+    }
+
+    fn finish(mut self) -> HostReport {
+        if self.report.failure.is_none() {
+            self.report.status = if self.report.changes.is_empty() {
+                HostStatus::Ok
+            } else {
+                HostStatus::Changed
+            };
+        }
+        self.report.timings.total_ms = self.started.elapsed().as_millis() as u64;
+        self.emit(Event::Finished {
+            host: self.target.host.clone(),
+            status: self.report.status,
+        });
+        self.report
+    }
+}
+
+/// Run the engine over `desired` (the library entry for tests and orchestrations that build their
+/// own desired state). `targets` must hold one entry per host of `desired`.
+pub async fn run(
+    desired: DesiredState,
+    targets: Vec<Target>,
+    mode: Mode,
+    options: Options,
+) -> Report {
+    let started = Instant::now();
+    let parallel = options.parallel.max(1);
+    let masker = desired.masker.clone();
+    let targets: BTreeMap<String, Target> =
+        targets.into_iter().map(|t| (t.host.clone(), t)).collect();
+    if let Some(events) = &options.events {
+        let _ = events.send(Event::Started {
+            hosts: desired.hosts.iter().map(|h| h.host.clone()).collect(),
+            mode,
+        });
+    }
+    let mut runs: Vec<HostRun> = Vec::new();
+    let mut order: Vec<String> = Vec::new();
+    for state in desired.hosts {
+        let Some(target) = targets.get(&state.host).cloned() else {
+            continue;
+        };
+        order.push(state.host.clone());
+        runs.push(HostRun {
+            report: HostReport {
+                host: state.host.clone(),
+                address: state.address.clone(),
+                status: HostStatus::Ok,
+                changes: vec![],
+                noops: vec![],
+                warnings: vec![],
+                handlers: vec![],
+                failure: None,
+                timings: Timings::default(),
+            },
+            target,
+            state,
+            session: None,
+            facts: Facts::default(),
+            done: false,
+            started: Instant::now(),
+            events: options.events.clone(),
+            masker: masker.clone(),
+        });
+    }
+    let phases: BTreeSet<u32> = runs
+        .iter()
+        .flat_map(|r| r.state.roles.iter().map(|role| role.phase))
+        .collect();
+
+    runs = stream::iter(runs.into_iter().map(|run| run.prologue(mode)))
+        .buffer_unordered(parallel)
+        .collect()
+        .await;
+    // The barrier: every host finishes a phase before any host starts the next.
+    for phase in phases {
+        runs = stream::iter(runs.into_iter().map(|run| run.phase(phase, mode)))
+            .buffer_unordered(parallel)
+            .collect()
+            .await;
+    }
+    let mut reports: Vec<HostReport> = Vec::new();
+    for mut run in runs {
+        if let Some(session) = run.session.take() {
+            session.close().await;
+        }
+        reports.push(run.finish());
+    }
+    reports.sort_by_key(|r| order.iter().position(|h| *h == r.host));
+    Report {
+        mode,
+        hosts: reports,
+        duration_ms: started.elapsed().as_millis() as u64,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host(status: HostStatus) -> HostReport {
+        HostReport {
+            host: "h".into(),
+            address: "a".into(),
+            status,
+            changes: vec![],
+            noops: vec![],
+            warnings: vec![],
+            handlers: vec![],
+            failure: None,
+            timings: Timings::default(),
+        }
+    }
+
+    #[test]
+    fn exit_code_is_one_when_any_host_failed_or_was_unreachable() {
+        let report = |statuses: Vec<HostStatus>| Report {
+            mode: Mode::Apply,
+            hosts: statuses.into_iter().map(host).collect(),
+            duration_ms: 0,
+        };
+        assert_eq!(
+            report(vec![HostStatus::Ok, HostStatus::Changed]).exit_code(),
+            0
+        );
+        assert_eq!(
+            report(vec![HostStatus::Ok, HostStatus::Failed]).exit_code(),
+            1
+        );
+        assert_eq!(report(vec![HostStatus::Unreachable]).exit_code(), 1);
+    }
+}

@@ -1,1 +1,855 @@
-//! (being built)
+//! Operations: pure functions of (desired state, facts) → a change (what, why, the commands) or
+//! no change with its reason. Nothing here talks to a host; `exec` runs what these return.
+//!
+//! Primitives: packages (one apt transaction), directory, file (hash first, diff only when
+//! different, secrets masked), sysctl, service, handlers, and a command with a guard.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+use sha2::Digest;
+
+use crate::connect::{shell_quote, write_file_command, RemoteCommand};
+use crate::facts::{normalize_sysctl, Facts, PathState, ServiceStatus};
+use crate::inventory::secrets::Masker;
+use crate::state::{
+    Directory, HandlerAction, HostState, ManagedFile, RoleState, Service, ServiceState,
+};
+
+/// Package lists older than this are refreshed before an install.
+pub const APT_LISTS_MAX_AGE: u64 = 3600;
+
+/// Where pgstrap persists the sysctls it sets.
+pub const SYSCTL_FILE: &str = "/etc/sysctl.d/90-pgstrap.conf";
+
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    Packages,
+    Directory,
+    File,
+    Sysctl,
+    Service,
+    Handler,
+    Command,
+}
+
+/// How applying a change alters the facts (so later steps of the same run plan on the truth).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    None,
+    /// Packages were installed: gather the facts again.
+    Regather,
+    Path(String, PathState),
+    Sysctl(String, String),
+    Service(String, ServiceStatus),
+}
+
+/// Something to do on a host.
+#[derive(Debug, Clone, Serialize)]
+pub struct Change {
+    pub kind: Kind,
+    /// The path, unit, key or package list it is about.
+    pub subject: String,
+    /// What changes, in a few words (`create`, `content changed`, `start`…).
+    pub summary: String,
+    /// Why: what the host has now.
+    pub why: String,
+    /// A unified diff, secrets masked (files only; `None` when hidden or not a file).
+    pub diff: Option<String>,
+    pub commands: Vec<RemoteCommand>,
+    #[serde(skip)]
+    pub effect: Effect,
+}
+
+/// Nothing to do, and why.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Noop {
+    pub kind: Kind,
+    pub subject: String,
+    pub reason: String,
+}
+
+/// The result of planning one item.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Planned {
+    Change(Change),
+    Noop(Noop),
+    /// Not done and not a failure (e.g. a sysctl a container cannot set).
+    Warning {
+        subject: String,
+        message: String,
+    },
+}
+
+impl Planned {
+    fn noop(kind: Kind, subject: impl Into<String>, reason: impl Into<String>) -> Self {
+        Planned::Noop(Noop {
+            kind,
+            subject: subject.into(),
+            reason: reason.into(),
+        })
+    }
+
+    pub fn change(&self) -> Option<&Change> {
+        match self {
+            Planned::Change(change) => Some(change),
+            _ => None,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Packages
+
+/// Installs packages with no service started during the install (a temporary policy-rc.d that
+/// is removed on every exit path, and only when this script created it), refreshing the lists
+/// first when asked, or once after a failed install.
+pub const APT_SCRIPT: &str = r#"set -u
+update=$1; shift
+policy=/usr/sbin/policy-rc.d
+created=0
+if [ ! -e "$policy" ] || grep -q 'pgstrap: temporary' "$policy" 2>/dev/null; then
+  printf '#!/bin/sh\n# pgstrap: temporary, no service starts during the install\nexit 101\n' > "$policy"
+  chmod 0755 "$policy"
+  created=1
+fi
+cleanup() { if [ "$created" = 1 ]; then rm -f "$policy"; fi; }
+trap 'rc=$?; cleanup; exit $rc' EXIT
+trap 'exit 130' INT TERM HUP
+export DEBIAN_FRONTEND=noninteractive
+opts="-q -y --no-install-recommends -o DPkg::Lock::Timeout=120 -o Dpkg::Options::=--force-unsafe-io -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold"
+if [ "$update" = 1 ]; then
+  apt-get -q -o DPkg::Lock::Timeout=120 update >/dev/null || exit
+  apt-get install $opts "$@"
+else
+  if ! apt-get install $opts "$@"; then
+    echo 'pgstrap: install failed; refreshing the package lists and trying once more' >&2
+    apt-get -q -o DPkg::Lock::Timeout=120 update >/dev/null || exit
+    apt-get install $opts "$@"
+  fi
+fi
+"#;
+
+/// All of a host's packages in ONE apt transaction.
+pub fn plan_packages(packages: &[String], facts: &Facts) -> Planned {
+    let missing: Vec<&String> = packages
+        .iter()
+        .filter(|p| {
+            !facts
+                .packages
+                .get(p.as_str())
+                .is_some_and(|s| s.installed())
+        })
+        .collect();
+    if missing.is_empty() {
+        return Planned::noop(
+            Kind::Packages,
+            "packages",
+            format!("all {} packages are installed", packages.len()),
+        );
+    }
+    let update = match facts.apt_lists_age {
+        None => Some("no package lists yet".to_owned()),
+        Some(age) if age > APT_LISTS_MAX_AGE => {
+            Some(format!("package lists are {} min old", age / 60))
+        }
+        Some(_) => None,
+    };
+    let names: Vec<&str> = missing.iter().map(|s| s.as_str()).collect();
+    let mut args = vec![if update.is_some() { "1" } else { "0" }];
+    args.extend(names.iter().copied());
+    let display = format!(
+        "{}apt-get install -y --no-install-recommends {}",
+        if update.is_some() {
+            "apt-get update && "
+        } else {
+            ""
+        },
+        names.join(" ")
+    );
+    Planned::Change(Change {
+        kind: Kind::Packages,
+        subject: "packages".into(),
+        summary: format!("install {}", names.join(" ")),
+        why: match update {
+            Some(reason) => format!("{} not installed; {reason}", missing.len()),
+            None => format!("{} not installed", missing.len()),
+        },
+        diff: None,
+        commands: vec![RemoteCommand::script(APT_SCRIPT, &args, display)],
+        effect: Effect::Regather,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Directories
+
+fn ownership_commands(path: &str, owner: &str, group: &str, mode: u32) -> RemoteCommand {
+    let mode_text = format!("{mode:04o}");
+    RemoteCommand::script(
+        r#"set -e; chown -- "$2:$3" "$1"; chmod -- "$4" "$1""#,
+        &[path, owner, group, mode_text.as_str()],
+        format!(
+            "chown {owner}:{group} {0} && chmod {mode_text} {0}",
+            shell_quote(path)
+        ),
+    )
+}
+
+fn ownership_differences(
+    owner: &str,
+    group: &str,
+    mode: u32,
+    want: (&str, &str, u32),
+) -> Vec<String> {
+    let mut out = Vec::new();
+    if owner != want.0 {
+        out.push(format!("owner {owner} → {}", want.0));
+    }
+    if group != want.1 {
+        out.push(format!("group {group} → {}", want.1));
+    }
+    if mode != want.2 {
+        out.push(format!("mode {mode:04o} → {:04o}", want.2));
+    }
+    out
+}
+
+pub fn plan_directory(directory: &Directory, state: &PathState) -> Planned {
+    let want = (
+        directory.owner.as_str(),
+        directory.group.as_str(),
+        directory.mode,
+    );
+    let done = Effect::Path(
+        directory.path.clone(),
+        PathState::Directory {
+            owner: directory.owner.clone(),
+            group: directory.group.clone(),
+            mode: directory.mode,
+        },
+    );
+    match state {
+        PathState::Directory { owner, group, mode } => {
+            let differences = ownership_differences(owner, group, *mode, want);
+            if differences.is_empty() {
+                Planned::noop(
+                    Kind::Directory,
+                    &directory.path,
+                    format!("exists, {owner}:{group} {mode:04o}"),
+                )
+            } else {
+                Planned::Change(Change {
+                    kind: Kind::Directory,
+                    subject: directory.path.clone(),
+                    summary: differences.join(", "),
+                    why: "the directory exists with other ownership or mode".into(),
+                    diff: None,
+                    commands: vec![ownership_commands(&directory.path, want.0, want.1, want.2)],
+                    effect: done,
+                })
+            }
+        }
+        other => {
+            let mode_text = format!("{:04o}", directory.mode);
+            Planned::Change(Change {
+                kind: Kind::Directory,
+                subject: directory.path.clone(),
+                summary: format!("create ({}:{} {mode_text})", want.0, want.1),
+                why: match other {
+                    PathState::Missing => "does not exist".into(),
+                    PathState::File { .. } => "a file is in the way (mkdir will fail)".into(),
+                    PathState::Other { kind } => {
+                        format!("a {kind} is in the way (mkdir will fail)")
+                    }
+                    PathState::Directory { .. } => unreachable!("matched above"),
+                },
+                diff: None,
+                commands: vec![RemoteCommand::script(
+                    r#"set -e; mkdir -p -- "$1"; chown -- "$2:$3" "$1"; chmod -- "$4" "$1""#,
+                    &[directory.path.as_str(), want.0, want.1, mode_text.as_str()],
+                    format!(
+                        "mkdir -p {0} && chown {1}:{2} {0} && chmod {mode_text} {0}",
+                        shell_quote(&directory.path),
+                        want.0,
+                        want.1
+                    ),
+                )],
+                effect: done,
+            })
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Files
+
+/// The sha256 of content, hex.
+pub fn sha256_hex(content: &[u8]) -> String {
+    hex::encode(sha2::Sha256::digest(content))
+}
+
+/// A unified diff of `old` → `new` for showing, secrets masked. `None` with a reason when it must
+/// not or cannot be shown.
+pub fn file_diff(
+    path: &str,
+    old: Option<&[u8]>,
+    new: &str,
+    sensitive: bool,
+    masker: &Masker,
+) -> Result<String, String> {
+    if sensitive {
+        // Even masked, a secret file's diff can reveal old secret values the masker does not
+        // know (a rotated password): never show it.
+        return Err("content changed (secret file, diff hidden)".into());
+    }
+    let old_text = match old {
+        None => String::new(),
+        Some(bytes) => match std::str::from_utf8(bytes) {
+            Ok(text) => text.to_owned(),
+            Err(_) => return Err("content changed (the file on the host is not text)".into()),
+        },
+    };
+    let old_masked = masker.mask(&old_text);
+    let new_masked = masker.mask(new);
+    if old.is_some() && old_masked == new_masked {
+        return Err("content changed (only secret values differ, diff hidden)".into());
+    }
+    let diff = similar::TextDiff::from_lines(&old_masked, &new_masked);
+    let from = if old.is_some() {
+        format!("{path} (on host)")
+    } else {
+        "/dev/null".into()
+    };
+    Ok(diff
+        .unified_diff()
+        .context_radius(3)
+        .header(&from, &format!("{path} (pgstrap)"))
+        .to_string())
+}
+
+/// A managed file. `current` is the content on the host, when it was read (only needed when
+/// the hash differs, for the diff).
+pub fn plan_file(
+    file: &ManagedFile,
+    state: &PathState,
+    current: Option<&[u8]>,
+    masker: &Masker,
+) -> Planned {
+    let want = (file.owner.as_str(), file.group.as_str(), file.mode);
+    let done = Effect::Path(
+        file.path.clone(),
+        PathState::File {
+            owner: file.owner.clone(),
+            group: file.group.clone(),
+            mode: file.mode,
+            sha256: file.sha256.clone(),
+        },
+    );
+    let write = || write_file_command(&file.path, file.content.as_bytes(), want.0, want.1, want.2);
+    let diff_or_note = |old: Option<&[u8]>| match file_diff(
+        &file.path,
+        old,
+        &file.content,
+        file.sensitive,
+        masker,
+    ) {
+        Ok(diff) => (Some(diff), None),
+        Err(note) => (None, Some(note)),
+    };
+    match state {
+        PathState::File {
+            owner,
+            group,
+            mode,
+            sha256,
+        } => {
+            let differences = ownership_differences(owner, group, *mode, want);
+            if sha256 == &file.sha256 {
+                if differences.is_empty() {
+                    return Planned::noop(
+                        Kind::File,
+                        &file.path,
+                        format!(
+                            "content matches (sha256 {}…), {owner}:{group} {mode:04o}",
+                            &sha256[..12.min(sha256.len())]
+                        ),
+                    );
+                }
+                return Planned::Change(Change {
+                    kind: Kind::File,
+                    subject: file.path.clone(),
+                    summary: differences.join(", "),
+                    why: "content matches; ownership or mode differ (fixed without rewriting)"
+                        .into(),
+                    diff: None,
+                    commands: vec![ownership_commands(&file.path, want.0, want.1, want.2)],
+                    effect: done,
+                });
+            }
+            let (diff, note) = diff_or_note(current);
+            let mut summary = note.unwrap_or_else(|| "content changed".into());
+            if !differences.is_empty() {
+                summary.push_str(&format!("; {}", differences.join(", ")));
+            }
+            Planned::Change(Change {
+                kind: Kind::File,
+                subject: file.path.clone(),
+                summary,
+                why: format!(
+                    "sha256 on host {}… ≠ rendered {}…",
+                    &sha256[..12.min(sha256.len())],
+                    &file.sha256[..12.min(file.sha256.len())]
+                ),
+                diff,
+                commands: vec![write()],
+                effect: done,
+            })
+        }
+        PathState::Missing => {
+            let (diff, note) = diff_or_note(None);
+            Planned::Change(Change {
+                kind: Kind::File,
+                subject: file.path.clone(),
+                summary: note.map_or_else(
+                    || format!("create ({}:{} {:04o})", want.0, want.1, want.2),
+                    |_| {
+                        format!(
+                            "create secret file ({}:{} {:04o}, content hidden)",
+                            want.0, want.1, want.2
+                        )
+                    },
+                ),
+                why: "does not exist".into(),
+                diff,
+                commands: vec![write()],
+                effect: done,
+            })
+        }
+        PathState::Directory { .. } => Planned::Change(Change {
+            kind: Kind::File,
+            subject: file.path.clone(),
+            summary: "replace a directory with a file (will fail: remove the directory first)"
+                .into(),
+            why: "a directory is in the way".into(),
+            diff: None,
+            commands: vec![write()],
+            effect: done,
+        }),
+        PathState::Other { kind } => Planned::Change(Change {
+            kind: Kind::File,
+            subject: file.path.clone(),
+            summary: format!("replace a {kind} with the rendered file"),
+            why: format!("a {kind} is at the path"),
+            diff: None,
+            commands: vec![write()],
+            effect: done,
+        }),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sysctls
+
+/// The persisted sysctl file of a host (every role's sysctls; a later role wins on the same key).
+pub fn sysctl_file(host: &HostState) -> Option<ManagedFile> {
+    let mut values: BTreeMap<&str, &str> = BTreeMap::new();
+    for role in &host.roles {
+        for sysctl in &role.sysctls {
+            values.insert(&sysctl.key, &sysctl.value);
+        }
+    }
+    if values.is_empty() {
+        return None;
+    }
+    let mut content = String::from(
+        "# Generated by pgstrap: do not edit here; change the inventory and run `pgstrap apply`.\n",
+    );
+    for (key, value) in values {
+        content.push_str(&format!("{key} = {value}\n"));
+    }
+    Some(ManagedFile {
+        path: SYSCTL_FILE.into(),
+        template: "(built in)".into(),
+        template_origin: "pgstrap".into(),
+        sha256: sha256_hex(content.as_bytes()),
+        content,
+        owner: "root".into(),
+        group: "root".into(),
+        mode: 0o644,
+        sensitive: false,
+        notify: vec![],
+    })
+}
+
+/// One runtime sysctl. In a container only `net.*` keys can be set: the others are a warning.
+pub fn plan_sysctl(key: &str, value: &str, facts: &Facts) -> Planned {
+    let want = normalize_sysctl(value);
+    match facts.sysctls.get(key) {
+        Some(Some(current)) if *current == want => {
+            Planned::noop(Kind::Sysctl, key, format!("already {want}"))
+        }
+        current => {
+            let now = match current {
+                Some(Some(v)) => v.clone(),
+                _ => "not present".into(),
+            };
+            if let Some(container) = &facts.container {
+                if !key.starts_with("net.") {
+                    return Planned::Warning {
+                        subject: key.into(),
+                        message: format!(
+                            "{key} is {now}, wanted {want}: a {container} container cannot set it \
+                             (only net.* are writable); persisted in {SYSCTL_FILE} for a real host"
+                        ),
+                    };
+                }
+            }
+            let assignment = format!("{key}={want}");
+            Planned::Change(Change {
+                kind: Kind::Sysctl,
+                subject: key.into(),
+                summary: format!("{now} → {want}"),
+                why: format!("the running kernel has {now}"),
+                diff: None,
+                commands: vec![RemoteCommand::new(&[
+                    "sysctl",
+                    "-q",
+                    "-w",
+                    assignment.as_str(),
+                ])],
+                effect: Effect::Sysctl(key.into(), want),
+            })
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Services
+
+/// A unit to the state the role asks. Orchestrated units are enabled only, never started here.
+pub fn plan_service(service: &Service, status: Option<&ServiceStatus>) -> Planned {
+    let unknown = ServiceStatus {
+        enabled: "not-found".into(),
+        active: "inactive".into(),
+    };
+    let status = status.unwrap_or(&unknown);
+    let name = service.name.as_str();
+    let (want_enabled, want_active) = match service.state {
+        ServiceState::Started => (true, Some(true)),
+        ServiceState::Stopped => (true, Some(false)),
+        ServiceState::Disabled => (false, Some(false)),
+        ServiceState::Orchestrated => (true, None),
+    };
+    let mut actions: Vec<&str> = Vec::new();
+    let enabled_ok = status.is_enabled() == want_enabled
+        // A static unit cannot be enabled or disabled: leave it.
+        || status.enabled == "static";
+    if !enabled_ok {
+        actions.push(if want_enabled { "enable" } else { "disable" });
+    }
+    if let Some(active) = want_active {
+        if status.is_active() != active {
+            actions.push(if active { "start" } else { "stop" });
+        }
+    }
+    if actions.is_empty() {
+        let reason = match service.state {
+            ServiceState::Orchestrated => format!(
+                "{} and {} (started by an orchestration, not here)",
+                status.enabled, status.active
+            ),
+            _ => format!("{} and {}", status.enabled, status.active),
+        };
+        return Planned::noop(Kind::Service, name, reason);
+    }
+    let commands = actions
+        .iter()
+        .map(|action| RemoteCommand::new(&["systemctl", action, name]))
+        .collect();
+    let after = ServiceStatus {
+        enabled: if want_enabled || status.enabled == "static" {
+            if status.enabled == "static" {
+                "static".into()
+            } else {
+                "enabled".into()
+            }
+        } else {
+            "disabled".into()
+        },
+        active: match want_active {
+            Some(true) => "active".into(),
+            Some(false) => "inactive".into(),
+            None => status.active.clone(),
+        },
+    };
+    Planned::Change(Change {
+        kind: Kind::Service,
+        subject: name.into(),
+        summary: actions.join(" + "),
+        why: if status.exists() {
+            format!("{} and {}", status.enabled, status.active)
+        } else {
+            "the unit is not installed yet".into()
+        },
+        diff: None,
+        commands,
+        effect: Effect::Service(name.into(), after),
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Handlers
+
+/// A handler that fired, or why it did not.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct HandlerFiring {
+    pub name: String,
+    pub action: HandlerAction,
+    pub service: Option<String>,
+}
+
+/// The handlers of `role` to run, given the names notified by files that change in this run, the
+/// services this run starts, and whether each service will be running. Deduplicated (one reload
+/// per service even if several files notify it); returns daemon-reloads and the others apart,
+/// because a daemon-reload must happen before any service is started or restarted.
+pub fn plan_handlers(
+    role: &RoleState,
+    notified: &BTreeSet<String>,
+    started_now: &BTreeSet<String>,
+    running: &dyn Fn(&str) -> bool,
+) -> (Vec<Planned>, Vec<Planned>) {
+    let mut daemon_reloads = Vec::new();
+    let mut others = Vec::new();
+    let mut seen: BTreeSet<(String, String)> = BTreeSet::new();
+    for handler in &role.handlers {
+        if !notified.contains(&handler.name) {
+            continue;
+        }
+        let key = (
+            format!("{:?}", handler.action),
+            handler.service.clone().unwrap_or_default(),
+        );
+        if !seen.insert(key) {
+            continue;
+        }
+        match (handler.action, &handler.service) {
+            (HandlerAction::DaemonReload, _) => daemon_reloads.push(Planned::Change(Change {
+                kind: Kind::Handler,
+                subject: handler.name.clone(),
+                summary: "systemctl daemon-reload".into(),
+                why: "a unit file or drop-in changed".into(),
+                diff: None,
+                commands: vec![RemoteCommand::new(&["systemctl", "daemon-reload"])],
+                effect: Effect::None,
+            })),
+            (action, Some(service)) => {
+                let verb = if action == HandlerAction::Reload {
+                    "reload"
+                } else {
+                    "restart"
+                };
+                if started_now.contains(service) {
+                    others.push(Planned::noop(
+                        Kind::Handler,
+                        &handler.name,
+                        format!("{service} is started by this run with the new configuration"),
+                    ));
+                } else if !running(service) {
+                    others.push(Planned::noop(
+                        Kind::Handler,
+                        &handler.name,
+                        format!("{service} is not running: it reads the new configuration when it starts"),
+                    ));
+                } else {
+                    others.push(Planned::Change(Change {
+                        kind: Kind::Handler,
+                        subject: handler.name.clone(),
+                        summary: format!("systemctl {verb} {service}"),
+                        why: "a file it reads changed".into(),
+                        diff: None,
+                        commands: vec![RemoteCommand::new(&["systemctl", verb, service.as_str()])],
+                        effect: Effect::None,
+                    }));
+                }
+            }
+            (_, None) => others.push(Planned::Warning {
+                subject: handler.name.clone(),
+                message: format!("handler `{}` names no service; not run", handler.name),
+            }),
+        }
+    }
+    (daemon_reloads, others)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Command with a guard
+
+/// A command run only when its guard says so: `unless` exits 0 → already done.
+#[derive(Debug, Clone, Serialize)]
+pub struct GuardedCommand {
+    pub name: String,
+    pub command: Vec<String>,
+    /// Skip the command when this exits 0 (e.g. `test -e /var/lib/x/done`).
+    pub unless: Option<Vec<String>>,
+}
+
+/// `guard_status`: the exit status of `unless` on the host (`None` when there is no guard).
+pub fn plan_command(command: &GuardedCommand, guard_status: Option<i32>) -> Planned {
+    if guard_status == Some(0) {
+        let guard = command
+            .unless
+            .as_deref()
+            .map(crate::connect::shell_join)
+            .unwrap_or_default();
+        return Planned::noop(
+            Kind::Command,
+            &command.name,
+            format!("guard `{guard}` succeeded"),
+        );
+    }
+    Planned::Change(Change {
+        kind: Kind::Command,
+        subject: command.name.clone(),
+        summary: crate::connect::shell_join(&command.command),
+        why: match guard_status {
+            None => "no guard: always runs".into(),
+            Some(code) => format!("guard exited {code}"),
+        },
+        diff: None,
+        commands: vec![RemoteCommand::new(&command.command)],
+        effect: Effect::None,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// A whole role
+
+/// The ordered steps of one role on one host: directories → files → daemon-reload → sysctls →
+/// services → reload/restart handlers. `sysctl_file` is the host's persisted sysctl file when
+/// this role is the first one with sysctls.
+pub fn plan_role(
+    role: &RoleState,
+    facts: &Facts,
+    contents: &BTreeMap<String, Vec<u8>>,
+    sysctl_file: Option<&ManagedFile>,
+    masker: &Masker,
+) -> Vec<Planned> {
+    let mut steps = Vec::new();
+    for directory in &role.directories {
+        steps.push(plan_directory(directory, facts.path(&directory.path)));
+    }
+    let mut notified = BTreeSet::new();
+    for file in &role.files {
+        let planned = plan_file(
+            file,
+            facts.path(&file.path),
+            contents.get(&file.path).map(Vec::as_slice),
+            masker,
+        );
+        if planned.change().is_some()
+            && matches!(facts.path(&file.path), PathState::File { sha256, .. } if *sha256 == file.sha256)
+        {
+            // Only ownership changed: the content the service reads is the same; no handler.
+        } else if planned.change().is_some() {
+            notified.extend(file.notify.iter().cloned());
+        }
+        steps.push(planned);
+    }
+    let mut services_plan = Vec::new();
+    let mut started_now = BTreeSet::new();
+    let mut running_after: BTreeMap<String, bool> = BTreeMap::new();
+    for service in &role.services {
+        let status = facts.services.get(&service.name);
+        let planned = plan_service(service, status);
+        let was_active = status.is_some_and(ServiceStatus::is_active);
+        let mut now_active = was_active;
+        if let Planned::Change(change) = &planned {
+            if let Effect::Service(_, after) = &change.effect {
+                now_active = after.is_active();
+                if now_active && !was_active {
+                    started_now.insert(service.name.clone());
+                }
+            }
+        }
+        running_after.insert(service.name.clone(), now_active);
+        services_plan.push(planned);
+    }
+    let running = |service: &str| {
+        running_after.get(service).copied().unwrap_or_else(|| {
+            facts
+                .services
+                .get(service)
+                .is_some_and(ServiceStatus::is_active)
+        })
+    };
+    let (daemon_reloads, handlers) = plan_handlers(role, &notified, &started_now, &running);
+    steps.extend(daemon_reloads);
+    if let Some(file) = sysctl_file {
+        steps.push(plan_file(
+            file,
+            facts.path(&file.path),
+            contents.get(&file.path).map(Vec::as_slice),
+            masker,
+        ));
+    }
+    for sysctl in &role.sysctls {
+        steps.push(plan_sysctl(&sysctl.key, &sysctl.value, facts));
+    }
+    steps.extend(services_plan);
+    steps.extend(handlers);
+    steps
+}
+
+/// Apply a change's effect to the facts, after the change was applied.
+pub fn record_effect(facts: &mut Facts, effect: &Effect) {
+    match effect {
+        Effect::None | Effect::Regather => {}
+        Effect::Path(path, state) => {
+            facts.paths.insert(path.clone(), state.clone());
+        }
+        Effect::Sysctl(key, value) => {
+            facts.sysctls.insert(key.clone(), Some(value.clone()));
+        }
+        Effect::Service(name, status) => {
+            facts.services.insert(name.clone(), status.clone());
+        }
+    }
+}
+
+/// What to ask a host about for `host`'s desired state.
+pub fn facts_request(host: &HostState) -> crate::facts::Request {
+    let mut paths: Vec<String> = Vec::new();
+    let mut services = Vec::new();
+    let mut sysctls = Vec::new();
+    for role in &host.roles {
+        paths.extend(role.directories.iter().map(|d| d.path.clone()));
+        paths.extend(role.files.iter().map(|f| f.path.clone()));
+        services.extend(role.services.iter().map(|s| s.name.clone()));
+        for handler in &role.handlers {
+            if let Some(service) = &handler.service {
+                services.push(service.clone());
+            }
+        }
+        sysctls.extend(role.sysctls.iter().map(|s| s.key.clone()));
+    }
+    if !sysctls.is_empty() {
+        paths.push(SYSCTL_FILE.into());
+    }
+    let dedup = |mut v: Vec<String>| {
+        let mut seen = BTreeSet::new();
+        v.retain(|x| seen.insert(x.clone()));
+        v
+    };
+    crate::facts::Request {
+        packages: host.packages(),
+        paths: dedup(paths),
+        services: dedup(services),
+        sysctls: dedup(sysctls),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,5 +1,8 @@
 //! The only code that prints to the terminal: diagnostics, summaries, diffs, progress.
 
+pub mod progress;
+pub mod summary;
+
 /// Set up `tracing` logs on stderr: warnings by default, more with `-v`.
 pub fn init_logging(verbose: u8) {
     let level = match verbose {

@@ -1,0 +1,480 @@
+//! Unit tests of every planner: pure inputs (desired state + facts) → changes or no-ops.
+
+use super::*;
+use crate::facts::Package;
+use crate::state::{Handler, Sysctl};
+
+const POISON: &str = "poison-Secret-1234";
+
+fn masker() -> Masker {
+    Masker::new(vec![POISON.to_owned()])
+}
+
+fn managed(path: &str, content: &str, sensitive: bool, notify: &[&str]) -> ManagedFile {
+    ManagedFile {
+        path: path.into(),
+        template: "t.j2".into(),
+        template_origin: "test".into(),
+        content: content.into(),
+        sha256: sha256_hex(content.as_bytes()),
+        owner: "postgres".into(),
+        group: "postgres".into(),
+        mode: 0o640,
+        sensitive,
+        notify: notify.iter().map(|s| s.to_string()).collect(),
+    }
+}
+
+fn file_state(content: &str, mode: u32) -> PathState {
+    PathState::File {
+        owner: "postgres".into(),
+        group: "postgres".into(),
+        mode,
+        sha256: sha256_hex(content.as_bytes()),
+    }
+}
+
+fn status(enabled: &str, active: &str) -> ServiceStatus {
+    ServiceStatus {
+        enabled: enabled.into(),
+        active: active.into(),
+    }
+}
+
+fn role() -> RoleState {
+    RoleState {
+        role: "pgbouncer".into(),
+        cluster: Some("main".into()),
+        phase: 50,
+        packages: vec!["pgbouncer".into()],
+        directories: vec![],
+        files: vec![
+            managed(
+                "/etc/pgbouncer/pgbouncer.ini",
+                "pool_mode = transaction\n",
+                false,
+                &["reload pgbouncer"],
+            ),
+            managed(
+                "/etc/pgbouncer/userlist.txt",
+                &format!("\"u\" \"{POISON}\"\n"),
+                true,
+                &["reload pgbouncer"],
+            ),
+            managed(
+                "/etc/systemd/system/pgbouncer.service.d/pgstrap.conf",
+                "[Service]\n",
+                false,
+                &["systemd daemon-reload"],
+            ),
+        ],
+        sysctls: vec![],
+        services: vec![Service {
+            name: "pgbouncer".into(),
+            state: ServiceState::Started,
+        }],
+        handlers: vec![
+            Handler {
+                name: "systemd daemon-reload".into(),
+                service: None,
+                action: HandlerAction::DaemonReload,
+            },
+            Handler {
+                name: "reload pgbouncer".into(),
+                service: Some("pgbouncer".into()),
+                action: HandlerAction::Reload,
+            },
+        ],
+        checks: vec![],
+        ports: vec![],
+    }
+}
+
+/// Facts of a host where `role()` is fully applied and pgbouncer runs.
+fn converged_facts(role: &RoleState) -> Facts {
+    let mut facts = Facts::default();
+    for file in &role.files {
+        facts
+            .paths
+            .insert(file.path.clone(), file_state(&file.content, 0o640));
+    }
+    facts
+        .services
+        .insert("pgbouncer".into(), status("enabled", "active"));
+    facts
+}
+
+fn changes(steps: &[Planned]) -> Vec<&Change> {
+    steps.iter().filter_map(Planned::change).collect()
+}
+
+#[test]
+fn packages_all_installed_is_a_noop() {
+    let mut facts = Facts::default();
+    facts.packages.insert(
+        "curl".into(),
+        Package {
+            status: "ii ".into(),
+            version: "1".into(),
+        },
+    );
+    assert!(matches!(
+        plan_packages(&["curl".into()], &facts),
+        Planned::Noop(_)
+    ));
+}
+
+#[test]
+fn packages_missing_are_one_transaction_with_update_only_when_lists_are_old() {
+    let mut facts = Facts::default();
+    facts.apt_lists_age = Some(60);
+    facts.packages.insert(
+        "pgbouncer".into(),
+        Package {
+            status: "rc ".into(),
+            version: "1".into(),
+        },
+    );
+    let Planned::Change(change) = plan_packages(&["curl".into(), "pgbouncer".into()], &facts)
+    else {
+        panic!("expected a change")
+    };
+    assert_eq!(change.commands.len(), 1);
+    assert_eq!(
+        change.commands[0].argv[4..],
+        ["0".to_owned(), "curl".into(), "pgbouncer".into()]
+    );
+    assert!(change.commands[0].argv[2].contains("--no-install-recommends"));
+    assert!(change.commands[0].argv[2].contains("--force-unsafe-io"));
+    facts.apt_lists_age = Some(APT_LISTS_MAX_AGE + 1);
+    let Planned::Change(change) = plan_packages(&["curl".into()], &facts) else {
+        panic!()
+    };
+    assert_eq!(change.commands[0].argv[4], "1");
+    facts.apt_lists_age = None;
+    let Planned::Change(change) = plan_packages(&["curl".into()], &facts) else {
+        panic!()
+    };
+    assert_eq!(change.commands[0].argv[4], "1");
+}
+
+#[test]
+fn apt_script_removes_policy_rc_d_on_every_exit() {
+    assert!(APT_SCRIPT.contains("trap 'rc=$?; cleanup; exit $rc' EXIT"));
+    assert!(APT_SCRIPT.contains("exit 101"));
+}
+
+#[test]
+fn directory_missing_wrong_mode_and_right() {
+    let dir = Directory {
+        path: "/etc/x".into(),
+        owner: "root".into(),
+        group: "root".into(),
+        mode: 0o755,
+    };
+    assert!(
+        matches!(plan_directory(&dir, &PathState::Missing), Planned::Change(c) if c.summary.starts_with("create"))
+    );
+    let wrong = PathState::Directory {
+        owner: "root".into(),
+        group: "root".into(),
+        mode: 0o700,
+    };
+    let Planned::Change(change) = plan_directory(&dir, &wrong) else {
+        panic!()
+    };
+    assert_eq!(change.summary, "mode 0700 → 0755");
+    let right = PathState::Directory {
+        owner: "root".into(),
+        group: "root".into(),
+        mode: 0o755,
+    };
+    assert!(matches!(plan_directory(&dir, &right), Planned::Noop(_)));
+}
+
+#[test]
+fn file_same_hash_is_a_noop_without_reading_content() {
+    let file = managed("/etc/a", "x = 1\n", false, &[]);
+    let planned = plan_file(&file, &file_state("x = 1\n", 0o640), None, &masker());
+    assert!(matches!(planned, Planned::Noop(n) if n.reason.starts_with("content matches")));
+}
+
+#[test]
+fn file_mode_only_is_fixed_without_rewrite() {
+    let file = managed("/etc/a", "x = 1\n", false, &[]);
+    let Planned::Change(change) = plan_file(&file, &file_state("x = 1\n", 0o644), None, &masker())
+    else {
+        panic!()
+    };
+    assert_eq!(change.summary, "mode 0644 → 0640");
+    assert!(change.commands[0].stdin.is_none(), "no content is sent");
+    assert!(change.commands[0].display.starts_with("chown"));
+}
+
+#[test]
+fn file_changed_shows_a_masked_unified_diff() {
+    let new = format!("password = {POISON}\npool_mode = session\n");
+    let old = format!("password = {POISON}\npool_mode = transaction\n");
+    let file = managed("/etc/a", &new, false, &[]);
+    let Planned::Change(change) = plan_file(
+        &file,
+        &file_state(&old, 0o640),
+        Some(old.as_bytes()),
+        &masker(),
+    ) else {
+        panic!()
+    };
+    let diff = change.diff.unwrap();
+    assert!(
+        diff.contains("-pool_mode = transaction\n+pool_mode = session"),
+        "{diff}"
+    );
+    assert!(!diff.contains(POISON), "guards: secrets never reach a diff");
+    assert!(diff.contains("***"));
+}
+
+#[test]
+fn sensitive_file_diff_is_hidden() {
+    let file = managed("/etc/u", &format!("{POISON}\n"), true, &[]);
+    let Planned::Change(change) = plan_file(
+        &file,
+        &file_state("old-secret\n", 0o640),
+        Some(b"old-secret\n"),
+        &masker(),
+    ) else {
+        panic!()
+    };
+    assert!(change.diff.is_none());
+    assert_eq!(change.summary, "content changed (secret file, diff hidden)");
+    let text = serde_json::to_string(&change).unwrap();
+    assert!(!text.contains(POISON) && !text.contains("old-secret"));
+}
+
+#[test]
+fn only_secret_values_differ_hides_the_diff() {
+    let masker = Masker::new(vec![POISON.into(), "older-Secret-9".into()]);
+    let file = managed("/etc/a", &format!("p = {POISON}\n"), false, &[]);
+    let old = "p = older-Secret-9\n";
+    let Planned::Change(change) = plan_file(
+        &file,
+        &file_state(old, 0o640),
+        Some(old.as_bytes()),
+        &masker,
+    ) else {
+        panic!()
+    };
+    assert!(change.diff.is_none());
+    assert!(change.summary.contains("only secret values differ"));
+}
+
+#[test]
+fn missing_file_is_created_with_content_on_stdin() {
+    let file = managed("/etc/a", "x\n", false, &[]);
+    let Planned::Change(change) = plan_file(&file, &PathState::Missing, None, &masker()) else {
+        panic!()
+    };
+    assert_eq!(change.commands[0].stdin.as_deref(), Some(b"x\n".as_slice()));
+    assert!(change.diff.unwrap().contains("+x"));
+}
+
+#[test]
+fn sysctl_equal_differs_and_container() {
+    let mut facts = Facts::default();
+    facts
+        .sysctls
+        .insert("net.ipv4.ip_nonlocal_bind".into(), Some("0".into()));
+    facts
+        .sysctls
+        .insert("vm.swappiness".into(), Some("60".into()));
+    facts.sysctls.insert(
+        "net.ipv4.ip_local_port_range".into(),
+        Some("1024 65000".into()),
+    );
+    assert!(matches!(
+        plan_sysctl("net.ipv4.ip_local_port_range", "1024\t65000", &facts),
+        Planned::Noop(_)
+    ));
+    let Planned::Change(change) = plan_sysctl("net.ipv4.ip_nonlocal_bind", "1", &facts) else {
+        panic!()
+    };
+    assert_eq!(
+        change.commands[0].argv,
+        ["sysctl", "-q", "-w", "net.ipv4.ip_nonlocal_bind=1"]
+    );
+    facts.container = Some("systemd-nspawn".into());
+    assert!(matches!(
+        plan_sysctl("vm.swappiness", "1", &facts),
+        Planned::Warning { .. }
+    ));
+    assert!(matches!(
+        plan_sysctl("net.ipv4.ip_nonlocal_bind", "1", &facts),
+        Planned::Change(_)
+    ));
+}
+
+#[test]
+fn sysctl_file_merges_every_role_once_per_key() {
+    let mut a = role();
+    a.sysctls = vec![Sysctl {
+        key: "net.ipv4.ip_nonlocal_bind".into(),
+        value: "1".into(),
+    }];
+    let b = a.clone();
+    let host = HostState {
+        host: "lb1".into(),
+        address: "10.0.0.1".into(),
+        roles: vec![a, b],
+    };
+    let file = sysctl_file(&host).unwrap();
+    assert_eq!(
+        file.content
+            .matches("net.ipv4.ip_nonlocal_bind = 1")
+            .count(),
+        1
+    );
+}
+
+#[test]
+fn services_per_state() {
+    let svc = |state| Service {
+        name: "x".into(),
+        state,
+    };
+    let inactive = status("enabled", "inactive");
+    let Planned::Change(c) = plan_service(&svc(ServiceState::Started), Some(&inactive)) else {
+        panic!()
+    };
+    assert_eq!(c.summary, "start");
+    assert!(matches!(
+        plan_service(
+            &svc(ServiceState::Started),
+            Some(&status("enabled", "active"))
+        ),
+        Planned::Noop(_)
+    ));
+    let Planned::Change(c) = plan_service(
+        &svc(ServiceState::Disabled),
+        Some(&status("enabled", "active")),
+    ) else {
+        panic!()
+    };
+    assert_eq!(c.summary, "disable + stop");
+    let Planned::Change(c) = plan_service(
+        &svc(ServiceState::Stopped),
+        Some(&status("disabled", "active")),
+    ) else {
+        panic!()
+    };
+    assert_eq!(c.summary, "enable + stop");
+    let Planned::Change(c) = plan_service(
+        &svc(ServiceState::Orchestrated),
+        Some(&status("disabled", "inactive")),
+    ) else {
+        panic!()
+    };
+    assert_eq!(
+        c.summary, "enable",
+        "guards: an orchestrated unit is never started by apply"
+    );
+    assert!(matches!(
+        plan_service(
+            &svc(ServiceState::Orchestrated),
+            Some(&status("enabled", "inactive"))
+        ),
+        Planned::Noop(_)
+    ));
+    let Planned::Change(c) = plan_service(&svc(ServiceState::Started), None) else {
+        panic!()
+    };
+    assert_eq!(c.summary, "enable + start");
+}
+
+#[test]
+fn converged_role_plans_no_change() {
+    let role = role();
+    let steps = plan_role(
+        &role,
+        &converged_facts(&role),
+        &BTreeMap::new(),
+        None,
+        &masker(),
+    );
+    assert!(changes(&steps).is_empty(), "{steps:?}");
+}
+
+#[test]
+fn changed_files_fire_their_handler_once_and_daemon_reload_before_services() {
+    let role = role();
+    let mut facts = converged_facts(&role);
+    facts.paths.insert(
+        role.files[0].path.clone(),
+        file_state("pool_mode = session\n", 0o640),
+    );
+    facts
+        .paths
+        .insert(role.files[1].path.clone(), file_state("old\n", 0o640));
+    facts
+        .paths
+        .insert(role.files[2].path.clone(), PathState::Missing);
+    let steps = plan_role(&role, &facts, &BTreeMap::new(), None, &masker());
+    let subjects: Vec<&str> = changes(&steps).iter().map(|c| c.subject.as_str()).collect();
+    assert_eq!(
+        subjects,
+        [
+            "/etc/pgbouncer/pgbouncer.ini",
+            "/etc/pgbouncer/userlist.txt",
+            "/etc/systemd/system/pgbouncer.service.d/pgstrap.conf",
+            "systemd daemon-reload",
+            "reload pgbouncer",
+        ]
+    );
+}
+
+#[test]
+fn ownership_only_change_fires_no_handler() {
+    let role = role();
+    let mut facts = converged_facts(&role);
+    facts.paths.insert(
+        role.files[0].path.clone(),
+        file_state(&role.files[0].content, 0o644),
+    );
+    let steps = plan_role(&role, &facts, &BTreeMap::new(), None, &masker());
+    let subjects: Vec<&str> = changes(&steps).iter().map(|c| c.subject.as_str()).collect();
+    assert_eq!(subjects, ["/etc/pgbouncer/pgbouncer.ini"]);
+}
+
+#[test]
+fn handler_not_fired_for_a_service_this_run_starts() {
+    let role = role();
+    let mut facts = converged_facts(&role);
+    facts
+        .paths
+        .insert(role.files[0].path.clone(), PathState::Missing);
+    facts
+        .services
+        .insert("pgbouncer".into(), status("enabled", "inactive"));
+    let steps = plan_role(&role, &facts, &BTreeMap::new(), None, &masker());
+    let subjects: Vec<&str> = changes(&steps).iter().map(|c| c.subject.as_str()).collect();
+    assert_eq!(subjects, ["/etc/pgbouncer/pgbouncer.ini", "pgbouncer"]);
+    assert!(steps
+        .iter()
+        .any(|s| matches!(s, Planned::Noop(n) if n.subject == "reload pgbouncer")));
+}
+
+#[test]
+fn guarded_command_runs_only_when_the_guard_fails() {
+    let cmd = GuardedCommand {
+        name: "init".into(),
+        command: vec!["touch".into(), "/x".into()],
+        unless: Some(vec!["test".into(), "-e".into(), "/x".into()]),
+    };
+    assert!(matches!(plan_command(&cmd, Some(0)), Planned::Noop(_)));
+    assert!(matches!(plan_command(&cmd, Some(1)), Planned::Change(_)));
+}
+
+#[test]
+fn record_effect_updates_facts() {
+    let mut facts = Facts::default();
+    record_effect(&mut facts, &Effect::Sysctl("net.x".into(), "1".into()));
+    assert_eq!(facts.sysctls["net.x"].as_deref(), Some("1"));
+}
