@@ -1,8 +1,166 @@
-//! `pgstrap lab …`
+//! `pgstrap lab …`: parse the flags, call one function of [`crate::lab`], print the result.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use crate::lab;
 
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// The lab's state directory (inventory, SSH key, known_hosts, host disks).
+    #[arg(long, global = true, value_name = "DIR", default_value = lab::DEFAULT_DIR)]
+    pub dir: PathBuf,
+    #[command(subcommand)]
+    pub command: LabCommand,
+}
 
-pub fn run(_args: Args) -> crate::error::Result<i32> {
-    Err(crate::error::Error::usage("`pgstrap lab` is not built yet", None))
+#[derive(Debug, clap::Subcommand)]
+pub enum LabCommand {
+    /// Create the lab's hosts (or complete the lab) and write an inventory for them.
+    Up {
+        /// Hosts in datacenter 1 (n1…, 10.77.0.11…).
+        #[arg(long, default_value_t = 3)]
+        hosts: usize,
+        /// Hosts in datacenter 2 (d1…, 10.77.1.11…).
+        #[arg(long, default_value_t = 0)]
+        dr_hosts: usize,
+        /// Where the Debian base (and the package cache) are kept across `lab down`.
+        #[arg(long, value_name = "DIR", default_value = lab::DEFAULT_CACHE_DIR)]
+        cache_dir: PathBuf,
+    },
+    /// Remove everything the lab made (keeps the cached Debian base).
+    Down,
+    /// List the lab's hosts and their state.
+    Status,
+    /// Shut a host down cleanly.
+    Stop { host: String },
+    /// Boot a stopped host again (its disk is as it was).
+    Start { host: String },
+    /// Cut a host's power.
+    Kill { host: String },
+    /// Hang a host (freeze every process).
+    Freeze { host: String },
+    /// Resume a frozen host.
+    Thaw { host: String },
+    /// Cut a host's network link.
+    Isolate { host: String },
+    /// Restore a host's network link.
+    Heal { host: String },
+}
+
+pub fn run(args: Args) -> crate::error::Result<i32> {
+    let started = Instant::now();
+    let dir = args.dir;
+    let (host, fault) = match args.command {
+        LabCommand::Up {
+            hosts,
+            dr_hosts,
+            cache_dir,
+        } => {
+            let options = lab::UpOptions {
+                dir,
+                cache_dir,
+                dc1_hosts: hosts,
+                dc2_hosts: dr_hosts,
+            };
+            let info = lab::up(&options)?;
+            print_up(&info, started);
+            return Ok(0);
+        }
+        LabCommand::Down => {
+            let report = lab::down(&dir)?;
+            crate::ui::eprintln(&format!(
+                "lab: down in {}; removed {} host(s); the Debian base stays cached",
+                lab::elapsed_since(started),
+                report.removed_hosts.len()
+            ));
+            return Ok(0);
+        }
+        LabCommand::Status => {
+            let hosts = lab::status(&dir)?;
+            println!(
+                "{:<6} {:<4} {:<12} {:<8} NETWORK",
+                "HOST", "DC", "ADDRESS", "STATE"
+            );
+            for h in hosts {
+                let network = if h.isolated { "isolated" } else { "ok" };
+                println!(
+                    "{:<6} {:<4} {:<12} {:<8} {network}",
+                    h.host.name,
+                    h.host.datacenter,
+                    h.host.address.to_string(),
+                    h.state.to_string()
+                );
+            }
+            return Ok(0);
+        }
+        LabCommand::Stop { host } => (host, lab::Fault::Stop),
+        LabCommand::Start { host } => (host, lab::Fault::Start),
+        LabCommand::Kill { host } => (host, lab::Fault::Kill),
+        LabCommand::Freeze { host } => (host, lab::Fault::Freeze),
+        LabCommand::Thaw { host } => (host, lab::Fault::Thaw),
+        LabCommand::Isolate { host } => (host, lab::Fault::Isolate),
+        LabCommand::Heal { host } => (host, lab::Fault::Heal),
+    };
+    lab::fault(&dir, &host, fault)?;
+    crate::ui::eprintln(&format!(
+        "lab: {host}: {} done in {}",
+        format!("{fault:?}").to_lowercase(),
+        lab::elapsed_since(started)
+    ));
+    Ok(0)
+}
+
+fn print_up(info: &lab::LabInfo, started: Instant) {
+    let say = crate::ui::eprintln;
+    if !info.installed_packages.is_empty() {
+        say(&format!(
+            "lab: installed on this machine: {}",
+            info.installed_packages.join(" ")
+        ));
+    }
+    if !info.removed.is_empty() {
+        say(&format!("lab: removed hosts {}", info.removed.join(" ")));
+    }
+    if !info.left_alone.is_empty() {
+        say(&format!(
+            "lab: already running, left alone: {}",
+            info.left_alone.join(" ")
+        ));
+    }
+    say(&format!(
+        "lab: {} host(s) ready in {} ({} booted{})",
+        info.hosts.len(),
+        lab::elapsed_since(started),
+        info.booted.len(),
+        if info.base_built {
+            ", Debian base built"
+        } else {
+            ""
+        }
+    ));
+    for h in &info.hosts {
+        say(&format!(
+            "  {:<4} {:<12} {}",
+            h.name,
+            h.address.to_string(),
+            h.datacenter
+        ));
+    }
+    match &info.apt_proxy {
+        Some(proxy) => say(&format!("lab: package cache at {proxy}")),
+        None => say("lab: no package cache (see the warning above); hosts use the mirror directly"),
+    }
+    say(&format!("lab: inventory   {}", info.inventory.display()));
+    say(&format!("lab: known_hosts {}", info.known_hosts.display()));
+    say(&format!(
+        "lab: SSH key     {}",
+        info.identity_file.display()
+    ));
+    say(&format!(
+        "next: pgstrap apply -i {}",
+        info.inventory.display()
+    ));
+    // stdout is for data: the inventory path, for scripts.
+    println!("{}", info.inventory.display());
 }

@@ -1,2 +1,524 @@
 //! `pgstrap lab`: real systemd hosts on this machine (systemd-nspawn containers, each with its own
 //! network namespace and sshd), for trying pgstrap without servers and for end-to-end tests.
+//!
+//! Map: [`up`], [`down`], [`status`] and [`fault`] are the API (used by `cli/lab.rs`, tests and
+//! benchmarks). `base.rs` installs this machine's tools and builds the cached Debian base;
+//! `net.rs` owns bridges, netns, veths, the nft egress filter and `ip_forward`; `host.rs` owns a
+//! host's overlay, cgroup, supervisor and faults; `cache.rs` runs apt-cacher-ng;
+//! `inventory.rs` names the hosts and writes the inventory; `command.rs` runs the tools.
+
+mod base;
+mod cache;
+mod command;
+mod host;
+mod inventory;
+mod net;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+pub use host::HostState;
+pub use inventory::{layout, ClusterLayout, LabHost};
+
+use crate::error::{Error, Result};
+
+pub const DEFAULT_DIR: &str = "/var/lib/pgstrap/lab";
+pub const DEFAULT_CACHE_DIR: &str = "/var/cache/pgstrap";
+const STATE_FILE: &str = "lab.json";
+const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
+const STOP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What `lab up` builds.
+#[derive(Debug, Clone)]
+pub struct UpOptions {
+    /// The lab's state directory (inventory, keys, host layers).
+    pub dir: PathBuf,
+    /// Where the Debian base tarball (and the package cache) are kept across `lab down`.
+    pub cache_dir: PathBuf,
+    /// Hosts in datacenter 1 (`n1..`).
+    pub dc1_hosts: usize,
+    /// Hosts in datacenter 2 (`d1..`).
+    pub dc2_hosts: usize,
+}
+
+impl UpOptions {
+    pub fn new(dc1_hosts: usize, dc2_hosts: usize) -> Self {
+        Self {
+            dir: PathBuf::from(DEFAULT_DIR),
+            cache_dir: PathBuf::from(DEFAULT_CACHE_DIR),
+            dc1_hosts,
+            dc2_hosts,
+        }
+    }
+}
+
+/// What `lab up` made, and where to find it.
+#[derive(Debug, Clone)]
+pub struct LabInfo {
+    pub dir: PathBuf,
+    pub inventory: PathBuf,
+    pub known_hosts: PathBuf,
+    pub identity_file: PathBuf,
+    pub hosts: Vec<LabHost>,
+    /// The package cache, when it runs (it is best-effort).
+    pub apt_proxy: Option<String>,
+    /// Why there is no package cache, when there is none.
+    pub apt_proxy_problem: Option<String>,
+    /// Hosts booted by this run.
+    pub booted: Vec<String>,
+    /// Hosts that were already running and were left alone.
+    pub left_alone: Vec<String>,
+    /// Hosts of an earlier, bigger lab that were removed.
+    pub removed: Vec<String>,
+    /// Whether the Debian base was built by this run (debootstrap).
+    pub base_built: bool,
+    /// Packages this run installed on the machine.
+    pub installed_packages: Vec<String>,
+}
+
+/// One host as `lab status` sees it.
+#[derive(Debug, Clone)]
+pub struct HostStatus {
+    pub host: LabHost,
+    pub state: HostState,
+    /// Its network link is cut (`lab isolate`).
+    pub isolated: bool,
+}
+
+/// A fault to inject into (or remove from) one host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Clean shutdown (SIGTERM to systemd-nspawn: the host's systemd halts).
+    Stop,
+    /// Boot a stopped host again, with its disk (upper layer) as it was.
+    Start,
+    /// Power cut: kill every process at once, remove its network.
+    Kill,
+    /// Hang: freeze every process.
+    Freeze,
+    /// Resume a frozen host.
+    Thaw,
+    /// Cut its network link.
+    Isolate,
+    /// Restore its network link.
+    Heal,
+}
+
+/// What the lab remembers between commands (`<dir>/lab.json`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct LabState {
+    hosts: Vec<LabHost>,
+    base_root: PathBuf,
+    cache_dir: PathBuf,
+}
+
+/// Fail with exit code 2 unless running as root.
+pub fn require_root() -> Result<()> {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let effective_uid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|ids| ids.split_whitespace().nth(1))
+        .unwrap_or("");
+    if effective_uid == "0" {
+        return Ok(());
+    }
+    Err(Error::usage(
+        "`pgstrap lab` must run as root: it creates network namespaces, bridges, nft rules, \
+         overlay mounts and cgroups on this machine",
+        Some("run it with sudo, e.g. `sudo pgstrap lab up`".into()),
+    ))
+}
+
+fn paths(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    (
+        dir.join("inventory.yaml"),
+        dir.join("known_hosts"),
+        dir.join("id_ed25519"),
+    )
+}
+
+/// Create the lab (or complete it): N hosts in dc1 and M in dc2, booted and reachable over SSH;
+/// writes the inventory, known_hosts and key. Running hosts are left alone; leftovers of a
+/// half-torn-down lab are cleared; hosts beyond the requested numbers are removed.
+pub fn up(opts: &UpOptions) -> Result<LabInfo> {
+    require_root()?;
+    let max = inventory::MAX_HOSTS_PER_DATACENTER;
+    if opts.dc1_hosts > max || opts.dc2_hosts > max || opts.dc1_hosts + opts.dc2_hosts == 0 {
+        return Err(Error::usage(
+            format!(
+                "a lab needs 1 to {max} hosts per datacenter (asked for {} in dc1, {} in dc2)",
+                opts.dc1_hosts, opts.dc2_hosts
+            ),
+            Some("e.g. `pgstrap lab up --hosts 3 --dr-hosts 3`".into()),
+        ));
+    }
+    let dir = &opts.dir;
+    let packages: Vec<&str> = base::MACHINE_PACKAGES.iter().map(|(p, _)| *p).collect();
+    let mut installed_packages = base::install_missing(&packages)?;
+    base::create_dir(dir)?;
+    let base = base::ensure_base(&opts.cache_dir)?;
+    let public_key = ensure_key(dir)?;
+    let hosts = inventory::hosts_for(opts.dc1_hosts, opts.dc2_hosts);
+    let state = LabState {
+        hosts: hosts.clone(),
+        base_root: base.root.clone(),
+        cache_dir: opts.cache_dir.clone(),
+    };
+    let removed = remove_unwanted_hosts(dir, &hosts)?;
+    save_state(dir, &state)?;
+
+    net::ensure_bridges()?;
+    net::install_filter_and_forwarding(dir)?;
+    let (apt_proxy, apt_proxy_problem) = match cache::ensure(dir, &opts.cache_dir) {
+        Ok(installed) => {
+            installed_packages.extend(installed);
+            (Some(cache::proxy_url()), None)
+        }
+        Err(error) => {
+            let problem = error.to_string();
+            crate::ui::eprintln(&format!(
+                "warning: the package cache (apt-cacher-ng) is not running, hosts will download \
+                 from the mirror directly: {problem}"
+            ));
+            (None, Some(problem))
+        }
+    };
+
+    let (left_alone, to_boot): (Vec<&LabHost>, Vec<&LabHost>) = hosts
+        .iter()
+        .partition(|h| host::state(&h.name) != HostState::Stopped);
+    for running in &left_alone {
+        host::refresh_etc_hosts(dir, &hosts, &running.name)?;
+    }
+    let context = host::HostContext {
+        lab_dir: dir,
+        base_root: &base.root,
+        hosts: &hosts,
+        authorized_key: &public_key,
+    };
+    parallel(&to_boot, |h| host::prepare(&context, h))?;
+
+    let (inventory_path, known_hosts, identity_file) = paths(dir);
+    write_known_hosts(dir, &hosts, &known_hosts)?;
+    let ssh = host::SshAccess {
+        identity_file: &identity_file,
+        known_hosts: &known_hosts,
+    };
+    parallel(&to_boot, |h| {
+        host::launch(dir, h)?;
+        host::wait_ready(dir, h, &ssh, BOOT_TIMEOUT)
+    })?;
+
+    let clusters = inventory::layout(opts.dc1_hosts, opts.dc2_hosts);
+    let text = inventory::render(
+        &hosts,
+        &clusters,
+        &inventory::InventoryPaths {
+            identity_file: &identity_file,
+            known_hosts: &known_hosts,
+            apt_proxy: apt_proxy.as_deref(),
+        },
+    );
+    base::write(&inventory_path, &text)?;
+    Ok(LabInfo {
+        dir: dir.clone(),
+        inventory: inventory_path,
+        known_hosts,
+        identity_file,
+        hosts: hosts.clone(),
+        apt_proxy,
+        apt_proxy_problem,
+        booted: to_boot.iter().map(|h| h.name.clone()).collect(),
+        left_alone: left_alone.iter().map(|h| h.name.clone()).collect(),
+        removed,
+        base_built: base.built,
+        installed_packages,
+    })
+}
+
+/// Run `job` for every host on its own thread; every host's error is reported.
+fn parallel<F>(hosts: &[&LabHost], job: F) -> Result<()>
+where
+    F: Fn(&LabHost) -> Result<()> + Sync,
+{
+    let errors: Vec<Error> = std::thread::scope(|scope| {
+        let handles: Vec<_> = hosts
+            .iter()
+            .map(|h| {
+                let job = &job;
+                scope.spawn(move || job(h))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .filter_map(|handle| match handle.join() {
+                Ok(result) => result.err(),
+                Err(_) => Some(Error::failure("a lab host thread panicked", None)),
+            })
+            .collect()
+    });
+    if errors.is_empty() {
+        return Ok(());
+    }
+    Err(Error {
+        kind: crate::error::ErrorKind::Failed,
+        reports: errors.into_iter().flat_map(|e| e.reports).collect(),
+    })
+}
+
+/// The lab's SSH key (made once): returns the public key.
+fn ensure_key(dir: &Path) -> Result<String> {
+    let (_, _, key) = paths(dir);
+    let public = key.with_extension("pub");
+    if !key.exists() || !public.exists() {
+        let _ = std::fs::remove_file(&key);
+        let _ = std::fs::remove_file(&public);
+        command::Cmd::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", "pgstrap-lab", "-f"])
+            .arg(key.to_string_lossy())
+            .run("ssh-keygen comes with openssh-client")?;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).map_err(|error| {
+        Error::failure(format!("could not chmod {}: {error}", key.display()), None)
+    })?;
+    std::fs::read_to_string(&public).map_err(|error| {
+        Error::failure(
+            format!("could not read {}: {error}", public.display()),
+            None,
+        )
+    })
+}
+
+fn write_known_hosts(dir: &Path, hosts: &[LabHost], file: &Path) -> Result<()> {
+    let mut text =
+        String::from("# Generated by `pgstrap lab up`: the lab hosts' real sshd keys.\n");
+    for h in hosts {
+        for line in host::known_hosts_lines(dir, h)? {
+            text.push_str(&line);
+            text.push('\n');
+        }
+    }
+    base::write(file, &text)
+}
+
+fn save_state(dir: &Path, state: &LabState) -> Result<()> {
+    let text = serde_json::to_string_pretty(state)
+        .map_err(|error| Error::failure(format!("could not encode lab state: {error}"), None))?;
+    base::write(&dir.join(STATE_FILE), &text)
+}
+
+fn load_state(dir: &Path) -> Result<LabState> {
+    let file = dir.join(STATE_FILE);
+    let text = std::fs::read_to_string(&file).map_err(|error| {
+        Error::usage(
+            format!("no lab in {} ({}: {error})", dir.display(), file.display()),
+            Some("create one with `pgstrap lab up`".into()),
+        )
+    })?;
+    serde_json::from_str(&text).map_err(|error| {
+        Error::failure(
+            format!("could not read {}: {error}", file.display()),
+            Some("run `pgstrap lab down` then `pgstrap lab up`".into()),
+        )
+    })
+}
+
+/// Names of hosts something of which exists on the machine: host directories, cgroups, netns.
+fn existing_host_names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir.join("hosts"))
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.extend(host::cgroup_host_names());
+    names.extend(
+        net::netns_list()
+            .into_iter()
+            .filter_map(|n| n.strip_prefix(net::NETNS_PREFIX).map(String::from)),
+    );
+    names.extend(
+        net::links()
+            .into_iter()
+            .filter_map(|n| n.strip_prefix(net::VETH_PREFIX).map(String::from)),
+    );
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// Power off and delete hosts that exist but are not wanted.
+fn remove_unwanted_hosts(dir: &Path, wanted: &[LabHost]) -> Result<Vec<String>> {
+    let mut removed = Vec::new();
+    for name in existing_host_names(dir) {
+        if wanted.iter().any(|h| h.name == name) {
+            continue;
+        }
+        destroy_host(dir, &name)?;
+        removed.push(name);
+    }
+    Ok(removed)
+}
+
+fn destroy_host(dir: &Path, name: &str) -> Result<()> {
+    host::kill(dir, name)?;
+    let host_dir = host::paths(dir, name).dir;
+    if !host::mounts_under(&host_dir).is_empty() {
+        return Err(Error::failure(
+            format!("{} still has mounts; not removing it", host_dir.display()),
+            Some("unmount them and run the command again".into()),
+        ));
+    }
+    if host_dir.exists() {
+        std::fs::remove_dir_all(&host_dir).map_err(|error| {
+            Error::failure(
+                format!("could not remove {}: {error}", host_dir.display()),
+                None,
+            )
+        })?;
+    }
+    Ok(())
+}
+
+/// What `lab down` removed.
+#[derive(Debug, Clone, Default)]
+pub struct DownReport {
+    pub removed_hosts: Vec<String>,
+}
+
+/// Remove everything the lab made (hosts, their disks, netns, veths, bridges, the nft table,
+/// cgroups, mounts, the package cache daemon; `ip_forward` back to its saved value). Keeps the
+/// base cache. Idempotent.
+pub fn down(dir: &Path) -> Result<DownReport> {
+    require_root()?;
+    let names = existing_host_names(dir);
+    // Power cuts in parallel: disks are thrown away anyway.
+    let refs: Vec<LabHost> = names
+        .iter()
+        .map(|n| LabHost {
+            name: n.clone(),
+            address: std::net::Ipv4Addr::UNSPECIFIED,
+            datacenter: String::new(),
+        })
+        .collect();
+    let refs: Vec<&LabHost> = refs.iter().collect();
+    parallel(&refs, |h| destroy_host(dir, &h.name))?;
+    cache::stop(dir)?;
+    net::remove_filter_and_forwarding(dir)?;
+    net::remove_all_links()?;
+    let base = host::cgroup_base();
+    for root in std::iter::once(&base.unified).chain(base.legacy.as_ref()) {
+        host::remove_cgroup_tree(root)?;
+    }
+    for file in [
+        "inventory.yaml",
+        "known_hosts",
+        "id_ed25519",
+        "id_ed25519.pub",
+        STATE_FILE,
+    ] {
+        let _ = std::fs::remove_file(dir.join(file));
+    }
+    let _ = std::fs::remove_dir(dir.join("hosts"));
+    let _ = std::fs::remove_dir(dir);
+    Ok(DownReport {
+        removed_hosts: names,
+    })
+}
+
+/// Every lab host and what it is doing.
+pub fn status(dir: &Path) -> Result<Vec<HostStatus>> {
+    let state = load_state(dir)?;
+    Ok(state
+        .hosts
+        .into_iter()
+        .map(|h| HostStatus {
+            state: host::state(&h.name),
+            isolated: net::is_isolated(&h.name),
+            host: h,
+        })
+        .collect())
+}
+
+/// Inject a fault into one host, or remove it.
+pub fn fault(dir: &Path, name: &str, fault: Fault) -> Result<()> {
+    require_root()?;
+    let state = load_state(dir)?;
+    let Some(target) = state.hosts.iter().find(|h| h.name == name) else {
+        let known: Vec<&str> = state.hosts.iter().map(|h| h.name.as_str()).collect();
+        return Err(Error::usage(
+            format!("no lab host named {name:?}"),
+            Some(format!("the lab's hosts are: {}", known.join(", "))),
+        ));
+    };
+    match fault {
+        Fault::Stop => host::stop(dir, name, STOP_TIMEOUT),
+        Fault::Kill => host::kill(dir, name),
+        Fault::Freeze => host::set_frozen(name, true),
+        Fault::Thaw => host::set_frozen(name, false),
+        Fault::Isolate => net::set_isolated(name, true),
+        Fault::Heal => net::set_isolated(name, false),
+        Fault::Start => start(dir, &state, target),
+    }
+}
+
+fn start(dir: &Path, state: &LabState, target: &LabHost) -> Result<()> {
+    if host::state(&target.name) != HostState::Stopped {
+        return Ok(());
+    }
+    let public_key = ensure_key(dir)?;
+    // The network may be gone after a reboot of this machine; make sure it is there.
+    net::ensure_bridges()?;
+    net::install_filter_and_forwarding(dir)?;
+    let context = host::HostContext {
+        lab_dir: dir,
+        base_root: &state.base_root,
+        hosts: &state.hosts,
+        authorized_key: &public_key,
+    };
+    host::prepare(&context, target)?;
+    let (_, known_hosts, identity_file) = paths(dir);
+    let ssh = host::SshAccess {
+        identity_file: &identity_file,
+        known_hosts: &known_hosts,
+    };
+    host::launch(dir, target)?;
+    host::wait_ready(dir, target, &ssh, BOOT_TIMEOUT)
+}
+
+/// An `ssh` command to a lab host as root with the lab's key and strict host-key checking, for
+/// tests and benchmarks: append the remote command's arguments.
+pub fn ssh_command(dir: &Path, address: &str) -> std::process::Command {
+    let (_, known_hosts, identity_file) = paths(dir);
+    let mut command = std::process::Command::new("ssh");
+    command
+        .args(["-F", "/dev/null", "-i"])
+        .arg(&identity_file)
+        .arg("-o")
+        .arg(format!("UserKnownHostsFile={}", known_hosts.display()))
+        .args([
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "ConnectTimeout=5",
+            "-o",
+            "LogLevel=ERROR",
+        ])
+        .arg(format!("root@{address}"));
+    command
+}
+
+/// How long an operation took, for the CLI's summary lines.
+pub fn elapsed_since(start: Instant) -> String {
+    format!("{:.1} s", start.elapsed().as_secs_f64())
+}
