@@ -126,8 +126,10 @@ fn packages_all_installed_is_a_noop() {
 
 #[test]
 fn packages_missing_are_one_transaction_with_update_only_when_lists_are_old() {
-    let mut facts = Facts::default();
-    facts.apt_lists_age = Some(60);
+    let mut facts = Facts {
+        apt_lists_age: Some(60),
+        ..Facts::default()
+    };
     facts.packages.insert(
         "pgbouncer".into(),
         Package {
