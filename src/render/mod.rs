@@ -86,6 +86,16 @@ impl Project {
         vars::resolve(&layers)
     }
 
+    /// The PostgreSQL major version the roles install (`postgresql.version`).
+    pub fn postgres_version(&self) -> String {
+        let layers = self.defaults.clone();
+        let mut all = layers;
+        all.push(self.command_line.clone());
+        vars::resolve(&all)
+            .get_str("postgresql.version")
+            .unwrap_or_else(|| "15".into())
+    }
+
     /// The clusters `host` belongs to, with the groups it is in.
     pub fn memberships<'a>(
         &'a self,

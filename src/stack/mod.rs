@@ -6,5 +6,6 @@ pub mod gate;
 pub mod patroni;
 pub mod postgres;
 pub mod preflight;
+pub mod rollout;
 pub mod scram;
 pub mod verify;

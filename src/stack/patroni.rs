@@ -100,6 +100,31 @@ impl Patroni {
         response.json().await.map_err(|e| describe(&e))
     }
 
+    /// `GET /config`: the dynamic configuration.
+    pub async fn get_config(&self, address: &str, port: u16) -> Result<serde_json::Value, String> {
+        self.get_json(address, port, "/config").await
+    }
+
+    /// `GET /patroni`: this member's status (role, state, `pending_restart`…).
+    pub async fn status(&self, address: &str, port: u16) -> Result<serde_json::Value, String> {
+        self.get_json(address, port, "/patroni").await
+    }
+
+    async fn get_json(
+        &self,
+        address: &str,
+        port: u16,
+        path: &str,
+    ) -> Result<serde_json::Value, String> {
+        let response = self
+            .http
+            .get(format!("http://{address}:{port}{path}"))
+            .send()
+            .await
+            .map_err(|e| describe(&e))?;
+        response.json().await.map_err(|e| describe(&e))
+    }
+
     /// `PATCH /config` with the whole change in one request.
     pub async fn patch_config(
         &self,

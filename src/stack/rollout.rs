@@ -1,0 +1,656 @@
+//! The one-command rollout, in the order the stack needs (../shared/FIELD.md):
+//!
+//! 1. preflight on every host at once; one report, nothing changed when anything is wrong;
+//! 2. the engine brings every host to its desired state in ONE run (one apt transaction per host;
+//!    etcd is started by its role, Patroni is left to step 4);
+//! 3. gate: every etcd cluster healthy with a leader (etcd API);
+//! 4. Patroni, per cluster, primary sides first: the designated first member, gate `/primary`
+//!    (or `/standby-leader`), then the replicas in parallel, gate: each streams (pg_stat_replication
+//!    on the leader); the dynamic configuration is kept in step with the inventory (`PATCH
+//!    /config`, one request); a parameter that needs a restart is reported as pending;
+//! 5. PgBouncer's auth role and lookup function on each primary;
+//! 6. gate: the VIP answers and its write port reaches the primary;
+//! 7. verify with real clients.
+//!
+//! Re-running it changes nothing: each step first looks, then acts only on a difference.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use super::gate::{wait_for, Poll};
+use super::patroni::Patroni;
+use super::postgres::{self, DefaultCluster};
+use super::preflight::{self, Problem};
+use super::verify::{self, VerifyReport};
+use crate::connect::{RemoteCommand, Session, Target};
+use crate::error::{Error, Result};
+use crate::exec;
+use crate::inventory::secrets::Secrets;
+use crate::inventory::Cluster;
+use crate::render::Project;
+
+/// What the caller can choose.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub engine: exec::Options,
+    /// Skip the final verification.
+    pub skip_verify: bool,
+    /// How long each gate may wait.
+    pub gate_timeout: Duration,
+    /// Replication lag a healthy replica may have (bytes).
+    pub max_lag_bytes: u64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            engine: exec::Options::default(),
+            skip_verify: false,
+            gate_timeout: Duration::from_secs(180),
+            max_lag_bytes: 16 * 1024 * 1024,
+        }
+    }
+}
+
+/// One orchestration action (what the engine does not do): started Patroni on a host, patched
+/// the dynamic configuration, created the auth function…
+#[derive(Debug, Clone, Serialize)]
+pub struct Action {
+    pub cluster: String,
+    pub host: Option<String>,
+    pub what: String,
+}
+
+/// The outcome of a rollout.
+#[derive(Debug, Serialize)]
+pub struct RolloutReport {
+    pub preflight: Vec<Problem>,
+    pub engine: Option<exec::Report>,
+    pub actions: Vec<Action>,
+    /// Settings changed in the dynamic configuration that wait for a restart.
+    pub pending_restart: Vec<String>,
+    pub verify: Option<VerifyReport>,
+    pub duration_ms: u64,
+}
+
+impl RolloutReport {
+    /// Changes made by the engine plus orchestration actions.
+    pub fn changes(&self) -> usize {
+        self.engine.as_ref().map_or(0, exec::Report::total_changes) + self.actions.len()
+    }
+
+    pub fn ok(&self) -> bool {
+        !self.preflight.iter().any(|p| !p.warning)
+            && self.engine.as_ref().is_some_and(|e| e.exit_code() == 0)
+            && self.verify.as_ref().is_none_or(VerifyReport::ok)
+    }
+}
+
+/// Open one SSH session per named host, in parallel.
+async fn sessions(
+    project: &Project,
+    names: &[String],
+    secrets: &Secrets,
+) -> Result<BTreeMap<String, Session>> {
+    let masker = secrets.masker();
+    let futures = names
+        .iter()
+        .filter_map(|name| project.inventory.hosts.get(name))
+        .map(|host| {
+            let target = Target::from_inventory(&project.inventory, host);
+            let masker = masker.clone();
+            async move { (target.host.clone(), Session::connect(&target, masker).await) }
+        });
+    let mut out = BTreeMap::new();
+    for (name, result) in futures::future::join_all(futures).await {
+        let session = result.map_err(|e| Error::failure(e.to_string(), e.hint.clone()))?;
+        out.insert(name, session);
+    }
+    Ok(out)
+}
+
+fn address(project: &Project, host: &str) -> String {
+    project
+        .inventory
+        .hosts
+        .get(host)
+        .map(|h| h.address.to_string())
+        .unwrap_or_default()
+}
+
+fn port(project: &Project, cluster: &Cluster, key: &str, default: u16) -> u16 {
+    project
+        .cluster_vars(cluster)
+        .get_u64(key)
+        .and_then(|p| u16::try_from(p).ok())
+        .unwrap_or(default)
+}
+
+/// Roll out the whole stack (or converge it when it is there).
+pub async fn rollout(project: &Project, options: Options) -> Result<RolloutReport> {
+    let started = std::time::Instant::now();
+    let secrets = project.secrets(true)?;
+    let mut report = RolloutReport {
+        preflight: Vec::new(),
+        engine: None,
+        actions: Vec::new(),
+        pending_restart: Vec::new(),
+        verify: None,
+        duration_ms: 0,
+    };
+
+    // 1. Preflight: every host at once.
+    let desired = crate::render::desired_state(project, &secrets, options.engine.hosts.as_deref())?;
+    let names: Vec<String> = desired.hosts.iter().map(|h| h.host.clone()).collect();
+    let open = sessions(project, &names, &secrets).await?;
+    let checks = desired.hosts.iter().filter_map(|state| {
+        open.get(&state.host)
+            .map(|session| preflight::check_host(session, state))
+    });
+    report.preflight = futures::future::join_all(checks)
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    // Debian's own default cluster: dropped when untouched, never when it holds data.
+    let version = project.postgres_version();
+    let mut to_drop = Vec::new();
+    for cluster in project.inventory.clusters.values() {
+        for host in &cluster.postgres {
+            let Some(session) = open.get(host) else {
+                continue;
+            };
+            match postgres::default_cluster(session, &version).await? {
+                DefaultCluster::Absent => {}
+                DefaultCluster::Untouched => to_drop.push(host.clone()),
+                DefaultCluster::HasData(what) => report.preflight.push(Problem {
+                    host: host.clone(),
+                    message: format!("Debian's default cluster {version}/main holds data ({what})"),
+                    hint: "pgstrap never drops a cluster with data: move the data, or drop it yourself with `pg_dropcluster --stop {version} main`".into(),
+                    warning: false,
+                }),
+            }
+        }
+    }
+    if report.preflight.iter().any(|p| !p.warning) {
+        close(open).await;
+        report.duration_ms = started.elapsed().as_millis() as u64;
+        return Ok(report);
+    }
+    for host in &to_drop {
+        if let Some(session) = open.get(host) {
+            postgres::drop_default_cluster(session, &version).await?;
+            report.actions.push(Action {
+                cluster: String::new(),
+                host: Some(host.clone()),
+                what: format!("dropped Debian's untouched default cluster {version}/main"),
+            });
+        }
+    }
+
+    // 2. The engine: every role on every host.
+    let engine = exec::apply(project, options.engine.clone()).await?;
+    let engine_ok = engine.exit_code() == 0;
+    report.engine = Some(engine);
+    if !engine_ok {
+        close(open).await;
+        report.duration_ms = started.elapsed().as_millis() as u64;
+        return Ok(report);
+    }
+
+    // 3–6, cluster by cluster: primary sides first, then their standbys.
+    let mut order: Vec<&Cluster> = project
+        .inventory
+        .clusters
+        .values()
+        .filter(|c| c.standby_of.is_none())
+        .collect();
+    order.extend(
+        project
+            .inventory
+            .clusters
+            .values()
+            .filter(|c| c.standby_of.is_some()),
+    );
+    for cluster in order {
+        converge_cluster(project, cluster, &secrets, &open, &options, &mut report).await?;
+    }
+    close(open).await;
+
+    // 7. Verify.
+    if !options.skip_verify {
+        report.verify = Some(verify::verify(project, &secrets, options.max_lag_bytes).await);
+    }
+    report.duration_ms = started.elapsed().as_millis() as u64;
+    Ok(report)
+}
+
+async fn close(open: BTreeMap<String, Session>) {
+    futures::future::join_all(open.into_values().map(Session::close)).await;
+}
+
+async fn converge_cluster(
+    project: &Project,
+    cluster: &Cluster,
+    secrets: &Secrets,
+    open: &BTreeMap<String, Session>,
+    options: &Options,
+    report: &mut RolloutReport,
+) -> Result<()> {
+    let action = |host: Option<&str>, what: String| Action {
+        cluster: cluster.name.clone(),
+        host: host.map(str::to_owned),
+        what,
+    };
+    // 3. etcd.
+    let etcd_port = port(project, cluster, "etcd.client_port", 2379);
+    let endpoints: Vec<String> = cluster
+        .etcd
+        .iter()
+        .map(|h| format!("http://{}:{etcd_port}", address(project, h)))
+        .collect();
+    super::etcd::wait_healthy(&endpoints, cluster.etcd.len(), options.gate_timeout).await?;
+
+    // 4. Patroni.
+    let rest_password = secrets
+        .get("rest_api_password")
+        .cloned()
+        .ok_or_else(|| Error::failure("no REST API password", None))?;
+    let patroni = Patroni::new(rest_password);
+    let rest_port = port(project, cluster, "patroni.restapi_port", 8008);
+    let leader_path = if cluster.standby_of.is_some() {
+        "/standby-leader"
+    } else {
+        "/primary"
+    };
+    let running = patroni_running(cluster, open).await?;
+    let view = first_view(project, cluster, &patroni, rest_port).await;
+    let has_leader = view.as_ref().is_some_and(|v| v.leader().is_some());
+    let mut to_start: Vec<String> = cluster
+        .postgres
+        .iter()
+        .filter(|h| !running.contains(*h))
+        .cloned()
+        .collect();
+    if !has_leader && running.is_empty() {
+        // A new cluster: the designated first member bootstraps it alone.
+        let first = cluster.postgres[0].clone();
+        start_patroni(open, &first).await?;
+        report.actions.push(action(
+            Some(&first),
+            "started Patroni (bootstraps the cluster)".into(),
+        ));
+        to_start.retain(|h| h != &first);
+        let first_address = address(project, &first);
+        wait_for(
+            &format!("Patroni on {first} to lead cluster {} ({leader_path} → 200)", cluster.name),
+            options.gate_timeout,
+            Duration::from_secs(1),
+            "see `journalctl -u patroni` on that host; for a standby cluster, check that the primary side is reachable and its slot exists",
+            || async {
+                match patroni.probe(&first_address, rest_port, leader_path).await {
+                    Ok(200) => Poll::Ready(()),
+                    Ok(code) => Poll::NotYet(format!("{leader_path} answered {code}")),
+                    Err(e) => Poll::NotYet(e),
+                }
+            },
+        )
+        .await?;
+    }
+    if !to_start.is_empty() {
+        let starts = to_start.iter().map(|h| start_patroni(open, h));
+        for result in futures::future::join_all(starts).await {
+            result?;
+        }
+        for host in &to_start {
+            report
+                .actions
+                .push(action(Some(host), "started Patroni".into()));
+        }
+    }
+    let leader = wait_streaming(project, cluster, &patroni, rest_port, open, options).await?;
+
+    // Primary side: the dynamic configuration follows the inventory; slots for standbys.
+    if cluster.standby_of.is_none() {
+        let leader_address = address(project, &leader);
+        if let Some(change) =
+            dynamic_config_change(project, cluster, &patroni, &leader_address, rest_port).await?
+        {
+            patroni
+                .patch_config(&leader_address, rest_port, &change)
+                .await
+                .map_err(|e| Error::failure(format!("cluster {}: {e}", cluster.name), None))?;
+            report.actions.push(action(
+                None,
+                format!("updated Patroni's dynamic configuration: {}", keys(&change)),
+            ));
+        }
+        // 5. PgBouncer's auth function, on the primary (a standby cluster gets it by replication).
+        if let Some(session) = open.get(&leader) {
+            let user = project
+                .cluster_vars(cluster)
+                .get_str("pgbouncer.auth_user")
+                .unwrap_or_else(|| "pgbouncer_auth".into());
+            let password = secrets
+                .get("pgbouncer_auth_password")
+                .ok_or_else(|| Error::failure("no pgbouncer_auth_password", None))?;
+            if postgres::ensure_pgbouncer_auth(session, &user, password).await? {
+                report.actions.push(action(
+                    Some(&leader),
+                    format!("created PgBouncer's auth role {user} and pgbouncer.get_auth()"),
+                ));
+            }
+        }
+        // Parameters that need a restart are reported, never applied by a surprise restart.
+        for member in &cluster.postgres {
+            let body = pending_restart(&patroni, &address(project, member), rest_port).await;
+            if body {
+                report
+                    .pending_restart
+                    .push(format!("{member} (cluster {})", cluster.name));
+            }
+        }
+    }
+
+    // 6. The VIP answers and its write port reaches the primary.
+    if let (Some(vip), None) = (cluster.vip, &cluster.standby_of) {
+        let vip = vip.addr().to_string();
+        let write_port = port(project, cluster, "haproxy.write_port", 5000);
+        wait_for(
+            &format!("the VIP {vip}:{write_port} to reach the primary of {}", cluster.name),
+            options.gate_timeout,
+            Duration::from_secs(1),
+            "check `journalctl -u keepalived` and `-u haproxy` on the balancers, and HAProxy's stats page",
+            || async {
+                match verify::connect(&vip, write_port, secrets).await {
+                    Ok(client) => match verify::scalar(&client, "SELECT pg_is_in_recovery()").await {
+                        Ok(Some(v)) if v == "f" => Poll::Ready(()),
+                        Ok(v) => Poll::NotYet(format!("reached a server in recovery ({v:?})")),
+                        Err(e) => Poll::NotYet(e),
+                    },
+                    Err(e) => Poll::NotYet(e),
+                }
+            },
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+fn keys(change: &Value) -> String {
+    let mut out = Vec::new();
+    if let Value::Object(map) = change {
+        for (k, v) in map {
+            match (k.as_str(), v) {
+                ("postgresql", Value::Object(pg)) => {
+                    for (pk, pv) in pg {
+                        if let (true, Value::Object(params)) = (pk == "parameters", pv) {
+                            out.extend(params.keys().map(|p| format!("postgresql.parameters.{p}")));
+                        } else {
+                            out.push(format!("postgresql.{pk}"));
+                        }
+                    }
+                }
+                _ => out.push(k.clone()),
+            }
+        }
+    }
+    out.join(", ")
+}
+
+/// Which DB hosts of the cluster run Patroni now (`systemctl is-active`).
+async fn patroni_running(
+    cluster: &Cluster,
+    open: &BTreeMap<String, Session>,
+) -> Result<Vec<String>> {
+    let mut running = Vec::new();
+    for host in &cluster.postgres {
+        let Some(session) = open.get(host) else {
+            continue;
+        };
+        let output = session
+            .output(&RemoteCommand::new(&[
+                "systemctl",
+                "is-active",
+                "--quiet",
+                "patroni",
+            ]))
+            .await
+            .map_err(|e| Error::failure(e.to_string(), None))?;
+        if output.success() {
+            running.push(host.clone());
+        }
+    }
+    Ok(running)
+}
+
+async fn first_view(
+    project: &Project,
+    cluster: &Cluster,
+    patroni: &Patroni,
+    port: u16,
+) -> Option<super::patroni::ClusterView> {
+    for host in &cluster.postgres {
+        if let Ok(view) = patroni.cluster(&address(project, host), port).await {
+            return Some(view);
+        }
+    }
+    None
+}
+
+async fn start_patroni(open: &BTreeMap<String, Session>, host: &str) -> Result<()> {
+    let session = open
+        .get(host)
+        .ok_or_else(|| Error::failure(format!("{host}: not connected"), None))?;
+    session
+        .run(&RemoteCommand::new(&["systemctl", "start", "patroni"]))
+        .await
+        .map_err(|e| Error::failure(e.to_string(), e.hint.clone()))?;
+    Ok(())
+}
+
+/// Gate: a leader, and every other member streaming from it (seen in the leader's
+/// pg_stat_replication; Patroni 3.0.2 has no `/replica?replication_state=streaming`). Returns the
+/// leader's host name.
+async fn wait_streaming(
+    project: &Project,
+    cluster: &Cluster,
+    patroni: &Patroni,
+    rest_port: u16,
+    open: &BTreeMap<String, Session>,
+    options: &Options,
+) -> Result<String> {
+    let members: BTreeMap<String, String> = cluster
+        .postgres
+        .iter()
+        .filter_map(|h| project.inventory.hosts.get(h))
+        .map(|h| {
+            (
+                crate::render::context::member_name(project, h, cluster),
+                h.name.clone(),
+            )
+        })
+        .collect();
+    wait_for(
+        &format!("every replica of {} to stream from its leader", cluster.name),
+        options.gate_timeout,
+        Duration::from_secs(1),
+        "see `journalctl -u patroni` on the replicas (pg_basebackup, pg_hba, passwords)",
+        || async {
+            let Some(view) = first_view(project, cluster, patroni, rest_port).await else {
+                return Poll::NotYet("no Patroni REST API answers".into());
+            };
+            let Some(leader) = view.leader() else {
+                return Poll::NotYet(format!("no leader yet {}", view.describe()));
+            };
+            let Some(leader_host) = members.get(&leader.name).cloned() else {
+                return Poll::NotYet(format!("leader {} is not in the inventory", leader.name));
+            };
+            let Some(session) = open.get(&leader_host) else {
+                return Poll::NotYet(format!("{leader_host}: not connected"));
+            };
+            let sql = "SELECT string_agg(application_name || '=' || state, ',') FROM pg_stat_replication;";
+            let seen = postgres::psql(session, "postgres", sql, "replication state").await;
+            let seen = match seen {
+                Ok(text) => text.trim().to_owned(),
+                Err(e) => return Poll::NotYet(format!("cannot read pg_stat_replication on {leader_host}: {e}")),
+            };
+            let streaming: Vec<&str> = seen
+                .split(',')
+                .filter_map(|e| e.split_once('='))
+                .filter(|(_, state)| *state == "streaming")
+                .map(|(name, _)| name)
+                .collect();
+            let missing: Vec<&String> = members.keys().filter(|m| *m != &leader.name && !streaming.contains(&m.as_str())).collect();
+            if missing.is_empty() {
+                Poll::Ready(leader_host)
+            } else {
+                Poll::NotYet(format!("leader {}; not streaming yet: {missing:?}; pg_stat_replication: [{seen}]", leader.name))
+            }
+        },
+    )
+    .await
+}
+
+/// The dynamic settings pgstrap manages, as the inventory wants them.
+fn desired_dynamic(project: &Project, cluster: &Cluster) -> Value {
+    let vars = project.cluster_vars(cluster);
+    let nested = vars.to_nested();
+    let patroni = &nested["patroni"];
+    let mut parameters = nested["postgresql"]["parameters"].clone();
+    if !parameters.is_object() {
+        parameters = json!({});
+    }
+    let mut desired = json!({
+        "ttl": patroni["ttl"],
+        "loop_wait": patroni["loop_wait"],
+        "retry_timeout": patroni["retry_timeout"],
+        "maximum_lag_on_failover": patroni["maximum_lag_on_failover"],
+        "synchronous_mode": patroni["synchronous_mode"],
+        "synchronous_mode_strict": patroni["synchronous_mode_strict"],
+        "postgresql": {
+            "use_pg_rewind": patroni["use_pg_rewind"],
+            "use_slots": patroni["use_slots"],
+            "parameters": parameters,
+        },
+    });
+    // A permanent slot on the primary side for each standby cluster.
+    let slots: serde_json::Map<String, Value> = project
+        .inventory
+        .standbys_of(&cluster.name)
+        .map(|s| {
+            (
+                crate::render::context::standby_slot(&s.name),
+                json!({"type": "physical"}),
+            )
+        })
+        .collect();
+    if !slots.is_empty() {
+        desired["slots"] = Value::Object(slots);
+    }
+    if let Value::Object(map) = &mut desired {
+        map.retain(|_, v| !v.is_null());
+    }
+    desired
+}
+
+/// Compare two JSON values loosely: `"on"` = `true`, `100` = `"100"`.
+fn same(a: &Value, b: &Value) -> bool {
+    fn norm(v: &Value) -> String {
+        match v {
+            Value::Bool(true) => "on".into(),
+            Value::Bool(false) => "off".into(),
+            Value::String(s) => match s.to_ascii_lowercase().as_str() {
+                "true" | "on" | "yes" => "on".into(),
+                "false" | "off" | "no" => "off".into(),
+                other => other.to_owned(),
+            },
+            other => other.to_string(),
+        }
+    }
+    norm(a) == norm(b)
+}
+
+/// The part of the desired dynamic configuration that differs from the live one (`None`: all in
+/// step). Keys the inventory does not manage are left alone.
+fn config_diff(desired: &Value, live: &Value) -> Option<Value> {
+    match (desired, live) {
+        (Value::Object(want), Value::Object(have)) => {
+            let mut out = serde_json::Map::new();
+            for (key, value) in want {
+                let current = have.get(key).unwrap_or(&Value::Null);
+                match value {
+                    Value::Object(_) if current.is_object() => {
+                        if let Some(sub) = config_diff(value, current) {
+                            out.insert(key.clone(), sub);
+                        }
+                    }
+                    Value::Object(_) => {
+                        out.insert(key.clone(), value.clone());
+                    }
+                    _ if !same(value, current) => {
+                        out.insert(key.clone(), value.clone());
+                    }
+                    _ => {}
+                }
+            }
+            (!out.is_empty()).then_some(Value::Object(out))
+        }
+        (want, have) if !same(want, have) => Some(want.clone()),
+        _ => None,
+    }
+}
+
+async fn dynamic_config_change(
+    project: &Project,
+    cluster: &Cluster,
+    patroni: &Patroni,
+    leader: &str,
+    port: u16,
+) -> Result<Option<Value>> {
+    let live = patroni
+        .get_config(leader, port)
+        .await
+        .map_err(|e| Error::failure(format!("cluster {}: GET /config: {e}", cluster.name), None))?;
+    Ok(config_diff(&desired_dynamic(project, cluster), &live))
+}
+
+async fn pending_restart(patroni: &Patroni, address: &str, port: u16) -> bool {
+    patroni
+        .status(address, port)
+        .await
+        .is_ok_and(|status| status.get("pending_restart").and_then(Value::as_bool) == Some(true))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_differences_are_patched() {
+        let desired = json!({"ttl": 30, "postgresql": {"use_slots": true, "parameters": {"max_connections": 200, "hot_standby": "on"}}});
+        let live = json!({"ttl": 30, "loop_wait": 10, "postgresql": {"use_slots": true, "parameters": {"max_connections": 100, "hot_standby": "on", "other": 1}}});
+        assert_eq!(
+            config_diff(&desired, &live),
+            Some(json!({"postgresql": {"parameters": {"max_connections": 200}}}))
+        );
+        let same_live = json!({"ttl": "30", "postgresql": {"use_slots": "on", "parameters": {"max_connections": "200", "hot_standby": true}}});
+        assert_eq!(config_diff(&desired, &same_live), None);
+    }
+
+    #[test]
+    fn a_missing_standby_slot_is_added() {
+        let desired = json!({"slots": {"standby_dr": {"type": "physical"}}});
+        assert_eq!(config_diff(&desired, &json!({})), Some(desired.clone()));
+        assert_eq!(
+            config_diff(
+                &desired,
+                &json!({"slots": {"standby_dr": {"type": "physical"}}})
+            ),
+            None
+        );
+    }
+}
