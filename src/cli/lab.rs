@@ -78,6 +78,13 @@ pub fn run(args: Args) -> crate::error::Result<i32> {
         }
         LabCommand::Status => {
             let hosts = lab::status(&dir)?;
+            if hosts.is_empty() {
+                crate::ui::eprintln(&format!(
+                    "lab: no lab in {}; create one with `pgstrap lab up`",
+                    dir.display()
+                ));
+                return Ok(0);
+            }
             println!(
                 "{:<6} {:<4} {:<12} {:<8} NETWORK",
                 "HOST", "DC", "ADDRESS", "STATE"

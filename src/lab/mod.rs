@@ -433,7 +433,11 @@ pub fn down(dir: &Path) -> Result<DownReport> {
 }
 
 /// Every lab host and what it is doing.
+/// No lab (no `<dir>/lab.json`) means no hosts.
 pub fn status(dir: &Path) -> Result<Vec<HostStatus>> {
+    if !dir.join(STATE_FILE).exists() {
+        return Ok(Vec::new());
+    }
     let state = load_state(dir)?;
     Ok(state
         .hosts
