@@ -10,8 +10,11 @@ mod check;
 mod lab;
 mod plan;
 mod render;
+mod status;
+mod switchover;
 mod templates;
 mod vars;
+mod verify;
 
 /// pgstrap: one inventory file → a running, verified, highly available PostgreSQL cluster.
 #[derive(Debug, Parser)]
@@ -49,6 +52,12 @@ pub enum Command {
     Plan(plan::Args),
     /// Bring every host to the state the inventory describes.
     Apply(apply::Args),
+    /// Check the running stack with real clients (writes through the VIP, reads from a replica…).
+    Verify(verify::Args),
+    /// etcd, Patroni, PgBouncer, HAProxy and the VIP in one table.
+    Status(status::Args),
+    /// A planned switchover to another database host.
+    Switchover(switchover::Args),
     /// Real test hosts on this machine (systemd-nspawn containers reached over SSH).
     Lab(lab::Args),
 }
@@ -64,6 +73,9 @@ pub fn main() -> i32 {
         Command::Templates(args) => templates::run(args),
         Command::Plan(args) => plan::run(args),
         Command::Apply(args) => apply::run(args),
+        Command::Verify(args) => verify::run(args),
+        Command::Status(args) => status::run(args),
+        Command::Switchover(args) => switchover::run(args),
         Command::Lab(args) => lab::run(args),
     };
     match result {
@@ -73,6 +85,16 @@ pub fn main() -> i32 {
             error.exit_code()
         }
     }
+}
+
+/// Run a future to completion on a fresh multi-threaded runtime (commands are synchronous at the
+/// top; the work inside is async).
+pub(crate) fn block_on<F: std::future::Future>(future: F) -> crate::error::Result<F::Output> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::failure(format!("cannot start the async runtime: {e}"), None))?;
+    Ok(runtime.block_on(future))
 }
 
 /// Print every report of an error to stderr, once.

@@ -8,4 +8,6 @@ pub mod postgres;
 pub mod preflight;
 pub mod rollout;
 pub mod scram;
+pub mod status;
+pub mod switchover;
 pub mod verify;

@@ -134,3 +134,30 @@ pub fn print_vars(views: &[crate::render::VarsView]) {
         }
     }
 }
+
+/// The verification report for people: one line per check.
+pub fn verify_text(report: &crate::stack::verify::VerifyReport) -> String {
+    let mut out = String::new();
+    for check in &report.checks {
+        out.push_str(&format!(
+            "{} {:<8} {}: {}\n",
+            if check.ok { "ok  " } else { "FAIL" },
+            check.cluster,
+            check.name,
+            check.detail
+        ));
+    }
+    let failed = report.checks.iter().filter(|c| !c.ok).count();
+    if failed == 0 {
+        out.push_str(&format!(
+            "verified: all {} checks hold\n",
+            report.checks.len()
+        ));
+    } else {
+        out.push_str(&format!(
+            "NOT verified: {failed} of {} checks fail\n",
+            report.checks.len()
+        ));
+    }
+    out
+}

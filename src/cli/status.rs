@@ -1,0 +1,25 @@
+//! `pgstrap status -i INV`: etcd, Patroni, PgBouncer, HAProxy and the VIP in one table.
+
+use crate::cli::InventoryArgs;
+use crate::error::Result;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    pub inventory: InventoryArgs,
+    /// Print the status as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: Args) -> Result<i32> {
+    let project = crate::render::load_project(&args.inventory.inventory, &args.inventory.set)?;
+    let secrets = project.secrets(false)?;
+    let status = super::block_on(crate::stack::status::status(&project, &secrets))?;
+    if args.json {
+        crate::ui::print_json(&status);
+    } else {
+        print!("{}", crate::stack::status::render_table(&status));
+    }
+    Ok(0)
+}

@@ -1,0 +1,40 @@
+//! `pgstrap switchover -i INV [--to HOST]`: a planned switchover; returns when the new primary
+//! serves writes through the VIP.
+
+use crate::cli::InventoryArgs;
+use crate::error::Result;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    pub inventory: InventoryArgs,
+    /// The cluster (needed when the inventory has several primary clusters).
+    #[arg(long)]
+    pub cluster: Option<String>,
+    /// The host to become primary (default: the healthiest replica, chosen by Patroni).
+    #[arg(long, value_name = "HOST")]
+    pub to: Option<String>,
+    /// Print the result as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: Args) -> Result<i32> {
+    let project = crate::render::load_project(&args.inventory.inventory, &args.inventory.set)?;
+    let secrets = project.secrets(false)?;
+    let report = super::block_on(crate::stack::switchover::switchover(
+        &project,
+        &secrets,
+        args.cluster.as_deref(),
+        args.to.as_deref(),
+    ))??;
+    if args.json {
+        crate::ui::print_json(&report);
+    } else {
+        eprintln!(
+            "switched over cluster {}: {} → {} in {:.1}s (writes land on the new primary)",
+            report.cluster, report.from, report.to, report.seconds
+        );
+    }
+    Ok(0)
+}

@@ -1,0 +1,195 @@
+//! A planned switchover through Patroni's REST API, finished only when the new primary serves
+//! writes through the VIP (or its own address when the cluster has no VIP).
+
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use super::gate::{wait_for, Poll};
+use super::patroni::Patroni;
+use crate::error::{Error, Result};
+use crate::inventory::secrets::Secrets;
+use crate::render::Project;
+
+#[derive(Debug, Serialize)]
+pub struct SwitchoverReport {
+    pub cluster: String,
+    pub from: String,
+    pub to: String,
+    /// From the request until writes land on the new primary.
+    pub seconds: f64,
+}
+
+/// Switch the primary of `cluster` over to `to` (a host name), or to any healthy replica.
+pub async fn switchover(
+    project: &Project,
+    secrets: &Secrets,
+    cluster: Option<&str>,
+    to: Option<&str>,
+) -> Result<SwitchoverReport> {
+    let inventory = &project.inventory;
+    let cluster = match cluster {
+        Some(name) => inventory
+            .clusters
+            .get(name)
+            .ok_or_else(|| Error::usage(format!("no cluster `{name}` in the inventory"), None))?,
+        None => {
+            let primaries: Vec<_> = inventory
+                .clusters
+                .values()
+                .filter(|c| c.standby_of.is_none())
+                .collect();
+            match primaries.as_slice() {
+                [one] => *one,
+                _ => {
+                    return Err(Error::usage(
+                        "the inventory has several clusters: name one with --cluster",
+                        None,
+                    ))
+                }
+            }
+        }
+    };
+    if cluster.standby_of.is_some() {
+        return Err(Error::usage(
+            format!(
+                "cluster `{}` is a standby cluster: it has no primary to switch over",
+                cluster.name
+            ),
+            Some("switch over its primary side, or promote it (DR)".into()),
+        ));
+    }
+    let member_of = |host: &str| {
+        inventory
+            .hosts
+            .get(host)
+            .map(|h| crate::render::context::member_name(project, h, cluster))
+    };
+    let candidate = match to {
+        Some(host) if cluster.postgres.iter().any(|h| h == host) => member_of(host),
+        Some(host) => {
+            return Err(Error::usage(
+                format!(
+                    "`{host}` is not a database host of cluster `{}`",
+                    cluster.name
+                ),
+                Some(format!(
+                    "its database hosts: {}",
+                    cluster.postgres.join(", ")
+                )),
+            ))
+        }
+        None => None,
+    };
+    let rest_port = project
+        .cluster_vars(cluster)
+        .get_u64("patroni.restapi_port")
+        .unwrap_or(8008) as u16;
+    let patroni = Patroni::new(
+        secrets
+            .get("rest_api_password")
+            .cloned()
+            .ok_or_else(|| Error::failure("no REST API password", None))?,
+    );
+    let address = |h: &String| {
+        inventory
+            .hosts
+            .get(h)
+            .map(|h| h.address.to_string())
+            .unwrap_or_default()
+    };
+    let mut view = None;
+    for host in &cluster.postgres {
+        if let Ok(v) = patroni.cluster(&address(host), rest_port).await {
+            view = Some((host.clone(), v));
+            break;
+        }
+    }
+    let (api_host, view) = view.ok_or_else(|| {
+        Error::failure(
+            format!("no Patroni REST API of cluster {} answers", cluster.name),
+            Some("`pgstrap status -i INV`".into()),
+        )
+    })?;
+    let leader = view.leader().map(|m| m.name.clone()).ok_or_else(|| {
+        Error::failure(format!("cluster {} has no leader now", cluster.name), None)
+    })?;
+    if candidate.as_deref() == Some(leader.as_str()) {
+        return Err(Error::usage(
+            format!("`{leader}` is already the primary"),
+            None,
+        ));
+    }
+    let started = Instant::now();
+    patroni
+        .switchover(
+            &address(&api_host),
+            rest_port,
+            &leader,
+            candidate.as_deref(),
+        )
+        .await
+        .map_err(|e| {
+            Error::failure(
+                format!("switchover refused: {e}"),
+                Some(
+                    "Patroni refuses when no replica is healthy enough; see `pgstrap status`"
+                        .into(),
+                ),
+            )
+        })?;
+
+    // Done when the new leader serves writes through the VIP (or directly).
+    let (target, port) = match cluster.vip {
+        Some(vip) => (
+            vip.addr().to_string(),
+            project
+                .cluster_vars(cluster)
+                .get_u64("haproxy.write_port")
+                .unwrap_or(5000) as u16,
+        ),
+        None => (String::new(), 0),
+    };
+    let new_leader = wait_for(
+        &format!("a new primary of {} serving writes", cluster.name),
+        Duration::from_secs(120),
+        Duration::from_millis(250),
+        "see `pgstrap status` and `journalctl -u patroni` on the members",
+        || async {
+            let Ok(view) = patroni.cluster(&address(&api_host), rest_port).await else {
+                return Poll::NotYet("REST API not answering".into());
+            };
+            let Some(now) = view
+                .leader()
+                .filter(|m| m.name != leader && m.state == "running")
+            else {
+                return Poll::NotYet(format!("leader still {leader}: {}", view.describe()));
+            };
+            let host = now.host.clone().unwrap_or_default();
+            let (address, port) = if port == 0 {
+                (host.clone(), 5432)
+            } else {
+                (target.clone(), port)
+            };
+            match super::verify::connect(&address, port, secrets).await {
+                Ok(client) => {
+                    match super::verify::scalar(&client, "SELECT pg_is_in_recovery()").await {
+                        Ok(Some(v)) if v == "f" => Poll::Ready(now.name.clone()),
+                        other => Poll::NotYet(format!(
+                        "new leader {}, writes not yet accepted at {address}:{port} ({other:?})",
+                        now.name
+                    )),
+                    }
+                }
+                Err(e) => Poll::NotYet(format!("new leader {}, {address}:{port}: {e}", now.name)),
+            }
+        },
+    )
+    .await?;
+    Ok(SwitchoverReport {
+        cluster: cluster.name.clone(),
+        from: leader,
+        to: new_leader,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
