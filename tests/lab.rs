@@ -112,11 +112,12 @@ fn lab_end_to_end() {
         return;
     }
     let _lab = take_lab();
+    // Read after a first `down`: an earlier lab has ip_forward on and restores it on down.
+    pgstrap_ok(&["lab", "down"]);
     let forward_before = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward")
         .expect("ip_forward")
         .trim()
         .to_string();
-    pgstrap_ok(&["lab", "down"]);
 
     // up: three hosts reachable over real SSH with strict host-key checking.
     let started = Instant::now();
