@@ -76,7 +76,7 @@ fn start_sshd(port: u16) -> Sshd {
         "ListenAddress 127.0.0.1\nListenAddress 127.0.0.2\nListenAddress 127.0.0.3\nPort {port}\n\
          HostKey {0}/host\nPidFile {0}/sshd.pid\nAuthorizedKeysFile {0}/authorized_keys\n\
          PermitRootLogin prohibit-password\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
-         UsePAM no\nStrictModes no\nMaxSessions 50\n",
+         UsePAM no\nStrictModes no\nMaxSessions 50\nMaxStartups 200\n",
         d.display()
     );
     std::fs::write(d.join("sshd_config"), config).unwrap();
@@ -487,5 +487,87 @@ fn lab_stopped_host_gives_a_connect_error_and_the_others_stay_consistent() {
         start.status.success(),
         "{}",
         String::from_utf8_lossy(&start.stderr)
+    );
+}
+
+// ------------------------------------------------------------------------------------------------
+// Benchmark (not a timed test): `scripts/bench-engine.sh` runs it with PGSTRAP_BENCH=1.
+
+#[test]
+fn bench_engine_figures() {
+    if std::env::var("PGSTRAP_BENCH").as_deref() != Ok("1") {
+        eprintln!("skipped: set PGSTRAP_BENCH=1 (scripts/bench-engine.sh)");
+        return;
+    }
+    let sshd = start_sshd(2237);
+    let root = sshd.dir.path().join("managed");
+    let rt = runtime();
+    // Hosts h1..hN all at 127.0.0.1..3 (one ControlMaster each, like N real hosts).
+    let many = |n: u8, mode: Mode, root: &Path| {
+        let ids: Vec<u8> = (1..=n).collect();
+        let state = desired(root, &ids, "one");
+        let targets = ids
+            .iter()
+            .map(|&i| Target {
+                address: format!("127.0.0.{}", (i - 1) % 3 + 1),
+                ..target(&sshd, i, sshd.port)
+            })
+            .collect();
+        let started = std::time::Instant::now();
+        let report = rt.block_on(exec::run(state, targets, mode, Options::default()));
+        assert_eq!(report.exit_code(), 0, "{report:#?}");
+        (started.elapsed(), report)
+    };
+    for n in [3u8, 6] {
+        many(n, Mode::Apply, &root);
+        let (elapsed, report) = many(n, Mode::Apply, &root);
+        assert_eq!(report.total_changes(), 0);
+        let connect: u64 = report
+            .hosts
+            .iter()
+            .map(|h| h.timings.connect_ms)
+            .max()
+            .unwrap_or(0);
+        let facts: u64 = report
+            .hosts
+            .iter()
+            .map(|h| h.timings.facts_ms)
+            .max()
+            .unwrap_or(0);
+        println!(
+            "no-op apply, {n} hosts: {:.0} ms (slowest connect {connect} ms, slowest facts {facts} ms)",
+            elapsed.as_secs_f64() * 1000.0
+        );
+    }
+    let session = rt
+        .block_on(pgstrap::connect::Session::connect(
+            &target(&sshd, 1, sshd.port),
+            Masker::default(),
+        ))
+        .unwrap();
+    let started = std::time::Instant::now();
+    rt.block_on(async {
+        for _ in 0..200 {
+            session
+                .run(&pgstrap::connect::RemoteCommand::new(&["true"]))
+                .await
+                .unwrap();
+        }
+    });
+    let elapsed = started.elapsed();
+    println!(
+        "200 sequential commands over one connection: {:.0} ms ({:.1} ms each)",
+        elapsed.as_secs_f64() * 1000.0,
+        elapsed.as_secs_f64() * 1000.0 / 200.0
+    );
+    rt.block_on(session.close());
+    let fan_out: u8 = std::env::var("PGSTRAP_BENCH_HOSTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(30);
+    let (elapsed, _) = many(fan_out, Mode::Plan, &root);
+    println!(
+        "plan fan-out to {fan_out} hosts: {:.0} ms",
+        elapsed.as_secs_f64() * 1000.0
     );
 }
