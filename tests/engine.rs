@@ -355,6 +355,9 @@ fn loopback_unknown_host_key_is_refused_with_a_hint() {
 
 const LAB_INVENTORY: &str = "/var/lib/pgstrap/lab/inventory.yaml";
 
+/// The lab tests share the lab hosts (one stops n3): one at a time.
+static LAB: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn lab_available() -> bool {
     if !Path::new(LAB_INVENTORY).exists() {
         eprintln!("skipped: no lab ({LAB_INVENTORY}); run `pgstrap lab up --hosts 3`");
@@ -393,6 +396,7 @@ fn lab_common_and_pgbouncer_converge_idempotently_and_handlers_follow_files() {
     if !enabled() || !lab_available() {
         return;
     }
+    let _lab = LAB.lock().unwrap_or_else(|e| e.into_inner());
     let first = lab(&[], Mode::Apply);
     assert_eq!(first.exit_code(), 0, "{first:#?}");
 
@@ -468,6 +472,7 @@ fn lab_stopped_host_gives_a_connect_error_and_the_others_stay_consistent() {
     if !enabled() || !lab_available() {
         return;
     }
+    let _lab = LAB.lock().unwrap_or_else(|e| e.into_inner());
     let stop = pgstrap(&["lab", "stop", "n3"]);
     assert!(
         stop.status.success(),

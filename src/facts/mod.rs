@@ -476,6 +476,28 @@ mod tests {
         assert_eq!(facts.sysctls["vm.no_such_key"], None);
     }
 
+    /// Captured from a `pgstrap lab` host (Debian 12 in systemd-nspawn, booted systemd,
+    /// pgbouncer installed and running), same script.
+    const CAPTURED_NSPAWN: &str = include_str!("testdata/facts-debian12-nspawn.txt");
+
+    #[test]
+    fn parses_captured_output_of_a_lab_host() {
+        let facts = parse(CAPTURED_NSPAWN).unwrap();
+        assert_eq!(facts.container.as_deref(), Some("systemd-nspawn"));
+        assert!(facts.services["ssh"].is_enabled() && facts.services["ssh"].is_active());
+        assert!(facts.services["pgbouncer"].is_active());
+        // systemd 252 prints nothing on stdout for an unknown unit's is-enabled.
+        assert!(!facts.services["no-such-unit"].exists());
+        assert!(!facts.services["no-such-unit"].is_active());
+        assert!(
+            matches!(facts.path("/etc/pgbouncer/pgbouncer.ini"), PathState::File { owner, .. } if owner == "postgres")
+        );
+        assert_eq!(
+            facts.sysctls["net.ipv4.ip_nonlocal_bind"].as_deref(),
+            Some("0")
+        );
+    }
+
     #[test]
     fn output_without_end_marker_is_an_error() {
         let cut = &CAPTURED[..CAPTURED.find("@@pgstrap services").unwrap()];
