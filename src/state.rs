@@ -36,6 +36,32 @@ pub struct RoleState {
     pub checks: Vec<HealthCheck>,
     /// Ports the role listens on, by name.
     pub ports: Vec<(String, u64)>,
+    /// Paths of directories and files written before the package transaction (package-manager
+    /// configuration: an apt proxy, "no default PostgreSQL cluster"), by `before_packages: true`.
+    pub before_packages: Vec<String>,
+}
+
+impl RoleState {
+    /// Split into what goes before the package transaction (only directories and files) and the
+    /// rest; `None` when nothing goes before.
+    pub fn split_before_packages(&self) -> (Option<RoleState>, RoleState) {
+        if self.before_packages.is_empty() {
+            return (None, self.clone());
+        }
+        let early = |path: &String| self.before_packages.contains(path);
+        let mut before = self.clone();
+        before.packages.clear();
+        before.directories.retain(|d| early(&d.path));
+        before.files.retain(|f| early(&f.path));
+        before.sysctls.clear();
+        before.services.clear();
+        before.handlers.clear();
+        before.checks.clear();
+        let mut after = self.clone();
+        after.directories.retain(|d| !early(&d.path));
+        after.files.retain(|f| !early(&f.path));
+        (Some(before), after)
+    }
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]

@@ -160,6 +160,7 @@ fn desired(root: &Path, hosts: &[u8], setting: &str) -> DesiredState {
                 handlers: vec![],
                 checks: vec![],
                 ports: vec![],
+                before_packages: vec![],
             };
             HostState {
                 host: format!("h{i}"),

@@ -1,5 +1,6 @@
-//! `pgstrap apply -i INV [--host H]… [--roles R,…] [--parallel N] [--json]`: bring hosts to
-//! the state the inventory describes; a summary per host; exit 1 when any host failed.
+//! `pgstrap apply -i INV`: the whole rollout — preflight, every host configured, etcd, Patroni
+//! leader first then replicas, PgBouncer's auth, the VIP, verification (see `stack::rollout`).
+//! With `--roles`, only the engine runs for those roles (no orchestration).
 
 use crate::cli::InventoryArgs;
 use crate::error::Result;
@@ -8,39 +9,68 @@ use crate::error::Result;
 pub struct Args {
     #[command(flatten)]
     pub inventory: InventoryArgs,
-    /// Only these hosts (repeatable).
+    /// Only these hosts (repeatable; orchestration then covers only their clusters' gates).
     #[arg(long = "host", value_name = "HOST")]
     pub hosts: Vec<String>,
-    /// Only these roles (comma-separated, e.g. common,pgbouncer).
+    /// Only these roles (comma-separated, e.g. common,pgbouncer): the engine alone, no
+    /// orchestration, gates or verification.
     #[arg(long, value_name = "ROLES", value_delimiter = ',')]
     pub roles: Vec<String>,
     /// Hosts worked on at the same time.
     #[arg(long, value_name = "N", default_value_t = 32)]
     pub parallel: usize,
+    /// Skip the final verification with real clients.
+    #[arg(long)]
+    pub no_verify: bool,
     /// Print the report as JSON on stdout.
     #[arg(long)]
     pub json: bool,
 }
 
-pub fn run(args: Args) -> Result<i32> {
-    let verbose = crate::ui::progress::verbosity();
+pub fn run(args: Args, verbose: u8) -> Result<i32> {
     let project = crate::render::load_project(&args.inventory.inventory, &args.inventory.set)?;
-    let options = crate::exec::Options {
+    let engine = crate::exec::Options {
         parallel: args.parallel,
         hosts: (!args.hosts.is_empty()).then_some(args.hosts),
         roles: (!args.roles.is_empty()).then_some(args.roles),
         events: None,
     };
-    let report = crate::ui::progress::run_with_progress(verbose, options, |options| async move {
-        crate::exec::apply(&project, options).await
-    })?;
-    if args.json {
-        crate::ui::print_json(&report);
-    } else {
-        if verbose > 0 {
+    if engine.roles.is_some() {
+        let report =
+            crate::ui::progress::run_with_progress(verbose, engine, |options| async move {
+                crate::exec::apply(&project, options).await
+            })?;
+        if args.json {
+            crate::ui::print_json(&report);
+        } else if verbose > 0 {
             eprint!("{}", crate::ui::summary::plan_text(&report, verbose));
         }
+        eprint!("{}", crate::ui::summary::summary_text(&report));
+        return Ok(report.exit_code());
     }
-    eprint!("{}", crate::ui::summary::summary_text(&report));
-    Ok(report.exit_code())
+    rollout(project, engine, args.no_verify, args.json, verbose)
+}
+
+/// The rollout with progress and its report; shared by `apply` and `lab up --deploy` so the lab
+/// is deployed by exactly the code path real servers are.
+pub(crate) fn rollout(
+    project: crate::render::Project,
+    engine: crate::exec::Options,
+    skip_verify: bool,
+    json: bool,
+    verbose: u8,
+) -> Result<i32> {
+    let report = crate::ui::progress::run_with_progress(verbose, engine, |engine| async move {
+        let options = crate::stack::rollout::Options {
+            engine,
+            skip_verify,
+            ..Default::default()
+        };
+        crate::stack::rollout::rollout(&project, options).await
+    })?;
+    if json {
+        crate::ui::print_json(&report);
+    }
+    eprint!("{}", crate::ui::rollout_text(&report, verbose));
+    Ok(if report.ok() { 0 } else { 1 })
 }

@@ -27,6 +27,10 @@ pub enum LabCommand {
         /// Where the Debian base (and the package cache) are kept across `lab down`.
         #[arg(long, value_name = "DIR", default_value = lab::DEFAULT_CACHE_DIR)]
         cache_dir: PathBuf,
+        /// Then roll out the whole stack on the lab (exactly `pgstrap apply -i <lab inventory>`),
+        /// print its status and how to connect.
+        #[arg(long)]
+        deploy: bool,
     },
     /// Remove everything the lab made (keeps the cached Debian base).
     Down,
@@ -48,7 +52,7 @@ pub enum LabCommand {
     Heal { host: String },
 }
 
-pub fn run(args: Args) -> crate::error::Result<i32> {
+pub fn run(args: Args, verbose: u8) -> crate::error::Result<i32> {
     let started = Instant::now();
     let dir = args.dir;
     let (host, fault) = match args.command {
@@ -56,6 +60,7 @@ pub fn run(args: Args) -> crate::error::Result<i32> {
             hosts,
             dr_hosts,
             cache_dir,
+            deploy,
         } => {
             let options = lab::UpOptions {
                 dir,
@@ -65,7 +70,10 @@ pub fn run(args: Args) -> crate::error::Result<i32> {
             };
             let info = lab::up(&options)?;
             print_up(&info, started);
-            return Ok(0);
+            if !deploy {
+                return Ok(0);
+            }
+            return deploy_on(&info, verbose);
         }
         LabCommand::Down => {
             let report = lab::down(&dir)?;
@@ -115,6 +123,63 @@ pub fn run(args: Args) -> crate::error::Result<i32> {
         format!("{fault:?}").to_lowercase(),
         lab::elapsed_since(started)
     ));
+    Ok(0)
+}
+
+/// Roll out on the lab with the same code as `pgstrap apply`, then show the status and how to
+/// connect.
+fn deploy_on(info: &lab::LabInfo, verbose: u8) -> crate::error::Result<i32> {
+    let project = crate::render::load_project(&info.inventory, &[])?;
+    let code = super::apply::rollout(
+        project,
+        crate::exec::Options::default(),
+        false,
+        false,
+        verbose,
+    )?;
+    if code != 0 {
+        return Ok(code);
+    }
+    let project = crate::render::load_project(&info.inventory, &[])?;
+    let secrets = project.secrets(false)?;
+    let status = super::block_on(crate::stack::status::status(&project, &secrets))?;
+    print!("{}", crate::stack::status::render_table(&status));
+    let say = crate::ui::eprintln;
+    for cluster in project
+        .inventory
+        .clusters
+        .values()
+        .filter(|c| c.standby_of.is_none())
+    {
+        let vars = project.cluster_vars(cluster);
+        let (host, port) = match cluster.vip {
+            Some(vip) => (
+                vip.addr().to_string(),
+                vars.get_u64("haproxy.write_port").unwrap_or(5000),
+            ),
+            None => (
+                project
+                    .inventory
+                    .hosts
+                    .get(&cluster.postgres[0])
+                    .map(|h| h.address.to_string())
+                    .unwrap_or_default(),
+                vars.get_u64("pgbouncer.port").unwrap_or(6432),
+            ),
+        };
+        say(&format!(
+            "connect: PGPASSWORD=$(sed -n 's/^superuser_password: \"\\(.*\\)\"$/\\1/p' {}) psql \"host={host} port={port} user=postgres dbname=postgres\"",
+            project.inventory.secrets_store().display()
+        ));
+        if let Some(read) = vars
+            .get_u64("haproxy.read_port")
+            .filter(|_| cluster.vip.is_some())
+        {
+            say(&format!(
+                "         (read-only, from a replica: port {read})"
+            ));
+        }
+    }
     Ok(0)
 }
 

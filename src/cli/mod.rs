@@ -71,12 +71,12 @@ pub fn main() -> i32 {
         Command::Render(args) => render::run(args),
         Command::Vars(args) => vars::run(args),
         Command::Templates(args) => templates::run(args),
-        Command::Plan(args) => plan::run(args),
-        Command::Apply(args) => apply::run(args),
+        Command::Plan(args) => plan::run(args, cli.verbose),
+        Command::Apply(args) => apply::run(args, cli.verbose),
         Command::Verify(args) => verify::run(args),
         Command::Status(args) => status::run(args),
         Command::Switchover(args) => switchover::run(args),
-        Command::Lab(args) => lab::run(args),
+        Command::Lab(args) => lab::run(args, cli.verbose),
     };
     match result {
         Ok(code) => code,

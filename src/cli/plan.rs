@@ -22,8 +22,7 @@ pub struct Args {
     pub json: bool,
 }
 
-pub fn run(args: Args) -> Result<i32> {
-    let verbose = crate::ui::progress::verbosity();
+pub fn run(args: Args, verbose: u8) -> Result<i32> {
     let project = crate::render::load_project(&args.inventory.inventory, &args.inventory.set)?;
     let options = crate::exec::Options {
         parallel: args.parallel,

@@ -83,6 +83,10 @@ pub enum Event {
         host: String,
         message: String,
     },
+    /// A stage of an orchestration on top of the engine (a health gate, a Patroni start…).
+    Stage {
+        message: String,
+    },
     /// The host is done.
     Finished {
         host: String,
@@ -456,6 +460,25 @@ impl HostRun {
         if !self.gather().await {
             return self;
         }
+        // Package-manager configuration first (an apt proxy, no default PostgreSQL cluster).
+        let early: Vec<_> = self
+            .state
+            .roles
+            .iter()
+            .filter_map(|r| r.split_before_packages().0)
+            .collect();
+        for role in early {
+            self.step(format!("before packages: {}", role.role));
+            let steps = ops::plan_role(&role, &self.facts, &BTreeMap::new(), None, &self.masker);
+            for planned in steps {
+                if !self
+                    .perform(planned, mode, Some(role.phase), Some(&role.role))
+                    .await
+                {
+                    return self;
+                }
+            }
+        }
         self.step("packages");
         let planned = ops::plan_packages(&self.state.packages(), &self.facts);
         self.perform(planned, mode, None, None).await;
@@ -467,12 +490,13 @@ impl HostRun {
         if self.done {
             return self;
         }
+        // What went before the package transaction is done already.
         let roles: Vec<_> = self
             .state
             .roles
             .iter()
             .filter(|r| r.phase == phase)
-            .cloned()
+            .map(|r| r.split_before_packages().1)
             .collect();
         if roles.is_empty() {
             return self;

@@ -87,6 +87,7 @@ fn role() -> RoleState {
         ],
         checks: vec![],
         ports: vec![],
+        before_packages: vec![],
     }
 }
 

@@ -275,6 +275,12 @@ fn role_state(
 ) -> Result<RoleState> {
     let whose = format!("role {role_name}");
     let mut files = Vec::new();
+    let mut before_packages: Vec<String> = manifest
+        .directories
+        .iter()
+        .filter(|d| d.before_packages)
+        .map(|d| d.path.clone())
+        .collect();
     for spec in &manifest.files {
         if let Some(when) = &spec.when {
             if !engine.truthy(when, ctx, &format!("{whose} file {}", spec.dest))? {
@@ -291,6 +297,9 @@ fn role_state(
                 ),
                 Some("use 0600 or 0640 for files marked `sensitive: true`".into()),
             ));
+        }
+        if spec.before_packages {
+            before_packages.push(spec.dest.clone());
         }
         files.push(ManagedFile {
             path: spec.dest.clone(),
@@ -370,6 +379,7 @@ fn role_state(
                     })
             })
             .collect::<Result<Vec<_>>>()?,
+        before_packages,
     })
 }
 

@@ -73,6 +73,9 @@ pub struct DirectorySpec {
     pub group: String,
     #[serde(default = "dir_mode")]
     pub mode: String,
+    /// Created before the package transaction (for package-manager configuration).
+    #[serde(default)]
+    pub before_packages: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -97,6 +100,10 @@ pub struct FileSpec {
     /// A Jinja expression; the file is managed only where it is true.
     #[serde(default)]
     pub when: Option<String>,
+    /// Written before the package transaction: configuration the package manager or a package's
+    /// install scripts read (an apt proxy; `create_main_cluster = false`).
+    #[serde(default)]
+    pub before_packages: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]

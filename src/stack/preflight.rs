@@ -238,6 +238,7 @@ mod tests {
                 handlers: vec![],
                 checks: vec![],
                 ports: ports.iter().map(|(n, p)| ((*n).to_owned(), *p)).collect(),
+                before_packages: vec![],
             }],
         }
     }

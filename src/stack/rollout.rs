@@ -89,6 +89,15 @@ impl RolloutReport {
     }
 }
 
+/// Tell the UI what the orchestration is doing.
+fn stage(options: &Options, message: impl Into<String>) {
+    let message = message.into();
+    tracing::info!("{message}");
+    if let Some(events) = &options.engine.events {
+        let _ = events.send(exec::Event::Stage { message });
+    }
+}
+
 /// Open one SSH session per named host, in parallel.
 async fn sessions(
     project: &Project,
@@ -143,6 +152,7 @@ pub async fn rollout(project: &Project, options: Options) -> Result<RolloutRepor
     };
 
     // 1. Preflight: every host at once.
+    stage(&options, "preflight: every host at once");
     let desired = crate::render::desired_state(project, &secrets, options.engine.hosts.as_deref())?;
     let names: Vec<String> = desired.hosts.iter().map(|h| h.host.clone()).collect();
     let open = sessions(project, &names, &secrets).await?;
@@ -155,32 +165,37 @@ pub async fn rollout(project: &Project, options: Options) -> Result<RolloutRepor
         .into_iter()
         .flatten()
         .collect();
-    // Debian's own default cluster: dropped when untouched, never when it holds data.
+    // Debian's own default cluster: never dropped when it holds data (refused here, before any
+    // change); an untouched one is dropped after the packages are in (below).
     let version = project.postgres_version();
-    let mut to_drop = Vec::new();
-    for cluster in project.inventory.clusters.values() {
-        for host in &cluster.postgres {
-            let Some(session) = open.get(host) else {
-                continue;
-            };
-            match postgres::default_cluster(session, &version).await? {
-                DefaultCluster::Absent => {}
-                DefaultCluster::Untouched => to_drop.push(host.clone()),
-                DefaultCluster::HasData(what) => report.preflight.push(Problem {
-                    host: host.clone(),
-                    message: format!("Debian's default cluster {version}/main holds data ({what})"),
-                    hint: "pgstrap never drops a cluster with data: move the data, or drop it yourself with `pg_dropcluster --stop {version} main`".into(),
-                    warning: false,
-                }),
-            }
-        }
-    }
+    report
+        .preflight
+        .extend(default_clusters(project, &open, &version).await?.1);
     if report.preflight.iter().any(|p| !p.warning) {
         close(open).await;
         report.duration_ms = started.elapsed().as_millis() as u64;
         return Ok(report);
     }
-    for host in &to_drop {
+
+    // 2. The engine: every role on every host.
+    stage(&options, "configure: packages and files on every host");
+    let engine = exec::apply(project, options.engine.clone()).await?;
+    let engine_ok = engine.exit_code() == 0;
+    report.engine = Some(engine);
+    if !engine_ok {
+        close(open).await;
+        report.duration_ms = started.elapsed().as_millis() as u64;
+        return Ok(report);
+    }
+    let (untouched, problems) = default_clusters(project, &open, &version).await?;
+    if let Some(problem) = problems.first() {
+        close(open).await;
+        return Err(Error::failure(
+            format!("{}: {}", problem.host, problem.message),
+            Some(problem.hint.clone()),
+        ));
+    }
+    for host in &untouched {
         if let Some(session) = open.get(host) {
             postgres::drop_default_cluster(session, &version).await?;
             report.actions.push(Action {
@@ -189,16 +204,6 @@ pub async fn rollout(project: &Project, options: Options) -> Result<RolloutRepor
                 what: format!("dropped Debian's untouched default cluster {version}/main"),
             });
         }
-    }
-
-    // 2. The engine: every role on every host.
-    let engine = exec::apply(project, options.engine.clone()).await?;
-    let engine_ok = engine.exit_code() == 0;
-    report.engine = Some(engine);
-    if !engine_ok {
-        close(open).await;
-        report.duration_ms = started.elapsed().as_millis() as u64;
-        return Ok(report);
     }
 
     // 3–6, cluster by cluster: primary sides first, then their standbys.
@@ -222,10 +227,43 @@ pub async fn rollout(project: &Project, options: Options) -> Result<RolloutRepor
 
     // 7. Verify.
     if !options.skip_verify {
+        stage(
+            &options,
+            "verify: real clients through the VIP, PgBouncer, etcd and Patroni",
+        );
         report.verify = Some(verify::verify(project, &secrets, options.max_lag_bytes).await);
     }
     report.duration_ms = started.elapsed().as_millis() as u64;
     Ok(report)
+}
+
+/// Debian's default cluster on every DB host: the hosts where it is untouched (safe to drop), and
+/// a problem for each host where it holds data.
+async fn default_clusters(
+    project: &Project,
+    open: &BTreeMap<String, Session>,
+    version: &str,
+) -> Result<(Vec<String>, Vec<Problem>)> {
+    let mut untouched = Vec::new();
+    let mut problems = Vec::new();
+    for cluster in project.inventory.clusters.values() {
+        for host in &cluster.postgres {
+            let Some(session) = open.get(host) else {
+                continue;
+            };
+            match postgres::default_cluster(session, version).await? {
+                DefaultCluster::Absent => {}
+                DefaultCluster::Untouched => untouched.push(host.clone()),
+                DefaultCluster::HasData(what) => problems.push(Problem {
+                    host: host.clone(),
+                    message: format!("Debian's default cluster {version}/main holds data ({what})"),
+                    hint: format!("pgstrap never drops a cluster with data: move the data, or drop it yourself with `pg_dropcluster --stop {version} main`"),
+                    warning: false,
+                }),
+            }
+        }
+    }
+    Ok((untouched, problems))
 }
 
 async fn close(open: BTreeMap<String, Session>) {
@@ -252,7 +290,24 @@ async fn converge_cluster(
         .iter()
         .map(|h| format!("http://{}:{etcd_port}", address(project, h)))
         .collect();
-    super::etcd::wait_healthy(&endpoints, cluster.etcd.len(), options.gate_timeout).await?;
+    stage(
+        options,
+        format!(
+            "{}: etcd: waiting for {} healthy members and a leader",
+            cluster.name,
+            cluster.etcd.len()
+        ),
+    );
+    let etcd =
+        super::etcd::wait_healthy(&endpoints, cluster.etcd.len(), options.gate_timeout).await?;
+    stage(
+        options,
+        format!(
+            "{}: etcd healthy, leader {}",
+            cluster.name,
+            etcd.leader.as_deref().unwrap_or("?")
+        ),
+    );
 
     // 4. Patroni.
     let rest_password = secrets
@@ -278,6 +333,13 @@ async fn converge_cluster(
     if !has_leader && running.is_empty() {
         // A new cluster: the designated first member bootstraps it alone.
         let first = cluster.postgres[0].clone();
+        stage(
+            options,
+            format!(
+                "{}: Patroni: bootstrapping on {first}, waiting for {leader_path}",
+                cluster.name
+            ),
+        );
         start_patroni(open, &first).await?;
         report.actions.push(action(
             Some(&first),
@@ -301,6 +363,14 @@ async fn converge_cluster(
         .await?;
     }
     if !to_start.is_empty() {
+        stage(
+            options,
+            format!(
+                "{}: Patroni: starting {}",
+                cluster.name,
+                to_start.join(", ")
+            ),
+        );
         let starts = to_start.iter().map(|h| start_patroni(open, h));
         for result in futures::future::join_all(starts).await {
             result?;
@@ -312,6 +382,13 @@ async fn converge_cluster(
         }
     }
     let leader = wait_streaming(project, cluster, &patroni, rest_port, open, options).await?;
+    stage(
+        options,
+        format!(
+            "{}: Patroni: leader {leader}, every replica streaming",
+            cluster.name
+        ),
+    );
 
     // Primary side: the dynamic configuration follows the inventory; slots for standbys.
     if cluster.standby_of.is_none() {
@@ -359,6 +436,13 @@ async fn converge_cluster(
     if let (Some(vip), None) = (cluster.vip, &cluster.standby_of) {
         let vip = vip.addr().to_string();
         let write_port = port(project, cluster, "haproxy.write_port", 5000);
+        stage(
+            options,
+            format!(
+                "{}: waiting for the VIP {vip}:{write_port} to reach the primary",
+                cluster.name
+            ),
+        );
         wait_for(
             &format!("the VIP {vip}:{write_port} to reach the primary of {}", cluster.name),
             options.gate_timeout,

@@ -55,6 +55,22 @@ pub async fn connect(address: &str, port: u16, secrets: &Secrets) -> Result<Clie
     Ok(client)
 }
 
+/// Every row of a simple query, as text.
+pub async fn rows(client: &Client, sql: &str) -> Result<Vec<Vec<String>>, String> {
+    let messages = client.simple_query(sql).await.map_err(|e| describe(&e))?;
+    Ok(messages
+        .into_iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::Row(row) => Some(
+                (0..row.len())
+                    .map(|i| row.get(i).unwrap_or("").to_owned())
+                    .collect(),
+            ),
+            _ => None,
+        })
+        .collect())
+}
+
 /// The first column of the first row of a simple query (simple protocol: no prepared
 /// statements, so it works through PgBouncer in transaction mode).
 pub async fn scalar(client: &Client, sql: &str) -> Result<Option<String>, String> {
@@ -155,23 +171,47 @@ pub async fn verify(project: &Project, secrets: &Secrets, max_lag_bytes: u64) ->
                 view.describe()
             ),
         );
-        for member in view.members.iter().filter(|m| m.role == "replica") {
-            let lag_ok = member.lag.is_some_and(|l| l <= max_lag_bytes);
-            add(
-                &format!("replica {} streaming", member.name),
-                member.state == "streaming" && lag_ok,
-                format!(
-                    "state {}, lag {}",
-                    member.state,
-                    member
-                        .lag
-                        .map_or("unknown".into(), |l| format!("{l} bytes"))
-                ),
-            );
+        // Streaming is judged where it is known: the leader's pg_stat_replication (Patroni 3.0.2
+        // reports replicas as `running` whatever their WAL receiver does).
+        let bouncer_port = port(project, cluster, "pgbouncer.port", 6432);
+        let leader_host = leader.and_then(|m| m.host.clone());
+        let replicas: Vec<&str> = view
+            .members
+            .iter()
+            .filter(|m| m.role == "replica")
+            .map(|m| m.name.as_str())
+            .collect();
+        if let (Some(leader_host), false) = (leader_host, replicas.is_empty()) {
+            let sql = "SELECT application_name, state, \
+                       coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn), -1)::bigint \
+                       FROM pg_stat_replication";
+            let rows = match connect(&leader_host, bouncer_port, secrets).await {
+                Ok(client) => rows(&client, sql).await,
+                Err(e) => Err(e),
+            };
+            for replica in replicas {
+                let (ok, detail) = match &rows {
+                    Ok(rows) => match rows
+                        .iter()
+                        .find(|r| r.first().map(String::as_str) == Some(replica))
+                    {
+                        Some(row) => {
+                            let state = row.get(1).cloned().unwrap_or_default();
+                            let lag: i64 = row.get(2).and_then(|l| l.parse().ok()).unwrap_or(-1);
+                            (
+                                state == "streaming" && lag >= 0 && lag as u64 <= max_lag_bytes,
+                                format!("{state}, replay lag {lag} bytes"),
+                            )
+                        }
+                        None => (false, "not in the leader's pg_stat_replication".into()),
+                    },
+                    Err(e) => (false, e.clone()),
+                };
+                add(&format!("replica {replica} streaming"), ok, detail);
+            }
         }
 
         // PgBouncer on every DB host.
-        let bouncer_port = port(project, cluster, "pgbouncer.port", 6432);
         for member in &cluster.postgres {
             let result = match connect(&address(member), bouncer_port, secrets).await {
                 Ok(client) => scalar(&client, "SELECT 1").await,
@@ -223,6 +263,19 @@ pub async fn verify(project: &Project, secrets: &Secrets, max_lag_bytes: u64) ->
     report
 }
 
+/// The host a session landed on. Through PgBouncer `inet_server_addr()` is 127.0.0.1, so ask for
+/// the first listen address (Patroni sets the host's own address first).
+async fn server_address(client: &Client) -> String {
+    scalar(
+        client,
+        "SELECT split_part(current_setting('listen_addresses'), ',', 1)",
+    )
+    .await
+    .ok()
+    .flatten()
+    .unwrap_or_else(|| "?".into())
+}
+
 async fn write_through(
     vip: &str,
     port: u16,
@@ -244,9 +297,7 @@ async fn write_through(
         ))
         .await
         .map_err(|e| describe(&e))?;
-    let server = scalar(&client, "SELECT inet_server_addr()::text")
-        .await?
-        .unwrap_or_default();
+    let server = server_address(&client).await;
     Ok(format!(
         "wrote through {vip}:{port} to the primary ({server})"
     ))
@@ -263,6 +314,7 @@ async fn read_through(
     if recovery.as_deref() != Some("t") {
         return Err(format!("{vip}:{port} reached the primary, not a replica"));
     }
+    let server = server_address(&client).await;
     // Replication is asynchronous: poll briefly for the row.
     let start = Instant::now();
     loop {
@@ -273,7 +325,7 @@ async fn read_through(
         .await;
         if matches!(seen, Ok(Some(ref n)) if n == "1") {
             return Ok(format!(
-                "read the write through {vip}:{port} from a replica after {:.1}s",
+                "read the write through {vip}:{port} from a replica ({server}) after {:.1}s",
                 start.elapsed().as_secs_f64()
             ));
         }

@@ -161,3 +161,50 @@ pub fn verify_text(report: &crate::stack::verify::VerifyReport) -> String {
     }
     out
 }
+
+/// The rollout's outcome for people: preflight problems, the engine's table, what the
+/// orchestration did, pending restarts, the verification, and one closing line.
+pub fn rollout_text(report: &crate::stack::rollout::RolloutReport, verbose: u8) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    for problem in &report.preflight {
+        let level = if problem.warning { "warning" } else { "error" };
+        let _ = writeln!(out, "{level}: {}: {}", problem.host, problem.message);
+        let _ = writeln!(out, "hint: {}", problem.hint);
+    }
+    if report.preflight.iter().any(|p| !p.warning) {
+        let _ = writeln!(out, "error: preflight found problems; nothing was changed");
+        return out;
+    }
+    if let Some(engine) = &report.engine {
+        if verbose > 0 {
+            out.push_str(&summary::plan_text(engine, verbose));
+        }
+        out.push_str(&summary::summary_text(engine));
+    }
+    for action in &report.actions {
+        let place = match (&action.host, action.cluster.is_empty()) {
+            (Some(host), false) => format!("{} {host}", action.cluster),
+            (Some(host), true) => host.clone(),
+            (None, _) => action.cluster.clone(),
+        };
+        let _ = writeln!(out, "{place}: {}", action.what);
+    }
+    for pending in &report.pending_restart {
+        let _ = writeln!(
+            out,
+            "warning: {pending}: a changed parameter waits for a restart (`pgstrap status`; restart in a maintenance window)"
+        );
+    }
+    if let Some(verify) = &report.verify {
+        out.push_str(&verify_text(verify));
+    }
+    let _ = writeln!(
+        out,
+        "{}: {} change(s) in {:.1} s",
+        if report.ok() { "done" } else { "FAILED" },
+        report.changes(),
+        report.duration_ms as f64 / 1000.0
+    );
+    out
+}

@@ -76,6 +76,7 @@ pub fn spawn(mut events: UnboundedReceiver<Event>, verbose: u8) -> tokio::task::
                     }
                 }
                 Event::Warning { host, message } => print(format!("warning: {host}: {message}")),
+                Event::Stage { message } => print(format!("==> {message}")),
                 Event::Finished { host, status } => {
                     let text = match status {
                         HostStatus::Ok => "ok",
@@ -124,13 +125,4 @@ where
         let _ = drawer.await;
         result
     })
-}
-
-/// The `-v` count of this process's command line (the subcommands' `run` receives only its own
-/// flags; `-v` is global).
-pub fn verbosity() -> u8 {
-    use clap::Parser;
-    crate::cli::Cli::try_parse()
-        .map(|cli| cli.verbose)
-        .unwrap_or(0)
 }
