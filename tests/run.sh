@@ -12,7 +12,7 @@ quick=0
 
 # Packages: the build needs protoc (etcd-client); the config checks run the real programs.
 packages=(protobuf-compiler libprotobuf-dev haproxy keepalived psmisc patroni python3-etcd pgbouncer
-  etcd-server etcd-client postgresql-15 postgresql-common)
+  etcd-server etcd-client postgresql-15 postgresql-common openssh-server)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -70,5 +70,7 @@ for t in lab engine rollout; do
   [[ -f "tests/$t.rs" ]] && e2e+=(--test "$t")
 done
 if ((${#e2e[@]})); then
+  # Whatever happens, leave no lab behind (the Debian base stays cached).
+  trap './target/debug/pgstrap lab down >/dev/null 2>&1 || true' EXIT
   PGSTRAP_E2E=1 cargo test --quiet "${e2e[@]}" -- --test-threads=1
 fi

@@ -92,7 +92,6 @@ impl RolloutReport {
 /// Tell the UI what the orchestration is doing.
 fn stage(options: &Options, message: impl Into<String>) {
     let message = message.into();
-    tracing::info!("{message}");
     if let Some(events) = &options.engine.events {
         let _ = events.send(exec::Event::Stage { message });
     }

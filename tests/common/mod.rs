@@ -1,0 +1,79 @@
+//! Helpers shared by the end-to-end tests on lab hosts: the switch that enables them, running
+//! the real binary, and SSH to a lab host exactly as a user would (the lab's key and known_hosts,
+//! strict host-key checking). Only lab addresses (10.77.x.x) are ever contacted.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The lab's state directory (`pgstrap lab up` default).
+pub const DIR: &str = "/var/lib/pgstrap/lab";
+
+/// End-to-end tests change this machine (bridges, containers): they run only when asked.
+pub fn e2e_enabled() -> bool {
+    if std::env::var("PGSTRAP_E2E").as_deref() == Ok("1") {
+        return true;
+    }
+    eprintln!("skipped: set PGSTRAP_E2E=1");
+    false
+}
+
+/// Run the real binary; its output is echoed for the test log.
+pub fn pgstrap(args: &[&str]) -> Output {
+    let output = Command::new(env!("CARGO_BIN_EXE_pgstrap"))
+        .args(args)
+        .output()
+        .expect("run pgstrap");
+    eprintln!(
+        "$ pgstrap {}\n{}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+/// Run the binary and insist on success; returns stdout.
+pub fn pgstrap_ok(args: &[&str]) -> String {
+    let output = pgstrap(args);
+    assert!(output.status.success(), "pgstrap {args:?} failed");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+pub fn known_hosts() -> PathBuf {
+    Path::new(DIR).join("known_hosts")
+}
+
+/// `ssh` with the lab key, a given known_hosts and strict host-key checking.
+pub fn ssh(address: &str, known_hosts: &Path, remote: &str) -> Output {
+    Command::new("ssh")
+        .args(["-F", "/dev/null", "-i"])
+        .arg(Path::new(DIR).join("id_ed25519"))
+        .arg("-o")
+        .arg(format!("UserKnownHostsFile={}", known_hosts.display()))
+        .args([
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "ConnectTimeout=3",
+            "-o",
+            "LogLevel=ERROR",
+        ])
+        .arg(format!("root@{address}"))
+        .arg(remote)
+        .output()
+        .expect("run ssh")
+}
+
+/// Run a command on a lab host and insist on success; returns trimmed stdout.
+pub fn run_on(address: &str, remote: &str) -> String {
+    let output = ssh(address, &known_hosts(), remote);
+    assert!(
+        output.status.success(),
+        "ssh {address} {remote:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).trim().to_string()
+}

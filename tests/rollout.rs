@@ -1,0 +1,229 @@
+//! End-to-end: the whole HA stack rolled out on fresh lab hosts with one command, verified with
+//! real clients, idempotent, surviving a power cut of the primary; and a second layout (etcd on
+//! its own hosts, balancers on the DB hosts). Runs only with `PGSTRAP_E2E=1` (root; it takes over
+//! the lab). Figures are printed (`figure: …`), never asserted against a clock.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{e2e_enabled, pgstrap, pgstrap_ok, run_on, DIR};
+
+const INVENTORY: &str = "/var/lib/pgstrap/lab/inventory.yaml";
+const POISON: &str = "P0ison";
+
+fn stderr_of(args: &[&str]) -> (bool, String) {
+    let output = pgstrap(args);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), text)
+}
+
+/// Every secret set to a recognisable poison value before the first apply.
+fn poison_secrets(inventory: &str) {
+    let store = inventory.replace(".yaml", ".secrets.yaml");
+    let mut text = String::new();
+    for (name, _, length) in pgstrap::inventory::secrets::KNOWN {
+        let value = format!("{POISON}{name}");
+        let value: String = value.chars().take((*length).max(8)).collect();
+        text.push_str(&format!("{name}: \"{value}\"\n"));
+    }
+    std::fs::write(&store, text).expect("write secrets");
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// One write through the VIP's write port; Ok when it landed on a primary.
+async fn write_once(
+    vip: &str,
+    secrets: &pgstrap::inventory::secrets::Secrets,
+) -> Result<(), String> {
+    let attempt = async {
+        let client = pgstrap::stack::verify::connect(vip, 5000, secrets).await?;
+        client
+            .simple_query("CREATE TABLE IF NOT EXISTS failover_probe (at timestamptz); INSERT INTO failover_probe VALUES (now())")
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok::<(), String>(())
+    };
+    tokio::time::timeout(Duration::from_secs(3), attempt)
+        .await
+        .map_err(|_| "timed out".to_string())?
+}
+
+fn leader(inventory: &str) -> String {
+    let status = pgstrap_ok(&["status", "--json", "-i", inventory]);
+    let status: serde_json::Value = serde_json::from_str(&status).expect("status JSON");
+    status["clusters"][0]["patroni"]["Ok"]
+        .as_array()
+        .and_then(|members| members.iter().find(|m| m["role"] == "leader"))
+        .and_then(|m| m["name"].as_str())
+        .expect("a leader")
+        .to_owned()
+}
+
+#[test]
+fn rollout_end_to_end() {
+    if !e2e_enabled() {
+        return;
+    }
+    // Fresh hosts: 3 DB hosts with etcd co-located, 2 balancers with a VIP.
+    pgstrap_ok(&["lab", "down"]);
+    pgstrap_ok(&["lab", "up", "--hosts", "5"]);
+    poison_secrets(INVENTORY);
+
+    // One command, with -v: everything printed is checked for secrets.
+    let started = Instant::now();
+    let (ok, output) = stderr_of(&["-v", "apply", "-i", INVENTORY]);
+    eprintln!(
+        "figure: full rollout of 5 fresh hosts (warm package cache): {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(ok, "rollout failed");
+    assert!(
+        output.contains("verified: all"),
+        "verification did not pass"
+    );
+    assert!(
+        !output.contains(POISON),
+        "a secret was printed during the rollout"
+    );
+
+    // The real clients on a host agree with pgstrap's status.
+    let patronictl = run_on(
+        "10.77.0.11",
+        "patronictl -c /etc/patroni/config.yml list -f json",
+    );
+    let members: serde_json::Value = serde_json::from_str(&patronictl).expect("patronictl JSON");
+    let members = members.as_array().expect("members");
+    assert_eq!(members.len(), 3);
+    let leader_by_patronictl = members
+        .iter()
+        .find(|m| m["Role"] == "Leader")
+        .and_then(|m| m["Member"].as_str())
+        .expect("patronictl shows a leader")
+        .to_owned();
+    assert_eq!(leader(INVENTORY), leader_by_patronictl);
+    let health = run_on(
+        "10.77.0.11",
+        "ETCDCTL_API=3 etcdctl --endpoints=http://10.77.0.11:2379,http://10.77.0.12:2379,http://10.77.0.13:2379 endpoint health 2>&1",
+    );
+    assert_eq!(health.matches("is healthy").count(), 3, "{health}");
+    let status = pgstrap_ok(&["status", "--json", "-i", INVENTORY]);
+    let status: serde_json::Value = serde_json::from_str(&status).expect("status JSON");
+    let etcd = status["clusters"][0]["etcd"]["Ok"]["members"]
+        .as_array()
+        .expect("etcd members");
+    assert!(etcd.iter().all(|m| m["healthy"] == true));
+    assert_eq!(
+        status["clusters"][0]["vip"]["holders"]
+            .as_array()
+            .map(Vec::len),
+        Some(1)
+    );
+
+    // Again: nothing changes, nothing restarts.
+    let started = Instant::now();
+    let (ok, output) = stderr_of(&["apply", "--no-verify", "-i", INVENTORY]);
+    eprintln!(
+        "figure: no-op re-apply of 5 hosts: {:.2} s",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(ok);
+    assert!(
+        output.contains("done: 0 change(s)"),
+        "second apply changed something"
+    );
+    assert!(!output.contains("handlers:"), "second apply fired handlers");
+
+    // A planned switchover.
+    let before = leader(INVENTORY);
+    let target = if before == "n2" { "n3" } else { "n2" };
+    pgstrap_ok(&["switchover", "-i", INVENTORY, "--to", target]);
+    assert_eq!(leader(INVENTORY), target);
+
+    // Power cut of the primary: writes through the VIP resume on a new primary.
+    let project =
+        pgstrap::render::load_project(std::path::Path::new(INVENTORY), &[]).expect("inventory");
+    let secrets = project.secrets(false).expect("secrets");
+    let runtime = runtime();
+    runtime
+        .block_on(write_once("10.77.0.100", &secrets))
+        .expect("writes work before the cut");
+    let killed = leader(INVENTORY);
+    pgstrap_ok(&["lab", "kill", &killed]);
+    let cut = Instant::now();
+    let resumed = runtime.block_on(async {
+        loop {
+            if write_once("10.77.0.100", &secrets).await.is_ok() {
+                return Some(cut.elapsed());
+            }
+            if cut.elapsed() > Duration::from_secs(180) {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    });
+    let resumed = resumed.expect("writes through the VIP resumed on a new primary");
+    eprintln!(
+        "figure: writes resumed {:.1} s after a power cut of the primary",
+        resumed.as_secs_f64()
+    );
+    assert_ne!(leader(INVENTORY), killed);
+
+    // It comes back as a replica.
+    pgstrap_ok(&["lab", "start", &killed]);
+    let back = Instant::now();
+    loop {
+        let (ok, output) = stderr_of(&["verify", "-i", INVENTORY]);
+        if ok {
+            eprintln!(
+                "figure: {killed} rejoined as a streaming replica {:.1} s after boot",
+                back.elapsed().as_secs_f64()
+            );
+            break;
+        }
+        assert!(
+            back.elapsed() < Duration::from_secs(240),
+            "{killed} did not rejoin: {output}"
+        );
+        std::thread::sleep(Duration::from_secs(2));
+    }
+}
+
+/// etcd on its own three hosts; HAProxy and keepalived on the three DB hosts.
+#[test]
+fn rollout_with_dedicated_etcd_and_balancers_on_the_db_hosts() {
+    if !e2e_enabled() {
+        return;
+    }
+    pgstrap_ok(&["lab", "down"]);
+    pgstrap_ok(&["lab", "up", "--hosts", "6"]);
+    let lab = std::fs::read_to_string(INVENTORY).expect("lab inventory");
+    // Keep the lab's ssh, apt and hosts; replace the clusters.
+    let head = lab.split("clusters:").next().expect("inventory head");
+    let inventory = format!(
+        "{head}clusters:\n  pay:\n    etcd: [n1, n2, n3]\n    postgres: [n4, n5, n6]\n    balancers: [n4, n5, n6]\n    vip: 10.77.0.100/24\n    networks: [10.77.0.0/24]\n"
+    );
+    let path = format!("{DIR}/dedicated-etcd.yaml");
+    std::fs::write(&path, inventory).expect("write inventory");
+    let started = Instant::now();
+    let (ok, output) = stderr_of(&["apply", "-i", &path]);
+    eprintln!(
+        "figure: rollout with dedicated etcd (6 fresh hosts): {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(ok, "rollout failed");
+    assert!(output.contains("verified: all"));
+    let (ok, output) = stderr_of(&["apply", "--no-verify", "-i", &path]);
+    assert!(ok && output.contains("done: 0 change(s)"));
+    pgstrap_ok(&["lab", "down"]);
+}
