@@ -2,42 +2,29 @@
 //! leader first then replicas, PgBouncer's auth, the VIP, verification (see `stack::rollout`).
 //! With `--roles`, only the engine runs for those roles (no orchestration).
 
-use crate::cli::InventoryArgs;
 use crate::error::Result;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
+    /// With `--roles`: the engine alone for those roles (no orchestration, gates or
+    /// verification); with `--host`: the orchestration covers only those hosts' clusters.
     #[command(flatten)]
-    pub inventory: InventoryArgs,
-    /// Only these hosts (repeatable; orchestration then covers only their clusters' gates).
-    #[arg(long = "host", value_name = "HOST")]
-    pub hosts: Vec<String>,
-    /// Only these roles (comma-separated, e.g. common,pgbouncer): the engine alone, no
-    /// orchestration, gates or verification.
-    #[arg(long, value_name = "ROLES", value_delimiter = ',')]
-    pub roles: Vec<String>,
-    /// Hosts worked on at the same time.
-    #[arg(long, value_name = "N", default_value_t = 32)]
-    pub parallel: usize,
+    pub engine: crate::cli::EngineArgs,
     /// Skip the final verification with real clients.
     #[arg(long)]
     pub no_verify: bool,
-    /// Print the report as JSON on stdout.
-    #[arg(long)]
-    pub json: bool,
 }
 
 pub fn run(args: Args, verbose: u8) -> Result<i32> {
+    let Args {
+        engine: args,
+        no_verify,
+    } = args;
     let project = crate::render::load_project(&args.inventory.inventory, &args.inventory.set)?;
-    let engine = crate::exec::Options {
-        parallel: args.parallel,
-        hosts: (!args.hosts.is_empty()).then_some(args.hosts),
-        roles: (!args.roles.is_empty()).then_some(args.roles),
-        events: None,
-    };
-    if engine.roles.is_some() {
+    let options = args.options();
+    if options.roles.is_some() {
         let report =
-            crate::ui::progress::run_with_progress(verbose, engine, |options| async move {
+            crate::ui::progress::run_with_progress(verbose, options, |options| async move {
                 crate::exec::apply(&project, options).await
             })?;
         if args.json {
@@ -48,7 +35,7 @@ pub fn run(args: Args, verbose: u8) -> Result<i32> {
         eprint!("{}", crate::ui::summary::summary_text(&report));
         return Ok(report.exit_code());
     }
-    rollout(project, engine, args.no_verify, args.json, verbose)
+    rollout(project, options, no_verify, args.json, verbose)
 }
 
 /// The rollout with progress and its report; shared by `apply` and `lab up --deploy` so the lab

@@ -38,6 +38,37 @@ pub struct InventoryArgs {
     pub set: Vec<String>,
 }
 
+/// Options of the commands that run the engine on hosts (`plan`, `apply`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct EngineArgs {
+    #[command(flatten)]
+    pub inventory: InventoryArgs,
+    /// Only these hosts (repeatable).
+    #[arg(long = "host", value_name = "HOST")]
+    pub hosts: Vec<String>,
+    /// Only these roles (comma-separated, e.g. common,pgbouncer).
+    #[arg(long, value_name = "ROLES", value_delimiter = ',')]
+    pub roles: Vec<String>,
+    /// Hosts worked on at the same time.
+    #[arg(long, value_name = "N", default_value_t = 32)]
+    pub parallel: usize,
+    /// Print the report as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl EngineArgs {
+    /// The engine's options (no event channel yet: the progress display adds one).
+    pub fn options(&self) -> crate::exec::Options {
+        crate::exec::Options {
+            parallel: self.parallel,
+            hosts: (!self.hosts.is_empty()).then(|| self.hosts.clone()),
+            roles: (!self.roles.is_empty()).then(|| self.roles.clone()),
+            events: None,
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Validate an inventory: exit 0 when it is good, 2 with every problem when it is not.

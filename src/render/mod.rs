@@ -86,6 +86,23 @@ impl Project {
         vars::resolve(&layers)
     }
 
+    /// A port setting of a cluster (`haproxy.write_port`…), or `default` when unset or invalid.
+    pub fn cluster_port(&self, cluster: &Cluster, key: &str, default: u16) -> u16 {
+        self.cluster_vars(cluster)
+            .get_u64(key)
+            .and_then(|p| u16::try_from(p).ok())
+            .unwrap_or(default)
+    }
+
+    /// The address of a host by name (empty when unknown; names are validated on load).
+    pub fn address(&self, host: &str) -> String {
+        self.inventory
+            .hosts
+            .get(host)
+            .map(|h| h.address.to_string())
+            .unwrap_or_default()
+    }
+
     /// The PostgreSQL major version the roles install (`postgresql.version`).
     pub fn postgres_version(&self) -> String {
         let layers = self.defaults.clone();

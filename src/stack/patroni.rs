@@ -132,23 +132,8 @@ impl Patroni {
         port: u16,
         change: &serde_json::Value,
     ) -> Result<(), String> {
-        let response = self
-            .http
-            .patch(format!("http://{address}:{port}/config"))
-            .basic_auth(&self.username, Some(self.password.expose()))
-            .json(change)
-            .send()
+        self.send(reqwest::Method::PATCH, address, port, "/config", change)
             .await
-            .map_err(|e| describe(&e))?;
-        if response.status().is_success() {
-            Ok(())
-        } else {
-            let status = response.status();
-            Err(format!(
-                "PATCH /config answered {status}: {}",
-                response.text().await.unwrap_or_default()
-            ))
-        }
     }
 
     /// `POST /switchover` from `leader` to `candidate` (or any healthy replica when `None`).
@@ -163,23 +148,35 @@ impl Patroni {
         if let Some(candidate) = candidate {
             body["candidate"] = serde_json::Value::String(candidate.to_owned());
         }
+        self.send(reqwest::Method::POST, address, port, "/switchover", &body)
+            .await
+    }
+
+    /// An authenticated (unsafe) request; a non-2xx answer is an error with Patroni's text.
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        address: &str,
+        port: u16,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> Result<(), String> {
         let response = self
             .http
-            .post(format!("http://{address}:{port}/switchover"))
+            .request(method.clone(), format!("http://{address}:{port}{path}"))
             .basic_auth(&self.username, Some(self.password.expose()))
-            .json(&body)
+            .json(body)
             .send()
             .await
             .map_err(|e| describe(&e))?;
         if response.status().is_success() {
-            Ok(())
-        } else {
-            let status = response.status();
-            Err(format!(
-                "POST /switchover answered {status}: {}",
-                response.text().await.unwrap_or_default()
-            ))
+            return Ok(());
         }
+        let status = response.status();
+        Err(format!(
+            "{method} {path} answered {status}: {}",
+            response.text().await.unwrap_or_default()
+        ))
     }
 }
 

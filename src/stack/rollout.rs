@@ -120,23 +120,6 @@ async fn sessions(
     Ok(out)
 }
 
-fn address(project: &Project, host: &str) -> String {
-    project
-        .inventory
-        .hosts
-        .get(host)
-        .map(|h| h.address.to_string())
-        .unwrap_or_default()
-}
-
-fn port(project: &Project, cluster: &Cluster, key: &str, default: u16) -> u16 {
-    project
-        .cluster_vars(cluster)
-        .get_u64(key)
-        .and_then(|p| u16::try_from(p).ok())
-        .unwrap_or(default)
-}
-
 /// Roll out the whole stack (or converge it when it is there).
 pub async fn rollout(project: &Project, options: Options) -> Result<RolloutReport> {
     let started = std::time::Instant::now();
@@ -283,11 +266,11 @@ async fn converge_cluster(
         what,
     };
     // 3. etcd.
-    let etcd_port = port(project, cluster, "etcd.client_port", 2379);
+    let etcd_port = project.cluster_port(cluster, "etcd.client_port", 2379);
     let endpoints: Vec<String> = cluster
         .etcd
         .iter()
-        .map(|h| format!("http://{}:{etcd_port}", address(project, h)))
+        .map(|h| format!("http://{}:{etcd_port}", project.address(h)))
         .collect();
     stage(
         options,
@@ -314,7 +297,7 @@ async fn converge_cluster(
         .cloned()
         .ok_or_else(|| Error::failure("no REST API password", None))?;
     let patroni = Patroni::new(rest_password);
-    let rest_port = port(project, cluster, "patroni.restapi_port", 8008);
+    let rest_port = project.cluster_port(cluster, "patroni.restapi_port", 8008);
     let leader_path = if cluster.standby_of.is_some() {
         "/standby-leader"
     } else {
@@ -345,7 +328,7 @@ async fn converge_cluster(
             "started Patroni (bootstraps the cluster)".into(),
         ));
         to_start.retain(|h| h != &first);
-        let first_address = address(project, &first);
+        let first_address = project.address(&first);
         wait_for(
             &format!("Patroni on {first} to lead cluster {} ({leader_path} → 200)", cluster.name),
             options.gate_timeout,
@@ -391,7 +374,7 @@ async fn converge_cluster(
 
     // Primary side: the dynamic configuration follows the inventory; slots for standbys.
     if cluster.standby_of.is_none() {
-        let leader_address = address(project, &leader);
+        let leader_address = project.address(&leader);
         if let Some(change) =
             dynamic_config_change(project, cluster, &patroni, &leader_address, rest_port).await?
         {
@@ -422,7 +405,7 @@ async fn converge_cluster(
         }
         // Parameters that need a restart are reported, never applied by a surprise restart.
         for member in &cluster.postgres {
-            let body = pending_restart(&patroni, &address(project, member), rest_port).await;
+            let body = pending_restart(&patroni, &project.address(member), rest_port).await;
             if body {
                 report
                     .pending_restart
@@ -434,7 +417,7 @@ async fn converge_cluster(
     // 6. The VIP answers and its write port reaches the primary.
     if let (Some(vip), None) = (cluster.vip, &cluster.standby_of) {
         let vip = vip.addr().to_string();
-        let write_port = port(project, cluster, "haproxy.write_port", 5000);
+        let write_port = project.cluster_port(cluster, "haproxy.write_port", 5000);
         stage(
             options,
             format!(
@@ -517,7 +500,7 @@ async fn first_view(
     port: u16,
 ) -> Option<super::patroni::ClusterView> {
     for host in &cluster.postgres {
-        if let Ok(view) = patroni.cluster(&address(project, host), port).await {
+        if let Ok(view) = patroni.cluster(&project.address(host), port).await {
             return Some(view);
         }
     }

@@ -80,14 +80,6 @@ pub fn parse_haproxy_csv(balancer: &str, text: &str) -> Vec<Backend> {
         .collect()
 }
 
-fn port(project: &Project, cluster: &Cluster, key: &str, default: u16) -> u16 {
-    project
-        .cluster_vars(cluster)
-        .get_u64(key)
-        .and_then(|p| u16::try_from(p).ok())
-        .unwrap_or(default)
-}
-
 /// Gather the status of every cluster. Never fails on a dead component: it shows as such.
 pub async fn status(project: &Project, secrets: &Secrets) -> Status {
     let inventory = &project.inventory;
@@ -101,41 +93,35 @@ pub async fn status(project: &Project, secrets: &Secrets) -> Status {
         .timeout(std::time::Duration::from_secs(3))
         .build()
         .unwrap_or_default();
-    let address = |h: &String| {
-        inventory
-            .hosts
-            .get(h)
-            .map(|h| h.address.to_string())
-            .unwrap_or_default()
-    };
     let mut clusters = Vec::new();
     for cluster in inventory.clusters.values() {
-        let etcd_port = port(project, cluster, "etcd.client_port", 2379);
+        let etcd_port = project.cluster_port(cluster, "etcd.client_port", 2379);
         let endpoints: Vec<String> = cluster
             .etcd
             .iter()
-            .map(|h| format!("http://{}:{etcd_port}", address(h)))
+            .map(|h| format!("http://{}:{etcd_port}", project.address(h)))
             .collect();
         let etcd = etcd::health(&endpoints).await;
 
-        let rest_port = port(project, cluster, "patroni.restapi_port", 8008);
+        let rest_port = project.cluster_port(cluster, "patroni.restapi_port", 8008);
         let mut members = Err("no Patroni REST API answered".to_owned());
         for host in &cluster.postgres {
-            if let Ok(view) = patroni.cluster(&address(host), rest_port).await {
+            if let Ok(view) = patroni.cluster(&project.address(host), rest_port).await {
                 members = Ok(view.members);
                 break;
             }
         }
 
-        let bouncer_port = port(project, cluster, "pgbouncer.port", 6432);
+        let bouncer_port = project.cluster_port(cluster, "pgbouncer.port", 6432);
         let mut pgbouncer = Vec::new();
         for host in &cluster.postgres {
-            let result = match super::verify::connect(&address(host), bouncer_port, secrets).await {
-                Ok(client) => super::verify::scalar(&client, "SELECT 1")
-                    .await
-                    .map(|_| "answers".to_owned()),
-                Err(e) => Err(e),
-            };
+            let result =
+                match super::verify::connect(&project.address(host), bouncer_port, secrets).await {
+                    Ok(client) => super::verify::scalar(&client, "SELECT 1")
+                        .await
+                        .map(|_| "answers".to_owned()),
+                    Err(e) => Err(e),
+                };
             pgbouncer.push(Probe {
                 host: host.clone(),
                 ok: result.is_ok(),
@@ -143,10 +129,10 @@ pub async fn status(project: &Project, secrets: &Secrets) -> Status {
             });
         }
 
-        let stats_port = port(project, cluster, "haproxy.stats_port", 7000);
+        let stats_port = project.cluster_port(cluster, "haproxy.stats_port", 7000);
         let mut haproxy = Vec::new();
         for balancer in &cluster.balancers {
-            let url = format!("http://{}:{stats_port}/;csv", address(balancer));
+            let url = format!("http://{}:{stats_port}/;csv", project.address(balancer));
             match http.get(&url).send().await {
                 Ok(response) => {
                     let text = response.text().await.unwrap_or_default();

@@ -91,16 +91,9 @@ pub async fn switchover(
             .cloned()
             .ok_or_else(|| Error::failure("no REST API password", None))?,
     );
-    let address = |h: &String| {
-        inventory
-            .hosts
-            .get(h)
-            .map(|h| h.address.to_string())
-            .unwrap_or_default()
-    };
     let mut view = None;
     for host in &cluster.postgres {
-        if let Ok(v) = patroni.cluster(&address(host), rest_port).await {
+        if let Ok(v) = patroni.cluster(&project.address(host), rest_port).await {
             view = Some((host.clone(), v));
             break;
         }
@@ -123,7 +116,7 @@ pub async fn switchover(
     let started = Instant::now();
     patroni
         .switchover(
-            &address(&api_host),
+            &project.address(&api_host),
             rest_port,
             &leader,
             candidate.as_deref(),
@@ -156,7 +149,10 @@ pub async fn switchover(
         Duration::from_millis(250),
         "see `pgstrap status` and `journalctl -u patroni` on the members",
         || async {
-            let Ok(view) = patroni.cluster(&address(&api_host), rest_port).await else {
+            let Ok(view) = patroni
+                .cluster(&project.address(&api_host), rest_port)
+                .await
+            else {
                 return Poll::NotYet("REST API not answering".into());
             };
             let Some(now) = view

@@ -88,14 +88,6 @@ fn describe(error: &tokio_postgres::Error) -> String {
     }
 }
 
-fn port(project: &Project, cluster: &crate::inventory::Cluster, key: &str, default: u16) -> u16 {
-    project
-        .cluster_vars(cluster)
-        .get_u64(key)
-        .and_then(|p| u16::try_from(p).ok())
-        .unwrap_or(default)
-}
-
 /// Run every verification. Never fails early: the report says what passed and what did not.
 pub async fn verify(project: &Project, secrets: &Secrets, max_lag_bytes: u64) -> VerifyReport {
     let mut report = VerifyReport::default();
@@ -115,20 +107,13 @@ pub async fn verify(project: &Project, secrets: &Secrets, max_lag_bytes: u64) ->
                 detail,
             })
         };
-        let address = |name: &String| {
-            inventory
-                .hosts
-                .get(name)
-                .map(|h| h.address.to_string())
-                .unwrap_or_default()
-        };
 
         // etcd
-        let etcd_port = port(project, cluster, "etcd.client_port", 2379);
+        let etcd_port = project.cluster_port(cluster, "etcd.client_port", 2379);
         let endpoints: Vec<String> = cluster
             .etcd
             .iter()
-            .map(|h| format!("http://{}:{etcd_port}", address(h)))
+            .map(|h| format!("http://{}:{etcd_port}", project.address(h)))
             .collect();
         match super::etcd::health(&endpoints).await {
             Ok(h) => add(
@@ -140,10 +125,10 @@ pub async fn verify(project: &Project, secrets: &Secrets, max_lag_bytes: u64) ->
         }
 
         // Patroni: a leader, every replica streaming with bounded lag.
-        let rest_port = port(project, cluster, "patroni.restapi_port", 8008);
+        let rest_port = project.cluster_port(cluster, "patroni.restapi_port", 8008);
         let mut view = None;
         for member in &cluster.postgres {
-            if let Ok(v) = patroni.cluster(&address(member), rest_port).await {
+            if let Ok(v) = patroni.cluster(&project.address(member), rest_port).await {
                 view = Some(v);
                 break;
             }
@@ -173,7 +158,7 @@ pub async fn verify(project: &Project, secrets: &Secrets, max_lag_bytes: u64) ->
         );
         // Streaming is judged where it is known: the leader's pg_stat_replication (Patroni 3.0.2
         // reports replicas as `running` whatever their WAL receiver does).
-        let bouncer_port = port(project, cluster, "pgbouncer.port", 6432);
+        let bouncer_port = project.cluster_port(cluster, "pgbouncer.port", 6432);
         let leader_host = leader.and_then(|m| m.host.clone());
         let replicas: Vec<&str> = view
             .members
@@ -213,7 +198,7 @@ pub async fn verify(project: &Project, secrets: &Secrets, max_lag_bytes: u64) ->
 
         // PgBouncer on every DB host.
         for member in &cluster.postgres {
-            let result = match connect(&address(member), bouncer_port, secrets).await {
+            let result = match connect(&project.address(member), bouncer_port, secrets).await {
                 Ok(client) => scalar(&client, "SELECT 1").await,
                 Err(e) => Err(e),
             };
@@ -228,8 +213,8 @@ pub async fn verify(project: &Project, secrets: &Secrets, max_lag_bytes: u64) ->
         if cluster.standby_of.is_none() {
             if let Some(vip) = cluster.vip {
                 let vip = vip.addr().to_string();
-                let write_port = port(project, cluster, "haproxy.write_port", 5000);
-                let read_port = port(project, cluster, "haproxy.read_port", 5001);
+                let write_port = project.cluster_port(cluster, "haproxy.write_port", 5000);
+                let read_port = project.cluster_port(cluster, "haproxy.read_port", 5001);
                 let token = format!("{}-{}", cluster.name, std::process::id());
                 let write = write_through(&vip, write_port, secrets, &token).await;
                 add(
@@ -276,19 +261,33 @@ async fn server_address(client: &Client) -> String {
     .unwrap_or_else(|| "?".into())
 }
 
+/// Connect and insist on the server's role: a replica (`in_recovery`) or the primary.
+async fn connect_to_role(
+    address: &str,
+    port: u16,
+    secrets: &Secrets,
+    in_recovery: bool,
+) -> Result<Client, String> {
+    let client = connect(address, port, secrets).await?;
+    let recovery = scalar(&client, "SELECT pg_is_in_recovery()").await?;
+    match (recovery.as_deref(), in_recovery) {
+        (Some("t"), true) | (Some("f"), false) => Ok(client),
+        (_, true) => Err(format!(
+            "{address}:{port} reached the primary, not a replica"
+        )),
+        (_, false) => Err(format!(
+            "{address}:{port} reached a server in recovery (a replica)"
+        )),
+    }
+}
+
 async fn write_through(
     vip: &str,
     port: u16,
     secrets: &Secrets,
     token: &str,
 ) -> Result<String, String> {
-    let client = connect(vip, port, secrets).await?;
-    let recovery = scalar(&client, "SELECT pg_is_in_recovery()").await?;
-    if recovery.as_deref() != Some("f") {
-        return Err(format!(
-            "{vip}:{port} reached a server in recovery (a replica)"
-        ));
-    }
+    let client = connect_to_role(vip, port, secrets, false).await?;
     client
         .simple_query(&format!(
             "CREATE SCHEMA IF NOT EXISTS pgstrap; \
@@ -309,11 +308,7 @@ async fn read_through(
     secrets: &Secrets,
     token: &str,
 ) -> Result<String, String> {
-    let client = connect(vip, port, secrets).await?;
-    let recovery = scalar(&client, "SELECT pg_is_in_recovery()").await?;
-    if recovery.as_deref() != Some("t") {
-        return Err(format!("{vip}:{port} reached the primary, not a replica"));
-    }
+    let client = connect_to_role(vip, port, secrets, true).await?;
     let server = server_address(&client).await;
     // Replication is asynchronous: poll briefly for the row.
     let start = Instant::now();
