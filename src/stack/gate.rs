@@ -30,7 +30,7 @@ where
         let attempt = Instant::now();
         match probe().await {
             Poll::Ready(value) => {
-                tracing::info!("{what}: ready after {:.1}s", start.elapsed().as_secs_f64());
+                tracing::debug!("{what}: ready after {:.1}s", start.elapsed().as_secs_f64());
                 return Ok(value);
             }
             Poll::NotYet(seen) => {
