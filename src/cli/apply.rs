@@ -13,12 +13,17 @@ pub struct Args {
     /// Skip the final verification with real clients.
     #[arg(long)]
     pub no_verify: bool,
+    /// Apply parameters that need a restart with a rolling restart (replicas one by one, a
+    /// switchover, then the old primary). Without it they are reported as pending.
+    #[arg(long)]
+    pub rolling_restart: bool,
 }
 
 pub fn run(args: Args, verbose: u8) -> Result<i32> {
     let Args {
         engine: args,
         no_verify,
+        rolling_restart,
     } = args;
     let project = crate::render::load_project(&args.inventory.inventory, &args.inventory.set)?;
     let options = args.options();
@@ -35,24 +40,26 @@ pub fn run(args: Args, verbose: u8) -> Result<i32> {
         eprint!("{}", crate::ui::summary::summary_text(&report));
         return Ok(report.exit_code());
     }
-    rollout(project, options, no_verify, args.json, verbose)
+    let options = crate::stack::rollout::Options {
+        engine: options,
+        skip_verify: no_verify,
+        rolling_restart,
+        ..Default::default()
+    };
+    rollout(project, options, args.json, verbose)
 }
 
 /// The rollout with progress and its report; shared by `apply` and `lab up --deploy` so the lab
 /// is deployed by exactly the code path real servers are.
 pub(crate) fn rollout(
     project: crate::render::Project,
-    engine: crate::exec::Options,
-    skip_verify: bool,
+    options: crate::stack::rollout::Options,
     json: bool,
     verbose: u8,
 ) -> Result<i32> {
+    let engine = options.engine.clone();
     let report = crate::ui::progress::run_with_progress(verbose, engine, |engine| async move {
-        let options = crate::stack::rollout::Options {
-            engine,
-            skip_verify,
-            ..Default::default()
-        };
+        let options = crate::stack::rollout::Options { engine, ..options };
         crate::stack::rollout::rollout(&project, options).await
     })?;
     if json {

@@ -130,13 +130,7 @@ pub fn run(args: Args, verbose: u8) -> crate::error::Result<i32> {
 /// connect.
 fn deploy_on(info: &lab::LabInfo, verbose: u8) -> crate::error::Result<i32> {
     let project = crate::render::load_project(&info.inventory, &[])?;
-    let code = super::apply::rollout(
-        project,
-        crate::exec::Options::default(),
-        false,
-        false,
-        verbose,
-    )?;
+    let code = super::apply::rollout(project, Default::default(), false, verbose)?;
     if code != 0 {
         return Ok(code);
     }

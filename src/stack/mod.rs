@@ -6,6 +6,7 @@ pub mod gate;
 pub mod patroni;
 pub mod postgres;
 pub mod preflight;
+pub mod restart;
 pub mod rollout;
 pub mod scram;
 pub mod status;

@@ -152,6 +152,13 @@ impl Patroni {
             .await
     }
 
+    /// `POST /restart` of this member, only if it has a restart pending.
+    pub async fn restart_pending(&self, address: &str, port: u16) -> Result<(), String> {
+        let body = serde_json::json!({"restart_pending": true});
+        self.send(reqwest::Method::POST, address, port, "/restart", &body)
+            .await
+    }
+
     /// An authenticated (unsafe) request; a non-2xx answer is an error with Patroni's text.
     async fn send(
         &self,

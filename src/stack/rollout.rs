@@ -42,6 +42,9 @@ pub struct Options {
     pub gate_timeout: Duration,
     /// Replication lag a healthy replica may have (bytes).
     pub max_lag_bytes: u64,
+    /// Apply parameters that need a restart by a rolling restart (replicas, switchover, old
+    /// primary); otherwise they are reported as pending.
+    pub rolling_restart: bool,
 }
 
 impl Default for Options {
@@ -51,6 +54,7 @@ impl Default for Options {
             skip_verify: false,
             gate_timeout: Duration::from_secs(180),
             max_lag_bytes: 16 * 1024 * 1024,
+            rolling_restart: false,
         }
     }
 }
@@ -386,6 +390,25 @@ async fn converge_cluster(
                 None,
                 format!("updated Patroni's dynamic configuration: {}", keys(&change)),
             ));
+            if let Some(Value::Object(parameters)) =
+                change.get("postgresql").and_then(|p| p.get("parameters"))
+            {
+                stage(
+                    options,
+                    format!(
+                        "{}: waiting for the new settings on every member",
+                        cluster.name
+                    ),
+                );
+                super::restart::wait_applied(
+                    project,
+                    cluster,
+                    secrets,
+                    parameters,
+                    options.gate_timeout,
+                )
+                .await?;
+            }
         }
         // 5. PgBouncer's auth function, on the primary (a standby cluster gets it by replication).
         if let Some(session) = open.get(&leader) {
@@ -401,15 +424,6 @@ async fn converge_cluster(
                     Some(&leader),
                     format!("created PgBouncer's auth role {user} and pgbouncer.get_auth()"),
                 ));
-            }
-        }
-        // Parameters that need a restart are reported, never applied by a surprise restart.
-        for member in &cluster.postgres {
-            let body = pending_restart(&patroni, &project.address(member), rest_port).await;
-            if body {
-                report
-                    .pending_restart
-                    .push(format!("{member} (cluster {})", cluster.name));
             }
         }
     }
@@ -443,7 +457,89 @@ async fn converge_cluster(
         )
         .await?;
     }
+
+    // Parameters that need a restart: a rolling restart when allowed, else reported.
+    if cluster.standby_of.is_none() {
+        let pending = super::restart::pending(project, cluster, &patroni).await;
+        if !pending.is_empty() && options.rolling_restart {
+            stage(
+                options,
+                format!(
+                    "{}: rolling restart of {}",
+                    cluster.name,
+                    pending.join(", ")
+                ),
+            );
+            let done = super::restart::rolling_restart(
+                project,
+                cluster,
+                secrets,
+                &patroni,
+                &leader,
+                &pending,
+                options.gate_timeout,
+            )
+            .await?;
+            for step in done {
+                report.actions.push(action(None, step));
+            }
+        } else {
+            report.pending_restart.extend(
+                pending
+                    .iter()
+                    .map(|m| format!("{m} (cluster {})", cluster.name)),
+            );
+        }
+    }
     Ok(())
+}
+
+/// What `apply` would change beyond the engine, read-only: per primary cluster, the dynamic
+/// configuration keys that differ from the inventory, members pending a restart, or that the
+/// cluster is not bootstrapped yet. For `plan`.
+pub async fn plan_orchestration(project: &Project, secrets: &Secrets) -> Vec<String> {
+    let Some(password) = secrets.get("rest_api_password").cloned() else {
+        return Vec::new();
+    };
+    let patroni = Patroni::new(password);
+    let mut lines = Vec::new();
+    for cluster in project.inventory.clusters.values() {
+        let port = project.cluster_port(cluster, "patroni.restapi_port", 8008);
+        let Some(view) = first_view(project, cluster, &patroni, port).await else {
+            lines.push(format!("cluster {}: Patroni is not running: apply will bootstrap it (leader first, then replicas)", cluster.name));
+            continue;
+        };
+        let Some(leader) = view.leader() else {
+            lines.push(format!(
+                "cluster {}: no leader now {}",
+                cluster.name,
+                view.describe()
+            ));
+            continue;
+        };
+        if cluster.standby_of.is_some() {
+            continue;
+        }
+        let address = leader.host.clone().unwrap_or_default();
+        match dynamic_config_change(project, cluster, &patroni, &address, port).await {
+            Ok(Some(change)) => lines.push(format!(
+                "cluster {}: dynamic configuration would change: {}",
+                cluster.name,
+                keys(&change)
+            )),
+            Ok(None) => {}
+            Err(e) => lines.push(format!("cluster {}: {e}", cluster.name)),
+        }
+        let pending = super::restart::pending(project, cluster, &patroni).await;
+        if !pending.is_empty() {
+            lines.push(format!(
+                "cluster {}: restart pending on {} (apply --rolling-restart)",
+                cluster.name,
+                pending.join(", ")
+            ));
+        }
+    }
+    lines
 }
 
 fn keys(change: &Value) -> String {
@@ -682,13 +778,6 @@ async fn dynamic_config_change(
         .await
         .map_err(|e| Error::failure(format!("cluster {}: GET /config: {e}", cluster.name), None))?;
     Ok(config_diff(&desired_dynamic(project, cluster), &live))
-}
-
-async fn pending_restart(patroni: &Patroni, address: &str, port: u16) -> bool {
-    patroni
-        .status(address, port)
-        .await
-        .is_ok_and(|status| status.get("pending_restart").and_then(Value::as_bool) == Some(true))
 }
 
 #[cfg(test)]

@@ -194,7 +194,7 @@ pub fn rollout_text(report: &crate::stack::rollout::RolloutReport, verbose: u8) 
     for pending in &report.pending_restart {
         let _ = writeln!(
             out,
-            "warning: {pending}: a changed parameter waits for a restart (`pgstrap status`; restart in a maintenance window)"
+            "warning: {pending}: a changed parameter waits for a restart; `pgstrap apply --rolling-restart` restarts replicas first, switches over, then restarts the old primary"
         );
     }
     if let Some(verify) = &report.verify {

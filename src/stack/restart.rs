@@ -1,0 +1,190 @@
+//! Parameters that need a restart: wait until a configuration change has reached every member,
+//! then — only when the user allowed it — a rolling restart: replicas first, one at a time, each
+//! back and streaming before the next; then a switchover to a restarted replica; then the old
+//! primary. Without permission, the members are only reported as pending a restart.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::gate::{wait_for, Poll};
+use super::patroni::Patroni;
+use super::verify;
+use crate::error::{Error, Result};
+use crate::inventory::secrets::Secrets;
+use crate::inventory::Cluster;
+use crate::render::Project;
+
+/// Loose equality of a setting as PostgreSQL shows it and as the inventory writes it.
+fn same_setting(shown: &str, wanted: &Value) -> bool {
+    let wanted = match wanted {
+        Value::String(s) => s.clone(),
+        Value::Bool(true) => "on".into(),
+        Value::Bool(false) => "off".into(),
+        other => other.to_string(),
+    };
+    let norm = |s: &str| {
+        s.trim()
+            .trim_matches('\'')
+            .to_ascii_lowercase()
+            .replace(' ', "")
+    };
+    norm(shown) == norm(&wanted)
+}
+
+/// Gate: every member runs with `parameters`, or has them pending a restart (Patroni applies a
+/// `PATCH /config` on its next loop; this waits for that instead of sleeping).
+pub async fn wait_applied(
+    project: &Project,
+    cluster: &Cluster,
+    secrets: &Secrets,
+    parameters: &serde_json::Map<String, Value>,
+    timeout: Duration,
+) -> Result<()> {
+    if parameters.is_empty() {
+        return Ok(());
+    }
+    let port = project.cluster_port(cluster, "pgbouncer.port", 6432);
+    let names: Vec<String> = parameters
+        .keys()
+        .map(|k| format!("'{}'", k.replace('\'', "''")))
+        .collect();
+    let sql = format!(
+        "SELECT name, current_setting(name), pending_restart FROM pg_settings WHERE name IN ({})",
+        names.join(",")
+    );
+    wait_for(
+        &format!("the new settings of {} to reach every member", cluster.name),
+        timeout,
+        Duration::from_millis(500),
+        "Patroni applies dynamic configuration on its next loop (loop_wait); see `journalctl -u patroni`",
+        || async {
+            for host in &cluster.postgres {
+                let rows = match verify::connect(&project.address(host), port, secrets).await {
+                    Ok(client) => verify::rows(&client, &sql).await,
+                    Err(e) => Err(e),
+                };
+                let rows = match rows {
+                    Ok(rows) => rows,
+                    Err(e) => return Poll::NotYet(format!("{host}: {e}")),
+                };
+                for (name, wanted) in parameters {
+                    let row = rows.iter().find(|r| r.first() == Some(name));
+                    let applied = row.is_some_and(|r| {
+                        r.get(2).map(String::as_str) == Some("t")
+                            || r.get(1).is_some_and(|shown| same_setting(shown, wanted))
+                    });
+                    if !applied {
+                        return Poll::NotYet(format!("{host}: {name} not applied yet ({row:?})"));
+                    }
+                }
+            }
+            Poll::Ready(())
+        },
+    )
+    .await
+}
+
+/// The members of `cluster` with a restart pending (`GET /patroni`).
+pub async fn pending(project: &Project, cluster: &Cluster, patroni: &Patroni) -> Vec<String> {
+    let port = project.cluster_port(cluster, "patroni.restapi_port", 8008);
+    let mut out = Vec::new();
+    for host in &cluster.postgres {
+        let status = patroni.status(&project.address(host), port).await;
+        if status.is_ok_and(|s| s.get("pending_restart").and_then(Value::as_bool) == Some(true)) {
+            out.push(host.clone());
+        }
+    }
+    out
+}
+
+/// Restart one member and wait until it runs without a pending restart.
+async fn restart_member(
+    project: &Project,
+    cluster: &Cluster,
+    patroni: &Patroni,
+    host: &str,
+    timeout: Duration,
+) -> Result<()> {
+    let port = project.cluster_port(cluster, "patroni.restapi_port", 8008);
+    let address = project.address(host);
+    patroni
+        .restart_pending(&address, port)
+        .await
+        .map_err(|e| Error::failure(format!("{host}: restart refused: {e}"), None))?;
+    wait_for(
+        &format!("{host} to run again after its restart"),
+        timeout,
+        Duration::from_millis(500),
+        "see `journalctl -u patroni` on that host",
+        || async {
+            match patroni.status(&address, port).await {
+                Ok(s)
+                    if s["state"] == "running"
+                        && s.get("pending_restart").and_then(Value::as_bool) != Some(true) =>
+                {
+                    Poll::Ready(())
+                }
+                Ok(s) => Poll::NotYet(format!("state {}", s["state"])),
+                Err(e) => Poll::NotYet(e),
+            }
+        },
+    )
+    .await
+}
+
+/// The rolling restart. Returns what was done, one line per step.
+pub async fn rolling_restart(
+    project: &Project,
+    cluster: &Cluster,
+    secrets: &Secrets,
+    patroni: &Patroni,
+    leader: &str,
+    pending_hosts: &[String],
+    timeout: Duration,
+) -> Result<Vec<String>> {
+    let mut done = Vec::new();
+    for host in pending_hosts.iter().filter(|h| h.as_str() != leader) {
+        restart_member(project, cluster, patroni, host, timeout).await?;
+        done.push(format!("restarted replica {host}"));
+    }
+    if pending_hosts.iter().any(|h| h == leader) {
+        let candidate = cluster
+            .postgres
+            .iter()
+            .find(|h| h.as_str() != leader)
+            .ok_or_else(|| {
+                Error::failure(
+                    format!(
+                        "{}: no replica to switch over to before restarting the primary",
+                        cluster.name
+                    ),
+                    None,
+                )
+            })?;
+        let switched =
+            super::switchover::switchover(project, secrets, Some(&cluster.name), Some(candidate))
+                .await?;
+        done.push(format!(
+            "switched over {} → {} ({:.1} s)",
+            switched.from, switched.to, switched.seconds
+        ));
+        restart_member(project, cluster, patroni, leader, timeout).await?;
+        done.push(format!("restarted former primary {leader}"));
+    }
+    Ok(done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn settings_compare_as_postgres_shows_them() {
+        assert!(same_setting("200", &json!(200)));
+        assert!(same_setting("on", &json!(true)));
+        assert!(same_setting("256MB", &json!("256MB")));
+        assert!(!same_setting("100", &json!(200)));
+    }
+}
