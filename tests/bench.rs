@@ -37,10 +37,16 @@ fn ms(d: Duration) -> String {
     format!("{:.0} ms", d.as_secs_f64() * 1000.0)
 }
 
-/// The lab inventory with its clusters removed: only the `common` role applies.
-fn hosts_only_inventory() -> std::path::PathBuf {
+/// The lab inventory with its clusters removed: only the `common` role applies. `ssh_options`
+/// go under `ssh.options`.
+fn hosts_only_inventory(ssh_options: &str) -> std::path::PathBuf {
     let lab = std::fs::read_to_string(format!("{DIR}/inventory.yaml")).expect("lab inventory");
     let head = lab.split("clusters:").next().expect("head");
+    let head = if ssh_options.is_empty() {
+        head.to_owned()
+    } else {
+        head.replacen("ssh:\n", &format!("ssh:\n  options: {{{ssh_options}}}\n"), 1)
+    };
     let path = Path::new(DIR).join("hosts-only.yaml");
     std::fs::write(&path, format!("{head}clusters: {{}}\n")).expect("write");
     path
@@ -65,7 +71,7 @@ fn bench_engine_on_lab_hosts() {
     let rt = runtime();
     pgstrap_ok(&["lab", "down"]);
     pgstrap_ok(&["lab", "up", "--hosts", "6"]);
-    let path = hosts_only_inventory();
+    let path = hosts_only_inventory("");
     let project = pgstrap::render::load_project(&path, &[]).expect("inventory");
     let first = rt
         .block_on(exec::apply(&project, Options::default()))

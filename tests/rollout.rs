@@ -156,14 +156,14 @@ fn rollout_end_to_end() {
     let secrets = project.secrets(false).expect("secrets");
     let runtime = runtime();
     runtime
-        .block_on(write_once("10.77.0.100", &secrets))
+        .block_on(write_once("10.77.0.250", &secrets))
         .expect("writes work before the cut");
     let killed = leader(INVENTORY);
     pgstrap_ok(&["lab", "kill", &killed]);
     let cut = Instant::now();
     let resumed = runtime.block_on(async {
         loop {
-            if write_once("10.77.0.100", &secrets).await.is_ok() {
+            if write_once("10.77.0.250", &secrets).await.is_ok() {
                 return Some(cut.elapsed());
             }
             if cut.elapsed() > Duration::from_secs(180) {
@@ -211,7 +211,7 @@ fn rollout_with_dedicated_etcd_and_balancers_on_the_db_hosts() {
     // Keep the lab's ssh, apt and hosts; replace the clusters.
     let head = lab.split("clusters:").next().expect("inventory head");
     let inventory = format!(
-        "{head}clusters:\n  pay:\n    etcd: [n1, n2, n3]\n    postgres: [n4, n5, n6]\n    balancers: [n4, n5, n6]\n    vip: 10.77.0.100/24\n    networks: [10.77.0.0/24]\n"
+        "{head}clusters:\n  pay:\n    etcd: [n1, n2, n3]\n    postgres: [n4, n5, n6]\n    balancers: [n4, n5, n6]\n    vip: 10.77.0.250/24\n    networks: [10.77.0.0/24]\n"
     );
     let path = format!("{DIR}/dedicated-etcd.yaml");
     std::fs::write(&path, inventory).expect("write inventory");

@@ -64,7 +64,7 @@ impl EngineArgs {
             parallel: self.parallel,
             hosts: (!self.hosts.is_empty()).then(|| self.hosts.clone()),
             roles: (!self.roles.is_empty()).then(|| self.roles.clone()),
-            events: None,
+            ..Default::default()
         }
     }
 }

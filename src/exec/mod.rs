@@ -38,6 +38,8 @@ pub struct Options {
     pub roles: Option<Vec<String>>,
     /// Where events go (the UI); `None`: nowhere.
     pub events: Option<UnboundedSender<Event>>,
+    /// Connections already open (by an orchestration), reused instead of connecting again.
+    pub sessions: BTreeMap<String, Session>,
 }
 
 impl Default for Options {
@@ -47,6 +49,7 @@ impl Default for Options {
             hosts: None,
             roles: None,
             events: None,
+            sessions: BTreeMap::new(),
         }
     }
 }
@@ -255,6 +258,8 @@ struct HostRun {
     target: Target,
     state: HostState,
     session: Option<Session>,
+    /// An open connection handed over by the caller.
+    reuse: Option<Session>,
     facts: Facts,
     report: HostReport,
     done: bool,
@@ -441,7 +446,11 @@ impl HostRun {
     async fn prologue(mut self, mode: Mode) -> Self {
         self.step("connect");
         let started = Instant::now();
-        match Session::connect(&self.target, self.masker.clone()).await {
+        let open = match self.reuse.take() {
+            Some(session) => Ok(session),
+            None => Session::connect(&self.target, self.masker.clone()).await,
+        };
+        match open {
             Ok(session) => self.session = Some(session),
             Err(error) => {
                 self.report.timings.connect_ms = started.elapsed().as_millis() as u64;
@@ -590,6 +599,7 @@ pub async fn run(
     let mut runs: Vec<HostRun> = Vec::new();
     let mut order: Vec<String> = Vec::new();
     for state in desired.hosts {
+        let reuse = options.sessions.get(&state.host).cloned();
         let Some(target) = targets.get(&state.host).cloned() else {
             continue;
         };
@@ -609,6 +619,7 @@ pub async fn run(
             target,
             state,
             session: None,
+            reuse,
             facts: Facts::default(),
             done: false,
             started: Instant::now(),

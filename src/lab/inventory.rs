@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 /// The networks of the two lab datacenters (every cluster's `networks`).
 pub const NETWORKS: [&str; 2] = ["10.77.0.0/24", "10.77.1.0/24"];
 
-/// The most hosts a lab datacenter takes: addresses .11 and up stay below the VIP at .100.
-pub const MAX_HOSTS_PER_DATACENTER: usize = 50;
+/// The most hosts a lab datacenter takes: addresses .11 to .210 stay below the VIP at .250.
+pub const MAX_HOSTS_PER_DATACENTER: usize = 200;
 
 /// One lab host: `n1..nN` in dc1 (10.77.0.11…), `d1..dM` in dc2 (10.77.1.11…).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -72,7 +72,7 @@ pub fn layout(dc1: usize, dc2: usize) -> Vec<ClusterLayout> {
         standby_of: None,
         etcd: names("n", 1..=3),
         postgres: names("n", 1..=3),
-        vip: (!balancers.is_empty()).then(|| "10.77.0.100/24".to_string()),
+        vip: (!balancers.is_empty()).then(|| "10.77.0.250/24".to_string()),
         balancers,
     });
     if dc2 >= 3 {
@@ -177,7 +177,7 @@ mod tests {
             assert_eq!(etcd, ["n1", "n2", "n3"]);
             assert_eq!(postgres, ["n1", "n2", "n3"]);
             assert_eq!(balancers, ["n1", "n2"]);
-            assert_eq!(clusters[0].vip.as_deref(), Some("10.77.0.100/24"));
+            assert_eq!(clusters[0].vip.as_deref(), Some("10.77.0.250/24"));
         }
     }
 
@@ -246,7 +246,7 @@ clusters:
     etcd: [n1, n2, n3]
     postgres: [n1, n2, n3]
     balancers: [n4, n5]
-    vip: 10.77.0.100/24
+    vip: 10.77.0.250/24
     networks: [10.77.0.0/24, 10.77.1.0/24]
   dr:
     datacenter: dc2

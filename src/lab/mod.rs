@@ -172,6 +172,7 @@ pub fn up(opts: &UpOptions) -> Result<LabInfo> {
 
     net::ensure_bridges()?;
     net::install_filter_and_forwarding(dir)?;
+    net::raise_inotify_instances(dir, hosts.len())?;
     let (apt_proxy, apt_proxy_problem) = match cache::ensure(dir, &opts.cache_dir) {
         Ok(installed) => {
             installed_packages.extend(installed);

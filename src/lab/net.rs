@@ -379,6 +379,53 @@ pub fn install_filter_and_forwarding(dir: &Path) -> Result<()> {
     write_forward("1")
 }
 
+/// Make sure the kernel allows enough inotify instances for `hosts` systemd containers (each
+/// systemd takes a few; the usual default of 128 stops at about 50 hosts with "Too many open
+/// files"). The old value is saved beside `ip_forward` and restored by `lab down`.
+pub fn raise_inotify_instances(dir: &Path, hosts: usize) -> Result<()> {
+    const KEY: &str = "fs.inotify.max_user_instances";
+    let path = "/proc/sys/fs/inotify/max_user_instances";
+    let current: usize = std::fs::read_to_string(path)
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(128);
+    let wanted = 128 + 8 * hosts;
+    if current >= wanted {
+        return Ok(());
+    }
+    let saved = dir.join(SAVED_SYSCTLS);
+    let text = std::fs::read_to_string(&saved).unwrap_or_default();
+    if !text.lines().any(|l| l.starts_with(&format!("{KEY}="))) {
+        std::fs::write(&saved, format!("{text}{KEY}={current}\n")).map_err(|error| {
+            Error::failure(
+                format!("could not write {}: {error}", saved.display()),
+                None,
+            )
+        })?;
+    }
+    std::fs::write(path, wanted.to_string()).map_err(|error| {
+        Error::failure(
+            format!("could not raise {KEY} to {wanted}: {error}"),
+            Some("run as root".into()),
+        )
+    })
+}
+
+/// Put back every saved sysctl other than `ip_forward` (which goes first, with the filter).
+fn restore_other_sysctls(dir: &Path) {
+    let Ok(text) = std::fs::read_to_string(dir.join(SAVED_SYSCTLS)) else {
+        return;
+    };
+    for line in text.lines() {
+        if let Some((key, value)) = line.split_once('=') {
+            if key != "net.ipv4.ip_forward" {
+                let path = format!("/proc/sys/{}", key.replace('.', "/"));
+                let _ = std::fs::write(path, value.trim());
+            }
+        }
+    }
+}
+
 fn saved_forward(dir: &Path) -> Option<String> {
     let text = std::fs::read_to_string(dir.join(SAVED_SYSCTLS)).ok()?;
     text.lines()
@@ -391,8 +438,9 @@ fn saved_forward(dir: &Path) -> Option<String> {
 pub fn remove_filter_and_forwarding(dir: &Path) -> Result<()> {
     if let Some(old) = saved_forward(dir) {
         write_forward(&old)?;
-        let _ = std::fs::remove_file(dir.join(SAVED_SYSCTLS));
     }
+    restore_other_sysctls(dir);
+    let _ = std::fs::remove_file(dir.join(SAVED_SYSCTLS));
     if nft_table_exists() {
         Cmd::new("nft")
             .args(["delete", "table", "inet", NFT_TABLE])

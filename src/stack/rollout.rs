@@ -165,7 +165,10 @@ pub async fn rollout(project: &Project, options: Options) -> Result<RolloutRepor
 
     // 2. The engine: every role on every host.
     stage(&options, "configure: packages and files on every host");
-    let engine = exec::apply(project, options.engine.clone()).await?;
+    // The engine reuses the connections preflight opened (one ControlMaster per host).
+    let mut engine_options = options.engine.clone();
+    engine_options.sessions = open.clone();
+    let engine = exec::apply(project, engine_options).await?;
     let engine_ok = engine.exit_code() == 0;
     report.engine = Some(engine);
     if !engine_ok {
@@ -230,23 +233,32 @@ async fn default_clusters(
     open: &BTreeMap<String, Session>,
     version: &str,
 ) -> Result<(Vec<String>, Vec<Problem>)> {
+    let hosts: Vec<&String> = project
+        .inventory
+        .clusters
+        .values()
+        .flat_map(|c| c.postgres.iter())
+        .collect();
+    let checks = hosts.iter().filter_map(|host| {
+        open.get(*host).map(|session| async move {
+            (
+                (*host).clone(),
+                postgres::default_cluster(session, version).await,
+            )
+        })
+    });
     let mut untouched = Vec::new();
     let mut problems = Vec::new();
-    for cluster in project.inventory.clusters.values() {
-        for host in &cluster.postgres {
-            let Some(session) = open.get(host) else {
-                continue;
-            };
-            match postgres::default_cluster(session, version).await? {
-                DefaultCluster::Absent => {}
-                DefaultCluster::Untouched => untouched.push(host.clone()),
-                DefaultCluster::HasData(what) => problems.push(Problem {
-                    host: host.clone(),
-                    message: format!("Debian's default cluster {version}/main holds data ({what})"),
-                    hint: format!("pgstrap never drops a cluster with data: move the data, or drop it yourself with `pg_dropcluster --stop {version} main`"),
-                    warning: false,
-                }),
-            }
+    for (host, state) in futures::future::join_all(checks).await {
+        match state? {
+            DefaultCluster::Absent => {}
+            DefaultCluster::Untouched => untouched.push(host),
+            DefaultCluster::HasData(what) => problems.push(Problem {
+                message: format!("Debian's default cluster {version}/main holds data ({what})"),
+                hint: format!("pgstrap never drops a cluster with data: move the data, or drop it yourself with `pg_dropcluster --stop {version} main`"),
+                warning: false,
+                host,
+            }),
         }
     }
     Ok((untouched, problems))
@@ -568,22 +580,26 @@ async fn patroni_running(
     cluster: &Cluster,
     open: &BTreeMap<String, Session>,
 ) -> Result<Vec<String>> {
+    let checks = cluster.postgres.iter().filter_map(|host| {
+        open.get(host).map(|session| async move {
+            let output = session
+                .output(&RemoteCommand::new(&[
+                    "systemctl",
+                    "is-active",
+                    "--quiet",
+                    "patroni",
+                ]))
+                .await;
+            (host.clone(), output)
+        })
+    });
     let mut running = Vec::new();
-    for host in &cluster.postgres {
-        let Some(session) = open.get(host) else {
-            continue;
-        };
-        let output = session
-            .output(&RemoteCommand::new(&[
-                "systemctl",
-                "is-active",
-                "--quiet",
-                "patroni",
-            ]))
-            .await
-            .map_err(|e| Error::failure(e.to_string(), None))?;
-        if output.success() {
-            running.push(host.clone());
+    for (host, output) in futures::future::join_all(checks).await {
+        if output
+            .map_err(|e| Error::failure(e.to_string(), None))?
+            .success()
+        {
+            running.push(host);
         }
     }
     Ok(running)
