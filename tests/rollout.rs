@@ -197,6 +197,67 @@ fn rollout_end_to_end() {
         );
         std::thread::sleep(Duration::from_secs(2));
     }
+
+    // A parameter a reload covers: patched into Patroni's dynamic configuration, no restart.
+    let work_mem = "--set=postgresql.parameters.work_mem=8MB";
+    let (ok, output) = stderr_of(&["apply", "--no-verify", "-i", INVENTORY, work_mem]);
+    assert!(ok, "{output}");
+    assert!(
+        output.contains("dynamic configuration: postgresql.parameters.work_mem"),
+        "{output}"
+    );
+    assert!(!output.contains("waits for a restart"), "{output}");
+    // A parameter that needs a restart: planned, then reported as pending...
+    let connections = "--set=postgresql.parameters.max_connections=150";
+    let plan = pgstrap_ok(&["plan", "-i", INVENTORY, work_mem, connections]);
+    assert!(
+        plan.contains("would change: postgresql.parameters.max_connections"),
+        "{plan}"
+    );
+    let (ok, output) = stderr_of(&[
+        "apply",
+        "--no-verify",
+        "-i",
+        INVENTORY,
+        work_mem,
+        connections,
+    ]);
+    assert!(ok, "{output}");
+    assert!(output.contains("waits for a restart"), "{output}");
+    // ...and applied by a rolling restart only when allowed; writes still land on a primary.
+    let started = Instant::now();
+    let (ok, output) = stderr_of(&[
+        "apply",
+        "--rolling-restart",
+        "-i",
+        INVENTORY,
+        work_mem,
+        connections,
+    ]);
+    eprintln!(
+        "figure: rolling restart of 3 members: {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(ok, "{output}");
+    assert!(
+        output.contains("restarted replica") && output.contains("switched over"),
+        "{output}"
+    );
+    assert!(output.contains("verified: all"), "{output}");
+    let client = runtime
+        .block_on(pgstrap::stack::verify::connect(
+            "10.77.0.250",
+            5000,
+            &secrets,
+        ))
+        .expect("connect");
+    let shown = runtime
+        .block_on(pgstrap::stack::verify::scalar(
+            &client,
+            "SHOW max_connections",
+        ))
+        .expect("show");
+    assert_eq!(shown.as_deref(), Some("150"));
 }
 
 /// etcd on its own three hosts; HAProxy and keepalived on the three DB hosts.

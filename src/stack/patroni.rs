@@ -171,6 +171,8 @@ impl Patroni {
         let response = self
             .http
             .request(method.clone(), format!("http://{address}:{port}{path}"))
+            // A switchover or a restart answers only when it is done.
+            .timeout(Duration::from_secs(90))
             .basic_auth(&self.username, Some(self.password.expose()))
             .json(body)
             .send()

@@ -3,6 +3,7 @@
 //! back and streaming before the next; then a switchover to a restarted replica; then the old
 //! primary. Without permission, the members are only reported as pending a restart.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -87,50 +88,69 @@ pub async fn wait_applied(
 
 /// The members of `cluster` with a restart pending (`GET /patroni`).
 pub async fn pending(project: &Project, cluster: &Cluster, patroni: &Patroni) -> Vec<String> {
-    let port = project.cluster_port(cluster, "patroni.restapi_port", 8008);
     let mut out = Vec::new();
     for host in &cluster.postgres {
-        let status = patroni.status(&project.address(host), port).await;
-        if status.is_ok_and(|s| s.get("pending_restart").and_then(Value::as_bool) == Some(true)) {
+        if is_pending(project, cluster, patroni, host).await {
             out.push(host.clone());
         }
     }
     out
 }
 
-/// Restart one member and wait until it runs without a pending restart.
-async fn restart_member(
+async fn is_pending(project: &Project, cluster: &Cluster, patroni: &Patroni, host: &str) -> bool {
+    let port = project.cluster_port(cluster, "patroni.restapi_port", 8008);
+    patroni
+        .status(&project.address(host), port)
+        .await
+        .is_ok_and(|s| s.get("pending_restart").and_then(Value::as_bool) == Some(true))
+}
+
+/// Bring one replica to run without a pending restart: ask Patroni to restart it while it is a
+/// running replica with a restart pending (Patroni refuses while it is still changing state, so
+/// this polls), until it runs without one. Never restarts a primary. Returns whether a restart
+/// was requested (a demotion may already have applied the settings).
+async fn restart_replica(
     project: &Project,
     cluster: &Cluster,
     patroni: &Patroni,
     host: &str,
     timeout: Duration,
-) -> Result<()> {
+) -> Result<bool> {
     let port = project.cluster_port(cluster, "patroni.restapi_port", 8008);
     let address = project.address(host);
-    patroni
-        .restart_pending(&address, port)
-        .await
-        .map_err(|e| Error::failure(format!("{host}: restart refused: {e}"), None))?;
+    let requested = AtomicBool::new(false);
     wait_for(
-        &format!("{host} to run again after its restart"),
+        &format!("{host} to run without a pending restart"),
         timeout,
         Duration::from_millis(500),
         "see `journalctl -u patroni` on that host",
         || async {
-            match patroni.status(&address, port).await {
-                Ok(s)
-                    if s["state"] == "running"
-                        && s.get("pending_restart").and_then(Value::as_bool) != Some(true) =>
-                {
-                    Poll::Ready(())
-                }
-                Ok(s) => Poll::NotYet(format!("state {}", s["state"])),
-                Err(e) => Poll::NotYet(e),
+            let status = match patroni.status(&address, port).await {
+                Ok(s) => s,
+                Err(e) => return Poll::NotYet(e),
+            };
+            let pending = status.get("pending_restart").and_then(Value::as_bool) == Some(true);
+            let running = status["state"] == "running";
+            // Done only as a running replica: during a demotion the former primary reports no
+            // pending restart before it has actually restarted as a replica.
+            match (running, pending, status["role"] == "replica") {
+                (true, false, true) => Poll::Ready(()),
+                (true, true, true) => match patroni.restart_pending(&address, port).await {
+                    Ok(()) => {
+                        requested.store(true, Ordering::Relaxed);
+                        Poll::NotYet("restarted; waiting for it to run".into())
+                    }
+                    Err(e) => Poll::NotYet(format!("restart not accepted yet: {e}")),
+                },
+                _ => Poll::NotYet(format!(
+                    "role {}, state {}",
+                    status["role"], status["state"]
+                )),
             }
         },
     )
-    .await
+    .await?;
+    Ok(requested.load(Ordering::Relaxed))
 }
 
 /// The rolling restart. Returns what was done, one line per step.
@@ -145,8 +165,9 @@ pub async fn rolling_restart(
 ) -> Result<Vec<String>> {
     let mut done = Vec::new();
     for host in pending_hosts.iter().filter(|h| h.as_str() != leader) {
-        restart_member(project, cluster, patroni, host, timeout).await?;
-        done.push(format!("restarted replica {host}"));
+        if restart_replica(project, cluster, patroni, host, timeout).await? {
+            done.push(format!("restarted replica {host}"));
+        }
     }
     if pending_hosts.iter().any(|h| h == leader) {
         let candidate = cluster
@@ -169,8 +190,14 @@ pub async fn rolling_restart(
             "switched over {} → {} ({:.1} s)",
             switched.from, switched.to, switched.seconds
         ));
-        restart_member(project, cluster, patroni, leader, timeout).await?;
-        done.push(format!("restarted former primary {leader}"));
+        // Demotion restarts PostgreSQL as a replica, which often applies the settings already.
+        if restart_replica(project, cluster, patroni, leader, timeout).await? {
+            done.push(format!("restarted former primary {leader}"));
+        } else {
+            done.push(format!(
+                "former primary {leader} runs the new settings since its demotion"
+            ));
+        }
     }
     Ok(done)
 }
