@@ -446,28 +446,32 @@ pub struct SshAccess<'a> {
 impl SshAccess<'_> {
     /// `ssh` with the lab's key and known_hosts; `-F /dev/null` so no user config interferes.
     pub fn command(&self, address: &str) -> Cmd {
-        Cmd::new("ssh")
-            .args(["-F", "/dev/null", "-i"])
-            .arg(self.identity_file.to_string_lossy())
-            .arg("-o")
-            .arg(format!(
-                "UserKnownHostsFile={}",
-                self.known_hosts.to_string_lossy()
-            ))
-            .args([
-                "-o",
-                "StrictHostKeyChecking=yes",
-                "-o",
-                "BatchMode=yes",
-                "-o",
-                "IdentitiesOnly=yes",
-                "-o",
-                "ConnectTimeout=5",
-                "-o",
-                "LogLevel=ERROR",
-            ])
-            .arg(format!("root@{address}"))
+        Cmd::new("ssh").args(ssh_args(self.identity_file, self.known_hosts, address))
     }
+}
+
+/// The arguments of `ssh` to a lab host as root: this key, this known_hosts, strict host-key
+/// checking, no user config (`-F /dev/null`), batch mode. Append the remote command.
+pub fn ssh_args(identity_file: &Path, known_hosts: &Path, address: &str) -> Vec<String> {
+    let mut args: Vec<String> = ["-F", "/dev/null", "-i"].map(String::from).to_vec();
+    args.push(identity_file.to_string_lossy().into_owned());
+    args.push("-o".into());
+    args.push(format!(
+        "UserKnownHostsFile={}",
+        known_hosts.to_string_lossy()
+    ));
+    for option in [
+        "StrictHostKeyChecking=yes",
+        "BatchMode=yes",
+        "IdentitiesOnly=yes",
+        "ConnectTimeout=5",
+        "LogLevel=ERROR",
+    ] {
+        args.push("-o".into());
+        args.push(option.into());
+    }
+    args.push(format!("root@{address}"));
+    args
 }
 
 /// Wait until the host's sshd answers and systemd has finished booting (`running`, or `degraded`

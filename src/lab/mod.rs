@@ -502,26 +502,11 @@ fn start(dir: &Path, state: &LabState, target: &LabHost) -> Result<()> {
 pub fn ssh_command(dir: &Path, address: &str) -> std::process::Command {
     let (_, known_hosts, identity_file) = paths(dir);
     let mut command = std::process::Command::new("ssh");
-    command
-        .args(["-F", "/dev/null", "-i"])
-        .arg(&identity_file)
-        .arg("-o")
-        .arg(format!("UserKnownHostsFile={}", known_hosts.display()))
-        .args([
-            "-o",
-            "StrictHostKeyChecking=yes",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "IdentitiesOnly=yes",
-            "-o",
-            "ConnectTimeout=5",
-            "-o",
-            "LogLevel=ERROR",
-        ])
-        .arg(format!("root@{address}"));
+    command.args(host::ssh_args(&identity_file, &known_hosts, address));
     command
 }
+
+pub use host::ssh_args;
 
 /// How long an operation took, for the CLI's summary lines.
 pub fn elapsed_since(start: Instant) -> String {

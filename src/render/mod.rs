@@ -94,6 +94,16 @@ impl Project {
             .unwrap_or(default)
     }
 
+    /// The client URLs of a cluster's etcd members.
+    pub fn etcd_endpoints(&self, cluster: &Cluster) -> Vec<String> {
+        let port = self.cluster_port(cluster, "etcd.client_port", 2379);
+        cluster
+            .etcd
+            .iter()
+            .map(|h| format!("http://{}:{port}", self.address(h)))
+            .collect()
+    }
+
     /// The address of a host by name (empty when unknown; names are validated on load).
     pub fn address(&self, host: &str) -> String {
         self.inventory

@@ -112,11 +112,13 @@ async fn is_pending(project: &Project, cluster: &Cluster, patroni: &Patroni, hos
 async fn restart_replica(
     project: &Project,
     cluster: &Cluster,
+    secrets: &Secrets,
     patroni: &Patroni,
     host: &str,
     timeout: Duration,
 ) -> Result<bool> {
     let port = project.cluster_port(cluster, "patroni.restapi_port", 8008);
+    let bouncer = project.cluster_port(cluster, "pgbouncer.port", 6432);
     let address = project.address(host);
     let requested = AtomicBool::new(false);
     wait_for(
@@ -134,7 +136,15 @@ async fn restart_replica(
             // Done only as a running replica: during a demotion the former primary reports no
             // pending restart before it has actually restarted as a replica.
             match (running, pending, status["role"] == "replica") {
-                (true, false, true) => Poll::Ready(()),
+                // Back in service: its PgBouncer serves queries again (it holds off logins
+                // for `server_login_retry` after PostgreSQL was down).
+                (true, false, true) => match verify::connect(&address, bouncer, secrets).await {
+                    Ok(client) => match verify::scalar(&client, "SELECT 1").await {
+                        Ok(_) => Poll::Ready(()),
+                        Err(e) => Poll::NotYet(format!("running; PgBouncer: {e}")),
+                    },
+                    Err(e) => Poll::NotYet(format!("running; PgBouncer: {e}")),
+                },
                 (true, true, true) => match patroni.restart_pending(&address, port).await {
                     Ok(()) => {
                         requested.store(true, Ordering::Relaxed);
@@ -165,7 +175,7 @@ pub async fn rolling_restart(
 ) -> Result<Vec<String>> {
     let mut done = Vec::new();
     for host in pending_hosts.iter().filter(|h| h.as_str() != leader) {
-        if restart_replica(project, cluster, patroni, host, timeout).await? {
+        if restart_replica(project, cluster, secrets, patroni, host, timeout).await? {
             done.push(format!("restarted replica {host}"));
         }
     }
@@ -191,7 +201,7 @@ pub async fn rolling_restart(
             switched.from, switched.to, switched.seconds
         ));
         // Demotion restarts PostgreSQL as a replica, which often applies the settings already.
-        if restart_replica(project, cluster, patroni, leader, timeout).await? {
+        if restart_replica(project, cluster, secrets, patroni, leader, timeout).await? {
             done.push(format!("restarted former primary {leader}"));
         } else {
             done.push(format!(

@@ -282,12 +282,7 @@ async fn converge_cluster(
         what,
     };
     // 3. etcd.
-    let etcd_port = project.cluster_port(cluster, "etcd.client_port", 2379);
-    let endpoints: Vec<String> = cluster
-        .etcd
-        .iter()
-        .map(|h| format!("http://{}:{etcd_port}", project.address(h)))
-        .collect();
+    let endpoints = project.etcd_endpoints(cluster);
     stage(
         options,
         format!(

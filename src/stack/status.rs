@@ -95,12 +95,7 @@ pub async fn status(project: &Project, secrets: &Secrets) -> Status {
         .unwrap_or_default();
     let mut clusters = Vec::new();
     for cluster in inventory.clusters.values() {
-        let etcd_port = project.cluster_port(cluster, "etcd.client_port", 2379);
-        let endpoints: Vec<String> = cluster
-            .etcd
-            .iter()
-            .map(|h| format!("http://{}:{etcd_port}", project.address(h)))
-            .collect();
+        let endpoints = project.etcd_endpoints(cluster);
         let etcd = etcd::health(&endpoints).await;
 
         let rest_port = project.cluster_port(cluster, "patroni.restapi_port", 8008);

@@ -109,12 +109,7 @@ pub async fn verify(project: &Project, secrets: &Secrets, max_lag_bytes: u64) ->
         };
 
         // etcd
-        let etcd_port = project.cluster_port(cluster, "etcd.client_port", 2379);
-        let endpoints: Vec<String> = cluster
-            .etcd
-            .iter()
-            .map(|h| format!("http://{}:{etcd_port}", project.address(h)))
-            .collect();
+        let endpoints = project.etcd_endpoints(cluster);
         match super::etcd::health(&endpoints).await {
             Ok(h) => add(
                 "etcd healthy",

@@ -47,21 +47,11 @@ pub fn known_hosts() -> PathBuf {
 /// `ssh` with the lab key, a given known_hosts and strict host-key checking.
 pub fn ssh(address: &str, known_hosts: &Path, remote: &str) -> Output {
     Command::new("ssh")
-        .args(["-F", "/dev/null", "-i"])
-        .arg(Path::new(DIR).join("id_ed25519"))
-        .arg("-o")
-        .arg(format!("UserKnownHostsFile={}", known_hosts.display()))
-        .args([
-            "-o",
-            "StrictHostKeyChecking=yes",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "ConnectTimeout=3",
-            "-o",
-            "LogLevel=ERROR",
-        ])
-        .arg(format!("root@{address}"))
+        .args(pgstrap::lab::ssh_args(
+            &Path::new(DIR).join("id_ed25519"),
+            known_hosts,
+            address,
+        ))
         .arg(remote)
         .output()
         .expect("run ssh")
