@@ -288,3 +288,33 @@ fn rollout_with_dedicated_etcd_and_balancers_on_the_db_hosts() {
     assert!(ok && output.contains("done: 0 change(s)"));
     pgstrap_ok(&["lab", "down"]);
 }
+
+/// A disaster-recovery standby cluster in a second datacenter: its own etcd, Patroni
+/// `standby_cluster` streaming through a permanent slot on the primary side, the primary side's
+/// writes visible on every standby host; a second apply changes nothing.
+#[test]
+fn rollout_with_a_dr_standby_cluster_in_a_second_datacenter() {
+    if !e2e_enabled() {
+        return;
+    }
+    pgstrap_ok(&["lab", "down"]);
+    pgstrap_ok(&["lab", "up", "--hosts", "5", "--dr-hosts", "3"]);
+    let started = Instant::now();
+    let (ok, output) = stderr_of(&["apply", "-i", INVENTORY]);
+    eprintln!(
+        "figure: rollout of a primary cluster and its DR standby cluster (8 fresh hosts): {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(ok, "rollout failed");
+    assert!(output.contains("verified: all"), "{output}");
+    assert!(output.contains("standby cluster dr streams from slot standby_dr"));
+    assert!(output.contains("standby cluster dr host d3 has the write"));
+    let patronictl = run_on(
+        "10.77.1.11",
+        "patronictl -c /etc/patroni/config.yml list -f json",
+    );
+    assert!(patronictl.contains("Standby Leader"), "{patronictl}");
+    let (ok, output) = stderr_of(&["apply", "--no-verify", "-i", INVENTORY]);
+    assert!(ok && output.contains("done: 0 change(s)"), "{output}");
+    pgstrap_ok(&["lab", "down"]);
+}

@@ -163,7 +163,7 @@ pub async fn verify(project: &Project, secrets: &Secrets, max_lag_bytes: u64) ->
             .collect();
         if let (Some(leader_host), false) = (leader_host, replicas.is_empty()) {
             let sql = "SELECT application_name, state, \
-                       coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn), -1)::bigint \
+                       coalesce(pg_wal_lsn_diff(CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END, replay_lsn), -1)::bigint \
                        FROM pg_stat_replication";
             let rows = match connect(&leader_host, bouncer_port, secrets).await {
                 Ok(client) => rows(&client, sql).await,
@@ -236,6 +236,27 @@ pub async fn verify(project: &Project, secrets: &Secrets, max_lag_bytes: u64) ->
                         matches!(active, Ok(Some(ref v)) if v == "t"),
                         format!("{active:?}"),
                     );
+                    // The write made through the VIP reaches every host of the standby cluster.
+                    if write.is_ok() {
+                        let port = project.cluster_port(standby, "pgbouncer.port", 6432);
+                        for host in &standby.postgres {
+                            let seen = match connect(&project.address(host), port, secrets).await {
+                                Ok(client) => wait_for_token(&client, &token).await,
+                                Err(e) => Err(e),
+                            };
+                            add(
+                                &format!(
+                                    "standby cluster {} host {host} has the write",
+                                    standby.name
+                                ),
+                                seen.is_ok(),
+                                seen.map_or_else(
+                                    |last| format!("not within 15s (last: {last})"),
+                                    |s| format!("after {s:.1}s"),
+                                ),
+                            );
+                        }
+                    }
                 }
             }
         }
@@ -305,24 +326,29 @@ async fn read_through(
 ) -> Result<String, String> {
     let client = connect_to_role(vip, port, secrets, true).await?;
     let server = server_address(&client).await;
-    // Replication is asynchronous: poll briefly for the row.
+    let seconds = wait_for_token(&client, token).await.map_err(|last| {
+        format!("the replica behind {vip}:{port} did not see the write within 15s (last: {last})")
+    })?;
+    Ok(format!(
+        "read the write through {vip}:{port} from a replica ({server}) after {seconds:.1}s"
+    ))
+}
+
+/// Replication is asynchronous: poll (up to 15 s) until the verification row is visible.
+/// Returns the seconds it took, or what was last seen.
+async fn wait_for_token(client: &Client, token: &str) -> Result<f64, String> {
     let start = Instant::now();
     loop {
         let seen = scalar(
-            &client,
+            client,
             &format!("SELECT count(*) FROM pgstrap.verify WHERE token = '{token}'"),
         )
         .await;
         if matches!(seen, Ok(Some(ref n)) if n == "1") {
-            return Ok(format!(
-                "read the write through {vip}:{port} from a replica ({server}) after {:.1}s",
-                start.elapsed().as_secs_f64()
-            ));
+            return Ok(start.elapsed().as_secs_f64());
         }
         if start.elapsed() > Duration::from_secs(15) {
-            return Err(format!(
-                "the replica behind {vip}:{port} did not see the write within 15s (last: {seen:?})"
-            ));
+            return Err(format!("{seen:?}"));
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
