@@ -171,6 +171,23 @@ pub struct HostReport {
     pub timings: Timings,
 }
 
+impl HostReport {
+    /// A host not worked on yet: ok, nothing done.
+    pub fn new(host: &str, address: &str) -> Self {
+        Self {
+            host: host.to_owned(),
+            address: address.to_owned(),
+            status: HostStatus::Ok,
+            changes: vec![],
+            noops: vec![],
+            warnings: vec![],
+            handlers: vec![],
+            failure: None,
+            timings: Timings::default(),
+        }
+    }
+}
+
 /// The result of a plan or an apply.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
@@ -605,17 +622,7 @@ pub async fn run(
         };
         order.push(state.host.clone());
         runs.push(HostRun {
-            report: HostReport {
-                host: state.host.clone(),
-                address: state.address.clone(),
-                status: HostStatus::Ok,
-                changes: vec![],
-                noops: vec![],
-                warnings: vec![],
-                handlers: vec![],
-                failure: None,
-                timings: Timings::default(),
-            },
+            report: HostReport::new(&state.host, &state.address),
             target,
             state,
             session: None,
@@ -664,15 +671,8 @@ mod tests {
 
     fn host(status: HostStatus) -> HostReport {
         HostReport {
-            host: "h".into(),
-            address: "a".into(),
             status,
-            changes: vec![],
-            noops: vec![],
-            warnings: vec![],
-            handlers: vec![],
-            failure: None,
-            timings: Timings::default(),
+            ..HostReport::new("h", "a")
         }
     }
 

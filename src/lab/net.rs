@@ -166,19 +166,17 @@ pub fn link_exists(name: &str) -> bool {
 
 /// Names of this machine's network links.
 pub fn links() -> Vec<String> {
-    std::fs::read_dir("/sys/class/net")
-        .map(|entries| {
-            entries
-                .filter_map(|e| e.ok())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default()
+    dir_names("/sys/class/net")
 }
 
 /// Names of the named network namespaces (`ip netns add`).
 pub fn netns_list() -> Vec<String> {
-    std::fs::read_dir("/run/netns")
+    dir_names("/run/netns")
+}
+
+/// The entries of a directory by name (none when it does not exist).
+fn dir_names(dir: &str) -> Vec<String> {
+    std::fs::read_dir(dir)
         .map(|entries| {
             entries
                 .filter_map(|e| e.ok())
