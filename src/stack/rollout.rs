@@ -28,7 +28,7 @@ use super::verify::{self, VerifyReport};
 use crate::connect::{RemoteCommand, Session, Target};
 use crate::error::{Error, Result};
 use crate::exec;
-use crate::inventory::secrets::Secrets;
+use crate::inventory::secrets::{Masker, Secrets};
 use crate::inventory::Cluster;
 use crate::render::Project;
 
@@ -102,20 +102,13 @@ fn stage(options: &Options, message: impl Into<String>) {
 }
 
 /// Open one SSH session per named host, in parallel.
-async fn sessions(
-    project: &Project,
-    names: &[String],
-    secrets: &Secrets,
-) -> Result<BTreeMap<String, Session>> {
-    let masker = secrets.masker();
-    let futures = names
-        .iter()
-        .filter_map(|name| project.inventory.hosts.get(name))
-        .map(|host| {
-            let target = Target::from_inventory(&project.inventory, host);
-            let masker = masker.clone();
-            async move { (target.host.clone(), Session::connect(&target, masker).await) }
-        });
+async fn sessions(targets: &[Target], masker: &Masker) -> Result<BTreeMap<String, Session>> {
+    let futures = targets.iter().map(|target| async move {
+        (
+            target.host.clone(),
+            Session::connect(target, masker.clone()).await,
+        )
+    });
     let mut out = BTreeMap::new();
     for (name, result) in futures::future::join_all(futures).await {
         let session = result.map_err(|e| Error::failure(e.to_string(), e.hint.clone()))?;
@@ -139,9 +132,47 @@ pub async fn rollout(project: &Project, options: Options) -> Result<RolloutRepor
 
     // 1. Preflight: every host at once.
     stage(&options, "preflight: every host at once");
-    let desired = crate::render::desired_state(project, &secrets, options.engine.hosts.as_deref())?;
-    let names: Vec<String> = desired.hosts.iter().map(|h| h.host.clone()).collect();
-    let open = sessions(project, &names, &secrets).await?;
+    // The desired state is rendered once: preflight judges it, the engine applies it.
+    let (desired, targets) = exec::prepare(project, &options.engine)?;
+    let open = sessions(&targets, &desired.masker).await?;
+    let result = converge(
+        project,
+        &options,
+        &secrets,
+        desired,
+        targets,
+        &open,
+        &mut report,
+    )
+    .await;
+    close(open).await;
+    result?;
+
+    // 7. Verify (when everything before went through).
+    let converged = !report.preflight.iter().any(|p| !p.warning)
+        && report.engine.as_ref().is_some_and(|e| e.exit_code() == 0);
+    if converged && !options.skip_verify {
+        stage(
+            &options,
+            "verify: real clients through the VIP, PgBouncer, etcd and Patroni",
+        );
+        report.verify = Some(verify::verify(project, &secrets, options.max_lag_bytes).await);
+    }
+    report.duration_ms = started.elapsed().as_millis() as u64;
+    Ok(report)
+}
+
+/// Steps 1–6 over the open connections; stops early (Ok) when preflight or the engine failed,
+/// which the report then shows.
+async fn converge(
+    project: &Project,
+    options: &Options,
+    secrets: &Secrets,
+    desired: crate::state::DesiredState,
+    targets: Vec<Target>,
+    open: &BTreeMap<String, Session>,
+    report: &mut RolloutReport,
+) -> Result<()> {
     let checks = desired.hosts.iter().filter_map(|state| {
         open.get(&state.host)
             .map(|session| preflight::check_host(session, state))
@@ -156,29 +187,24 @@ pub async fn rollout(project: &Project, options: Options) -> Result<RolloutRepor
     let version = project.postgres_version();
     report
         .preflight
-        .extend(default_clusters(project, &open, &version).await?.1);
+        .extend(default_clusters(project, open, &version).await?.1);
     if report.preflight.iter().any(|p| !p.warning) {
-        close(open).await;
-        report.duration_ms = started.elapsed().as_millis() as u64;
-        return Ok(report);
+        return Ok(());
     }
 
     // 2. The engine: every role on every host.
-    stage(&options, "configure: packages and files on every host");
+    stage(options, "configure: packages and files on every host");
     // The engine reuses the connections preflight opened (one ControlMaster per host).
     let mut engine_options = options.engine.clone();
     engine_options.sessions = open.clone();
-    let engine = exec::apply(project, engine_options).await?;
+    let engine = exec::run(desired, targets, exec::Mode::Apply, engine_options).await;
     let engine_ok = engine.exit_code() == 0;
     report.engine = Some(engine);
     if !engine_ok {
-        close(open).await;
-        report.duration_ms = started.elapsed().as_millis() as u64;
-        return Ok(report);
+        return Ok(());
     }
-    let (untouched, problems) = default_clusters(project, &open, &version).await?;
+    let (untouched, problems) = default_clusters(project, open, &version).await?;
     if let Some(problem) = problems.first() {
-        close(open).await;
         return Err(Error::failure(
             format!("{}: {}", problem.host, problem.message),
             Some(problem.hint.clone()),
@@ -210,20 +236,9 @@ pub async fn rollout(project: &Project, options: Options) -> Result<RolloutRepor
             .filter(|c| c.standby_of.is_some()),
     );
     for cluster in order {
-        converge_cluster(project, cluster, &secrets, &open, &options, &mut report).await?;
+        converge_cluster(project, cluster, secrets, open, options, report).await?;
     }
-    close(open).await;
-
-    // 7. Verify.
-    if !options.skip_verify {
-        stage(
-            &options,
-            "verify: real clients through the VIP, PgBouncer, etcd and Patroni",
-        );
-        report.verify = Some(verify::verify(project, &secrets, options.max_lag_bytes).await);
-    }
-    report.duration_ms = started.elapsed().as_millis() as u64;
-    Ok(report)
+    Ok(())
 }
 
 /// Debian's default cluster on every DB host: the hosts where it is untouched (safe to drop), and
