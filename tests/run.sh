@@ -11,7 +11,7 @@ quick=0
 [[ "${1:-}" == "--quick" ]] && quick=1
 
 # Packages: the build needs protoc (etcd-client); the config checks run the real programs.
-packages=(protobuf-compiler libprotobuf-dev haproxy keepalived psmisc patroni python3-etcd pgbouncer
+packages=(haproxy keepalived psmisc patroni python3-etcd pgbouncer
   etcd-server etcd-client postgresql-15 postgresql-common openssh-server)
 missing=()
 for p in "${packages[@]}"; do

@@ -1,10 +1,11 @@
-//! etcd through its API (`etcd-client`): member list, per-member health and the leader, and the
-//! gate "every member healthy and one leader".
+//! etcd through its v3 JSON API (the gRPC gateway every etcd 3.4+ member serves on its client
+//! URL): member list, per-member status and the leader, membership changes, and the gate "every
+//! member healthy and one leader". Plain HTTP+JSON keeps the build free of `protoc`.
 
 use std::time::Duration;
 
-use etcd_client::{Client, ConnectOptions};
-use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
 use super::gate::{wait_for, Poll};
 use crate::error::Result;
@@ -32,7 +33,7 @@ pub struct EtcdHealth {
 impl EtcdHealth {
     pub fn all_healthy(&self, expected: usize) -> bool {
         self.members.len() == expected
-            && self.members.iter().all(|m| m.healthy)
+            && self.members.iter().all(|m| m.healthy && !m.learner)
             && self.leader.is_some()
     }
 
@@ -42,9 +43,10 @@ impl EtcdHealth {
             .iter()
             .map(|m| {
                 format!(
-                    "{}={}{}",
+                    "{}={}{}{}",
                     m.name,
                     if m.healthy { "healthy" } else { "unhealthy" },
+                    if m.learner { "(learner)" } else { "" },
                     if m.leader { "(leader)" } else { "" }
                 )
             })
@@ -53,50 +55,261 @@ impl EtcdHealth {
     }
 }
 
-fn options() -> ConnectOptions {
-    ConnectOptions::new()
-        .with_connect_timeout(Duration::from_secs(2))
-        .with_timeout(Duration::from_secs(3))
+/// A 64-bit id: the gateway writes uint64 fields as JSON strings.
+fn id<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<u64, D::Error> {
+    match serde_json::Value::deserialize(d)? {
+        serde_json::Value::String(s) => s.parse().map_err(serde::de::Error::custom),
+        serde_json::Value::Number(n) => n
+            .as_u64()
+            .ok_or_else(|| serde::de::Error::custom("not a u64")),
+        serde_json::Value::Null => Ok(0),
+        other => Err(serde::de::Error::custom(format!("unexpected id {other}"))),
+    }
+}
+
+/// A member in `member/list` or `member/add`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct RawMember {
+    #[serde(rename = "ID", deserialize_with = "id", default)]
+    pub id: u64,
+    #[serde(default)]
+    pub name: String,
+    #[serde(rename = "peerURLs", default)]
+    pub peer_urls: Vec<String>,
+    #[serde(rename = "clientURLs", default)]
+    pub client_urls: Vec<String>,
+    #[serde(rename = "isLearner", default)]
+    pub is_learner: bool,
+}
+
+#[derive(Debug, Deserialize)]
+struct MemberList {
+    #[serde(default)]
+    members: Vec<RawMember>,
+}
+
+#[derive(Debug, Deserialize)]
+struct MemberAdd {
+    member: RawMember,
+}
+
+/// `maintenance/status` of one member.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Status {
+    #[serde(default)]
+    pub version: String,
+    #[serde(deserialize_with = "id", default)]
+    pub leader: u64,
+    #[serde(default)]
+    pub errors: Vec<String>,
+    #[serde(rename = "isLearner", default)]
+    pub is_learner: bool,
+    #[serde(rename = "raftIndex", deserialize_with = "id", default)]
+    pub raft_index: u64,
+    #[serde(default)]
+    header: Header,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+struct Header {
+    #[serde(deserialize_with = "id", default)]
+    member_id: u64,
+}
+
+impl Status {
+    pub fn member_id(&self) -> u64 {
+        self.header.member_id
+    }
+}
+
+/// An etcd cluster reached through its client URLs.
+#[derive(Clone)]
+pub struct Etcd {
+    http: reqwest::Client,
+    endpoints: Vec<String>,
+}
+
+/// The text etcd's gateway puts in an error body, else the status line.
+#[derive(Deserialize)]
+struct GatewayError {
+    #[serde(default)]
+    message: String,
+    #[serde(default)]
+    error: String,
+}
+
+/// Plain words for a transport error (no Rust debug chains).
+fn transport(url: &str, e: &reqwest::Error) -> String {
+    if e.is_timeout() {
+        format!("{url}: no answer (timed out)")
+    } else if e.is_connect() {
+        format!("{url}: connection refused or host unreachable")
+    } else {
+        format!("{url}: {e}")
+    }
+}
+
+impl Etcd {
+    pub fn new(endpoints: &[String]) -> Self {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(2))
+            .timeout(Duration::from_secs(3))
+            .build()
+            .unwrap_or_default();
+        Self {
+            http,
+            endpoints: endpoints.to_vec(),
+        }
+    }
+
+    /// POST one gateway call to one endpoint.
+    async fn call_at<T: DeserializeOwned>(
+        &self,
+        endpoint: &str,
+        path: &str,
+        body: serde_json::Value,
+    ) -> std::result::Result<T, String> {
+        let url = format!("{}/v3/{path}", endpoint.trim_end_matches('/'));
+        let response = self
+            .http
+            .post(&url)
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| transport(endpoint, &e))?;
+        let status = response.status();
+        let text = response
+            .text()
+            .await
+            .map_err(|e| transport(endpoint, &e))?;
+        if !status.is_success() {
+            let message = serde_json::from_str::<GatewayError>(&text)
+                .map(|g| if g.message.is_empty() { g.error } else { g.message })
+                .unwrap_or_else(|_| text.trim().to_owned());
+            return Err(format!("{endpoint}: {path}: {message} (HTTP {status})"));
+        }
+        serde_json::from_str(&text)
+            .map_err(|e| format!("{endpoint}: {path}: unexpected answer: {e}"))
+    }
+
+    /// The same call on each endpoint in turn until one answers.
+    async fn call<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: serde_json::Value,
+    ) -> std::result::Result<T, String> {
+        let mut errors = Vec::new();
+        for endpoint in &self.endpoints {
+            match self.call_at(endpoint, path, body.clone()).await {
+                Ok(v) => return Ok(v),
+                Err(e) => errors.push(e),
+            }
+        }
+        Err(format!("no etcd endpoint answered: {}", errors.join("; ")))
+    }
+
+    pub async fn members(&self) -> std::result::Result<Vec<RawMember>, String> {
+        let list: MemberList = self
+            .call("cluster/member/list", serde_json::json!({}))
+            .await?;
+        Ok(list.members)
+    }
+
+    pub async fn status(&self, endpoint: &str) -> std::result::Result<Status, String> {
+        self.call_at(endpoint, "maintenance/status", serde_json::json!({}))
+            .await
+    }
+
+    /// `member add` as a learner (or a voter when `learner` is false); returns the new member.
+    pub async fn add_member(
+        &self,
+        peer_url: &str,
+        learner: bool,
+    ) -> std::result::Result<RawMember, String> {
+        let added: MemberAdd = self
+            .call(
+                "cluster/member/add",
+                serde_json::json!({"peerURLs": [peer_url], "isLearner": learner}),
+            )
+            .await?;
+        Ok(added.member)
+    }
+
+    pub async fn promote_member(&self, id: u64) -> std::result::Result<(), String> {
+        let _: serde_json::Value = self
+            .call("cluster/member/promote", serde_json::json!({"ID": id.to_string()}))
+            .await?;
+        Ok(())
+    }
+
+    pub async fn remove_member(&self, id: u64) -> std::result::Result<(), String> {
+        let _: serde_json::Value = self
+            .call("cluster/member/remove", serde_json::json!({"ID": id.to_string()}))
+            .await?;
+        Ok(())
+    }
+
+    /// Move leadership to `target` (the call must reach the current leader).
+    pub async fn move_leader(
+        &self,
+        leader_endpoint: &str,
+        target: u64,
+    ) -> std::result::Result<(), String> {
+        let _: serde_json::Value = self
+            .call_at(
+                leader_endpoint,
+                "maintenance/transfer-leadership",
+                serde_json::json!({"targetID": target.to_string()}),
+            )
+            .await?;
+        Ok(())
+    }
 }
 
 /// Ask the cluster for its members (through any reachable endpoint), then each member for its
 /// status. An unreachable member is reported unhealthy, not an error.
 pub async fn health(endpoints: &[String]) -> std::result::Result<EtcdHealth, String> {
-    let mut client = Client::connect(endpoints, Some(options()))
-        .await
-        .map_err(|e| format!("cannot connect to etcd at {}: {e}", endpoints.join(", ")))?;
-    let list = client
-        .member_list()
-        .await
-        .map_err(|e| format!("etcd member list failed: {e}"))?;
+    let etcd = Etcd::new(endpoints);
+    let list = etcd.members().await?;
+    let statuses = futures::future::join_all(list.iter().map(|m| {
+        let etcd = etcd.clone();
+        let url = m.client_urls.first().cloned();
+        async move {
+            match url {
+                Some(url) => Some(etcd.status(&url).await),
+                None => None,
+            }
+        }
+    }))
+    .await;
     let mut members = Vec::new();
     let mut leader = None;
-    for member in list.members() {
-        let client_url = member.client_urls().first().cloned().unwrap_or_default();
+    for (member, status) in list.iter().zip(statuses) {
         let mut entry = EtcdMember {
-            name: member.name().to_owned(),
-            id: format!("{:x}", member.id()),
-            client_url: client_url.clone(),
+            name: if member.name.is_empty() {
+                "(unstarted)".into()
+            } else {
+                member.name.clone()
+            },
+            id: format!("{:x}", member.id),
+            client_url: member.client_urls.first().cloned().unwrap_or_default(),
             healthy: false,
             leader: false,
-            learner: member.is_learner(),
+            learner: member.is_learner,
             version: None,
             error: None,
         };
-        if client_url.is_empty() {
-            entry.error = Some("not started yet".into());
-        } else {
-            match member_status(&client_url).await {
-                Ok((version, leader_id, errors)) => {
-                    entry.healthy = errors.is_empty() && leader_id != 0;
-                    entry.leader = leader_id == member.id();
-                    entry.version = Some(version);
-                    if !errors.is_empty() {
-                        entry.error = Some(errors.join("; "));
-                    }
+        match status {
+            None => entry.error = Some("added but not started yet".into()),
+            Some(Ok(status)) => {
+                entry.healthy = status.errors.is_empty() && status.leader != 0;
+                entry.leader = status.leader == member.id;
+                entry.version = Some(status.version);
+                if !status.errors.is_empty() {
+                    entry.error = Some(status.errors.join("; "));
                 }
-                Err(e) => entry.error = Some(e),
             }
+            Some(Err(e)) => entry.error = Some(e),
         }
         if entry.leader {
             leader = Some(entry.name.clone());
@@ -105,18 +318,6 @@ pub async fn health(endpoints: &[String]) -> std::result::Result<EtcdHealth, Str
     }
     members.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(EtcdHealth { members, leader })
-}
-
-async fn member_status(url: &str) -> std::result::Result<(String, u64, Vec<String>), String> {
-    let mut client = Client::connect([url], Some(options()))
-        .await
-        .map_err(|e| format!("unreachable: {e}"))?;
-    let status = client.status().await.map_err(|e| format!("status: {e}"))?;
-    Ok((
-        status.version().to_owned(),
-        status.leader(),
-        status.errors().to_vec(),
-    ))
 }
 
 /// Gate: `expected` members, all healthy, one leader.
