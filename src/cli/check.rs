@@ -10,7 +10,11 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<i32> {
-    let summary = crate::render::check(&args.inventory.inventory, &args.inventory.set)?;
+    let summary = crate::render::check(
+        &args.inventory.inventory,
+        &args.inventory.set,
+        args.inventory.release.as_deref(),
+    )?;
     crate::ui::print_warnings(&summary.warnings);
     crate::ui::eprintln(&format!(
         "ok: {} is valid ({} hosts, {} clusters, {} files would be managed)",

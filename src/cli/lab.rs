@@ -27,6 +27,9 @@ pub enum LabCommand {
         /// Where the Debian base (and the package cache) are kept across `lab down`.
         #[arg(long, value_name = "DIR", default_value = lab::DEFAULT_CACHE_DIR)]
         cache_dir: PathBuf,
+        /// The Debian release the hosts run: 13 (trixie, the default) or 12 (bookworm).
+        #[arg(long, value_name = "RELEASE", default_value = "13")]
+        release: String,
         /// Then roll out the whole stack on the lab (exactly `pgstrap apply -i <lab inventory>`),
         /// print its status and how to connect.
         #[arg(long)]
@@ -60,6 +63,7 @@ pub fn run(args: Args, verbose: u8) -> crate::error::Result<i32> {
             hosts,
             dr_hosts,
             cache_dir,
+            release,
             deploy,
         } => {
             let options = lab::UpOptions {
@@ -67,6 +71,7 @@ pub fn run(args: Args, verbose: u8) -> crate::error::Result<i32> {
                 cache_dir,
                 dc1_hosts: hosts,
                 dc2_hosts: dr_hosts,
+                release,
             };
             let info = lab::up(&options)?;
             print_up(&info, started);

@@ -36,6 +36,10 @@ pub struct InventoryArgs {
     /// Override a variable: KEY=VALUE (e.g. patroni.ttl=20); beats every other setting.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
+    /// The Debian release to render for when no host is reached (check, render, vars): 12 or
+    /// 13 (default 13). Commands that connect use each host's own release.
+    #[arg(long, value_name = "RELEASE")]
+    pub release: Option<String>,
 }
 
 /// Options of the commands that run the engine on hosts (`plan`, `apply`).

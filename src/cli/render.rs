@@ -23,6 +23,7 @@ pub fn run(args: Args) -> Result<i32> {
     let written = crate::render::render_to_dir(
         &args.inventory.inventory,
         &args.inventory.set,
+        args.inventory.release.as_deref(),
         &args.out,
         only,
     )?;

@@ -21,6 +21,7 @@ pub fn run(args: Args) -> Result<i32> {
     let views = crate::render::host_vars(
         &args.inventory.inventory,
         &args.inventory.set,
+        args.inventory.release.as_deref(),
         &args.host,
         args.cluster.as_deref(),
     )?;

@@ -221,18 +221,39 @@ impl Report {
 
 /// Plan: what `apply` would change on each host of the project (reads facts only).
 pub async fn plan(project: &Project, options: Options) -> Result<Report> {
-    let (desired, targets) = prepare(project, &options)?;
-    Ok(run(desired, targets, Mode::Plan, options).await)
+    let prepared = prepare(project, &options).await?;
+    Ok(prepared.run(Mode::Plan, options).await)
 }
 
 /// Apply: bring each host of the project to its desired state.
 pub async fn apply(project: &Project, options: Options) -> Result<Report> {
-    let (desired, targets) = prepare(project, &options)?;
-    Ok(run(desired, targets, Mode::Apply, options).await)
+    let prepared = prepare(project, &options).await?;
+    Ok(prepared.run(Mode::Apply, options).await)
 }
 
-/// The desired state and the connection targets, filtered by the options.
-pub fn prepare(project: &Project, options: &Options) -> Result<(DesiredState, Vec<Target>)> {
+/// What an engine run needs: each selected host's desired state, rendered for the Debian release
+/// the host runs, and the connections opened to learn that release (the run reuses them).
+pub struct Prepared {
+    pub desired: DesiredState,
+    pub targets: Vec<Target>,
+    /// Open connections by host; a host missing here could not be reached.
+    pub sessions: BTreeMap<String, Session>,
+    /// Hosts that could not be reached, with the error and its hint.
+    pub unreachable: Vec<(String, crate::connect::ConnectError)>,
+}
+
+impl Prepared {
+    /// Run the engine over the prepared state, reusing the open connections.
+    pub async fn run(self, mode: Mode, mut options: Options) -> Report {
+        options.sessions.extend(self.sessions);
+        run(self.desired, self.targets, mode, options).await
+    }
+}
+
+/// Check the options, connect to the selected hosts (in parallel, reusing connections in
+/// `options.sessions`), learn each host's release from `/etc/os-release` (one short command), and
+/// render the desired state for those releases.
+pub async fn prepare(project: &Project, options: &Options) -> Result<Prepared> {
     if let Some(hosts) = &options.hosts {
         for name in hosts {
             if !project.inventory.hosts.contains_key(name) {
@@ -255,19 +276,76 @@ pub fn prepare(project: &Project, options: &Options) -> Result<(DesiredState, Ve
         }
     }
     let secrets = project.secrets(true)?;
+    let targets: Vec<Target> = project
+        .inventory
+        .hosts
+        .values()
+        .filter(|h| options.hosts.as_ref().is_none_or(|only| only.contains(&h.name)))
+        .map(|h| Target::from_inventory(&project.inventory, h))
+        .collect();
+    let (sessions, unreachable) = connect_all(&targets, &options.sessions, &secrets.masker()).await;
+    project.learn_releases(releases(&sessions).await);
     let mut desired = crate::render::desired_state(project, &secrets, options.hosts.as_deref())?;
     if let Some(roles) = &options.roles {
         for host in &mut desired.hosts {
             host.roles.retain(|r| roles.contains(&r.role));
         }
     }
-    let targets = desired
-        .hosts
-        .iter()
-        .filter_map(|h| project.inventory.hosts.get(&h.host))
-        .map(|h| Target::from_inventory(&project.inventory, h))
-        .collect();
-    Ok((desired, targets))
+    Ok(Prepared {
+        desired,
+        targets,
+        sessions,
+        unreachable,
+    })
+}
+
+/// Connect to every target at once; already open connections are reused.
+pub async fn connect_all(
+    targets: &[Target],
+    open: &BTreeMap<String, Session>,
+    masker: &Masker,
+) -> (
+    BTreeMap<String, Session>,
+    Vec<(String, crate::connect::ConnectError)>,
+) {
+    let futures = targets.iter().map(|target| async move {
+        let result = match open.get(&target.host) {
+            Some(session) => Ok(session.clone()),
+            None => Session::connect(target, masker.clone()).await,
+        };
+        (target.host.clone(), result)
+    });
+    let mut sessions = BTreeMap::new();
+    let mut failed = Vec::new();
+    for (host, result) in futures::future::join_all(futures).await {
+        match result {
+            Ok(session) => {
+                sessions.insert(host, session);
+            }
+            Err(error) => failed.push((host, error)),
+        }
+    }
+    (sessions, failed)
+}
+
+/// Each connected host's Debian release (`VERSION_ID` of `/etc/os-release`); a host whose release
+/// cannot be read is left out (the default applies and preflight reports the host).
+pub async fn releases(sessions: &BTreeMap<String, Session>) -> Vec<(String, String)> {
+    let command = RemoteCommand::new(&["cat", "/etc/os-release"]);
+    let reads = sessions.iter().map(|(host, session)| {
+        let command = command.clone();
+        async move {
+            let output = session.run(&command).await.ok()?;
+            let os = facts::parse_os_release(&output.stdout_text());
+            (os.id == "debian" && !os.version_id.is_empty())
+                .then(|| (host.clone(), os.version_id))
+        }
+    });
+    futures::future::join_all(reads)
+        .await
+        .into_iter()
+        .flatten()
+        .collect()
 }
 
 /// One host through the run.

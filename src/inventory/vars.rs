@@ -14,6 +14,8 @@ use serde_json::{Map, Value};
 pub enum Origin {
     /// `roles/<role>/defaults.yaml`.
     RoleDefault(String),
+    /// `roles/<role>/debian-<release>.yaml`: what differs on the host's Debian release.
+    Release(String),
     /// The cluster's `vars`, `postgres_parameters` or `patroni` settings.
     Cluster(String),
     /// The host's `vars`.
@@ -26,6 +28,7 @@ impl fmt::Display for Origin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Origin::RoleDefault(role) => write!(f, "role default ({role})"),
+            Origin::Release(what) => write!(f, "release default ({what})"),
             Origin::Cluster(name) => write!(f, "cluster {name}"),
             Origin::Host(name) => write!(f, "host {name}"),
             Origin::CommandLine => f.write_str("--set"),
@@ -71,7 +74,8 @@ pub struct Vars {
     pub entries: BTreeMap<String, (Value, Origin)>,
 }
 
-/// Resolve variables: **role defaults < cluster settings < host settings < `--set`**.
+/// Resolve variables: **role defaults < release defaults < cluster settings < host settings <
+/// `--set`**.
 ///
 /// `layers` must be given in that order (lowest first); a later layer's value replaces an earlier
 /// one key by key, where keys are dotted paths, so `postgres_parameters: {max_connections: 200}`

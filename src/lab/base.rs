@@ -1,6 +1,6 @@
-//! This machine's prerequisites (tools installed with apt when missing, never removed) and the one
-//! Debian 12 base every lab host's overlay sits on: built with debootstrap once, cached as a
-//! tarball, unpacked next to it.
+//! This machine's prerequisites (tools installed with apt when missing, never removed) and the
+//! Debian base every lab host's overlay sits on, one per release (12 bookworm, 13 trixie): built
+//! with debootstrap once, cached as a tarball, unpacked next to it.
 
 use std::path::{Path, PathBuf};
 
@@ -8,13 +8,10 @@ use super::command::Cmd;
 use super::host::{mounts_under, unmount};
 use crate::error::{Error, Result};
 
-pub const SUITE: &str = "bookworm";
 pub const MIRROR: &str = "http://deb.debian.org/debian";
 const SECURITY_MIRROR: &str = "http://deb.debian.org/debian-security";
-const TARBALL: &str = "debian-bookworm-base.tar.zst";
-const UNPACKED: &str = "base-bookworm";
 const INCLUDE: &str = "systemd,systemd-sysv,dbus,openssh-server,iproute2,iputils-ping,procps,\
-sudo,ca-certificates,curl,python3,gnupg,lsb-release,netbase";
+sudo,ca-certificates,curl,python3,gnupg,netbase";
 
 /// The packages the lab needs on this machine, each with a file that proves it is there.
 pub const MACHINE_PACKAGES: [(&str, &str); 6] = [
@@ -74,10 +71,12 @@ pub struct Base {
 /// Make sure the base exists: use the unpacked copy; unpack the tarball when only it is there;
 /// run debootstrap only when both are missing. The unpacked copy is never replaced while it
 /// exists, because running hosts' overlays sit on it.
-pub fn ensure_base(cache_dir: &Path) -> Result<Base> {
-    let root = cache_dir.join(UNPACKED);
-    let ready_marker = cache_dir.join(format!("{UNPACKED}.ready"));
-    let tarball = cache_dir.join(TARBALL);
+pub fn ensure_base(cache_dir: &Path, release: &crate::role::Release) -> Result<Base> {
+    let suite = release.codename.as_str();
+    let unpacked = format!("base-{suite}");
+    let root = cache_dir.join(&unpacked);
+    let ready_marker = cache_dir.join(format!("{unpacked}.ready"));
+    let tarball = cache_dir.join(format!("debian-{suite}-base.tar.zst"));
     create_dir(cache_dir)?;
     if root.is_dir() && ready_marker.exists() {
         if !tarball.exists() {
@@ -85,7 +84,7 @@ pub fn ensure_base(cache_dir: &Path) -> Result<Base> {
         }
         return Ok(Base { root, built: false });
     }
-    let staging = cache_dir.join(format!("{UNPACKED}.tmp"));
+    let staging = cache_dir.join(format!("{unpacked}.tmp"));
     remove_tree(&staging)?;
     create_dir(&staging)?;
     let built = if tarball.exists() {
@@ -101,8 +100,11 @@ pub fn ensure_base(cache_dir: &Path) -> Result<Base> {
             ))?;
         false
     } else {
-        crate::ui::eprintln("lab: building the Debian 12 base with debootstrap (about a minute)");
-        build(&staging)?;
+        crate::ui::eprintln(&format!(
+            "lab: building the {} base with debootstrap (about a minute)",
+            release.name
+        ));
+        build(&staging, suite)?;
         pack(&staging, &tarball)?;
         true
     };
@@ -121,18 +123,18 @@ pub fn ensure_base(cache_dir: &Path) -> Result<Base> {
     Ok(Base { root, built })
 }
 
-fn build(dir: &Path) -> Result<()> {
+fn build(dir: &Path, suite: &str) -> Result<()> {
     let path = dir.to_string_lossy();
     Cmd::new("debootstrap")
-        .args(["--variant=minbase", &format!("--include={INCLUDE}"), SUITE])
+        .args(["--variant=minbase", &format!("--include={INCLUDE}"), suite])
         .arg(&path)
         .arg(MIRROR)
         .run(
             "debootstrap needs the Debian mirror; see debootstrap/debootstrap.log in the target",
         )?;
     let sources = format!(
-        "deb {MIRROR} {SUITE} main\ndeb {MIRROR} {SUITE}-updates main\n\
-         deb {SECURITY_MIRROR} {SUITE}-security main\n"
+        "deb {MIRROR} {suite} main\ndeb {MIRROR} {suite}-updates main\n\
+         deb {SECURITY_MIRROR} {suite}-security main\n"
     );
     write(&dir.join("etc/apt/sources.list"), &sources)?;
     // Each host gets its own keys and machine id; an empty machine-id file lets systemd boot.

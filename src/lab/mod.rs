@@ -41,16 +41,26 @@ pub struct UpOptions {
     pub dc1_hosts: usize,
     /// Hosts in datacenter 2 (`d1..`).
     pub dc2_hosts: usize,
+    /// The Debian release the hosts run (`12` or `13`).
+    pub release: String,
 }
 
 impl UpOptions {
+    /// `dc1_hosts` + `dc2_hosts` hosts of the default release.
     pub fn new(dc1_hosts: usize, dc2_hosts: usize) -> Self {
         Self {
             dir: PathBuf::from(DEFAULT_DIR),
             cache_dir: PathBuf::from(DEFAULT_CACHE_DIR),
             dc1_hosts,
             dc2_hosts,
+            release: crate::role::releases().default.clone(),
         }
+    }
+
+    /// The same, with hosts of `release`.
+    pub fn with_release(mut self, release: &str) -> Self {
+        release.clone_into(&mut self.release);
+        self
     }
 }
 
@@ -112,6 +122,13 @@ struct LabState {
     hosts: Vec<LabHost>,
     base_root: PathBuf,
     cache_dir: PathBuf,
+    /// The Debian release of the hosts (labs made before releases were recorded ran 12).
+    #[serde(default = "release_12")]
+    release: String,
+}
+
+fn release_12() -> String {
+    "12".into()
 }
 
 /// Fail with exit code 2 unless running as root.
@@ -155,17 +172,44 @@ pub fn up(opts: &UpOptions) -> Result<LabInfo> {
             Some("e.g. `pgstrap lab up --hosts 3 --dr-hosts 3`".into()),
         ));
     }
+    let releases = crate::role::releases();
+    let Some(release) = releases.get(&opts.release) else {
+        return Err(Error::usage(
+            format!("--release: Debian `{}` is not supported", opts.release),
+            Some(format!("supported releases: {}", releases.supported())),
+        ));
+    };
     let dir = &opts.dir;
+    if let Some(running) = load_state(dir).ok().filter(|s| s.release != opts.release) {
+        let up: Vec<&str> = running
+            .hosts
+            .iter()
+            .filter(|h| host::state(&h.name) != HostState::Stopped)
+            .map(|h| h.name.as_str())
+            .collect();
+        if !up.is_empty() {
+            return Err(Error::usage(
+                format!(
+                    "the lab runs Debian {} ({}); asked for Debian {}",
+                    running.release,
+                    up.join(", "),
+                    opts.release
+                ),
+                Some("`pgstrap lab down` first: one lab runs one release".into()),
+            ));
+        }
+    }
     let packages: Vec<&str> = base::MACHINE_PACKAGES.iter().map(|(p, _)| *p).collect();
     let mut installed_packages = base::install_missing(&packages)?;
     base::create_dir(dir)?;
-    let base = base::ensure_base(&opts.cache_dir)?;
+    let base = base::ensure_base(&opts.cache_dir, release)?;
     let public_key = ensure_key(dir)?;
     let hosts = inventory::hosts_for(opts.dc1_hosts, opts.dc2_hosts);
     let state = LabState {
         hosts: hosts.clone(),
         base_root: base.root.clone(),
         cache_dir: opts.cache_dir.clone(),
+        release: opts.release.clone(),
     };
     let removed = remove_unwanted_hosts(dir, &hosts)?;
     save_state(dir, &state)?;

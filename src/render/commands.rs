@@ -21,8 +21,9 @@ pub struct CheckSummary {
 
 /// Validate the inventory, the settings and every template (renders in memory; writes nothing,
 /// not even generated secrets).
-pub fn check(inventory: &Path, sets: &[String]) -> Result<CheckSummary> {
-    let project = load_project(inventory, sets)?;
+pub fn check(inventory: &Path, sets: &[String], release: Option<&str>) -> Result<CheckSummary> {
+    let mut project = load_project(inventory, sets)?;
+    project.assume_release(release)?;
     let secrets = project.secrets(false)?;
     let state = desired_state(&project, &secrets, None)?;
     Ok(CheckSummary {
@@ -44,10 +45,12 @@ pub struct Rendered {
 pub fn render_to_dir(
     inventory: &Path,
     sets: &[String],
+    release: Option<&str>,
     out: &Path,
     only: Option<&[String]>,
 ) -> Result<Rendered> {
-    let project = load_project(inventory, sets)?;
+    let mut project = load_project(inventory, sets)?;
+    project.assume_release(release)?;
     if let Some(names) = only {
         for name in names {
             if !project.inventory.hosts.contains_key(name) {
@@ -105,10 +108,12 @@ pub struct VarEntry {
 pub fn host_vars(
     inventory: &Path,
     sets: &[String],
+    release: Option<&str>,
     host: &str,
     cluster: Option<&str>,
 ) -> Result<Vec<VarsView>> {
-    let project = load_project(inventory, sets)?;
+    let mut project = load_project(inventory, sets)?;
+    project.assume_release(release)?;
     let Some(h) = project.inventory.hosts.get(host) else {
         let known: Vec<&str> = project.inventory.hosts.keys().map(String::as_str).collect();
         return Err(Error::usage(

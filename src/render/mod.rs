@@ -29,11 +29,19 @@ use crate::state::{
 };
 use engine::Engine;
 
-/// An inventory with everything needed to resolve settings: role defaults and `--set` values.
+/// An inventory with everything needed to resolve settings: role defaults, what differs per
+/// Debian release, the release of each host (learned from the hosts), and `--set` values.
 pub struct Project {
     pub inventory: Inventory,
     pub defaults: Vec<Layer>,
+    /// `roles/<role>/debian-<release>.yaml` layers, by release.
+    pub release_defaults: BTreeMap<String, Vec<Layer>>,
     pub command_line: Layer,
+    /// The release assumed for a host whose release is not known (yet): the built-in default or
+    /// `--release`; what `check`, `render` and `vars` render for.
+    pub default_release: String,
+    /// Each host's Debian release (`VERSION_ID`), learned from its facts when connecting.
+    releases: std::sync::RwLock<BTreeMap<String, String>>,
 }
 
 /// Load and validate an inventory together with the role defaults and `--set` values.
@@ -58,10 +66,17 @@ pub fn load_project(path: &Path, sets: &[String]) -> Result<Project> {
         command_line.values.insert(key, value);
     }
     let inventory = crate::inventory::load(path, &merged)?;
+    let mut release_defaults = BTreeMap::new();
+    for id in role::releases().releases.keys() {
+        release_defaults.insert(id.clone(), role::release_layers(id)?);
+    }
     Ok(Project {
         inventory,
         defaults,
+        release_defaults,
         command_line,
+        default_release: role::releases().default.clone(),
+        releases: Default::default(),
     })
 }
 
@@ -70,6 +85,7 @@ impl Project {
     /// by the one precedence rule in [`vars::resolve`].
     pub fn vars(&self, host: &Host, cluster: Option<&Cluster>) -> Vars {
         let mut layers: Vec<Layer> = self.defaults.clone();
+        layers.extend(self.release_layers(&self.release_of(&host.name)));
         if let Some(cluster) = cluster {
             layers.push(cluster.vars.clone());
         }
@@ -81,6 +97,7 @@ impl Project {
     /// The settings of a cluster as a whole (no host layer).
     pub fn cluster_vars(&self, cluster: &Cluster) -> Vars {
         let mut layers: Vec<Layer> = self.defaults.clone();
+        layers.extend(self.release_layers(&self.cluster_release(cluster)));
         layers.push(cluster.vars.clone());
         layers.push(self.command_line.clone());
         vars::resolve(&layers)
@@ -113,14 +130,69 @@ impl Project {
             .unwrap_or_default()
     }
 
-    /// The PostgreSQL major version the roles install (`postgresql.version`).
-    pub fn postgres_version(&self) -> String {
-        let layers = self.defaults.clone();
-        let mut all = layers;
-        all.push(self.command_line.clone());
-        vars::resolve(&all)
+    /// The PostgreSQL major version `host` runs as a member of `cluster` (`postgresql.version`,
+    /// through the one precedence rule: release default, cluster, host, `--set`).
+    pub fn postgres_version(&self, host: &Host, cluster: &Cluster) -> String {
+        self.vars(host, Some(cluster))
             .get_str("postgresql.version")
-            .unwrap_or_else(|| "15".into())
+            .unwrap_or_default()
+    }
+
+    /// Render for `release` where a host's own release is not known (`--release`).
+    pub fn assume_release(&mut self, release: Option<&str>) -> Result<()> {
+        let Some(release) = release else {
+            return Ok(());
+        };
+        let releases = role::releases();
+        if releases.get(release).is_none() {
+            return Err(Error::usage(
+                format!("--release: Debian `{release}` is not supported"),
+                Some(format!("supported releases: {}", releases.supported())),
+            ));
+        }
+        self.default_release = release.to_owned();
+        Ok(())
+    }
+
+    /// The release-specific layers of `release` (none for an unsupported release: preflight
+    /// refuses those hosts).
+    fn release_layers(&self, release: &str) -> Vec<Layer> {
+        self.release_defaults
+            .get(release)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Record the releases read from the hosts (`VERSION_ID` by host name).
+    pub fn learn_releases(&self, learned: impl IntoIterator<Item = (String, String)>) {
+        let mut releases = self
+            .releases
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        releases.extend(learned);
+    }
+
+    /// The Debian release of `host`: learned from the host, else the default.
+    pub fn release_of(&self, host: &str) -> String {
+        self.releases
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(host)
+            .cloned()
+            .unwrap_or_else(|| self.default_release.clone())
+    }
+
+    /// The release of a cluster: that of its first member (preflight refuses a cluster whose
+    /// hosts run different releases).
+    pub fn cluster_release(&self, cluster: &Cluster) -> String {
+        cluster
+            .postgres
+            .iter()
+            .chain(&cluster.etcd)
+            .chain(&cluster.balancers)
+            .next()
+            .map(|h| self.release_of(h))
+            .unwrap_or_else(|| self.default_release.clone())
     }
 
     /// The clusters `host` belongs to, with the groups it is in.

@@ -154,34 +154,102 @@ pub fn parse_mode(text: &str) -> Option<u32> {
         .filter(|m| *m <= 0o7777)
 }
 
+/// One supported Debian release (`roles/common/releases.yaml`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Release {
+    pub name: String,
+    pub codename: String,
+    /// PostgreSQL majors the release ships.
+    pub postgresql: Vec<u32>,
+}
+
+/// `roles/common/releases.yaml`: the supported releases and the default one.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Releases {
+    pub default: String,
+    pub releases: BTreeMap<String, Release>,
+}
+
+impl Releases {
+    pub fn get(&self, id: &str) -> Option<&Release> {
+        self.releases.get(id)
+    }
+
+    /// "12, 13" for messages.
+    pub fn supported(&self) -> String {
+        self.releases
+            .keys()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// The supported releases (built in; parsed once).
+pub fn releases() -> &'static Releases {
+    static RELEASES: std::sync::OnceLock<Releases> = std::sync::OnceLock::new();
+    RELEASES.get_or_init(|| {
+        let text = crate::render::engine::role_file("common", "releases.yaml")
+            .expect("roles/common/releases.yaml is built in");
+        // Invariant: the built-in file is valid (a unit test parses it).
+        serde_saphyr::from_str(text).expect("roles/common/releases.yaml is valid")
+    })
+}
+
+/// A built-in settings file of a role as one layer (`None` when the role has no such file).
+fn settings_layer(
+    role: &str,
+    file: &str,
+    origin: crate::inventory::vars::Origin,
+) -> crate::error::Result<Option<crate::inventory::vars::Layer>> {
+    let Some(text) = crate::render::engine::role_file(role, file) else {
+        return Ok(None);
+    };
+    let value: serde_json::Value = serde_saphyr::from_str(text).map_err(|e| {
+        crate::error::Error::failure(format!("built-in roles/{role}/{file} is invalid: {e}"), None)
+    })?;
+    let map = match value {
+        serde_json::Value::Object(map) => map,
+        serde_json::Value::Null => serde_json::Map::new(),
+        _ => {
+            return Err(crate::error::Error::failure(
+                format!("built-in roles/{role}/{file} must be a mapping"),
+                None,
+            ))
+        }
+    };
+    Ok(Some(crate::inventory::vars::Layer::from_nested(
+        origin, &map,
+    )))
+}
+
 /// The default settings of every role, one layer per role (lowest precedence).
 pub fn default_layers() -> crate::error::Result<Vec<crate::inventory::vars::Layer>> {
-    use crate::inventory::vars::{Layer, Origin};
+    use crate::inventory::vars::Origin;
     let mut layers = Vec::new();
     for role in ROLES {
-        let Some(text) = crate::render::engine::role_file(role, "defaults.yaml") else {
-            continue;
-        };
-        let value: serde_json::Value = serde_saphyr::from_str(text).map_err(|e| {
-            crate::error::Error::failure(
-                format!("built-in roles/{role}/defaults.yaml is invalid: {e}"),
-                None,
-            )
-        })?;
-        let map = match value {
-            serde_json::Value::Object(map) => map,
-            serde_json::Value::Null => serde_json::Map::new(),
-            _ => {
-                return Err(crate::error::Error::failure(
-                    format!("built-in roles/{role}/defaults.yaml must be a mapping"),
-                    None,
-                ))
-            }
-        };
-        layers.push(Layer::from_nested(
+        layers.extend(settings_layer(
+            role,
+            "defaults.yaml",
             Origin::RoleDefault((*role).to_owned()),
-            &map,
-        ));
+        )?);
+    }
+    Ok(layers)
+}
+
+/// What differs on `release` (`roles/<role>/debian-<release>.yaml`), one layer per role that has
+/// a difference; it sits right above the role defaults.
+pub fn release_layers(release: &str) -> crate::error::Result<Vec<crate::inventory::vars::Layer>> {
+    use crate::inventory::vars::Origin;
+    let mut layers = Vec::new();
+    for role in ROLES {
+        layers.extend(settings_layer(
+            role,
+            &format!("debian-{release}.yaml"),
+            Origin::Release(format!("debian {release}, {role}")),
+        )?);
     }
     Ok(layers)
 }
@@ -211,4 +279,45 @@ pub fn parse_manifest(role: &str, text: &str) -> crate::error::Result<Manifest> 
             ),
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn built_in_releases_parse_and_name_the_default() {
+        let releases = releases();
+        assert!(releases.get(&releases.default).is_some());
+        assert_eq!(releases.supported(), "12, 13");
+    }
+
+    #[test]
+    fn release_files_only_override_settings_the_defaults_declare() {
+        let defaults = all_defaults(&default_layers().unwrap());
+        for id in releases().releases.keys() {
+            for layer in release_layers(id).unwrap() {
+                for key in layer.values.keys() {
+                    assert!(
+                        crate::inventory::vars::is_known(&defaults, key),
+                        "{}: `{key}` is not in any defaults.yaml",
+                        layer.origin
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn each_release_defaults_to_a_postgresql_it_ships() {
+        for (id, release) in &releases().releases {
+            let layers = release_layers(id).unwrap();
+            let version = layers
+                .iter()
+                .find_map(|l| l.values.get("postgresql.version"))
+                .and_then(serde_json::Value::as_u64)
+                .unwrap();
+            assert!(release.postgresql.contains(&(version as u32)), "debian {id}");
+        }
+    }
 }

@@ -1,4 +1,5 @@
-//! Preflight: before anything changes, check every host at once — reachable, Debian 12, enough
+//! Preflight: before anything changes, check every host at once — reachable, a supported Debian
+//! release (one per cluster, shipping the PostgreSQL asked for), enough
 //! disk, clock in step with this machine, the stack's ports free (or held by the service that
 //! should hold them), its own name resolving — and report every problem in one list.
 
@@ -111,10 +112,18 @@ pub fn judge(
         warning,
     };
     let mut problems = Vec::new();
-    if facts.os != "debian 12" {
+    let releases = crate::role::releases();
+    let supported = facts
+        .os
+        .strip_prefix("debian ")
+        .is_some_and(|id| releases.get(id).is_some());
+    if !supported {
         problems.push(problem(
-            format!("the host runs `{}`, not Debian 12", facts.os),
-            "pgstrap supports Debian 12 (bookworm) hosts with Debian's packages",
+            format!("the host runs `{}`, not a supported Debian release", facts.os),
+            &format!(
+                "pgstrap supports Debian {} with Debian's own packages",
+                releases.supported()
+            ),
             false,
         ));
     }
@@ -176,6 +185,76 @@ pub fn judge(
                         false,
                     ));
                 }
+            }
+        }
+    }
+    problems
+}
+
+/// Release problems of the whole inventory, from the releases learned from the hosts: a cluster
+/// whose hosts run different releases (streaming replication needs one PostgreSQL major, and a
+/// cluster's members must run the same versions), and a `postgresql.version` the host's release
+/// does not ship.
+pub fn judge_releases(project: &crate::render::Project) -> Vec<Problem> {
+    let releases = crate::role::releases();
+    let mut problems = Vec::new();
+    for cluster in project.inventory.clusters.values() {
+        let mut hosts: Vec<&String> = cluster
+            .postgres
+            .iter()
+            .chain(&cluster.etcd)
+            .chain(&cluster.balancers)
+            .collect();
+        hosts.sort();
+        hosts.dedup();
+        let mut by_release: BTreeMap<String, Vec<&str>> = BTreeMap::new();
+        for host in &hosts {
+            by_release
+                .entry(project.release_of(host))
+                .or_default()
+                .push(host.as_str());
+        }
+        if by_release.len() > 1 {
+            let seen: Vec<String> = by_release
+                .iter()
+                .map(|(release, hosts)| format!("Debian {release} on {}", hosts.join(", ")))
+                .collect();
+            problems.push(Problem {
+                host: format!("cluster {}", cluster.name),
+                message: format!("its hosts run different releases: {}", seen.join("; ")),
+                hint: "streaming replication needs one PostgreSQL major on every member: run one Debian release per cluster (upgrade the others first)".into(),
+                warning: false,
+            });
+        }
+        for name in &cluster.postgres {
+            let Some(host) = project.inventory.hosts.get(name) else {
+                continue;
+            };
+            let release_id = project.release_of(name);
+            let Some(release) = releases.get(&release_id) else {
+                continue;
+            };
+            let version = project.postgres_version(host, cluster);
+            let ships = version
+                .parse::<u32>()
+                .is_ok_and(|v| release.postgresql.contains(&v));
+            if !ships {
+                let available: Vec<String> =
+                    release.postgresql.iter().map(u32::to_string).collect();
+                problems.push(Problem {
+                    host: name.clone(),
+                    message: format!(
+                        "postgresql.version {version} is not shipped by {} (available: {})",
+                        release.name,
+                        available.join(", ")
+                    ),
+                    hint: format!(
+                        "remove postgresql.version from the inventory to use the release's own ({}), or set one of: {}",
+                        available.join(", "),
+                        available.join(", ")
+                    ),
+                    warning: false,
+                });
             }
         }
     }

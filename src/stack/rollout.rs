@@ -28,7 +28,7 @@ use super::verify::{self, VerifyReport};
 use crate::connect::{RemoteCommand, Session, Target};
 use crate::error::{Error, Result};
 use crate::exec;
-use crate::inventory::secrets::{Masker, Secrets};
+use crate::inventory::secrets::Secrets;
 use crate::inventory::Cluster;
 use crate::render::Project;
 
@@ -101,22 +101,6 @@ fn stage(options: &Options, message: impl Into<String>) {
     }
 }
 
-/// Open one SSH session per named host, in parallel.
-async fn sessions(targets: &[Target], masker: &Masker) -> Result<BTreeMap<String, Session>> {
-    let futures = targets.iter().map(|target| async move {
-        (
-            target.host.clone(),
-            Session::connect(target, masker.clone()).await,
-        )
-    });
-    let mut out = BTreeMap::new();
-    for (name, result) in futures::future::join_all(futures).await {
-        let session = result.map_err(|e| Error::failure(e.to_string(), e.hint.clone()))?;
-        out.insert(name, session);
-    }
-    Ok(out)
-}
-
 /// Roll out the whole stack (or converge it when it is there).
 pub async fn rollout(project: &Project, options: Options) -> Result<RolloutReport> {
     let started = std::time::Instant::now();
@@ -132,15 +116,19 @@ pub async fn rollout(project: &Project, options: Options) -> Result<RolloutRepor
 
     // 1. Preflight: every host at once.
     stage(&options, "preflight: every host at once");
-    // The desired state is rendered once: preflight judges it, the engine applies it.
-    let (desired, targets) = exec::prepare(project, &options.engine)?;
-    let open = sessions(&targets, &desired.masker).await?;
+    // The desired state is rendered once, for each host's release: preflight judges it, the
+    // engine applies it, over the connections opened here.
+    let prepared = exec::prepare(project, &options.engine).await?;
+    if let Some((_, error)) = prepared.unreachable.first() {
+        return Err(Error::failure(error.to_string(), error.hint.clone()));
+    }
+    let open = prepared.sessions;
     let result = converge(
         project,
         &options,
         &secrets,
-        desired,
-        targets,
+        prepared.desired,
+        prepared.targets,
         &open,
         &mut report,
     )
@@ -182,12 +170,12 @@ async fn converge(
         .into_iter()
         .flatten()
         .collect();
+    report.preflight.extend(preflight::judge_releases(project));
     // Debian's own default cluster: never dropped when it holds data (refused here, before any
     // change); an untouched one is dropped after the packages are in (below).
-    let version = project.postgres_version();
     report
         .preflight
-        .extend(default_clusters(project, open, &version).await?.1);
+        .extend(default_clusters(project, open).await?.1);
     if report.preflight.iter().any(|p| !p.warning) {
         return Ok(());
     }
@@ -203,16 +191,16 @@ async fn converge(
     if !engine_ok {
         return Ok(());
     }
-    let (untouched, problems) = default_clusters(project, open, &version).await?;
+    let (untouched, problems) = default_clusters(project, open).await?;
     if let Some(problem) = problems.first() {
         return Err(Error::failure(
             format!("{}: {}", problem.host, problem.message),
             Some(problem.hint.clone()),
         ));
     }
-    for host in &untouched {
+    for (host, version) in &untouched {
         if let Some(session) = open.get(host) {
-            postgres::drop_default_cluster(session, &version).await?;
+            postgres::drop_default_cluster(session, version).await?;
             report.actions.push(Action {
                 cluster: String::new(),
                 host: Some(host.clone()),
@@ -241,33 +229,39 @@ async fn converge(
     Ok(())
 }
 
-/// Debian's default cluster on every DB host: the hosts where it is untouched (safe to drop), and
-/// a problem for each host where it holds data.
+/// Debian's default cluster on every DB host (of the PostgreSQL version that host runs): the
+/// hosts where it is untouched (safe to drop), with the version, and a problem for each host
+/// where it holds data.
 async fn default_clusters(
     project: &Project,
     open: &BTreeMap<String, Session>,
-    version: &str,
-) -> Result<(Vec<String>, Vec<Problem>)> {
-    let hosts: Vec<&String> = project
+) -> Result<(Vec<(String, String)>, Vec<Problem>)> {
+    let hosts: Vec<(String, String)> = project
         .inventory
         .clusters
         .values()
-        .flat_map(|c| c.postgres.iter())
+        .flat_map(|c| {
+            c.postgres.iter().filter_map(move |h| {
+                let host = project.inventory.hosts.get(h)?;
+                Some((h.clone(), project.postgres_version(host, c)))
+            })
+        })
         .collect();
-    let checks = hosts.iter().filter_map(|host| {
-        open.get(*host).map(|session| async move {
+    let checks = hosts.iter().filter_map(|(host, version)| {
+        open.get(host).map(|session| async move {
             (
-                (*host).clone(),
+                host.clone(),
+                version.clone(),
                 postgres::default_cluster(session, version).await,
             )
         })
     });
     let mut untouched = Vec::new();
     let mut problems = Vec::new();
-    for (host, state) in futures::future::join_all(checks).await {
+    for (host, version, state) in futures::future::join_all(checks).await {
         match state? {
             DefaultCluster::Absent => {}
-            DefaultCluster::Untouched => untouched.push(host),
+            DefaultCluster::Untouched => untouched.push((host, version)),
             DefaultCluster::HasData(what) => problems.push(Problem {
                 message: format!("Debian's default cluster {version}/main holds data ({what})"),
                 hint: format!("pgstrap never drops a cluster with data: move the data, or drop it yourself with `pg_dropcluster --stop {version} main`"),
