@@ -3,7 +3,11 @@
 //! `patroni --validate-config`, a PgBouncer start-up, `etcd --help` (every `ETCD_*` variable is a
 //! flag etcd knows), `pg_conftool` and `apt-config`.
 //!
-//! The programs come from Debian 12's packages (the versions pgstrap deploys):
+//! The configuration is rendered for this machine's Debian release (`--release`), so the programs
+//! here check the files meant for their own versions; the lab's end-to-end tests check the files
+//! of the other release with that release's programs, on its hosts.
+//!
+//! The programs come from the machine's Debian packages (the versions pgstrap deploys), e.g. on 12:
 //!   apt-get install --no-install-recommends haproxy keepalived psmisc patroni python3-etcd \
 //!       pgbouncer etcd-server postgresql-15 postgresql-common apt
 //! (install postgresql-15 with `create_main_cluster = false` in
@@ -78,6 +82,8 @@ fn render(name: &str, extra: &str) -> Rendered {
         .arg("render")
         .arg("-i")
         .arg(&inventory)
+        .arg("--release")
+        .arg(machine_release())
         .arg("--out")
         .arg(&out)
         .output()
@@ -94,6 +100,15 @@ fn render(name: &str, extra: &str) -> Rendered {
         _dir: dir,
         out,
     }
+}
+
+/// This machine's Debian release (`VERSION_ID`), which the programs checked here belong to.
+fn machine_release() -> String {
+    let text = fs::read_to_string("/etc/os-release").expect("/etc/os-release");
+    text.lines()
+        .find_map(|l| l.strip_prefix("VERSION_ID="))
+        .map(|v| v.trim_matches('"').to_owned())
+        .expect("VERSION_ID in /etc/os-release")
 }
 
 fn render_all() -> Vec<Rendered> {

@@ -12,7 +12,7 @@ quick=0
 
 # Packages: the build needs protoc (etcd-client); the config checks run the real programs.
 packages=(haproxy keepalived psmisc patroni python3-etcd pgbouncer
-  etcd-server etcd-client postgresql-15 postgresql-common openssh-server)
+  etcd-server etcd-client postgresql postgresql-common openssh-server)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -30,7 +30,7 @@ if ((${#missing[@]})); then
     printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
     policy_created=1
   fi
-  # And no default 15/main cluster (the config checks need only PostgreSQL's binaries).
+  # And no default main cluster (the config checks need only PostgreSQL's binaries).
   createcluster=/etc/postgresql-common/createcluster.d/00-pgstrap-tests.conf
   createcluster_created=0
   if [[ ! -e $createcluster ]]; then
