@@ -7,6 +7,7 @@ use crate::error::{Error, ErrorKind};
 
 mod apply;
 mod check;
+mod drill;
 mod lab;
 mod plan;
 mod render;
@@ -93,6 +94,8 @@ pub enum Command {
     Status(status::Args),
     /// A planned switchover to another database host.
     Switchover(switchover::Args),
+    /// A failure drill under write clients: lost writes, time without writes, divergence.
+    Drill(drill::Args),
     /// Real test hosts on this machine (systemd-nspawn containers reached over SSH).
     Lab(lab::Args),
 }
@@ -111,6 +114,7 @@ pub fn main() -> i32 {
         Command::Verify(args) => verify::run(args),
         Command::Status(args) => status::run(args),
         Command::Switchover(args) => switchover::run(args),
+        Command::Drill(args) => drill::run(args),
         Command::Lab(args) => lab::run(args, cli.verbose),
     };
     match result {

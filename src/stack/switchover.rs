@@ -28,37 +28,7 @@ pub async fn switchover(
     to: Option<&str>,
 ) -> Result<SwitchoverReport> {
     let inventory = &project.inventory;
-    let cluster = match cluster {
-        Some(name) => inventory
-            .clusters
-            .get(name)
-            .ok_or_else(|| Error::usage(format!("no cluster `{name}` in the inventory"), None))?,
-        None => {
-            let primaries: Vec<_> = inventory
-                .clusters
-                .values()
-                .filter(|c| c.standby_of.is_none())
-                .collect();
-            match primaries.as_slice() {
-                [one] => *one,
-                _ => {
-                    return Err(Error::usage(
-                        "the inventory has several clusters: name one with --cluster",
-                        None,
-                    ))
-                }
-            }
-        }
-    };
-    if cluster.standby_of.is_some() {
-        return Err(Error::usage(
-            format!(
-                "cluster `{}` is a standby cluster: it has no primary to switch over",
-                cluster.name
-            ),
-            Some("switch over its primary side, or promote it (DR)".into()),
-        ));
-    }
+    let cluster = super::primary_cluster(project, cluster)?;
     let member_of = |host: &str| {
         inventory
             .hosts

@@ -1,7 +1,10 @@
 //! The only code that prints to the terminal: diagnostics, summaries, diffs, progress.
 
+mod drill;
 pub mod progress;
 pub mod summary;
+
+pub use drill::drill_text;
 
 /// Set up `tracing` logs on stderr: warnings by default, more with `-v`.
 pub fn init_logging(verbose: u8) {
