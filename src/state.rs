@@ -149,6 +149,8 @@ pub struct Handler {
     pub name: String,
     pub service: Option<String>,
     pub action: HandlerAction,
+    /// One host at a time across the run (see the role manifest's `one_at_a_time`).
+    pub one_at_a_time: bool,
 }
 
 /// A health check the engine can poll after applying a role.

@@ -361,6 +361,8 @@ struct HostRun {
     started: Instant,
     events: Option<UnboundedSender<Event>>,
     masker: Masker,
+    /// Shared by every host of the run: held while a one-host-at-a-time change runs.
+    one_at_a_time: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 impl HostRun {
@@ -495,6 +497,13 @@ impl HostRun {
                         role.unwrap_or("packages"),
                         change.subject
                     ));
+                    // A quorum member restarts while no other one does (etcd's restart returns
+                    // once the member is back in the cluster: Type=notify).
+                    let one_at_a_time = self.one_at_a_time.clone();
+                    let _turn = match change.effect {
+                        ops::Effect::OneHostAtATime => Some(one_at_a_time.lock().await),
+                        _ => None,
+                    };
                     for command in &change.commands {
                         if let Err(error) = self.command(command).await {
                             self.fail(change.subject.clone(), error);
@@ -693,6 +702,7 @@ pub async fn run(
     }
     let mut runs: Vec<HostRun> = Vec::new();
     let mut order: Vec<String> = Vec::new();
+    let one_at_a_time = std::sync::Arc::new(tokio::sync::Mutex::new(()));
     for state in desired.hosts {
         let reuse = options.sessions.get(&state.host).cloned();
         let Some(target) = targets.get(&state.host).cloned() else {
@@ -710,6 +720,7 @@ pub async fn run(
             started: Instant::now(),
             events: options.events.clone(),
             masker: masker.clone(),
+            one_at_a_time: one_at_a_time.clone(),
         });
     }
     let phases: BTreeSet<u32> = runs

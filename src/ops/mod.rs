@@ -43,6 +43,8 @@ pub enum Effect {
     Path(String, PathState),
     Sysctl(String, String),
     Service(String, ServiceStatus),
+    /// Run while no other host runs such a change (a quorum member's restart).
+    OneHostAtATime,
 }
 
 /// Something to do on a host.
@@ -671,7 +673,11 @@ pub fn plan_handlers(
                         why: "a file it reads changed".into(),
                         diff: None,
                         commands: vec![RemoteCommand::new(&["systemctl", verb, service.as_str()])],
-                        effect: Effect::None,
+                        effect: if handler.one_at_a_time {
+                            Effect::OneHostAtATime
+                        } else {
+                            Effect::None
+                        },
                     }));
                 }
             }
@@ -806,7 +812,7 @@ pub fn plan_role(
 /// Apply a change's effect to the facts, after the change was applied.
 pub fn record_effect(facts: &mut Facts, effect: &Effect) {
     match effect {
-        Effect::None | Effect::Regather => {}
+        Effect::None | Effect::Regather | Effect::OneHostAtATime => {}
         Effect::Path(path, state) => {
             facts.paths.insert(path.clone(), state.clone());
         }

@@ -78,11 +78,13 @@ fn role() -> RoleState {
                 name: "systemd daemon-reload".into(),
                 service: None,
                 action: HandlerAction::DaemonReload,
+                one_at_a_time: false,
             },
             Handler {
                 name: "reload pgbouncer".into(),
                 service: Some("pgbouncer".into()),
                 action: HandlerAction::Reload,
+                one_at_a_time: false,
             },
         ],
         checks: vec![],

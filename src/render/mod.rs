@@ -460,6 +460,7 @@ fn role_state(
                 name: h.name.clone(),
                 service: h.service.clone(),
                 action: h.action,
+                one_at_a_time: h.one_at_a_time,
             })
             .collect(),
         checks,

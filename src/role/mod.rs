@@ -120,6 +120,10 @@ pub struct HandlerSpec {
     #[serde(default)]
     pub service: Option<String>,
     pub action: HandlerAction,
+    /// Run on one host at a time across the whole run (a restart of a quorum member: every
+    /// member restarting at once would lose the quorum).
+    #[serde(default)]
+    pub one_at_a_time: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]

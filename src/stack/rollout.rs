@@ -710,6 +710,7 @@ fn desired_dynamic(project: &Project, cluster: &Cluster) -> Value {
         "ttl": patroni["ttl"],
         "loop_wait": patroni["loop_wait"],
         "retry_timeout": patroni["retry_timeout"],
+        "failsafe_mode": patroni["failsafe_mode"],
         "maximum_lag_on_failover": patroni["maximum_lag_on_failover"],
         "synchronous_mode": patroni["synchronous_mode"],
         "synchronous_mode_strict": patroni["synchronous_mode_strict"],
