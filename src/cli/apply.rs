@@ -30,6 +30,7 @@ pub fn run(args: Args, verbose: u8) -> Result<i32> {
     if options.roles.is_some() {
         let report =
             crate::ui::progress::run_with_progress(verbose, options, |options| async move {
+                crate::stack::live::learn(&project).await;
                 crate::exec::apply(&project, options).await
             })?;
         if args.json {

@@ -14,6 +14,7 @@ pub fn run(args: Args, verbose: u8) -> Result<i32> {
     let project = crate::render::load_project(&args.inventory.inventory, &args.inventory.set)?;
     let (report, orchestration) =
         crate::ui::progress::run_with_progress(verbose, args.options(), |options| async move {
+            crate::stack::live::learn(&project).await;
             let report = crate::exec::plan(&project, options.clone()).await?;
             // Beyond the hosts' files: the clusters' dynamic configuration and restarts.
             let orchestration = match (options.roles.is_none(), project.secrets(false)) {

@@ -16,6 +16,8 @@ pub enum Origin {
     RoleDefault(String),
     /// `roles/<role>/debian-<release>.yaml`: what differs on the host's Debian release.
     Release(String),
+    /// What the running cluster imposes (e.g. the etcd keyspace its Patroni state lives in).
+    Live(String),
     /// The cluster's `vars`, `postgres_parameters` or `patroni` settings.
     Cluster(String),
     /// The host's `vars`.
@@ -29,6 +31,7 @@ impl fmt::Display for Origin {
         match self {
             Origin::RoleDefault(role) => write!(f, "role default ({role})"),
             Origin::Release(what) => write!(f, "release default ({what})"),
+            Origin::Live(cluster) => write!(f, "running cluster {cluster}"),
             Origin::Cluster(name) => write!(f, "cluster {name}"),
             Origin::Host(name) => write!(f, "host {name}"),
             Origin::CommandLine => f.write_str("--set"),

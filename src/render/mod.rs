@@ -42,6 +42,8 @@ pub struct Project {
     pub default_release: String,
     /// Each host's Debian release (`VERSION_ID`), learned from its facts when connecting.
     releases: std::sync::RwLock<BTreeMap<String, String>>,
+    /// Settings the running clusters impose (see `stack::live`), by cluster.
+    live: std::sync::RwLock<BTreeMap<String, Layer>>,
 }
 
 /// Load and validate an inventory together with the role defaults and `--set` values.
@@ -77,6 +79,7 @@ pub fn load_project(path: &Path, sets: &[String]) -> Result<Project> {
         command_line,
         default_release: role::releases().default.clone(),
         releases: Default::default(),
+        live: Default::default(),
     })
 }
 
@@ -87,6 +90,7 @@ impl Project {
         let mut layers: Vec<Layer> = self.defaults.clone();
         layers.extend(self.release_layers(&self.release_of(&host.name)));
         if let Some(cluster) = cluster {
+            layers.extend(self.live_layer(cluster));
             layers.push(cluster.vars.clone());
         }
         layers.push(host.vars.clone());
@@ -98,6 +102,7 @@ impl Project {
     pub fn cluster_vars(&self, cluster: &Cluster) -> Vars {
         let mut layers: Vec<Layer> = self.defaults.clone();
         layers.extend(self.release_layers(&self.cluster_release(cluster)));
+        layers.extend(self.live_layer(cluster));
         layers.push(cluster.vars.clone());
         layers.push(self.command_line.clone());
         vars::resolve(&layers)
@@ -161,6 +166,46 @@ impl Project {
             .get(release)
             .cloned()
             .unwrap_or_default()
+    }
+
+    /// Record settings the running clusters impose (`(cluster, dotted key → value)`).
+    pub fn learn_live(
+        &self,
+        learned: impl IntoIterator<Item = (String, BTreeMap<String, Value>)>,
+    ) {
+        let mut live = self.live.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (cluster, values) in learned {
+            live.insert(
+                cluster.clone(),
+                Layer {
+                    origin: Origin::Live(cluster),
+                    values,
+                },
+            );
+        }
+    }
+
+    /// Whether the running cluster imposes `key`.
+    pub fn is_live(&self, cluster: &Cluster, key: &str) -> bool {
+        self.live_layer(cluster)
+            .is_some_and(|layer| layer.values.contains_key(key))
+    }
+
+    /// The settings of a cluster from the defaults, its release and what the running cluster
+    /// imposes, without the inventory's own values.
+    pub fn cluster_vars_without_inventory(&self, cluster: &Cluster) -> Vars {
+        let mut layers: Vec<Layer> = self.defaults.clone();
+        layers.extend(self.release_layers(&self.cluster_release(cluster)));
+        layers.extend(self.live_layer(cluster));
+        vars::resolve(&layers)
+    }
+
+    fn live_layer(&self, cluster: &Cluster) -> Option<Layer> {
+        self.live
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&cluster.name)
+            .cloned()
     }
 
     /// Record the releases read from the hosts (`VERSION_ID` by host name).

@@ -249,6 +249,32 @@ impl Etcd {
         Ok(())
     }
 
+    /// Whether `key` exists in the v3 keyspace.
+    pub async fn has_key(&self, key: &str) -> std::result::Result<bool, String> {
+        use base64::Engine as _;
+        #[derive(Deserialize)]
+        struct Range {
+            #[serde(default, deserialize_with = "id")]
+            count: u64,
+        }
+        let encoded = base64::engine::general_purpose::STANDARD.encode(key);
+        let range: Range = self
+            .call("kv/range", serde_json::json!({"key": encoded, "count_only": true}))
+            .await?;
+        Ok(range.count > 0)
+    }
+
+    /// Whether `key` exists in the v2 keyspace (false when the v2 API is off).
+    pub async fn has_v2_key(&self, key: &str) -> bool {
+        for endpoint in &self.endpoints {
+            let url = format!("{}/v2/keys{key}", endpoint.trim_end_matches('/'));
+            if let Ok(response) = self.http.get(&url).send().await {
+                return response.status().is_success();
+            }
+        }
+        false
+    }
+
     /// Move leadership to `target` (the call must reach the current leader).
     pub async fn move_leader(
         &self,

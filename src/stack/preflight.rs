@@ -261,6 +261,49 @@ pub fn judge_releases(project: &crate::render::Project) -> Vec<Problem> {
     problems
 }
 
+/// What the running clusters impose (see `stack::live`): an inventory that asks a running
+/// cluster's Patroni to move to the other etcd keyspace is refused; a Debian 12 cluster kept on
+/// the v3 keyspace is warned about.
+pub fn judge_live(project: &crate::render::Project) -> Vec<Problem> {
+    use crate::inventory::vars::Origin;
+    let mut problems = Vec::new();
+    for cluster in project.inventory.clusters.values() {
+        let vars = project.cluster_vars(cluster);
+        let Some((value, origin)) = vars.entries.get("patroni.dcs") else {
+            continue;
+        };
+        let wanted = value.as_str().unwrap_or_default();
+        match origin {
+            Origin::Live(_) => {
+                if wanted == "etcd3" && project.cluster_release(cluster) == "12" {
+                    problems.push(Problem {
+                        host: format!("cluster {}", cluster.name),
+                        message: "its Patroni state lives in etcd's v3 keyspace: Debian 12's Patroni 3.0.2 can lose acknowledged writes after a network partition with it (upstream fix: 3.0.3)".into(),
+                        hint: "pgstrap keeps a running cluster in its keyspace (moving it is not automated); new Debian 12 clusters use the v2 client. Rebuild this cluster or move it to Debian 13 to be safe".into(),
+                        warning: true,
+                    });
+                }
+            }
+            Origin::Cluster(_) | Origin::Host(_) | Origin::CommandLine => {
+                let live = project
+                    .cluster_vars_without_inventory(cluster)
+                    .get_str("patroni.dcs")
+                    .unwrap_or_default();
+                if project.is_live(cluster, "patroni.dcs") && live != wanted {
+                    problems.push(Problem {
+                        host: format!("cluster {}", cluster.name),
+                        message: format!("the inventory sets patroni.dcs to `{wanted}`, but the running cluster keeps its state in `{live}`'s keyspace"),
+                        hint: format!("Patroni would find an empty keyspace on its next start and could bootstrap a second primary: remove patroni.dcs from the inventory (or set it to `{live}`)"),
+                        warning: false,
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+    problems
+}
+
 /// Run the preflight script on a connected host and judge it.
 pub async fn check_host(session: &Session, state: &HostState) -> Vec<Problem> {
     let now = || {

@@ -118,6 +118,7 @@ pub async fn rollout(project: &Project, options: Options) -> Result<RolloutRepor
     stage(&options, "preflight: every host at once");
     // The desired state is rendered once, for each host's release: preflight judges it, the
     // engine applies it, over the connections opened here.
+    super::live::learn(project).await;
     let prepared = exec::prepare(project, &options.engine).await?;
     if let Some((_, error)) = prepared.unreachable.first() {
         return Err(Error::failure(error.to_string(), error.hint.clone()));
@@ -171,6 +172,7 @@ async fn converge(
         .flatten()
         .collect();
     report.preflight.extend(preflight::judge_releases(project));
+    report.preflight.extend(preflight::judge_live(project));
     // Debian's own default cluster: never dropped when it holds data (refused here, before any
     // change); an untouched one is dropped after the packages are in (below).
     report
