@@ -280,7 +280,12 @@ pub async fn prepare(project: &Project, options: &Options) -> Result<Prepared> {
         .inventory
         .hosts
         .values()
-        .filter(|h| options.hosts.as_ref().is_none_or(|only| only.contains(&h.name)))
+        .filter(|h| {
+            options
+                .hosts
+                .as_ref()
+                .is_none_or(|only| only.contains(&h.name))
+        })
         .map(|h| Target::from_inventory(&project.inventory, h))
         .collect();
     let (sessions, unreachable) = connect_all(&targets, &options.sessions, &secrets.masker()).await;
@@ -337,8 +342,7 @@ pub async fn releases(sessions: &BTreeMap<String, Session>) -> Vec<(String, Stri
         async move {
             let output = session.run(&command).await.ok()?;
             let os = facts::parse_os_release(&output.stdout_text());
-            (os.id == "debian" && !os.version_id.is_empty())
-                .then(|| (host.clone(), os.version_id))
+            (os.id == "debian" && !os.version_id.is_empty()).then(|| (host.clone(), os.version_id))
         }
     });
     futures::future::join_all(reads)

@@ -169,11 +169,11 @@ impl Project {
     }
 
     /// Record settings the running clusters impose (`(cluster, dotted key → value)`).
-    pub fn learn_live(
-        &self,
-        learned: impl IntoIterator<Item = (String, BTreeMap<String, Value>)>,
-    ) {
-        let mut live = self.live.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+    pub fn learn_live(&self, learned: impl IntoIterator<Item = (String, BTreeMap<String, Value>)>) {
+        let mut live = self
+            .live
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         for (cluster, values) in learned {
             live.insert(
                 cluster.clone(),

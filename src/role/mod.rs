@@ -212,7 +212,10 @@ fn settings_layer(
         return Ok(None);
     };
     let value: serde_json::Value = serde_saphyr::from_str(text).map_err(|e| {
-        crate::error::Error::failure(format!("built-in roles/{role}/{file} is invalid: {e}"), None)
+        crate::error::Error::failure(
+            format!("built-in roles/{role}/{file} is invalid: {e}"),
+            None,
+        )
     })?;
     let map = match value {
         serde_json::Value::Object(map) => map,
@@ -321,7 +324,10 @@ mod tests {
                 .find_map(|l| l.values.get("postgresql.version"))
                 .and_then(serde_json::Value::as_u64)
                 .unwrap();
-            assert!(release.postgresql.contains(&(version as u32)), "debian {id}");
+            assert!(
+                release.postgresql.contains(&(version as u32)),
+                "debian {id}"
+            );
         }
     }
 }

@@ -178,13 +178,16 @@ impl Etcd {
             .await
             .map_err(|e| transport(endpoint, &e))?;
         let status = response.status();
-        let text = response
-            .text()
-            .await
-            .map_err(|e| transport(endpoint, &e))?;
+        let text = response.text().await.map_err(|e| transport(endpoint, &e))?;
         if !status.is_success() {
             let message = serde_json::from_str::<GatewayError>(&text)
-                .map(|g| if g.message.is_empty() { g.error } else { g.message })
+                .map(|g| {
+                    if g.message.is_empty() {
+                        g.error
+                    } else {
+                        g.message
+                    }
+                })
                 .unwrap_or_else(|_| text.trim().to_owned());
             return Err(format!("{endpoint}: {path}: {message} (HTTP {status})"));
         }
@@ -237,14 +240,20 @@ impl Etcd {
 
     pub async fn promote_member(&self, id: u64) -> std::result::Result<(), String> {
         let _: serde_json::Value = self
-            .call("cluster/member/promote", serde_json::json!({"ID": id.to_string()}))
+            .call(
+                "cluster/member/promote",
+                serde_json::json!({"ID": id.to_string()}),
+            )
             .await?;
         Ok(())
     }
 
     pub async fn remove_member(&self, id: u64) -> std::result::Result<(), String> {
         let _: serde_json::Value = self
-            .call("cluster/member/remove", serde_json::json!({"ID": id.to_string()}))
+            .call(
+                "cluster/member/remove",
+                serde_json::json!({"ID": id.to_string()}),
+            )
             .await?;
         Ok(())
     }
@@ -259,7 +268,10 @@ impl Etcd {
         }
         let encoded = base64::engine::general_purpose::STANDARD.encode(key);
         let range: Range = self
-            .call("kv/range", serde_json::json!({"key": encoded, "count_only": true}))
+            .call(
+                "kv/range",
+                serde_json::json!({"key": encoded, "count_only": true}),
+            )
             .await?;
         Ok(range.count > 0)
     }

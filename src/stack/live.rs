@@ -14,25 +14,33 @@ use crate::render::Project;
 
 /// Learn each cluster's live DCS keyspace (clusters not initialised yet are left alone).
 pub async fn learn(project: &Project) {
-    let lookups = project.inventory.clusters.values().map(|cluster| async move {
-        let vars = project.cluster_vars(cluster);
-        let namespace = vars
-            .get_str("patroni.namespace")
-            .unwrap_or_else(|| "/service/".into());
-        let key = format!("{}/{}/initialize", namespace.trim_end_matches('/'), cluster.name);
-        let etcd = Etcd::new(&project.etcd_endpoints(cluster));
-        let dcs = match etcd.has_key(&key).await {
-            Ok(true) => Some("etcd3"),
-            Ok(false) if etcd.has_v2_key(&key).await => Some("etcd"),
-            _ => None,
-        };
-        dcs.map(|dcs| {
-            (
-                cluster.name.clone(),
-                BTreeMap::from([("patroni.dcs".to_owned(), Value::String(dcs.into()))]),
-            )
-        })
-    });
+    let lookups = project
+        .inventory
+        .clusters
+        .values()
+        .map(|cluster| async move {
+            let vars = project.cluster_vars(cluster);
+            let namespace = vars
+                .get_str("patroni.namespace")
+                .unwrap_or_else(|| "/service/".into());
+            let key = format!(
+                "{}/{}/initialize",
+                namespace.trim_end_matches('/'),
+                cluster.name
+            );
+            let etcd = Etcd::new(&project.etcd_endpoints(cluster));
+            let dcs = match etcd.has_key(&key).await {
+                Ok(true) => Some("etcd3"),
+                Ok(false) if etcd.has_v2_key(&key).await => Some("etcd"),
+                _ => None,
+            };
+            dcs.map(|dcs| {
+                (
+                    cluster.name.clone(),
+                    BTreeMap::from([("patroni.dcs".to_owned(), Value::String(dcs.into()))]),
+                )
+            })
+        });
     let learned = futures::future::join_all(lookups).await;
     project.learn_live(learned.into_iter().flatten());
 }

@@ -119,7 +119,10 @@ pub fn judge(
         .is_some_and(|id| releases.get(id).is_some());
     if !supported {
         problems.push(problem(
-            format!("the host runs `{}`, not a supported Debian release", facts.os),
+            format!(
+                "the host runs `{}`, not a supported Debian release",
+                facts.os
+            ),
             &format!(
                 "pgstrap supports Debian {} with Debian's own packages",
                 releases.supported()
@@ -274,15 +277,13 @@ pub fn judge_live(project: &crate::render::Project) -> Vec<Problem> {
         };
         let wanted = value.as_str().unwrap_or_default();
         match origin {
-            Origin::Live(_) => {
-                if wanted == "etcd3" && project.cluster_release(cluster) == "12" {
-                    problems.push(Problem {
-                        host: format!("cluster {}", cluster.name),
-                        message: "its Patroni state lives in etcd's v3 keyspace: Debian 12's Patroni 3.0.2 can lose acknowledged writes after a network partition with it (upstream fix: 3.0.3)".into(),
-                        hint: "pgstrap keeps a running cluster in its keyspace (moving it is not automated); new Debian 12 clusters use the v2 client. Rebuild this cluster or move it to Debian 13 to be safe".into(),
-                        warning: true,
-                    });
-                }
+            Origin::Live(_) if wanted == "etcd3" && project.cluster_release(cluster) == "12" => {
+                problems.push(Problem {
+                    host: format!("cluster {}", cluster.name),
+                    message: "its Patroni state lives in etcd's v3 keyspace: Debian 12's Patroni 3.0.2 can lose acknowledged writes after a network partition with it (upstream fix: 3.0.3)".into(),
+                    hint: "pgstrap keeps a running cluster in its keyspace (moving it is not automated); new Debian 12 clusters use the v2 client. Rebuild this cluster or move it to Debian 13 to be safe".into(),
+                    warning: true,
+                });
             }
             Origin::Cluster(_) | Origin::Host(_) | Origin::CommandLine => {
                 let live = project

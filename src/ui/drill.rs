@@ -53,7 +53,11 @@ pub fn drill_text(report: &DrillReport) -> String {
             timeline,
             member.missing,
             member.extra,
-            if member.streaming { "in step" } else { "NOT in step" },
+            if member.streaming {
+                "in step"
+            } else {
+                "NOT in step"
+            },
             if member.ahead_of_leader {
                 "  AHEAD OF THE LEADER"
             } else {

@@ -53,7 +53,11 @@ impl ClientLog {
     pub fn longest_gap(&self, from: Duration, to: Duration) -> Duration {
         let mut last = from;
         let mut gap = Duration::ZERO;
-        for (_, at) in self.acknowledged.iter().filter(|(_, at)| *at >= from && *at <= to) {
+        for (_, at) in self
+            .acknowledged
+            .iter()
+            .filter(|(_, at)| *at >= from && *at <= to)
+        {
             gap = gap.max(at.saturating_sub(last));
             last = *at;
         }

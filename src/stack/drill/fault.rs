@@ -115,7 +115,11 @@ pub async fn inject(
         arm.extend_from_slice(heal);
         // A timer left from an earlier drill is replaced.
         let _ = session
-            .run(&RemoteCommand::new(&["systemctl", "stop", &format!("{HEAL_UNIT}.timer")]))
+            .run(&RemoteCommand::new(&[
+                "systemctl",
+                "stop",
+                &format!("{HEAL_UNIT}.timer"),
+            ]))
             .await;
         session
             .run(&RemoteCommand::new(&arm))
@@ -123,24 +127,38 @@ pub async fn inject(
             .map_err(|e| Error::failure(e.to_string(), e.hint.clone()))?;
     }
     match (fault, injector) {
-        (Fault::KillPostmaster, _) => ssh(
-            session,
-            // The oldest `postgres` process is the postmaster.
-            &["pkill", "--signal", "KILL", "--oldest", "--exact", "postgres"],
-        )
-        .await,
-        (Fault::KillPatroni, _) => ssh(
-            session,
-            &["systemctl", "kill", "--kill-whom=main", "--signal=KILL", "patroni"],
-        )
-        .await,
+        (Fault::KillPostmaster, _) => {
+            ssh(
+                session,
+                // The oldest `postgres` process is the postmaster.
+                &[
+                    "pkill", "--signal", "KILL", "--oldest", "--exact", "postgres",
+                ],
+            )
+            .await
+        }
+        (Fault::KillPatroni, _) => {
+            ssh(
+                session,
+                &[
+                    "systemctl",
+                    "kill",
+                    "--kill-whom=main",
+                    "--signal=KILL",
+                    "patroni",
+                ],
+            )
+            .await
+        }
         (Fault::StopEtcd, _) => ssh(session, &["systemctl", "stop", "etcd"]).await,
         (Fault::PowerCut, Injector::Lab(dir)) => lab(dir, host, crate::lab::Fault::Kill).await,
         (Fault::Isolate, Injector::Lab(dir)) => lab(dir, host, crate::lab::Fault::Isolate).await,
         (Fault::Freeze, Injector::Lab(dir)) => lab(dir, host, crate::lab::Fault::Freeze).await,
         (_, Injector::Ssh) => Err(Error::usage(
             "this fault needs lab hosts",
-            Some("power cuts, network cuts and freezes are made only on `pgstrap lab` hosts".into()),
+            Some(
+                "power cuts, network cuts and freezes are made only on `pgstrap lab` hosts".into(),
+            ),
         )),
     }
 }
@@ -151,7 +169,11 @@ pub async fn heal(injector: &Injector, fault: &Fault, host: &str, session: &Sess
         (Fault::StopEtcd, _) => {
             ssh(session, &["systemctl", "start", "etcd"]).await?;
             let _ = session
-                .run(&RemoteCommand::new(&["systemctl", "stop", &format!("{HEAL_UNIT}.timer")]))
+                .run(&RemoteCommand::new(&[
+                    "systemctl",
+                    "stop",
+                    &format!("{HEAL_UNIT}.timer"),
+                ]))
                 .await;
             Ok(())
         }

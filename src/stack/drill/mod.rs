@@ -150,7 +150,10 @@ impl Reach<'_> {
             return Poll::NotYet(format!("no leader {}", view.describe()));
         };
         if view.members.len() != self.cluster.postgres.len()
-            || view.members.iter().any(|m| m.state != "running" && m.state != "streaming")
+            || view
+                .members
+                .iter()
+                .any(|m| m.state != "running" && m.state != "streaming")
         {
             return Poll::NotYet(view.describe());
         }
@@ -184,10 +187,12 @@ pub async fn drill(project: &Project, options: &Options) -> Result<DrillReport> 
             .and_then(|p| u16::try_from(p).ok())
             .unwrap_or_default()
     };
-    let vip = cluster
-        .vip
-        .map(|v| v.addr().to_string())
-        .ok_or_else(|| Error::usage(format!("cluster {} has no VIP", cluster.name), Some("a drill writes through the VIP: give the cluster balancers and a `vip`".into())))?;
+    let vip = cluster.vip.map(|v| v.addr().to_string()).ok_or_else(|| {
+        Error::usage(
+            format!("cluster {} has no VIP", cluster.name),
+            Some("a drill writes through the VIP: give the cluster balancers and a `vip`".into()),
+        )
+    })?;
     let rest_password = secrets
         .get("rest_api_password")
         .cloned()
@@ -231,9 +236,12 @@ pub async fn drill(project: &Project, options: &Options) -> Result<DrillReport> 
         interval: Duration::from_millis(100),
         timeout: Duration::from_secs(2),
     };
-    client::prepare(&target)
-        .await
-        .map_err(|e| Error::failure(format!("cannot create the drill's table through the VIP: {e}"), None))?;
+    client::prepare(&target).await.map_err(|e| {
+        Error::failure(
+            format!("cannot create the drill's table through the VIP: {e}"),
+            None,
+        )
+    })?;
     let epoch = Instant::now();
     let ids = Arc::new(AtomicU64::new(1));
     let clients = [client::Style::Reconnecting, client::Style::LongLived]
@@ -373,7 +381,11 @@ async fn fault_hosts(
         }
         Scenario::LoseEtcdQuorum => {
             let majority = cluster.etcd.len() / 2 + 1;
-            etcd_leader_first().await?.into_iter().take(majority).collect()
+            etcd_leader_first()
+                .await?
+                .into_iter()
+                .take(majority)
+                .collect()
         }
         _ => vec![primary_host.to_owned()],
     })
@@ -390,8 +402,13 @@ async fn run_fault(
     use fault::Fault;
     let fault = match options.scenario {
         Scenario::Switchover => {
-            super::switchover::switchover(reach.project, &reach.secrets, Some(&reach.cluster.name), None)
-                .await?;
+            super::switchover::switchover(
+                reach.project,
+                &reach.secrets,
+                Some(&reach.cluster.name),
+                None,
+            )
+            .await?;
             return Ok(());
         }
         Scenario::KillPostmaster => Fault::KillPostmaster,
@@ -501,7 +518,13 @@ async fn check_members(
             false
         } else {
             let session = reach.session(&host).await?;
-            let replay = psql(&session, "postgres", "SELECT pg_last_wal_replay_lsn()", "replay position").await;
+            let replay = psql(
+                &session,
+                "postgres",
+                "SELECT pg_last_wal_replay_lsn()",
+                "replay position",
+            )
+            .await;
             session.close().await;
             match replay.map(|s| s.trim().to_owned()) {
                 Ok(lsn) if !lsn.is_empty() => psql(
@@ -517,15 +540,27 @@ async fn check_members(
             }
         };
         let missing = acknowledged.difference(&ids).count() as u64;
-        let extra = ids.difference(&leader_ids).filter(|id| **id != marker).count() as u64;
+        let extra = ids
+            .difference(&leader_ids)
+            .filter(|id| **id != marker)
+            .count() as u64;
         if missing > 0 {
-            report.problems.push(format!("{} lacks {missing} acknowledged write(s)", member.name));
+            report.problems.push(format!(
+                "{} lacks {missing} acknowledged write(s)",
+                member.name
+            ));
         }
         if extra > 0 {
-            report.problems.push(format!("{} holds {extra} row(s) the leader does not: a diverged history", member.name));
+            report.problems.push(format!(
+                "{} holds {extra} row(s) the leader does not: a diverged history",
+                member.name
+            ));
         }
         if ahead {
-            report.problems.push(format!("{}'s replay position is past the leader's: a diverged history", member.name));
+            report.problems.push(format!(
+                "{}'s replay position is past the leader's: a diverged history",
+                member.name
+            ));
         }
         report.members.push(MemberReport {
             member: member.name.clone(),
