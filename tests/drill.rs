@@ -1,0 +1,103 @@
+//! End-to-end: every failure drill on a fresh lab, on Debian 13 (all scenarios) and Debian 12
+//! (the two that lost writes with Patroni 3.0.2's etcd3 client: isolate-primary and
+//! power-cut-primary), with etcd co-located on the DB hosts (the README's layout). Each drill must
+//! lose no acknowledged write, leave no member diverged, and converge (the former primary rejoins
+//! as a streaming replica). Root and the lab: run by tests/run.sh. Figures are printed, never
+//! asserted against a clock.
+
+mod common;
+
+use common::{pgstrap, pgstrap_ok};
+
+const INVENTORY: &str = "/var/lib/pgstrap/lab/inventory.yaml";
+
+fn fresh_cluster(release: &str) {
+    pgstrap_ok(&["lab", "down"]);
+    pgstrap_ok(&["lab", "up", "--release", release, "--hosts", "5"]);
+    pgstrap_ok(&["apply", "--no-verify", "-i", INVENTORY]);
+}
+
+/// Run one drill; assert what every drill must hold; print its figure.
+fn drill(release: &str, scenario: &str, duration: &str) {
+    let output = pgstrap(&["drill", scenario, "--duration", duration, "--json", "-i", INVENTORY]);
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("drill {scenario}: no JSON report ({e})"));
+    eprintln!(
+        "figure: Debian {release} drill {scenario}: {:.1} s without writes, leader {} → {}",
+        report["longest_gap_s"].as_f64().unwrap_or(f64::NAN),
+        report["leader_before"],
+        report["leader_after"]
+    );
+    let lost: u64 = report["clients"]
+        .as_array()
+        .expect("clients")
+        .iter()
+        .map(|c| c["lost"].as_u64().expect("lost"))
+        .sum();
+    assert_eq!(lost, 0, "drill {scenario}: acknowledged writes lost");
+    for member in report["members"].as_array().expect("members") {
+        assert_eq!(member["missing"], 0, "drill {scenario}: {member}");
+        assert_eq!(member["extra"], 0, "drill {scenario}: diverged {member}");
+        assert_eq!(member["ahead_of_leader"], false, "drill {scenario}: {member}");
+        assert_eq!(member["streaming"], true, "drill {scenario}: {member}");
+    }
+    assert_eq!(report["members"].as_array().map(Vec::len), Some(3));
+    assert!(
+        report["problems"].as_array().is_some_and(Vec::is_empty),
+        "drill {scenario}: {}",
+        report["problems"]
+    );
+    assert!(output.status.success(), "drill {scenario} exited non-zero");
+}
+
+#[test]
+#[ignore = "end to end: needs root and the lab; run by tests/run.sh (PGSTRAP_E2E=1 … -- --ignored)"]
+fn every_drill_on_debian_13_loses_nothing_and_converges() {
+    fresh_cluster("13");
+    for scenario in [
+        "kill-patroni",
+        "kill-postmaster",
+        "switchover",
+        "lose-one-etcd",
+        "lose-etcd-quorum",
+        "isolate-etcd-leader",
+        "hang-primary",
+        "isolate-primary",
+        "power-cut-primary",
+    ] {
+        drill("13", scenario, "20");
+    }
+    pgstrap_ok(&["lab", "down"]);
+}
+
+#[test]
+#[ignore = "end to end: needs root and the lab; run by tests/run.sh (PGSTRAP_E2E=1 … -- --ignored)"]
+fn isolated_and_power_cut_primaries_lose_nothing_on_debian_12() {
+    fresh_cluster("12");
+    // Patroni 3.0.2's etcd3 client overwrote the leader key after this partition (148 writes
+    // lost); Debian 12 now runs Patroni's etcd v2 client (roles/patroni/debian-12.yaml).
+    drill("12", "isolate-primary", "60");
+    drill("12", "power-cut-primary", "20");
+    pgstrap_ok(&["lab", "down"]);
+}
+
+#[test]
+fn a_lab_only_drill_on_servers_is_refused_with_exit_2() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let inventory = dir.path().join("inventory.yaml");
+    std::fs::copy(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("inventories/single-dc.yaml"),
+        &inventory,
+    )
+    .expect("copy the example inventory");
+    let output = pgstrap(&[
+        "drill",
+        "power-cut-primary",
+        "--lab-dir",
+        dir.path().to_str().expect("utf-8 path"),
+        "-i",
+        inventory.to_str().expect("utf-8 path"),
+    ]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("needs lab hosts"));
+}
