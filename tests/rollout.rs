@@ -63,7 +63,8 @@ async fn write_once(
 fn leader(inventory: &str) -> String {
     let status = pgstrap_ok(&["status", "--json", "-i", inventory]);
     let status: serde_json::Value = serde_json::from_str(&status).expect("status JSON");
-    status["clusters"][0]["patroni"]["Ok"]
+    assert_eq!(status["version"], 1, "status --json shape version");
+    status["clusters"][0]["patroni"]["members"]
         .as_array()
         .and_then(|members| members.iter().find(|m| m["role"] == "leader"))
         .and_then(|m| m["name"].as_str())
@@ -119,10 +120,24 @@ fn rollout_end_to_end() {
     assert_eq!(health.matches("is healthy").count(), 3, "{health}");
     let status = pgstrap_ok(&["status", "--json", "-i", INVENTORY]);
     let status: serde_json::Value = serde_json::from_str(&status).expect("status JSON");
-    let etcd = status["clusters"][0]["etcd"]["Ok"]["members"]
+    let etcd = status["clusters"][0]["etcd"]["members"]
         .as_array()
         .expect("etcd members");
     assert!(etcd.iter().all(|m| m["healthy"] == true));
+    // Right after verify, status shows the replay lag verify measured (issue 7: it showed
+    // Patroni's 16777216 B from the DCS while verify measured 0).
+    let members = status["clusters"][0]["patroni"]["members"]
+        .as_array()
+        .expect("patroni members");
+    for replica in members.iter().filter(|m| m["role"] == "replica") {
+        assert_eq!(replica["replication_state"], "streaming", "{replica}");
+        assert!(
+            replica["lag_bytes"]
+                .as_u64()
+                .is_some_and(|lag| lag < 1024 * 1024),
+            "{replica}"
+        );
+    }
     assert_eq!(
         status["clusters"][0]["vip"]["holders"]
             .as_array()
