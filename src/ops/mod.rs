@@ -638,15 +638,9 @@ pub fn plan_handlers(
             continue;
         }
         match (handler.action, &handler.service) {
-            (HandlerAction::DaemonReload, _) => daemon_reloads.push(Planned::Change(Change {
-                kind: Kind::Handler,
-                subject: handler.name.clone(),
-                summary: "systemctl daemon-reload".into(),
-                why: "a unit file or drop-in changed".into(),
-                diff: None,
-                commands: vec![RemoteCommand::new(&["systemctl", "daemon-reload"])],
-                effect: Effect::None,
-            })),
+            (HandlerAction::DaemonReload, _) => {
+                daemon_reloads.push(Planned::Change(daemon_reload(&handler.name)))
+            }
             (action, Some(service)) => {
                 let verb = if action == HandlerAction::Reload {
                     "reload"
@@ -688,6 +682,59 @@ pub fn plan_handlers(
         }
     }
     (daemon_reloads, others)
+}
+
+/// `systemctl daemon-reload`, as the handler `name`.
+fn daemon_reload(name: &str) -> Change {
+    Change {
+        kind: Kind::Handler,
+        subject: name.to_owned(),
+        summary: "systemctl daemon-reload".into(),
+        why: "a unit file or drop-in changed".into(),
+        diff: None,
+        commands: vec![RemoteCommand::new(&["systemctl", "daemon-reload"])],
+        effect: Effect::None,
+    }
+}
+
+/// The name of the host's one daemon-reload (the roles' handlers share it).
+pub const DAEMON_RELOAD: &str = "systemd daemon-reload";
+
+/// True when `planned` (the plan of `file`) rewrites its content, not only ownership or mode:
+/// what the file's handlers follow.
+fn rewrites_content(file: &ManagedFile, facts: &Facts, planned: &Planned) -> bool {
+    planned.change().is_some()
+        && !matches!(facts.path(&file.path), PathState::File { sha256, .. } if *sha256 == file.sha256)
+}
+
+/// The systemd unit files and drop-ins of all of a host's roles (split off by
+/// [`RoleState::split_unit_files`]), one plan per file in order, then ONE `systemctl
+/// daemon-reload` when any content changes: a host reloads systemd once per run, however many of
+/// its roles have units, and before any of its services starts.
+pub fn plan_units(
+    files: &[&ManagedFile],
+    facts: &Facts,
+    contents: &BTreeMap<String, Vec<u8>>,
+    masker: &Masker,
+) -> (Vec<Planned>, Option<Planned>) {
+    let mut reload = false;
+    let planned = files
+        .iter()
+        .map(|file| {
+            let planned = plan_file(
+                file,
+                facts.path(&file.path),
+                contents.get(&file.path).map(Vec::as_slice),
+                masker,
+            );
+            reload |= rewrites_content(file, facts, &planned);
+            planned
+        })
+        .collect();
+    (
+        planned,
+        reload.then(|| Planned::Change(daemon_reload(DAEMON_RELOAD))),
+    )
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -755,11 +802,8 @@ pub fn plan_role(
             contents.get(&file.path).map(Vec::as_slice),
             masker,
         );
-        if planned.change().is_some()
-            && matches!(facts.path(&file.path), PathState::File { sha256, .. } if *sha256 == file.sha256)
-        {
-            // Only ownership changed: the content the service reads is the same; no handler.
-        } else if planned.change().is_some() {
+        // Only ownership changed: the content the service reads is the same; no handler.
+        if rewrites_content(file, facts, &planned) {
             notified.extend(file.notify.iter().cloned());
         }
         steps.push(planned);

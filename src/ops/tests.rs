@@ -483,3 +483,80 @@ fn record_effect_updates_facts() {
     record_effect(&mut facts, &Effect::Sysctl("net.x".into(), "1".into()));
     assert_eq!(facts.sysctls["net.x"].as_deref(), Some("1"));
 }
+
+#[test]
+fn split_unit_files_takes_the_files_that_notify_only_a_daemon_reload() {
+    let mut role = role();
+    // A unit file that also asks for a restart stays with its role (and its own daemon-reload).
+    role.files.push(managed(
+        "/etc/systemd/system/other.service.d/pgstrap.conf",
+        "[Service]\n",
+        false,
+        &["systemd daemon-reload", "reload pgbouncer"],
+    ));
+    let (units, rest) = role.split_unit_files();
+    let units: Vec<&str> = units.iter().map(|f| f.path.as_str()).collect();
+    assert_eq!(
+        units,
+        ["/etc/systemd/system/pgbouncer.service.d/pgstrap.conf"]
+    );
+    let rest: Vec<&str> = rest.files.iter().map(|f| f.path.as_str()).collect();
+    assert_eq!(
+        rest,
+        [
+            "/etc/pgbouncer/pgbouncer.ini",
+            "/etc/pgbouncer/userlist.txt",
+            "/etc/systemd/system/other.service.d/pgstrap.conf",
+        ]
+    );
+}
+
+/// Guards issue 7: the handler line showed `systemd daemon-reload` three times for one host (one
+/// per role with a drop-in: etcd, patroni, pgbouncer).
+#[test]
+fn a_host_with_three_changed_drop_ins_reloads_systemd_once() {
+    let roles: Vec<RoleState> = ["etcd", "patroni", "pgbouncer"]
+        .iter()
+        .map(|name| {
+            let mut role = role();
+            role.role = (*name).into();
+            role.files[2].path = format!("/etc/systemd/system/{name}.service.d/pgstrap.conf");
+            role
+        })
+        .collect();
+    let facts = Facts::default();
+    let split: Vec<(Vec<ManagedFile>, RoleState)> =
+        roles.iter().map(RoleState::split_unit_files).collect();
+    let units: Vec<&ManagedFile> = split.iter().flat_map(|(units, _)| units).collect();
+    let (planned, reload) = plan_units(&units, &facts, &BTreeMap::new(), &masker());
+    assert_eq!(changes(&planned).len(), 3);
+    let reload = reload.expect("one daemon-reload");
+    assert_eq!(
+        reload.change().map(|c| c.summary.as_str()),
+        Some("systemctl daemon-reload")
+    );
+    // The roles, planned without their unit files, reload nothing more.
+    for (_, rest) in &split {
+        let steps = plan_role(rest, &facts, &BTreeMap::new(), None, &masker());
+        assert!(
+            changes(&steps).iter().all(|c| c.subject != DAEMON_RELOAD),
+            "{steps:?}"
+        );
+    }
+}
+
+#[test]
+fn unit_files_unchanged_or_only_chowned_need_no_daemon_reload() {
+    let role = role();
+    let (units, _) = role.split_unit_files();
+    let units: Vec<&ManagedFile> = units.iter().collect();
+    let mut facts = converged_facts(&role);
+    let (planned, reload) = plan_units(&units, &facts, &BTreeMap::new(), &masker());
+    assert!(changes(&planned).is_empty() && reload.is_none());
+    facts
+        .paths
+        .insert(units[0].path.clone(), file_state(&units[0].content, 0o644));
+    let (planned, reload) = plan_units(&units, &facts, &BTreeMap::new(), &masker());
+    assert_eq!(changes(&planned).len(), 1);
+    assert!(reload.is_none(), "a mode fix does not change the unit");
+}
