@@ -560,3 +560,211 @@ fn unit_files_unchanged_or_only_chowned_need_no_daemon_reload() {
     assert_eq!(changes(&planned).len(), 1);
     assert!(reload.is_none(), "a mode fix does not change the unit");
 }
+
+/// A fake `systemctl` and `journalctl` for [`SERVICE_START_SCRIPT`]: `show` prints the next line
+/// of `states` ("ActiveState SubState Result NRestarts", the last one repeats) as KEY=VALUE lines
+/// in systemd's order (not the order asked for); `start`/`restart` blocks for `block` seconds,
+/// then exits with `code`; every call is logged.
+struct FakeSystemd {
+    dir: tempfile::TempDir,
+}
+
+impl FakeSystemd {
+    fn new(states: &[&str], block: f64, code: i32) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().display().to_string();
+        std::fs::write(dir.path().join("states"), states.join("\n") + "\n").unwrap();
+        let systemctl = format!(
+            r#"#!/bin/sh
+echo "$*" >> {d}/calls
+case $1 in
+show)
+  n=$(cat {d}/n 2>/dev/null || echo 1)
+  total=$(wc -l < {d}/states)
+  [ "$n" -gt "$total" ] && n=$total
+  echo $((n + 1)) > {d}/n
+  set -- $(sed -n "${{n}}p" {d}/states)
+  printf 'Result=%s\nNRestarts=%s\nActiveState=%s\nSubState=%s\n' "$3" "$4" "$1" "$2" ;;
+start|restart)
+  # Killed (as the script kills a blocked systemctl): take the sleep along, so no orphan holds
+  # the test's pipes open.
+  trap 'kill $!; exit 143' TERM
+  sleep {block} &
+  wait $!
+  exit {code} ;;
+esac
+"#
+        );
+        let journalctl = format!(
+            "#!/bin/sh\necho \"$*\" >> {d}/calls\necho 'etcd[42]: listening for peers'\necho 'etcd[42]: password=poison-Secret-1234'\n"
+        );
+        for (name, text) in [("systemctl", systemctl), ("journalctl", journalctl)] {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        Self { dir }
+    }
+
+    /// Run the script as the engine would (`sh -c SCRIPT sh UNIT VERB LIMIT`); returns the exit
+    /// code, stderr and how long it took.
+    fn run(&self, verb: &str, limit: u64) -> (Option<i32>, String, std::time::Duration) {
+        let command = start_command(verb, "etcd");
+        assert_eq!(command.display, format!("systemctl {verb} etcd"));
+        let mut argv = command.argv.clone();
+        let last = argv.len() - 1;
+        argv[last] = limit.to_string();
+        let path = format!(
+            "{}:{}",
+            self.dir.path().display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let started = std::time::Instant::now();
+        let output = std::process::Command::new(&argv[0])
+            .args(&argv[1..])
+            .env("PATH", path)
+            .output()
+            .unwrap();
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+            started.elapsed(),
+        )
+    }
+
+    fn calls(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("calls")).unwrap_or_default()
+    }
+}
+
+#[test]
+fn service_start_succeeds_when_the_unit_becomes_active() {
+    let fake = FakeSystemd::new(
+        &[
+            "inactive dead success 0",
+            "activating start success 0",
+            "active running success 0",
+        ],
+        0.6,
+        0,
+    );
+    let (code, stderr, _) = fake.run("start", 90);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(fake.calls().contains("start -- etcd"));
+    assert!(!fake.calls().contains("journalctl"));
+}
+
+/// Guards issue 7: an etcd member that could not start took 5 min 39 s to fail, because
+/// `systemctl start` blocked until the unit's start timeout.
+#[test]
+fn service_start_reports_a_failed_unit_within_seconds_with_its_journal() {
+    let fake = FakeSystemd::new(
+        &[
+            "inactive dead success 0",
+            "activating start success 0",
+            "failed failed exit-code 0",
+        ],
+        300.0,
+        1,
+    );
+    let (code, stderr, took) = fake.run("start", 90);
+    assert_eq!(code, Some(1));
+    assert!(took.as_secs() < 5, "took {took:?}");
+    assert!(
+        stderr.contains("etcd did not start: it failed after 0 s (state failed/failed, result exit-code, 0 restart(s)); its last journal lines:"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("etcd[42]: listening for peers"), "{stderr}");
+    assert!(fake.calls().contains("-u etcd -n 20 --no-pager"));
+}
+
+#[test]
+fn service_start_reports_a_unit_systemd_is_restarting() {
+    for states in [
+        [
+            "inactive dead success 0",
+            "activating auto-restart exit-code 1",
+        ],
+        ["inactive dead success 2", "activating start success 3"],
+    ] {
+        let fake = FakeSystemd::new(&states, 300.0, 1);
+        let (code, stderr, took) = fake.run("restart", 90);
+        assert_eq!(code, Some(1));
+        assert!(took.as_secs() < 5, "took {took:?}");
+        assert!(
+            stderr
+                .contains("etcd did not restart: it exited after 0 s and systemd is restarting it"),
+            "{stderr}"
+        );
+    }
+}
+
+#[test]
+fn service_start_gives_up_on_a_unit_still_activating_after_the_limit() {
+    let fake = FakeSystemd::new(
+        &["inactive dead success 0", "activating start success 0"],
+        300.0,
+        0,
+    );
+    let (code, stderr, took) = fake.run("start", 1);
+    assert_eq!(code, Some(1));
+    assert!(took.as_secs() < 5, "took {took:?}");
+    assert!(
+        stderr.contains("etcd did not start: still activating after 1 s (state activating/start"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("etcd[42]: listening for peers"), "{stderr}");
+}
+
+#[test]
+fn service_start_resets_a_unit_an_earlier_run_left_failed() {
+    let fake = FakeSystemd::new(
+        &[
+            "failed failed exit-code 5",
+            "inactive dead success 0",
+            "active running success 0",
+        ],
+        0.3,
+        0,
+    );
+    let (code, stderr, _) = fake.run("start", 90);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(fake.calls().contains("reset-failed -- etcd"));
+}
+
+#[test]
+fn service_start_reports_a_start_systemctl_refused() {
+    let fake = FakeSystemd::new(&["inactive dead success 0"], 0.0, 5);
+    let (code, stderr, _) = fake.run("start", 90);
+    assert_eq!(code, Some(1));
+    assert!(
+        stderr.contains(
+            "etcd did not start: systemctl start exited with 5 after 0 s (state inactive/dead"
+        ),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn starts_and_restarts_are_watched_reloads_are_not() {
+    let Planned::Change(change) = plan_service(
+        &Service {
+            name: "etcd".into(),
+            state: ServiceState::Started,
+        },
+        Some(&status("disabled", "inactive")),
+    ) else {
+        panic!()
+    };
+    let shown: Vec<&str> = change.commands.iter().map(|c| c.display.as_str()).collect();
+    assert_eq!(shown, ["systemctl enable etcd", "systemctl start etcd"]);
+    assert_eq!(change.commands[1].argv[2], SERVICE_START_SCRIPT);
+    let mut role = role();
+    role.handlers[1].action = HandlerAction::Restart;
+    let notified = BTreeSet::from(["reload pgbouncer".to_owned()]);
+    let (_, handlers) = plan_handlers(&role, &notified, &BTreeSet::new(), &|_| true);
+    let restart = handlers[0].change().unwrap();
+    assert_eq!(restart.commands[0].display, "systemctl restart pgbouncer");
+    assert_eq!(restart.commands[0].argv[2], SERVICE_START_SCRIPT);
+}
