@@ -539,8 +539,8 @@ pub const SERVICE_START_TIMEOUT_SECS: u64 = 90;
 /// Starts or restarts (`$2`) a unit (`$1`) and reports a failure within a second or so, not when
 /// systemd's own start timeout runs out (a Type=notify unit that never becomes ready blocks
 /// `systemctl start` for minutes): `systemctl` runs in the background while the unit's state is
-/// polled every 0.25 s. Failed as soon as the unit is `failed` or systemd is restarting it (it
-/// crashed), or when it is not active after `$3` seconds; the message names the unit, its state
+/// polled every 0.25 s. Failed as soon as the unit is `failed` (seen twice in a row) or systemd is
+/// restarting it (it crashed), or when it is not active after `$3` seconds; the message names the unit, its state
 /// and its last journal lines (the engine masks secrets in it). A unit left `failed` by an
 /// earlier run is reset first, so its old state is not taken for the new start's.
 pub const SERVICE_START_SCRIPT: &str = r#"set -u
@@ -570,9 +570,12 @@ before=$restarts
 started=$(date +%s)
 systemctl "$verb" -- "$unit" &
 job=$!
+failed=0
 while kill -0 "$job" 2>/dev/null; do
   state
-  if [ "$active" = failed ]; then fail "it failed after $(elapsed) s"; fi
+  # Twice in a row: a restart may pass through `failed` for an instant on its way back up.
+  if [ "$active" = failed ]; then failed=$((failed + 1)); else failed=0; fi
+  if [ "$failed" -ge 2 ]; then fail "it failed after $(elapsed) s"; fi
   if [ "$sub" = auto-restart ] || [ "$restarts" -gt "$before" ]; then
     fail "it exited after $(elapsed) s and systemd is restarting it"
   fi
@@ -873,7 +876,7 @@ pub fn plan_role(
             contents.get(&file.path).map(Vec::as_slice),
             masker,
         );
-        // Only ownership changed: the content the service reads is the same; no handler.
+        // Handlers follow content: a change of ownership or mode only fires none.
         if rewrites_content(file, facts, &planned) {
             notified.extend(file.notify.iter().cloned());
         }

@@ -722,6 +722,22 @@ fn service_start_gives_up_on_a_unit_still_activating_after_the_limit() {
 }
 
 #[test]
+fn service_restart_passing_through_failed_for_an_instant_is_not_a_failure() {
+    let fake = FakeSystemd::new(
+        &[
+            "active running success 0",
+            "failed failed exit-code 0",
+            "activating start success 0",
+            "active running success 0",
+        ],
+        0.8,
+        0,
+    );
+    let (code, stderr, _) = fake.run("restart", 90);
+    assert_eq!(code, Some(0), "{stderr}");
+}
+
+#[test]
 fn service_start_resets_a_unit_an_earlier_run_left_failed() {
     let fake = FakeSystemd::new(
         &[
