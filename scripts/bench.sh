@@ -6,5 +6,5 @@
 #           (package installs + initdb + basebackup alone), no-op re-apply.
 set -eu
 cd "$(dirname "$0")/.."
-PGSTRAP_BENCH=1 cargo test --release --quiet --test bench -- --test-threads=1 --nocapture 2>&1 |
+PGSTRAP_BENCH=1 cargo test --release --quiet --test bench -- --ignored --test-threads=1 --nocapture 2>&1 |
   grep -E '^figure:|panicked|FAILED'

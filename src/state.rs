@@ -62,6 +62,27 @@ impl RoleState {
         after.files.retain(|f| !early(&f.path));
         (Some(before), after)
     }
+
+    /// Split off the role's systemd unit files and drop-ins: the files that notify only
+    /// daemon-reload handlers. The engine writes those of every role right after the packages and
+    /// reloads systemd once for the host (`ops::plan_units`), so every service starts with its
+    /// unit as configured and a host is daemon-reloaded once per run, not once per role. A file
+    /// that notifies other handlers too stays with its role (and its own daemon-reload).
+    pub fn split_unit_files(&self) -> (Vec<ManagedFile>, RoleState) {
+        let reloads: Vec<&str> = self
+            .handlers
+            .iter()
+            .filter(|h| h.action == HandlerAction::DaemonReload)
+            .map(|h| h.name.as_str())
+            .collect();
+        let is_unit = |file: &ManagedFile| {
+            !file.notify.is_empty() && file.notify.iter().all(|n| reloads.contains(&n.as_str()))
+        };
+        let units = self.files.iter().filter(|f| is_unit(f)).cloned().collect();
+        let mut rest = self.clone();
+        rest.files.retain(|f| !is_unit(f));
+        (units, rest)
+    }
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]

@@ -1,7 +1,7 @@
 //! Benchmarks on lab hosts (not a timed test: it prints figures and asserts only correctness).
-//! Run with `scripts/bench.sh` (root; takes over the lab): engine figures (connect + facts +
-//! no-op apply on 3 and 6 hosts, 200 sequential commands over one connection, plan fan-out to
-//! 100 hosts) and rollout figures (full rollout of fresh hosts with a warm package cache, the
+//! `#[ignore]`d; run with `scripts/bench.sh` (root; takes over the lab): engine figures (connect +
+//! facts + no-op apply on 3 and 6 hosts, 200 sequential commands over one connection, plan fan-out
+//! to 100 hosts) and rollout figures (full rollout of fresh hosts with a warm package cache, the
 //! floor it compares to, no-op re-apply).
 
 mod common;
@@ -14,12 +14,14 @@ use pgstrap::connect::{RemoteCommand, Session, Target};
 use pgstrap::exec::{self, Options};
 use pgstrap::inventory::secrets::Masker;
 
-fn enabled() -> bool {
-    if std::env::var("PGSTRAP_BENCH").as_deref() == Ok("1") {
-        return true;
-    }
-    eprintln!("skipped: set PGSTRAP_BENCH=1 (scripts/bench.sh)");
-    false
+/// The benchmarks are `#[ignore]`d; `scripts/bench.sh` runs them with `--ignored` and
+/// `PGSTRAP_BENCH=1`. Selected without it (`cargo test -- --ignored`), a benchmark fails instead
+/// of taking over this machine's lab unasked.
+fn require_bench() {
+    assert!(
+        std::env::var("PGSTRAP_BENCH").as_deref() == Ok("1"),
+        "this benchmark takes over the lab on this machine: run scripts/bench.sh (root)"
+    );
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -68,10 +70,9 @@ fn session(
 }
 
 #[test]
+#[ignore = "benchmark: needs root and takes over the lab; run scripts/bench.sh"]
 fn bench_engine_on_lab_hosts() {
-    if !enabled() {
-        return;
-    }
+    require_bench();
     let rt = runtime();
     pgstrap_ok(&["lab", "down"]);
     pgstrap_ok(&["lab", "up", "--hosts", "6"]);
@@ -156,10 +157,9 @@ fn bench_engine_on_lab_hosts() {
 }
 
 #[test]
+#[ignore = "benchmark: needs root and takes over the lab; run scripts/bench.sh"]
 fn bench_rollout_on_lab_hosts() {
-    if !enabled() {
-        return;
-    }
+    require_bench();
     let rt = runtime();
     let inventory = format!("{DIR}/inventory.yaml");
 

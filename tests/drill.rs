@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{pgstrap, pgstrap_ok};
+use common::{pgstrap, pgstrap_ok, require_e2e};
 
 const INVENTORY: &str = "/var/lib/pgstrap/lab/inventory.yaml";
 
@@ -19,7 +19,15 @@ fn fresh_cluster(release: &str) {
 
 /// Run one drill; assert what every drill must hold; print its figure.
 fn drill(release: &str, scenario: &str, duration: &str) {
-    let output = pgstrap(&["drill", scenario, "--duration", duration, "--json", "-i", INVENTORY]);
+    let output = pgstrap(&[
+        "drill",
+        scenario,
+        "--duration",
+        duration,
+        "--json",
+        "-i",
+        INVENTORY,
+    ]);
     let report: serde_json::Value = serde_json::from_slice(&output.stdout)
         .unwrap_or_else(|e| panic!("drill {scenario}: no JSON report ({e})"));
     eprintln!(
@@ -38,7 +46,10 @@ fn drill(release: &str, scenario: &str, duration: &str) {
     for member in report["members"].as_array().expect("members") {
         assert_eq!(member["missing"], 0, "drill {scenario}: {member}");
         assert_eq!(member["extra"], 0, "drill {scenario}: diverged {member}");
-        assert_eq!(member["ahead_of_leader"], false, "drill {scenario}: {member}");
+        assert_eq!(
+            member["ahead_of_leader"], false,
+            "drill {scenario}: {member}"
+        );
         assert_eq!(member["streaming"], true, "drill {scenario}: {member}");
     }
     assert_eq!(report["members"].as_array().map(Vec::len), Some(3));
@@ -53,6 +64,7 @@ fn drill(release: &str, scenario: &str, duration: &str) {
 #[test]
 #[ignore = "end to end: needs root and the lab; run by tests/run.sh (PGSTRAP_E2E=1 … -- --ignored)"]
 fn every_drill_on_debian_13_loses_nothing_and_converges() {
+    require_e2e();
     fresh_cluster("13");
     for scenario in [
         "kill-patroni",
@@ -73,6 +85,7 @@ fn every_drill_on_debian_13_loses_nothing_and_converges() {
 #[test]
 #[ignore = "end to end: needs root and the lab; run by tests/run.sh (PGSTRAP_E2E=1 … -- --ignored)"]
 fn isolated_and_power_cut_primaries_lose_nothing_on_debian_12() {
+    require_e2e();
     fresh_cluster("12");
     // Patroni 3.0.2's etcd3 client overwrote the leader key after this partition (148 writes
     // lost); Debian 12 now runs Patroni's etcd v2 client (roles/patroni/debian-12.yaml).

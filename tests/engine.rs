@@ -1,9 +1,12 @@
-//! End-to-end tests of the engine (plan/apply over real SSH). Run only with `PGSTRAP_E2E=1`:
+//! End-to-end tests of the engine (plan/apply over real SSH). They are `#[ignore]`d (`cargo test`
+//! lists them as ignored); `tests/run.sh` runs them as root with `--ignored` and `PGSTRAP_E2E=1`:
 //!
 //! - `loopback_*`: a private sshd on 127.0.0.1–3 (started here, its own host key and config in a
 //!   temp dir; needs `/usr/sbin/sshd` and root) and a desired state that only touches that temp dir.
-//! - `lab_*`: the `pgstrap lab` hosts (`/var/lib/pgstrap/lab/inventory.yaml`, `pgstrap lab up
-//!   --hosts 3` first): the `common` and `pgbouncer` roles on n1–n3.
+//! - `lab_*`: three fresh `pgstrap lab` hosts, brought up by the test itself (`pgstrap lab down`,
+//!   `pgstrap lab up --hosts 3`): the `common` and `pgbouncer` roles on n1–n3.
+//!
+//! `bench_engine_figures` is a benchmark, not a test: `scripts/bench-engine.sh` runs it.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
@@ -13,16 +16,11 @@ use pgstrap::exec::{self, HostStatus, Mode, Options, Report};
 use pgstrap::inventory::secrets::Masker;
 use pgstrap::state::{DesiredState, Directory, HostState, ManagedFile, RoleState};
 
-const POISON: &str = "poison-Password-7Q2";
+mod common;
 
-fn enabled() -> bool {
-    if std::env::var("PGSTRAP_E2E").as_deref() == Ok("1") {
-        true
-    } else {
-        eprintln!("skipped: set PGSTRAP_E2E=1");
-        false
-    }
-}
+use common::{pgstrap_ok, require_e2e};
+
+const POISON: &str = "poison-Password-7Q2";
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -216,10 +214,9 @@ fn changed_subjects(report: &Report, host: &str) -> Vec<String> {
 }
 
 #[test]
+#[ignore = "end to end: needs root and /usr/sbin/sshd (a private sshd on 127.0.0.1-3); run with PGSTRAP_E2E=1 tests/run.sh"]
 fn loopback_apply_converges_then_reports_zero_changes_and_drift() {
-    if !enabled() {
-        return;
-    }
+    require_e2e();
     let sshd = start_sshd(2231);
     let root = sshd.dir.path().join("managed");
     let hosts = [1, 2, 3];
@@ -307,10 +304,9 @@ fn loopback_apply_converges_then_reports_zero_changes_and_drift() {
 }
 
 #[test]
+#[ignore = "end to end: needs root and /usr/sbin/sshd (a private sshd on 127.0.0.1-3); run with PGSTRAP_E2E=1 tests/run.sh"]
 fn loopback_unreachable_host_is_reported_and_the_others_go_on() {
-    if !enabled() {
-        return;
-    }
+    require_e2e();
     let sshd = start_sshd(2233);
     let root = sshd.dir.path().join("managed");
     let report = run(&sshd, &root, &[1, 2, 3], "one", Mode::Apply, Some(3));
@@ -335,10 +331,9 @@ fn loopback_unreachable_host_is_reported_and_the_others_go_on() {
 }
 
 #[test]
+#[ignore = "end to end: needs root and /usr/sbin/sshd (a private sshd on 127.0.0.1-3); run with PGSTRAP_E2E=1 tests/run.sh"]
 fn loopback_unknown_host_key_is_refused_with_a_hint() {
-    if !enabled() {
-        return;
-    }
+    require_e2e();
     let sshd = start_sshd(2235);
     std::fs::write(sshd.dir.path().join("known_hosts"), "").unwrap();
     let root = sshd.dir.path().join("managed");
@@ -356,16 +351,8 @@ fn loopback_unknown_host_key_is_refused_with_a_hint() {
 
 const LAB_INVENTORY: &str = "/var/lib/pgstrap/lab/inventory.yaml";
 
-/// The lab tests share the lab hosts (one stops n3): one at a time.
+/// The lab tests share the lab hosts (one stops n3): one at a time. Each brings up its own.
 static LAB: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn lab_available() -> bool {
-    if !Path::new(LAB_INVENTORY).exists() {
-        eprintln!("skipped: no lab ({LAB_INVENTORY}); run `pgstrap lab up --hosts 3`");
-        return false;
-    }
-    true
-}
 
 fn lab(sets: &[&str], mode: Mode) -> Report {
     let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
@@ -385,19 +372,12 @@ fn lab(sets: &[&str], mode: Mode) -> Report {
         .unwrap_or_else(|e| panic!("{e:?}"))
 }
 
-fn pgstrap(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_pgstrap"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
 #[test]
+#[ignore = "end to end: needs root and takes over the lab; run with PGSTRAP_E2E=1 tests/run.sh"]
 fn lab_common_and_pgbouncer_converge_idempotently_and_handlers_follow_files() {
-    if !enabled() || !lab_available() {
-        return;
-    }
+    require_e2e();
     let _lab = LAB.lock().unwrap_or_else(|e| e.into_inner());
+    common::fresh_lab(&["--hosts", "3"]);
     let first = lab(&[], Mode::Apply);
     assert_eq!(first.exit_code(), 0, "{first:#?}");
 
@@ -469,19 +449,14 @@ fn lab_common_and_pgbouncer_converge_idempotently_and_handlers_follow_files() {
 }
 
 #[test]
+#[ignore = "end to end: needs root and takes over the lab; run with PGSTRAP_E2E=1 tests/run.sh"]
 fn lab_stopped_host_gives_a_connect_error_and_the_others_stay_consistent() {
-    if !enabled() || !lab_available() {
-        return;
-    }
+    require_e2e();
     let _lab = LAB.lock().unwrap_or_else(|e| e.into_inner());
-    let stop = pgstrap(&["lab", "stop", "n3"]);
-    assert!(
-        stop.status.success(),
-        "{}",
-        String::from_utf8_lossy(&stop.stderr)
-    );
+    common::fresh_lab(&["--hosts", "3"]);
+    pgstrap_ok(&["lab", "stop", "n3"]);
     let report = lab(&[], Mode::Apply);
-    let start = pgstrap(&["lab", "start", "n3"]);
+    let start = common::pgstrap(&["lab", "start", "n3"]);
     assert_eq!(report.exit_code(), 1);
     let n3 = report.host("n3").unwrap();
     assert_eq!(n3.status, HostStatus::Unreachable, "{n3:#?}");
@@ -497,14 +472,11 @@ fn lab_stopped_host_gives_a_connect_error_and_the_others_stay_consistent() {
 }
 
 // ------------------------------------------------------------------------------------------------
-// Benchmark (not a timed test): `scripts/bench-engine.sh` runs it with PGSTRAP_BENCH=1.
+// Benchmark (not a timed test): `scripts/bench-engine.sh` runs it.
 
 #[test]
+#[ignore = "benchmark: needs root and /usr/sbin/sshd; run scripts/bench-engine.sh"]
 fn bench_engine_figures() {
-    if std::env::var("PGSTRAP_BENCH").as_deref() != Ok("1") {
-        eprintln!("skipped: set PGSTRAP_BENCH=1 (scripts/bench-engine.sh)");
-        return;
-    }
     let sshd = start_sshd(2237);
     let root = sshd.dir.path().join("managed");
     let rt = runtime();

@@ -1,6 +1,7 @@
 //! End-to-end tests of `pgstrap lab` on this machine. They need root and change the machine
-//! (bridges, nft table, containers), so they run only with `PGSTRAP_E2E=1`; they take over the
-//! lab in the default directory. They connect only to lab addresses (10.77.x.x).
+//! (bridges, nft table, containers), so they are `#[ignore]`d and run only with `--ignored` and
+//! `PGSTRAP_E2E=1` (`tests/run.sh` as root); they take over the lab in the default directory.
+//! They connect only to lab addresses (10.77.x.x).
 
 use std::path::Path;
 use std::process::Command;
@@ -8,7 +9,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{e2e_enabled, known_hosts, pgstrap_ok, run_on, ssh, DIR};
+use common::{known_hosts, pgstrap_ok, require_e2e, run_on, ssh, DIR};
 
 fn reachable(address: &str) -> bool {
     ssh(address, &known_hosts(), "true").status.success()
@@ -44,10 +45,9 @@ fn lab_up_rejects_zero_hosts_with_exit_2() {
 }
 
 #[test]
+#[ignore = "end to end: needs root and takes over the lab; run with PGSTRAP_E2E=1 tests/run.sh"]
 fn lab_end_to_end() {
-    if !e2e_enabled() {
-        return;
-    }
+    require_e2e();
     let _lab = take_lab();
     // Read after a first `down`: an earlier lab has ip_forward on and restores it on down.
     pgstrap_ok(&["lab", "down"]);
@@ -157,10 +157,9 @@ fn lab_end_to_end() {
 }
 
 #[test]
+#[ignore = "end to end: needs root and takes over the lab; run with PGSTRAP_E2E=1 tests/run.sh"]
 fn lab_up_recovers_a_half_torn_down_lab() {
-    if !e2e_enabled() {
-        return;
-    }
+    require_e2e();
     let _lab = take_lab();
     pgstrap_ok(&["lab", "down"]);
     pgstrap_ok(&["lab", "up", "--hosts", "1"]);

@@ -1,13 +1,14 @@
 //! End-to-end: the whole HA stack rolled out on fresh lab hosts with one command, verified with
 //! real clients, idempotent, surviving a power cut of the primary; and a second layout (etcd on
-//! its own hosts, balancers on the DB hosts). Runs only with `PGSTRAP_E2E=1` (root; it takes over
-//! the lab). Figures are printed (`figure: …`), never asserted against a clock.
+//! its own hosts, balancers on the DB hosts). `#[ignore]`d: runs only with `--ignored` and
+//! `PGSTRAP_E2E=1` (`tests/run.sh` as root; it takes over the lab). Figures are printed
+//! (`figure: …`), never asserted against a clock.
 
 mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{e2e_enabled, pgstrap, pgstrap_ok, run_on, DIR};
+use common::{pgstrap, pgstrap_ok, require_e2e, run_on, DIR};
 
 const INVENTORY: &str = "/var/lib/pgstrap/lab/inventory.yaml";
 const POISON: &str = "P0ison";
@@ -62,7 +63,8 @@ async fn write_once(
 fn leader(inventory: &str) -> String {
     let status = pgstrap_ok(&["status", "--json", "-i", inventory]);
     let status: serde_json::Value = serde_json::from_str(&status).expect("status JSON");
-    status["clusters"][0]["patroni"]["Ok"]
+    assert_eq!(status["version"], 1, "status --json shape version");
+    status["clusters"][0]["patroni"]["members"]
         .as_array()
         .and_then(|members| members.iter().find(|m| m["role"] == "leader"))
         .and_then(|m| m["name"].as_str())
@@ -71,10 +73,9 @@ fn leader(inventory: &str) -> String {
 }
 
 #[test]
+#[ignore = "end to end: needs root and takes over the lab; run with PGSTRAP_E2E=1 tests/run.sh"]
 fn rollout_end_to_end() {
-    if !e2e_enabled() {
-        return;
-    }
+    require_e2e();
     // Fresh hosts: 3 DB hosts with etcd co-located, 2 balancers with a VIP.
     pgstrap_ok(&["lab", "down"]);
     pgstrap_ok(&["lab", "up", "--hosts", "5"]);
@@ -119,10 +120,24 @@ fn rollout_end_to_end() {
     assert_eq!(health.matches("is healthy").count(), 3, "{health}");
     let status = pgstrap_ok(&["status", "--json", "-i", INVENTORY]);
     let status: serde_json::Value = serde_json::from_str(&status).expect("status JSON");
-    let etcd = status["clusters"][0]["etcd"]["Ok"]["members"]
+    let etcd = status["clusters"][0]["etcd"]["members"]
         .as_array()
         .expect("etcd members");
     assert!(etcd.iter().all(|m| m["healthy"] == true));
+    // Right after verify, status shows the replay lag verify measured (issue 7: it showed
+    // Patroni's 16777216 B from the DCS while verify measured 0).
+    let members = status["clusters"][0]["patroni"]["members"]
+        .as_array()
+        .expect("patroni members");
+    for replica in members.iter().filter(|m| m["role"] == "replica") {
+        assert_eq!(replica["replication_state"], "streaming", "{replica}");
+        assert!(
+            replica["lag_bytes"]
+                .as_u64()
+                .is_some_and(|lag| lag < 1024 * 1024),
+            "{replica}"
+        );
+    }
     assert_eq!(
         status["clusters"][0]["vip"]["holders"]
             .as_array()
@@ -262,10 +277,9 @@ fn rollout_end_to_end() {
 
 /// etcd on its own three hosts; HAProxy and keepalived on the three DB hosts.
 #[test]
+#[ignore = "end to end: needs root and takes over the lab; run with PGSTRAP_E2E=1 tests/run.sh"]
 fn rollout_with_dedicated_etcd_and_balancers_on_the_db_hosts() {
-    if !e2e_enabled() {
-        return;
-    }
+    require_e2e();
     pgstrap_ok(&["lab", "down"]);
     pgstrap_ok(&["lab", "up", "--hosts", "6"]);
     let lab = std::fs::read_to_string(INVENTORY).expect("lab inventory");
@@ -293,10 +307,9 @@ fn rollout_with_dedicated_etcd_and_balancers_on_the_db_hosts() {
 /// `standby_cluster` streaming through a permanent slot on the primary side, the primary side's
 /// writes visible on every standby host; a second apply changes nothing.
 #[test]
+#[ignore = "end to end: needs root and takes over the lab; run with PGSTRAP_E2E=1 tests/run.sh"]
 fn rollout_with_a_dr_standby_cluster_in_a_second_datacenter() {
-    if !e2e_enabled() {
-        return;
-    }
+    require_e2e();
     pgstrap_ok(&["lab", "down"]);
     pgstrap_ok(&["lab", "up", "--hosts", "5", "--dr-hosts", "3"]);
     let started = Instant::now();

@@ -7,7 +7,7 @@ use crate::error::Result;
 pub struct Args {
     #[command(flatten)]
     pub inventory: InventoryArgs,
-    /// Print the status as JSON on stdout.
+    /// Print the status as JSON on stdout (a versioned shape, documented in README.md).
     #[arg(long)]
     pub json: bool,
 }

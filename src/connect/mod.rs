@@ -442,8 +442,9 @@ impl Session {
     pub fn failure(&self, command: &RemoteCommand, output: &CommandOutput) -> CommandError {
         let stderr = output.stderr_text();
         let stderr = stderr.trim();
-        // Keep the end of a long stderr: the cause is usually last.
-        let tail: Vec<&str> = stderr.lines().rev().take(20).collect();
+        // Keep the end of a long stderr: the cause is usually last. 30 lines: a service that did
+        // not start says so in one line followed by its last 20 journal lines.
+        let tail: Vec<&str> = stderr.lines().rev().take(30).collect();
         let tail: Vec<&str> = tail.into_iter().rev().collect();
         CommandError {
             host: self.target.host.clone(),

@@ -1,8 +1,9 @@
 //! The engine's runner: brings hosts to their desired state (or only plans it). Per host: connect,
-//! gather facts (one round trip), all packages in one apt transaction; then the roles by ascending
-//! phase with a barrier between phases across hosts (etcd everywhere before Patroni…). Hosts run in
-//! parallel up to a limit; a failed step stops that host only. Every step reports an [`Event`] to
-//! one channel that the UI draws; the result is a [`Report`].
+//! gather facts (one round trip), all packages in one apt transaction, every role's systemd unit
+//! files and one daemon-reload; then the roles by ascending phase with a barrier between phases
+//! across hosts (etcd everywhere before Patroni…). Hosts run in parallel up to a limit; a failed
+//! step stops that host only. Every step reports an [`Event`] to one channel that the UI draws;
+//! the result is a [`Report`].
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -17,7 +18,7 @@ use crate::facts::{self, Facts, PathState};
 use crate::inventory::secrets::Masker;
 use crate::ops::{self, Kind, Planned};
 use crate::render::Project;
-use crate::state::{DesiredState, HostState};
+use crate::state::{DesiredState, HostState, ManagedFile};
 
 /// Plan only (read facts, change nothing) or apply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -496,11 +497,10 @@ impl HostRun {
                 let started = Instant::now();
                 let mut applied = false;
                 if mode == Mode::Apply {
-                    self.step(format!(
-                        "{}: {}",
-                        role.unwrap_or("packages"),
-                        change.subject
-                    ));
+                    self.step(match role {
+                        Some(role) => format!("{role}: {}", change.subject),
+                        None => change.subject.clone(),
+                    });
                     // A quorum member restarts while no other one does (etcd's restart returns
                     // once the member is back in the cluster: Type=notify).
                     let one_at_a_time = self.one_at_a_time.clone();
@@ -517,7 +517,8 @@ impl HostRun {
                     applied = true;
                     ops::record_effect(&mut self.facts, &change.effect);
                 }
-                if change.kind == Kind::Handler {
+                // Shown once per host even when two roles fire the same handler.
+                if change.kind == Kind::Handler && !self.report.handlers.contains(&change.subject) {
                     self.report.handlers.push(change.subject.clone());
                 }
                 self.emit(Event::Change {
@@ -598,8 +599,70 @@ impl HostRun {
         }
         self.step("packages");
         let planned = ops::plan_packages(&self.state.packages(), &self.facts);
-        self.perform(planned, mode, None, None).await;
+        if self.perform(planned, mode, None, None).await {
+            self.units(mode).await;
+        }
         self
+    }
+
+    /// Every role's systemd unit files and drop-ins, then ONE daemon-reload for the host when any
+    /// changed: before any phase starts a service, once per host and run (not once per role).
+    async fn units(&mut self, mode: Mode) {
+        let units: Vec<(String, u32, ManagedFile)> = self
+            .state
+            .roles
+            .iter()
+            .flat_map(|role| {
+                let (files, _) = role.split_before_packages().1.split_unit_files();
+                files
+                    .into_iter()
+                    .map(|file| (role.role.clone(), role.phase, file))
+            })
+            .collect();
+        if units.is_empty() {
+            return;
+        }
+        self.step("systemd units");
+        let files: Vec<&ManagedFile> = units.iter().map(|(_, _, file)| file).collect();
+        let Some(contents) = self.contents_for_diffs(&files).await else {
+            return;
+        };
+        let (planned, reload) = ops::plan_units(&files, &self.facts, &contents, &self.masker);
+        for ((role, phase, _), planned) in units.iter().zip(planned) {
+            if !self.perform(planned, mode, Some(*phase), Some(role)).await {
+                return;
+            }
+        }
+        if let Some(reload) = reload {
+            self.perform(reload, mode, None, None).await;
+        }
+    }
+
+    /// The content on the host of those `files` whose hash differs from the rendered one and that
+    /// may be shown (not secret): for diffs. `None` when reading failed (the host has failed).
+    async fn contents_for_diffs(
+        &mut self,
+        files: &[&ManagedFile],
+    ) -> Option<BTreeMap<String, Vec<u8>>> {
+        let wanted: Vec<String> = files
+            .iter()
+            .filter(|f| !f.sensitive)
+            .filter(|f| matches!(self.facts.path(&f.path), PathState::File { sha256, .. } if *sha256 != f.sha256))
+            .map(|f| f.path.clone())
+            .collect();
+        if wanted.is_empty() {
+            return Some(BTreeMap::new());
+        }
+        let Some(session) = self.session.as_ref() else {
+            return Some(BTreeMap::new());
+        };
+        match facts::read_files(session, &wanted).await {
+            Ok(read) => Some(read),
+            Err(error) => {
+                self.fail("read files for diffs", error);
+                None
+            }
+        }
     }
 
     /// The roles of `phase` on this host.
@@ -607,37 +670,21 @@ impl HostRun {
         if self.done {
             return self;
         }
-        // What went before the package transaction is done already.
+        // What went before the package transaction, and the unit files, are done already.
         let roles: Vec<_> = self
             .state
             .roles
             .iter()
             .filter(|r| r.phase == phase)
-            .map(|r| r.split_before_packages().1)
+            .map(|r| r.split_before_packages().1.split_unit_files().1)
             .collect();
         if roles.is_empty() {
             return self;
         }
-        // Current contents, only of readable (non-secret) files whose hash differs: for diffs.
-        let wanted: Vec<String> = roles
-            .iter()
-            .flat_map(|r| r.files.iter())
-            .filter(|f| !f.sensitive)
-            .filter(|f| matches!(self.facts.path(&f.path), PathState::File { sha256, .. } if *sha256 != f.sha256))
-            .map(|f| f.path.clone())
-            .collect();
-        let mut contents = BTreeMap::new();
-        if !wanted.is_empty() {
-            if let Some(session) = &self.session {
-                match facts::read_files(session, &wanted).await {
-                    Ok(read) => contents = read,
-                    Err(error) => {
-                        self.fail("read files for diffs", error);
-                        return self;
-                    }
-                }
-            }
-        }
+        let files: Vec<&ManagedFile> = roles.iter().flat_map(|r| r.files.iter()).collect();
+        let Some(contents) = self.contents_for_diffs(&files).await else {
+            return self;
+        };
         let sysctl_file = ops::sysctl_file(&self.state);
         let first_sysctl_role = self
             .state

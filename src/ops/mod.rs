@@ -531,6 +531,74 @@ pub fn plan_sysctl(key: &str, value: &str, facts: &Facts) -> Planned {
 // ---------------------------------------------------------------------------------------------
 // Services
 
+/// How long a unit may stay `activating` before its start is reported as failed. etcd members
+/// legitimately wait for their peers, which the engine starts at the same time (one phase, every
+/// host in parallel): this leaves them time to find each other.
+pub const SERVICE_START_TIMEOUT_SECS: u64 = 90;
+
+/// Starts or restarts (`$2`) a unit (`$1`) and reports a failure within a second or so, not when
+/// systemd's own start timeout runs out (a Type=notify unit that never becomes ready blocks
+/// `systemctl start` for minutes): `systemctl` runs in the background while the unit's state is
+/// polled every 0.25 s. Failed as soon as the unit is `failed` (seen twice in a row) or systemd is
+/// restarting it (it crashed), or when it is not active after `$3` seconds; the message names the unit, its state
+/// and its last journal lines (the engine masks secrets in it). A unit left `failed` by an
+/// earlier run is reset first, so its old state is not taken for the new start's.
+pub const SERVICE_START_SCRIPT: &str = r#"set -u
+unit=$1; verb=$2; limit=$3
+active=unknown; sub=unknown; result=unknown; restarts=0; job=
+state() {
+  text=$(systemctl show -p ActiveState -p SubState -p Result -p NRestarts -- "$unit") || return 1
+  active=$(printf '%s\n' "$text" | sed -n 's/^ActiveState=//p')
+  sub=$(printf '%s\n' "$text" | sed -n 's/^SubState=//p')
+  result=$(printf '%s\n' "$text" | sed -n 's/^Result=//p')
+  restarts=$(printf '%s\n' "$text" | sed -n 's/^NRestarts=//p')
+  case $restarts in ''|*[!0-9]*) restarts=0 ;; esac
+}
+elapsed() { echo $(( $(date +%s) - started )); }
+fail() {
+  if [ -n "$job" ]; then kill "$job" 2>/dev/null; fi
+  echo "$unit did not $verb: $1 (state $active/$sub, result $result, $restarts restart(s)); its last journal lines:" >&2
+  journalctl -u "$unit" -n 20 --no-pager -o short-iso >&2 2>&1
+  exit 1
+}
+state || exit 1
+if [ "$active" = failed ]; then
+  systemctl reset-failed -- "$unit" 2>/dev/null
+  state || exit 1
+fi
+before=$restarts
+started=$(date +%s)
+systemctl "$verb" -- "$unit" &
+job=$!
+failed=0
+while kill -0 "$job" 2>/dev/null; do
+  state
+  # Twice in a row: a restart may pass through `failed` for an instant on its way back up.
+  if [ "$active" = failed ]; then failed=$((failed + 1)); else failed=0; fi
+  if [ "$failed" -ge 2 ]; then fail "it failed after $(elapsed) s"; fi
+  if [ "$sub" = auto-restart ] || [ "$restarts" -gt "$before" ]; then
+    fail "it exited after $(elapsed) s and systemd is restarting it"
+  fi
+  if [ "$(elapsed)" -ge "$limit" ]; then fail "still $active after $limit s"; fi
+  sleep 0.25
+done
+wait "$job"; code=$?
+job=
+state
+if [ "$code" = 0 ] && [ "$active" = active ]; then exit 0; fi
+fail "systemctl $verb exited with $code after $(elapsed) s"
+"#;
+
+/// `systemctl start|restart UNIT`, watched by [`SERVICE_START_SCRIPT`].
+pub fn start_command(verb: &str, unit: &str) -> RemoteCommand {
+    let limit = SERVICE_START_TIMEOUT_SECS.to_string();
+    RemoteCommand::script(
+        SERVICE_START_SCRIPT,
+        &[unit, verb, limit.as_str()],
+        format!("systemctl {verb} {}", shell_quote(unit)),
+    )
+}
+
 /// A unit to the state the role asks. Orchestrated units are enabled only, never started here.
 pub fn plan_service(service: &Service, status: Option<&ServiceStatus>) -> Planned {
     let unknown = ServiceStatus {
@@ -569,7 +637,10 @@ pub fn plan_service(service: &Service, status: Option<&ServiceStatus>) -> Planne
     }
     let commands = actions
         .iter()
-        .map(|action| RemoteCommand::new(&["systemctl", action, name]))
+        .map(|action| match *action {
+            "start" => start_command("start", name),
+            action => RemoteCommand::new(&["systemctl", action, name]),
+        })
         .collect();
     let after = ServiceStatus {
         enabled: if want_enabled || status.enabled == "static" {
@@ -638,15 +709,9 @@ pub fn plan_handlers(
             continue;
         }
         match (handler.action, &handler.service) {
-            (HandlerAction::DaemonReload, _) => daemon_reloads.push(Planned::Change(Change {
-                kind: Kind::Handler,
-                subject: handler.name.clone(),
-                summary: "systemctl daemon-reload".into(),
-                why: "a unit file or drop-in changed".into(),
-                diff: None,
-                commands: vec![RemoteCommand::new(&["systemctl", "daemon-reload"])],
-                effect: Effect::None,
-            })),
+            (HandlerAction::DaemonReload, _) => {
+                daemon_reloads.push(Planned::Change(daemon_reload(&handler.name)))
+            }
             (action, Some(service)) => {
                 let verb = if action == HandlerAction::Reload {
                     "reload"
@@ -672,7 +737,10 @@ pub fn plan_handlers(
                         summary: format!("systemctl {verb} {service}"),
                         why: "a file it reads changed".into(),
                         diff: None,
-                        commands: vec![RemoteCommand::new(&["systemctl", verb, service.as_str()])],
+                        commands: vec![match action {
+                            HandlerAction::Restart => start_command("restart", service),
+                            _ => RemoteCommand::new(&["systemctl", verb, service.as_str()]),
+                        }],
                         effect: if handler.one_at_a_time {
                             Effect::OneHostAtATime
                         } else {
@@ -688,6 +756,59 @@ pub fn plan_handlers(
         }
     }
     (daemon_reloads, others)
+}
+
+/// `systemctl daemon-reload`, as the handler `name`.
+fn daemon_reload(name: &str) -> Change {
+    Change {
+        kind: Kind::Handler,
+        subject: name.to_owned(),
+        summary: "systemctl daemon-reload".into(),
+        why: "a unit file or drop-in changed".into(),
+        diff: None,
+        commands: vec![RemoteCommand::new(&["systemctl", "daemon-reload"])],
+        effect: Effect::None,
+    }
+}
+
+/// The name of the host's one daemon-reload (the roles' handlers share it).
+pub const DAEMON_RELOAD: &str = "systemd daemon-reload";
+
+/// True when `planned` (the plan of `file`) rewrites its content, not only ownership or mode:
+/// what the file's handlers follow.
+fn rewrites_content(file: &ManagedFile, facts: &Facts, planned: &Planned) -> bool {
+    planned.change().is_some()
+        && !matches!(facts.path(&file.path), PathState::File { sha256, .. } if *sha256 == file.sha256)
+}
+
+/// The systemd unit files and drop-ins of all of a host's roles (split off by
+/// [`RoleState::split_unit_files`]), one plan per file in order, then ONE `systemctl
+/// daemon-reload` when any content changes: a host reloads systemd once per run, however many of
+/// its roles have units, and before any of its services starts.
+pub fn plan_units(
+    files: &[&ManagedFile],
+    facts: &Facts,
+    contents: &BTreeMap<String, Vec<u8>>,
+    masker: &Masker,
+) -> (Vec<Planned>, Option<Planned>) {
+    let mut reload = false;
+    let planned = files
+        .iter()
+        .map(|file| {
+            let planned = plan_file(
+                file,
+                facts.path(&file.path),
+                contents.get(&file.path).map(Vec::as_slice),
+                masker,
+            );
+            reload |= rewrites_content(file, facts, &planned);
+            planned
+        })
+        .collect();
+    (
+        planned,
+        reload.then(|| Planned::Change(daemon_reload(DAEMON_RELOAD))),
+    )
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -755,11 +876,8 @@ pub fn plan_role(
             contents.get(&file.path).map(Vec::as_slice),
             masker,
         );
-        if planned.change().is_some()
-            && matches!(facts.path(&file.path), PathState::File { sha256, .. } if *sha256 == file.sha256)
-        {
-            // Only ownership changed: the content the service reads is the same; no handler.
-        } else if planned.change().is_some() {
+        // Handlers follow content: a change of ownership or mode only fires none.
+        if rewrites_content(file, facts, &planned) {
             notified.extend(file.notify.iter().cloned());
         }
         steps.push(planned);

@@ -483,3 +483,307 @@ fn record_effect_updates_facts() {
     record_effect(&mut facts, &Effect::Sysctl("net.x".into(), "1".into()));
     assert_eq!(facts.sysctls["net.x"].as_deref(), Some("1"));
 }
+
+#[test]
+fn split_unit_files_takes_the_files_that_notify_only_a_daemon_reload() {
+    let mut role = role();
+    // A unit file that also asks for a restart stays with its role (and its own daemon-reload).
+    role.files.push(managed(
+        "/etc/systemd/system/other.service.d/pgstrap.conf",
+        "[Service]\n",
+        false,
+        &["systemd daemon-reload", "reload pgbouncer"],
+    ));
+    let (units, rest) = role.split_unit_files();
+    let units: Vec<&str> = units.iter().map(|f| f.path.as_str()).collect();
+    assert_eq!(
+        units,
+        ["/etc/systemd/system/pgbouncer.service.d/pgstrap.conf"]
+    );
+    let rest: Vec<&str> = rest.files.iter().map(|f| f.path.as_str()).collect();
+    assert_eq!(
+        rest,
+        [
+            "/etc/pgbouncer/pgbouncer.ini",
+            "/etc/pgbouncer/userlist.txt",
+            "/etc/systemd/system/other.service.d/pgstrap.conf",
+        ]
+    );
+}
+
+/// Guards issue 7: the handler line showed `systemd daemon-reload` three times for one host (one
+/// per role with a drop-in: etcd, patroni, pgbouncer).
+#[test]
+fn a_host_with_three_changed_drop_ins_reloads_systemd_once() {
+    let roles: Vec<RoleState> = ["etcd", "patroni", "pgbouncer"]
+        .iter()
+        .map(|name| {
+            let mut role = role();
+            role.role = (*name).into();
+            role.files[2].path = format!("/etc/systemd/system/{name}.service.d/pgstrap.conf");
+            role
+        })
+        .collect();
+    let facts = Facts::default();
+    let split: Vec<(Vec<ManagedFile>, RoleState)> =
+        roles.iter().map(RoleState::split_unit_files).collect();
+    let units: Vec<&ManagedFile> = split.iter().flat_map(|(units, _)| units).collect();
+    let (planned, reload) = plan_units(&units, &facts, &BTreeMap::new(), &masker());
+    assert_eq!(changes(&planned).len(), 3);
+    let reload = reload.expect("one daemon-reload");
+    assert_eq!(
+        reload.change().map(|c| c.summary.as_str()),
+        Some("systemctl daemon-reload")
+    );
+    // The roles, planned without their unit files, reload nothing more.
+    for (_, rest) in &split {
+        let steps = plan_role(rest, &facts, &BTreeMap::new(), None, &masker());
+        assert!(
+            changes(&steps).iter().all(|c| c.subject != DAEMON_RELOAD),
+            "{steps:?}"
+        );
+    }
+}
+
+#[test]
+fn unit_files_unchanged_or_only_chowned_need_no_daemon_reload() {
+    let role = role();
+    let (units, _) = role.split_unit_files();
+    let units: Vec<&ManagedFile> = units.iter().collect();
+    let mut facts = converged_facts(&role);
+    let (planned, reload) = plan_units(&units, &facts, &BTreeMap::new(), &masker());
+    assert!(changes(&planned).is_empty() && reload.is_none());
+    facts
+        .paths
+        .insert(units[0].path.clone(), file_state(&units[0].content, 0o644));
+    let (planned, reload) = plan_units(&units, &facts, &BTreeMap::new(), &masker());
+    assert_eq!(changes(&planned).len(), 1);
+    assert!(reload.is_none(), "a mode fix does not change the unit");
+}
+
+/// A fake `systemctl` and `journalctl` for [`SERVICE_START_SCRIPT`]: `show` prints the next line
+/// of `states` ("ActiveState SubState Result NRestarts", the last one repeats) as KEY=VALUE lines
+/// in systemd's order (not the order asked for); `start`/`restart` blocks for `block` seconds,
+/// then exits with `code`; every call is logged.
+struct FakeSystemd {
+    dir: tempfile::TempDir,
+}
+
+impl FakeSystemd {
+    fn new(states: &[&str], block: f64, code: i32) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().display().to_string();
+        std::fs::write(dir.path().join("states"), states.join("\n") + "\n").unwrap();
+        let systemctl = format!(
+            r#"#!/bin/sh
+echo "$*" >> {d}/calls
+case $1 in
+show)
+  n=$(cat {d}/n 2>/dev/null || echo 1)
+  total=$(wc -l < {d}/states)
+  [ "$n" -gt "$total" ] && n=$total
+  echo $((n + 1)) > {d}/n
+  set -- $(sed -n "${{n}}p" {d}/states)
+  printf 'Result=%s\nNRestarts=%s\nActiveState=%s\nSubState=%s\n' "$3" "$4" "$1" "$2" ;;
+start|restart)
+  # Killed (as the script kills a blocked systemctl): take the sleep along, so no orphan holds
+  # the test's pipes open.
+  trap 'kill $!; exit 143' TERM
+  sleep {block} &
+  wait $!
+  exit {code} ;;
+esac
+"#
+        );
+        let journalctl = format!(
+            "#!/bin/sh\necho \"$*\" >> {d}/calls\necho 'etcd[42]: listening for peers'\necho 'etcd[42]: password=poison-Secret-1234'\n"
+        );
+        for (name, text) in [("systemctl", systemctl), ("journalctl", journalctl)] {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        Self { dir }
+    }
+
+    /// Run the script as the engine would (`sh -c SCRIPT sh UNIT VERB LIMIT`); returns the exit
+    /// code, stderr and how long it took.
+    fn run(&self, verb: &str, limit: u64) -> (Option<i32>, String, std::time::Duration) {
+        let command = start_command(verb, "etcd");
+        assert_eq!(command.display, format!("systemctl {verb} etcd"));
+        let mut argv = command.argv.clone();
+        let last = argv.len() - 1;
+        argv[last] = limit.to_string();
+        let path = format!(
+            "{}:{}",
+            self.dir.path().display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let started = std::time::Instant::now();
+        let output = std::process::Command::new(&argv[0])
+            .args(&argv[1..])
+            .env("PATH", path)
+            .output()
+            .unwrap();
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+            started.elapsed(),
+        )
+    }
+
+    fn calls(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("calls")).unwrap_or_default()
+    }
+}
+
+#[test]
+fn service_start_succeeds_when_the_unit_becomes_active() {
+    let fake = FakeSystemd::new(
+        &[
+            "inactive dead success 0",
+            "activating start success 0",
+            "active running success 0",
+        ],
+        0.6,
+        0,
+    );
+    let (code, stderr, _) = fake.run("start", 90);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(fake.calls().contains("start -- etcd"));
+    assert!(!fake.calls().contains("journalctl"));
+}
+
+/// Guards issue 7: an etcd member that could not start took 5 min 39 s to fail, because
+/// `systemctl start` blocked until the unit's start timeout.
+#[test]
+fn service_start_reports_a_failed_unit_within_seconds_with_its_journal() {
+    let fake = FakeSystemd::new(
+        &[
+            "inactive dead success 0",
+            "activating start success 0",
+            "failed failed exit-code 0",
+        ],
+        300.0,
+        1,
+    );
+    let (code, stderr, took) = fake.run("start", 90);
+    assert_eq!(code, Some(1));
+    assert!(took.as_secs() < 5, "took {took:?}");
+    // The seconds are whole ones from `date +%s`: 0 or 1 here.
+    assert!(
+        stderr.contains("etcd did not start: it failed after ")
+            && stderr.contains(
+                " s (state failed/failed, result exit-code, 0 restart(s)); its last journal lines:"
+            ),
+        "{stderr}"
+    );
+    assert!(stderr.contains("etcd[42]: listening for peers"), "{stderr}");
+    assert!(fake.calls().contains("-u etcd -n 20 --no-pager"));
+}
+
+#[test]
+fn service_start_reports_a_unit_systemd_is_restarting() {
+    for states in [
+        [
+            "inactive dead success 0",
+            "activating auto-restart exit-code 1",
+        ],
+        ["inactive dead success 2", "activating start success 3"],
+    ] {
+        let fake = FakeSystemd::new(&states, 300.0, 1);
+        let (code, stderr, took) = fake.run("restart", 90);
+        assert_eq!(code, Some(1));
+        assert!(took.as_secs() < 5, "took {took:?}");
+        assert!(
+            stderr.contains("etcd did not restart: it exited after ")
+                && stderr.contains(" s and systemd is restarting it"),
+            "{stderr}"
+        );
+    }
+}
+
+#[test]
+fn service_start_gives_up_on_a_unit_still_activating_after_the_limit() {
+    let fake = FakeSystemd::new(
+        &["inactive dead success 0", "activating start success 0"],
+        300.0,
+        0,
+    );
+    let (code, stderr, took) = fake.run("start", 1);
+    assert_eq!(code, Some(1));
+    assert!(took.as_secs() < 5, "took {took:?}");
+    assert!(
+        stderr.contains("etcd did not start: still activating after 1 s (state activating/start"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("etcd[42]: listening for peers"), "{stderr}");
+}
+
+#[test]
+fn service_restart_passing_through_failed_for_an_instant_is_not_a_failure() {
+    let fake = FakeSystemd::new(
+        &[
+            "active running success 0",
+            "failed failed exit-code 0",
+            "activating start success 0",
+            "active running success 0",
+        ],
+        0.8,
+        0,
+    );
+    let (code, stderr, _) = fake.run("restart", 90);
+    assert_eq!(code, Some(0), "{stderr}");
+}
+
+#[test]
+fn service_start_resets_a_unit_an_earlier_run_left_failed() {
+    let fake = FakeSystemd::new(
+        &[
+            "failed failed exit-code 5",
+            "inactive dead success 0",
+            "active running success 0",
+        ],
+        0.3,
+        0,
+    );
+    let (code, stderr, _) = fake.run("start", 90);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(fake.calls().contains("reset-failed -- etcd"));
+}
+
+#[test]
+fn service_start_reports_a_start_systemctl_refused() {
+    let fake = FakeSystemd::new(&["inactive dead success 0"], 0.0, 5);
+    let (code, stderr, _) = fake.run("start", 90);
+    assert_eq!(code, Some(1));
+    assert!(
+        stderr.contains("etcd did not start: systemctl start exited with 5 after ")
+            && stderr.contains(" s (state inactive/dead"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn starts_and_restarts_are_watched_reloads_are_not() {
+    let Planned::Change(change) = plan_service(
+        &Service {
+            name: "etcd".into(),
+            state: ServiceState::Started,
+        },
+        Some(&status("disabled", "inactive")),
+    ) else {
+        panic!()
+    };
+    let shown: Vec<&str> = change.commands.iter().map(|c| c.display.as_str()).collect();
+    assert_eq!(shown, ["systemctl enable etcd", "systemctl start etcd"]);
+    assert_eq!(change.commands[1].argv[2], SERVICE_START_SCRIPT);
+    let mut role = role();
+    role.handlers[1].action = HandlerAction::Restart;
+    let notified = BTreeSet::from(["reload pgbouncer".to_owned()]);
+    let (_, handlers) = plan_handlers(&role, &notified, &BTreeSet::new(), &|_| true);
+    let restart = handlers[0].change().unwrap();
+    assert_eq!(restart.commands[0].display, "systemctl restart pgbouncer");
+    assert_eq!(restart.commands[0].argv[2], SERVICE_START_SCRIPT);
+}

@@ -76,7 +76,14 @@ pub async fn wait_applied(
                             || r.get(1).is_some_and(|shown| same_setting(shown, wanted))
                     });
                     if !applied {
-                        return Poll::NotYet(format!("{host}: {name} not applied yet ({row:?})"));
+                        let seen = match row {
+                            Some(r) => format!(
+                                "it shows {}",
+                                r.get(1).map_or("nothing", String::as_str)
+                            ),
+                            None => "not in pg_settings".to_owned(),
+                        };
+                        return Poll::NotYet(format!("{host}: {name} not applied yet ({seen})"));
                     }
                 }
             }

@@ -1,6 +1,8 @@
 //! `pgstrap status`: one view of the running stack, from the real components' own interfaces —
-//! etcd members (API), Patroni members (REST), PgBouncer (a query), HAProxy backends (its stats
-//! CSV) and the host holding the VIP.
+//! etcd members (API), Patroni members (REST) with each replica's replay lag from the leader's
+//! `pg_stat_replication` (as `verify` measures it), PgBouncer (a query), HAProxy backends (its
+//! stats CSV) and the host holding the VIP. `status --json` is a versioned shape, documented in
+//! README.md.
 
 use std::collections::BTreeMap;
 
@@ -8,31 +10,168 @@ use serde::Serialize;
 
 use super::etcd::{self, EtcdHealth};
 use super::patroni::{Member, Patroni};
+use super::verify::{self, Replication};
 use crate::connect::{RemoteCommand, Session, Target};
 use crate::inventory::secrets::{Secret, Secrets};
 use crate::inventory::Cluster;
 use crate::render::Project;
 
+/// The version of `status --json`'s shape (README.md, "`status --json`"). Fields may be added
+/// within a version; renaming, removing or changing the meaning of one bumps it.
+pub const JSON_VERSION: u32 = 1;
+
+/// What `pgstrap status` shows; serialized as is by `status --json` (documented in README.md).
 #[derive(Debug, Serialize)]
 pub struct Status {
+    /// [`JSON_VERSION`].
+    pub version: u32,
     pub clusters: Vec<ClusterStatus>,
 }
 
 #[derive(Debug, Serialize)]
 pub struct ClusterStatus {
     pub name: String,
+    /// The primary cluster this one is a DR standby of.
     pub standby_of: Option<String>,
-    pub etcd: Result<EtcdHealth, String>,
-    pub patroni: Result<Vec<Member>, String>,
+    pub etcd: EtcdStatus,
+    pub patroni: PatroniStatus,
     pub pgbouncer: Vec<Probe>,
     pub haproxy: Vec<Backend>,
     pub vip: Option<VipStatus>,
 }
 
+/// The cluster's etcd, from its API.
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct EtcdStatus {
+    /// Why no member could be asked (then `members` is empty); `None` when the API answered.
+    pub error: Option<String>,
+    /// The name of the leader member, if there is one.
+    pub leader: Option<String>,
+    pub members: Vec<EtcdMemberStatus>,
+}
+
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct EtcdMemberStatus {
+    pub name: String,
+    pub client_url: String,
+    pub healthy: bool,
+    pub leader: bool,
+    pub learner: bool,
+    /// The etcd version the member reports.
+    pub version: Option<String>,
+    /// What is wrong with this member, in words.
+    pub error: Option<String>,
+}
+
+impl EtcdStatus {
+    fn from_health(health: Result<EtcdHealth, String>) -> Self {
+        match health {
+            Ok(health) => Self {
+                error: None,
+                leader: health.leader,
+                members: health
+                    .members
+                    .into_iter()
+                    .map(|m| EtcdMemberStatus {
+                        name: m.name,
+                        client_url: m.client_url,
+                        healthy: m.healthy,
+                        leader: m.leader,
+                        learner: m.learner,
+                        version: m.version,
+                        error: m.error,
+                    })
+                    .collect(),
+            },
+            Err(error) => Self {
+                error: Some(error),
+                leader: None,
+                members: vec![],
+            },
+        }
+    }
+}
+
+/// The cluster's Patroni members (REST API `GET /cluster`), with each replica's replication as
+/// the leader's `pg_stat_replication` shows it.
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct PatroniStatus {
+    /// Why no member's REST API answered (then `members` is empty); `None` otherwise.
+    pub error: Option<String>,
+    /// Why the leader's `pg_stat_replication` could not be read (then every replica's
+    /// `replication_state` and `lag_bytes` are `None`); `None` otherwise.
+    pub replication_error: Option<String>,
+    pub members: Vec<MemberStatus>,
+}
+
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct MemberStatus {
+    pub name: String,
+    /// The address PostgreSQL listens on.
+    pub host: Option<String>,
+    /// `leader`, `standby_leader` or `replica`.
+    pub role: String,
+    /// Patroni's state: `running`, `streaming`, `starting`, `stopped`…
+    pub state: String,
+    pub timeline: Option<u64>,
+    /// A replica's state in the leader's `pg_stat_replication` (`streaming`, `catchup`…);
+    /// `None` for the leader and for a replica that is not in it.
+    pub replication_state: Option<String>,
+    /// Bytes of WAL a replica has still to replay, measured live in the leader's
+    /// `pg_stat_replication` (what `pgstrap verify` checks); `None` for the leader or when
+    /// unknown. Not Patroni's `lag`, which comes from WAL positions last written to etcd.
+    pub lag_bytes: Option<u64>,
+}
+
+impl PatroniStatus {
+    /// Patroni's members, with the replication of each replica from `replication` (the leader's
+    /// `pg_stat_replication`, or why it could not be read).
+    fn new(members: Vec<Member>, replication: Result<Vec<Replication>, String>) -> Self {
+        let (seen, replication_error) = match replication {
+            Ok(seen) => (seen, None),
+            Err(error) => (vec![], Some(error)),
+        };
+        let members = members
+            .into_iter()
+            .map(|m| {
+                let row = seen.iter().find(|r| r.member == m.name && !is_leader(&m));
+                MemberStatus {
+                    replication_state: row.map(|r| r.state.clone()),
+                    lag_bytes: row.and_then(|r| r.replay_lag_bytes),
+                    name: m.name,
+                    host: m.host,
+                    role: m.role,
+                    state: m.state,
+                    timeline: m.timeline,
+                }
+            })
+            .collect();
+        Self {
+            error: None,
+            replication_error,
+            members,
+        }
+    }
+
+    fn unreachable(error: String) -> Self {
+        Self {
+            error: Some(error),
+            replication_error: None,
+            members: vec![],
+        }
+    }
+}
+
+fn is_leader(member: &Member) -> bool {
+    member.role == "leader" || member.role == "standby_leader"
+}
+
+/// PgBouncer on one DB host: does it answer a query.
 #[derive(Debug, Serialize)]
 pub struct Probe {
     pub host: String,
     pub ok: bool,
+    /// `answers`, or what went wrong.
     pub detail: String,
 }
 
@@ -96,27 +235,40 @@ pub async fn status(project: &Project, secrets: &Secrets) -> Status {
     let mut clusters = Vec::new();
     for cluster in inventory.clusters.values() {
         let endpoints = project.etcd_endpoints(cluster);
-        let etcd = etcd::health(&endpoints).await;
+        let etcd = EtcdStatus::from_health(etcd::health(&endpoints).await);
 
         let rest_port = project.cluster_port(cluster, "patroni.restapi_port", 8008);
-        let mut members = Err("no Patroni REST API answered".to_owned());
+        let bouncer_port = project.cluster_port(cluster, "pgbouncer.port", 6432);
+        let mut view = None;
         for host in &cluster.postgres {
-            if let Ok(view) = patroni.cluster(&project.address(host), rest_port).await {
-                members = Ok(view.members);
+            if let Ok(answer) = patroni.cluster(&project.address(host), rest_port).await {
+                view = Some(answer);
                 break;
             }
         }
+        let patroni_status = match view {
+            None => PatroniStatus::unreachable("no Patroni REST API answered".to_owned()),
+            Some(view) => {
+                // Lag as verify measures it: live, in the leader's pg_stat_replication.
+                let replication = match view.leader().and_then(|m| m.host.clone()) {
+                    Some(leader) => verify::replication(&leader, bouncer_port, secrets)
+                        .await
+                        .map_err(|e| format!("the leader's pg_stat_replication: {e}")),
+                    None => Err("no leader".to_owned()),
+                };
+                PatroniStatus::new(view.members, replication)
+            }
+        };
 
-        let bouncer_port = project.cluster_port(cluster, "pgbouncer.port", 6432);
         let mut pgbouncer = Vec::new();
         for host in &cluster.postgres {
-            let result =
-                match super::verify::connect(&project.address(host), bouncer_port, secrets).await {
-                    Ok(client) => super::verify::scalar(&client, "SELECT 1")
-                        .await
-                        .map(|_| "answers".to_owned()),
-                    Err(e) => Err(e),
-                };
+            let result = match verify::connect(&project.address(host), bouncer_port, secrets).await
+            {
+                Ok(client) => verify::scalar(&client, "SELECT 1")
+                    .await
+                    .map(|_| "answers".to_owned()),
+                Err(e) => Err(e),
+            };
             pgbouncer.push(Probe {
                 host: host.clone(),
                 ok: result.is_ok(),
@@ -153,13 +305,16 @@ pub async fn status(project: &Project, secrets: &Secrets) -> Status {
             name: cluster.name.clone(),
             standby_of: cluster.standby_of.clone(),
             etcd,
-            patroni: members,
+            patroni: patroni_status,
             pgbouncer,
             haproxy,
             vip,
         });
     }
-    Status { clusters }
+    Status {
+        version: JSON_VERSION,
+        clusters,
+    }
 }
 
 /// Which balancers have the VIP on an interface (`ip -o -4 addr`), over SSH.
@@ -206,43 +361,46 @@ pub fn render_table(status: &Status) -> String {
             None => String::new(),
         };
         let _ = writeln!(out, "cluster {}{kind}", cluster.name);
-        match &cluster.etcd {
-            Ok(h) => {
-                for m in &h.members {
-                    let _ = writeln!(
-                        out,
-                        "  etcd       {:<10} {:<9} {}{}",
-                        m.name,
-                        if m.healthy { "healthy" } else { "UNHEALTHY" },
-                        if m.leader { "leader" } else { "" },
-                        m.error
-                            .as_deref()
-                            .map(|e| format!(" {e}"))
-                            .unwrap_or_default()
-                    );
-                }
-            }
-            Err(e) => {
-                let _ = writeln!(out, "  etcd       UNREACHABLE {e}");
-            }
+        if let Some(e) = &cluster.etcd.error {
+            let _ = writeln!(out, "  etcd       UNREACHABLE {e}");
         }
-        match &cluster.patroni {
-            Ok(members) => {
-                for m in members {
-                    let _ = writeln!(
-                        out,
-                        "  patroni    {:<10} {:<14} {:<10} tl {:<3} lag {}",
-                        m.name,
-                        m.role,
-                        m.state,
-                        m.timeline.map_or("-".into(), |t| t.to_string()),
-                        m.lag.map_or("-".into(), |l| format!("{l} B"))
-                    );
+        for m in &cluster.etcd.members {
+            let _ = writeln!(
+                out,
+                "  etcd       {:<10} {:<9} {}{}",
+                m.name,
+                if m.healthy { "healthy" } else { "UNHEALTHY" },
+                if m.leader { "leader" } else { "" },
+                m.error
+                    .as_deref()
+                    .map(|e| format!(" {e}"))
+                    .unwrap_or_default()
+            );
+        }
+        if let Some(e) = &cluster.patroni.error {
+            let _ = writeln!(out, "  patroni    {e}");
+        }
+        for m in &cluster.patroni.members {
+            let replication = match (&m.replication_state, m.lag_bytes) {
+                _ if m.role.ends_with("leader") => String::new(),
+                (Some(state), Some(lag)) => format!("{state}, replay lag {lag} B"),
+                (Some(state), None) => format!("{state}, replay lag not known yet"),
+                (None, _) if cluster.patroni.replication_error.is_some() => {
+                    "replay lag unknown".to_owned()
                 }
-            }
-            Err(e) => {
-                let _ = writeln!(out, "  patroni    {e}");
-            }
+                (None, _) => "not in the leader's pg_stat_replication".to_owned(),
+            };
+            let line = format!(
+                "  patroni    {:<10} {:<14} {:<10} tl {:<3} {replication}",
+                m.name,
+                m.role,
+                m.state,
+                m.timeline.map_or("-".into(), |t| t.to_string()),
+            );
+            let _ = writeln!(out, "{}", line.trim_end());
+        }
+        if let Some(e) = &cluster.patroni.replication_error {
+            let _ = writeln!(out, "  patroni    replay lag unknown: {e}");
         }
         for p in &cluster.pgbouncer {
             let _ = writeln!(out, "  pgbouncer  {:<10} {}", p.host, p.detail);
@@ -279,6 +437,116 @@ mod tests {
 
     /// Captured (trimmed to the first columns) from HAProxy 2.6's `GET /;csv`.
     const CSV: &str = "# pxname,svname,qcur,qmax,scur,smax,slim,stot,bin,bout,dreq,dresp,ereq,econ,eresp,wretr,wredis,status,weight\nstats,FRONTEND,,,0,1,4096,1,0,0,0,0,0,,,,,OPEN,\nprimary,FRONTEND,,,0,0,4096,0,0,0,0,0,0,,,,,OPEN,\nprimary,n1,0,0,0,0,1000,0,0,0,,0,,0,0,0,0,UP,1\nprimary,n2,0,0,0,0,1000,0,0,0,,0,,0,0,0,0,DOWN,1\nprimary,BACKEND,0,0,0,0,410,0,0,0,0,0,,0,0,0,0,UP,1\n";
+
+    fn member(name: &str, role: &str, state: &str, lag: serde_json::Value) -> Member {
+        serde_json::from_value(serde_json::json!({
+            "name": name, "role": role, "state": state, "host": format!("10.0.0.{}", &name[1..]),
+            "timeline": 1, "lag": lag,
+        }))
+        .unwrap()
+    }
+
+    fn example() -> Status {
+        let members = vec![
+            member("n1", "leader", "running", serde_json::Value::Null),
+            member("n2", "replica", "streaming", 16777216.into()),
+            member("n3", "replica", "running", "unknown".into()),
+        ];
+        let replication = vec![Replication {
+            member: "n2".into(),
+            state: "streaming".into(),
+            replay_lag_bytes: Some(0),
+        }];
+        Status {
+            version: JSON_VERSION,
+            clusters: vec![ClusterStatus {
+                name: "main".into(),
+                standby_of: None,
+                etcd: EtcdStatus::from_health(Err("no member answered".into())),
+                patroni: PatroniStatus::new(members, Ok(replication)),
+                pgbouncer: vec![Probe {
+                    host: "n1".into(),
+                    ok: true,
+                    detail: "answers".into(),
+                }],
+                haproxy: parse_haproxy_csv("lb1", CSV),
+                vip: Some(VipStatus {
+                    address: "10.0.0.100".into(),
+                    holders: vec!["lb1".into()],
+                }),
+            }],
+        }
+    }
+
+    /// Guards issue 7: `status --json` serialized Rust's `Result` (`{"Ok": …}`). The shape is
+    /// documented in README.md; changing this test means changing the documentation and, for
+    /// anything but an added field, `JSON_VERSION`.
+    #[test]
+    fn status_json_has_the_documented_shape() {
+        let json = serde_json::to_value(example()).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "version": 1,
+                "clusters": [{
+                    "name": "main",
+                    "standby_of": null,
+                    "etcd": {"error": "no member answered", "leader": null, "members": []},
+                    "patroni": {
+                        "error": null,
+                        "replication_error": null,
+                        "members": [
+                            {"name": "n1", "host": "10.0.0.1", "role": "leader", "state": "running",
+                             "timeline": 1, "replication_state": null, "lag_bytes": null},
+                            {"name": "n2", "host": "10.0.0.2", "role": "replica", "state": "streaming",
+                             "timeline": 1, "replication_state": "streaming", "lag_bytes": 0},
+                            {"name": "n3", "host": "10.0.0.3", "role": "replica", "state": "running",
+                             "timeline": 1, "replication_state": null, "lag_bytes": null},
+                        ],
+                    },
+                    "pgbouncer": [{"host": "n1", "ok": true, "detail": "answers"}],
+                    "haproxy": [
+                        {"balancer": "lb1", "proxy": "primary", "server": "n1", "status": "UP"},
+                        {"balancer": "lb1", "proxy": "primary", "server": "n2", "status": "DOWN"},
+                    ],
+                    "vip": {"address": "10.0.0.100", "holders": ["lb1"]},
+                }],
+            })
+        );
+    }
+
+    /// Guards issue 7: right after verify measured 0 bytes, status showed Patroni's 16777216 B.
+    #[test]
+    fn status_shows_the_replay_lag_verify_measures_not_patronis() {
+        let table = render_table(&example());
+        assert!(
+            table.contains("n2         replica        streaming  tl 1   streaming, replay lag 0 B"),
+            "{table}"
+        );
+        assert!(!table.contains("16777216"), "{table}");
+        assert!(
+            table.contains("n3         replica        running    tl 1   not in the leader's pg_stat_replication"),
+            "{table}"
+        );
+        assert!(
+            table.contains("  etcd       UNREACHABLE no member answered"),
+            "{table}"
+        );
+    }
+
+    #[test]
+    fn replication_that_cannot_be_read_is_said_once() {
+        let members = vec![
+            member("n1", "leader", "running", serde_json::Value::Null),
+            member("n2", "replica", "streaming", 0.into()),
+        ];
+        let patroni = PatroniStatus::new(members, Err("connection refused".into()));
+        assert_eq!(
+            patroni.replication_error.as_deref(),
+            Some("connection refused")
+        );
+        assert!(patroni.members.iter().all(|m| m.lag_bytes.is_none()));
+    }
 
     #[test]
     fn parses_haproxy_stats() {

@@ -141,10 +141,17 @@ pub async fn switchover(
                 Ok(client) => {
                     match super::verify::scalar(&client, "SELECT pg_is_in_recovery()").await {
                         Ok(Some(v)) if v == "f" => Poll::Ready(now.name.clone()),
-                        other => Poll::NotYet(format!(
-                        "new leader {}, writes not yet accepted at {address}:{port} ({other:?})",
-                        now.name
-                    )),
+                        other => {
+                            let seen = match other {
+                                Ok(Some(_)) => "the server there is still in recovery".to_owned(),
+                                Ok(None) => "no answer to pg_is_in_recovery()".to_owned(),
+                                Err(e) => e,
+                            };
+                            Poll::NotYet(format!(
+                                "new leader {}, writes not yet accepted at {address}:{port} ({seen})",
+                                now.name
+                            ))
+                        }
                     }
                 }
                 Err(e) => Poll::NotYet(format!("new leader {}, {address}:{port}: {e}", now.name)),

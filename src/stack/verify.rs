@@ -81,6 +81,46 @@ pub async fn scalar(client: &Client, sql: &str) -> Result<Option<String>, String
     }))
 }
 
+/// One replica as its leader's `pg_stat_replication` shows it: what `verify` judges streaming and
+/// lag by, and what `status` shows (Patroni's own `lag` comes from the WAL positions members last
+/// wrote to the DCS, so it can lag behind by a whole segment while replication is live).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Replication {
+    /// The replica's `application_name` (Patroni sets it to the member name).
+    pub member: String,
+    /// `streaming`, `catchup`, `startup`, `backup`…
+    pub state: String,
+    /// Bytes of WAL the replica has still to replay: from the leader's current WAL position (on a
+    /// standby leader, its last replayed one). `None` before the replica reports a replay position.
+    pub replay_lag_bytes: Option<u64>,
+}
+
+/// The leader's `pg_stat_replication`, with each replica's replay lag in bytes (-1: unknown).
+const REPLICATION_SQL: &str = "SELECT application_name, state, \
+     coalesce(pg_wal_lsn_diff(CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END, replay_lsn), -1)::bigint \
+     FROM pg_stat_replication";
+
+/// The replicas streaming from the server at `address:port` (its `pg_stat_replication`).
+pub async fn replication(
+    address: &str,
+    port: u16,
+    secrets: &Secrets,
+) -> Result<Vec<Replication>, String> {
+    let client = connect(address, port, secrets).await?;
+    Ok(parse_replication(&rows(&client, REPLICATION_SQL).await?))
+}
+
+/// The rows of [`REPLICATION_SQL`].
+pub fn parse_replication(rows: &[Vec<String>]) -> Vec<Replication> {
+    rows.iter()
+        .map(|row| Replication {
+            member: row.first().cloned().unwrap_or_default(),
+            state: row.get(1).cloned().unwrap_or_default(),
+            replay_lag_bytes: row.get(2).and_then(|lag| lag.parse().ok()),
+        })
+        .collect()
+}
+
 fn describe(error: &tokio_postgres::Error) -> String {
     match error.as_db_error() {
         Some(db) => format!("{}: {}", db.code().code(), db.message()),
@@ -162,27 +202,18 @@ pub async fn verify(project: &Project, secrets: &Secrets, max_lag_bytes: u64) ->
             .map(|m| m.name.as_str())
             .collect();
         if let (Some(leader_host), false) = (leader_host, replicas.is_empty()) {
-            let sql = "SELECT application_name, state, \
-                       coalesce(pg_wal_lsn_diff(CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END, replay_lsn), -1)::bigint \
-                       FROM pg_stat_replication";
-            let rows = match connect(&leader_host, bouncer_port, secrets).await {
-                Ok(client) => rows(&client, sql).await,
-                Err(e) => Err(e),
-            };
+            let seen = replication(&leader_host, bouncer_port, secrets).await;
             for replica in replicas {
-                let (ok, detail) = match &rows {
-                    Ok(rows) => match rows
-                        .iter()
-                        .find(|r| r.first().map(String::as_str) == Some(replica))
-                    {
-                        Some(row) => {
-                            let state = row.get(1).cloned().unwrap_or_default();
-                            let lag: i64 = row.get(2).and_then(|l| l.parse().ok()).unwrap_or(-1);
-                            (
-                                state == "streaming" && lag >= 0 && lag as u64 <= max_lag_bytes,
-                                format!("{state}, replay lag {lag} bytes"),
-                            )
-                        }
+                let (ok, detail) = match &seen {
+                    Ok(seen) => match seen.iter().find(|r| r.member == replica) {
+                        Some(r) => (
+                            r.state == "streaming"
+                                && r.replay_lag_bytes.is_some_and(|lag| lag <= max_lag_bytes),
+                            match r.replay_lag_bytes {
+                                Some(lag) => format!("{}, replay lag {lag} bytes", r.state),
+                                None => format!("{}, replay lag not known yet", r.state),
+                            },
+                        ),
                         None => (false, "not in the leader's pg_stat_replication".into()),
                     },
                     Err(e) => (false, e.clone()),
@@ -231,10 +262,11 @@ pub async fn verify(project: &Project, secrets: &Secrets, max_lag_bytes: u64) ->
                         Ok(client) => scalar(&client, &format!("SELECT active FROM pg_replication_slots WHERE slot_name = '{slot}'")).await,
                         Err(e) => Err(e),
                     };
+                    let (ok, detail) = slot_verdict(&slot, &active);
                     add(
                         &format!("standby cluster {} streams from slot {slot}", standby.name),
-                        matches!(active, Ok(Some(ref v)) if v == "t"),
-                        format!("{active:?}"),
+                        ok,
+                        detail,
                     );
                     // The write made through the VIP reaches every host of the standby cluster.
                     if write.is_ok() {
@@ -262,6 +294,19 @@ pub async fn verify(project: &Project, secrets: &Secrets, max_lag_bytes: u64) ->
         }
     }
     report
+}
+
+/// Whether a replication slot is in use, in words, from `SELECT active FROM pg_replication_slots`.
+fn slot_verdict(slot: &str, active: &Result<Option<String>, String>) -> (bool, String) {
+    match active {
+        Ok(Some(v)) if v == "t" => (true, format!("slot {slot} is active on the primary")),
+        Ok(Some(_)) => (
+            false,
+            format!("slot {slot} exists on the primary but no standby uses it"),
+        ),
+        Ok(None) => (false, format!("no slot {slot} on the primary")),
+        Err(e) => (false, format!("cannot read the primary's slots: {e}")),
+    }
 }
 
 /// The host a session landed on. Through PgBouncer `inet_server_addr()` is 127.0.0.1, so ask for
@@ -348,8 +393,65 @@ async fn wait_for_token(client: &Client, token: &str) -> Result<f64, String> {
             return Ok(start.elapsed().as_secs_f64());
         }
         if start.elapsed() > Duration::from_secs(15) {
-            return Err(format!("{seen:?}"));
+            return Err(match seen {
+                Ok(_) => "the row is not there".to_owned(),
+                Err(e) => e,
+            });
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replication_rows_parse_with_an_unknown_lag_as_none() {
+        let rows = vec![
+            vec!["n2".to_owned(), "streaming".to_owned(), "0".to_owned()],
+            vec!["n3".to_owned(), "startup".to_owned(), "-1".to_owned()],
+        ];
+        assert_eq!(
+            parse_replication(&rows),
+            [
+                Replication {
+                    member: "n2".into(),
+                    state: "streaming".into(),
+                    replay_lag_bytes: Some(0),
+                },
+                Replication {
+                    member: "n3".into(),
+                    state: "startup".into(),
+                    replay_lag_bytes: None,
+                },
+            ]
+        );
+    }
+
+    /// Guards issue 7: verify printed `streams from slot standby_dr: Ok(Some("t"))`.
+    #[test]
+    fn slot_verdict_is_plain_words_not_rust_debug_text() {
+        let cases = [
+            (
+                Ok(Some("t".to_owned())),
+                true,
+                "slot s is active on the primary",
+            ),
+            (
+                Ok(Some("f".to_owned())),
+                false,
+                "slot s exists on the primary but no standby uses it",
+            ),
+            (Ok(None), false, "no slot s on the primary"),
+            (
+                Err("timed out".to_owned()),
+                false,
+                "cannot read the primary's slots: timed out",
+            ),
+        ];
+        for (active, ok, detail) in cases {
+            assert_eq!(slot_verdict("s", &active), (ok, detail.to_owned()));
+        }
     }
 }

@@ -15,7 +15,11 @@ pub fn plan_text(report: &Report, verbose: u8) -> String {
             let _ = writeln!(out, "{}: {} change(s)", host.host, host.changes.len());
         }
         for change in &host.changes {
-            let role = change.role.as_deref().unwrap_or("packages");
+            // Without a role: the package transaction, or the host's one daemon-reload.
+            let role = change.role.as_deref().unwrap_or(match change.kind {
+                crate::ops::Kind::Packages => "packages",
+                _ => "host",
+            });
             let _ = writeln!(out, "  ~ [{role}] {}: {}", change.subject, change.summary);
             if verbose > 0 {
                 let _ = writeln!(out, "      why: {}", change.why);

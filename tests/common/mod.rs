@@ -9,13 +9,26 @@ use std::process::{Command, Output};
 /// The lab's state directory (`pgstrap lab up` default).
 pub const DIR: &str = "/var/lib/pgstrap/lab";
 
-/// End-to-end tests change this machine (bridges, containers): they run only when asked.
-pub fn e2e_enabled() -> bool {
-    if std::env::var("PGSTRAP_E2E").as_deref() == Ok("1") {
-        return true;
-    }
-    eprintln!("skipped: set PGSTRAP_E2E=1");
-    false
+/// End-to-end tests change this machine (bridges, containers, the lab in the default directory).
+/// They are `#[ignore]`d, so `cargo test` lists them as ignored; `tests/run.sh` runs them with
+/// `--ignored` and `PGSTRAP_E2E=1`. A test selected without `PGSTRAP_E2E=1` (`cargo test --
+/// --ignored`) fails instead of taking over this machine's lab unasked: never a silent pass.
+pub fn require_e2e() {
+    assert!(
+        std::env::var("PGSTRAP_E2E").as_deref() == Ok("1"),
+        "this end-to-end test changes this machine (the lab, or a private sshd run as root): \
+         run it as root with PGSTRAP_E2E=1 (tests/run.sh does)"
+    );
+}
+
+/// A lab of fresh hosts (`pgstrap lab down`, then `pgstrap lab up ARGS`): what a test finds does
+/// not depend on what ran before. Returns the lab inventory's path.
+pub fn fresh_lab(up_args: &[&str]) -> String {
+    pgstrap_ok(&["lab", "down"]);
+    let mut args = vec!["lab", "up"];
+    args.extend_from_slice(up_args);
+    pgstrap_ok(&args);
+    format!("{DIR}/inventory.yaml")
 }
 
 /// Run the real binary; its output is echoed for the test log.
