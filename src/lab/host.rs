@@ -522,7 +522,9 @@ pub fn wait_ready(
                     );
                     return Ok(());
                 }
-                other => last_problem = format!("systemd says {other:?} {}", stderr.trim()),
+                other => {
+                    last_problem = format!("systemd says `{}` {}", other.trim(), stderr.trim())
+                }
             }
         }
         std::thread::sleep(POLL);

@@ -466,7 +466,7 @@ async fn converge_cluster(
                 match verify::connect(&vip, write_port, secrets).await {
                     Ok(client) => match verify::scalar(&client, "SELECT pg_is_in_recovery()").await {
                         Ok(Some(v)) if v == "f" => Poll::Ready(()),
-                        Ok(v) => Poll::NotYet(format!("reached a server in recovery ({v:?})")),
+                        Ok(_) => Poll::NotYet("reached a server in recovery (a replica)".into()),
                         Err(e) => Poll::NotYet(e),
                     },
                     Err(e) => Poll::NotYet(e),
@@ -630,7 +630,7 @@ async fn start_patroni(open: &BTreeMap<String, Session>, host: &str) -> Result<(
         .get(host)
         .ok_or_else(|| Error::failure(format!("{host}: not connected"), None))?;
     session
-        .run(&RemoteCommand::new(&["systemctl", "start", "patroni"]))
+        .run(&crate::ops::start_command("start", "patroni"))
         .await
         .map_err(|e| Error::failure(e.to_string(), e.hint.clone()))?;
     Ok(())
@@ -692,7 +692,7 @@ async fn wait_streaming(
             if missing.is_empty() {
                 Poll::Ready(leader_host)
             } else {
-                Poll::NotYet(format!("leader {}; not streaming yet: {missing:?}; pg_stat_replication: [{seen}]", leader.name))
+                Poll::NotYet(format!("leader {}; not streaming yet: {}; pg_stat_replication: [{seen}]", leader.name, missing.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(", ")))
             }
         },
     )

@@ -26,6 +26,85 @@ pub struct Status {
     /// [`JSON_VERSION`].
     pub version: u32,
     pub clusters: Vec<ClusterStatus>,
+    /// Every host: its Debian release and the versions of the stack's packages on it.
+    pub hosts: Vec<HostInfo>,
+}
+
+/// One host's release and the stack's package versions (`dpkg-query`, over SSH).
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct HostInfo {
+    pub name: String,
+    /// `VERSION_ID` of `/etc/os-release` (`"13"`); `None` when the host did not answer.
+    pub release: Option<String>,
+    /// Installed version by package (`patroni`, `etcd-server`, `postgresql-17`, `pgbouncer`,
+    /// `haproxy`, `keepalived`); packages that are not installed are left out.
+    pub packages: BTreeMap<String, String>,
+    /// Why the host could not be asked; `None` otherwise.
+    pub error: Option<String>,
+}
+
+/// The script behind [`HostInfo`]: the release, then `package version` lines.
+const HOST_INFO_SCRIPT: &str = r#". /etc/os-release 2>/dev/null; echo "release=${VERSION_ID:-}"
+dpkg-query -W -f='${Package} ${db:Status-Abbrev} ${Version}\n' 'postgresql-[0-9]*' patroni etcd-server pgbouncer haproxy keepalived 2>/dev/null | awk '$2 == "ii" && $1 !~ /-(client|contrib|doc)-/ {print $1 "=" $3}'
+"#;
+
+/// Parse [`HOST_INFO_SCRIPT`]'s output (pure; tested on captured output).
+pub fn parse_host_info(name: &str, text: &str) -> HostInfo {
+    let mut info = HostInfo {
+        name: name.to_owned(),
+        release: None,
+        packages: BTreeMap::new(),
+        error: None,
+    };
+    for line in text.lines() {
+        let Some((key, value)) = line.split_once('=') else {
+            continue;
+        };
+        if key == "release" {
+            info.release = (!value.is_empty()).then(|| value.to_owned());
+        } else {
+            info.packages.insert(key.to_owned(), value.to_owned());
+        }
+    }
+    info
+}
+
+/// Every host of the inventory, in parallel.
+async fn host_infos(project: &Project, secrets: &Secrets) -> Vec<HostInfo> {
+    let asks = project.inventory.hosts.values().map(|host| {
+        let target = Target::from_inventory(&project.inventory, host);
+        let masker = secrets.masker();
+        async move {
+            let session = match Session::connect(&target, masker).await {
+                Ok(session) => session,
+                Err(e) => {
+                    return HostInfo {
+                        name: target.host.clone(),
+                        release: None,
+                        packages: BTreeMap::new(),
+                        error: Some(e.to_string()),
+                    }
+                }
+            };
+            let output = session
+                .output(&RemoteCommand::stdin_script(
+                    HOST_INFO_SCRIPT.to_owned(),
+                    "release and package versions",
+                ))
+                .await;
+            session.close().await;
+            match output {
+                Ok(output) => parse_host_info(&target.host, &output.stdout_text()),
+                Err(e) => HostInfo {
+                    name: target.host.clone(),
+                    release: None,
+                    packages: BTreeMap::new(),
+                    error: Some(e.to_string()),
+                },
+            }
+        }
+    });
+    futures::future::join_all(asks).await
 }
 
 #[derive(Debug, Serialize)]
@@ -314,6 +393,7 @@ pub async fn status(project: &Project, secrets: &Secrets) -> Status {
     Status {
         version: JSON_VERSION,
         clusters,
+        hosts: host_infos(project, secrets).await,
     }
 }
 
@@ -428,12 +508,51 @@ pub fn render_table(status: &Status) -> String {
             let _ = writeln!(out, "  vip        {:<10} on {holder}", vip.address);
         }
     }
+    if !status.hosts.is_empty() {
+        let _ = writeln!(out, "hosts");
+    }
+    for host in &status.hosts {
+        let release = host
+            .release
+            .as_deref()
+            .map_or_else(|| "release ?".to_owned(), |r| format!("Debian {r}"));
+        let packages: Vec<String> = host
+            .packages
+            .iter()
+            .map(|(package, version)| format!("{package} {version}"))
+            .collect();
+        let line = format!(
+            "  {:<10} {release:<10} {}{}",
+            host.name,
+            packages.join(", "),
+            host.error
+                .as_deref()
+                .map(|e| format!("UNREACHABLE {e}"))
+                .unwrap_or_default()
+        );
+        let _ = writeln!(out, "{}", line.trim_end());
+    }
     out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn host_info_parses_captured_output() {
+        // Captured from a Debian 13 lab host with the whole stack.
+        let info = parse_host_info(
+            "n1",
+            "release=13\netcd-server=3.5.16-4+b5\nhaproxy=3.0.11-1+deb13u1\npatroni=4.0.7-1\npgbouncer=1.24.1-1\npostgresql-17=17.6-0+deb13u1\n",
+        );
+        assert_eq!(info.release.as_deref(), Some("13"));
+        assert_eq!(
+            info.packages.get("patroni").map(String::as_str),
+            Some("4.0.7-1")
+        );
+        assert_eq!(info.packages.len(), 5);
+    }
 
     /// Captured (trimmed to the first columns) from HAProxy 2.6's `GET /;csv`.
     const CSV: &str = "# pxname,svname,qcur,qmax,scur,smax,slim,stot,bin,bout,dreq,dresp,ereq,econ,eresp,wretr,wredis,status,weight\nstats,FRONTEND,,,0,1,4096,1,0,0,0,0,0,,,,,OPEN,\nprimary,FRONTEND,,,0,0,4096,0,0,0,0,0,0,,,,,OPEN,\nprimary,n1,0,0,0,0,1000,0,0,0,,0,,0,0,0,0,UP,1\nprimary,n2,0,0,0,0,1000,0,0,0,,0,,0,0,0,0,DOWN,1\nprimary,BACKEND,0,0,0,0,410,0,0,0,0,0,,0,0,0,0,UP,1\n";
@@ -475,6 +594,7 @@ mod tests {
                     holders: vec!["lb1".into()],
                 }),
             }],
+            hosts: vec![],
         }
     }
 
@@ -488,6 +608,7 @@ mod tests {
             json,
             serde_json::json!({
                 "version": 1,
+                "hosts": [],
                 "clusters": [{
                     "name": "main",
                     "standby_of": null,
