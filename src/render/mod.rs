@@ -44,6 +44,8 @@ pub struct Project {
     releases: std::sync::RwLock<BTreeMap<String, String>>,
     /// Settings the running clusters impose (see `stack::live`), by cluster.
     live: std::sync::RwLock<BTreeMap<String, Layer>>,
+    /// The same for one host in one cluster (a member joining a running etcd), by (cluster, host).
+    live_hosts: std::sync::RwLock<BTreeMap<(String, String), Layer>>,
 }
 
 /// Load and validate an inventory together with the role defaults and `--set` values.
@@ -80,6 +82,7 @@ pub fn load_project(path: &Path, sets: &[String]) -> Result<Project> {
         default_release: role::releases().default.clone(),
         releases: Default::default(),
         live: Default::default(),
+        live_hosts: Default::default(),
     })
 }
 
@@ -91,6 +94,13 @@ impl Project {
         layers.extend(self.release_layers(&self.release_of(&host.name)));
         if let Some(cluster) = cluster {
             layers.extend(self.live_layer(cluster));
+            layers.extend(
+                self.live_hosts
+                    .read()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .get(&(cluster.name.clone(), host.name.clone()))
+                    .cloned(),
+            );
             layers.push(cluster.vars.clone());
         }
         layers.push(host.vars.clone());
@@ -183,6 +193,20 @@ impl Project {
                 },
             );
         }
+    }
+
+    /// Record settings the running cluster imposes on one of its hosts.
+    pub fn learn_live_host(&self, cluster: &str, host: &str, values: BTreeMap<String, Value>) {
+        self.live_hosts
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(
+                (cluster.to_owned(), host.to_owned()),
+                Layer {
+                    origin: Origin::Live(format!("{cluster}, joining member {host}")),
+                    values,
+                },
+            );
     }
 
     /// Whether the running cluster imposes `key`.

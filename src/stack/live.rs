@@ -3,7 +3,9 @@
 //! separate keyspaces, and Patroni reads `patroni.dcs` only when it starts: a cluster initialised
 //! in one keyspace must stay there, or a member restarted later (a reboot) would find an empty
 //! keyspace and could bootstrap a second primary. The live keyspace is a layer of settings above
-//! the release defaults; an inventory that asks for the other one is refused at preflight.
+//! the release defaults; an inventory that asks for the other one is refused at preflight. And
+//! the etcd members that join a running cluster: they start with the members they join and the
+//! state `existing` (see `members::etcd`).
 
 use std::collections::BTreeMap;
 
@@ -12,8 +14,21 @@ use serde_json::Value;
 use super::etcd::Etcd;
 use crate::render::Project;
 
-/// Learn each cluster's live DCS keyspace (clusters not initialised yet are left alone).
+/// Learn what the running clusters impose: each one's DCS keyspace, and the settings of etcd
+/// members that join a running cluster (clusters not running yet are left alone).
 pub async fn learn(project: &Project) {
+    learn_dcs(project).await;
+    for cluster in project.inventory.clusters.values() {
+        if let Some(change) = super::members::etcd::change(project, cluster).await {
+            for (host, values) in super::members::etcd::joining_settings(project, cluster, &change)
+            {
+                project.learn_live_host(&cluster.name, &host, values);
+            }
+        }
+    }
+}
+
+async fn learn_dcs(project: &Project) {
     let lookups = project
         .inventory
         .clusters

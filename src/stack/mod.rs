@@ -5,6 +5,7 @@ pub mod drill;
 pub mod etcd;
 pub mod gate;
 pub mod live;
+pub mod members;
 pub mod patroni;
 pub mod postgres;
 pub mod preflight;

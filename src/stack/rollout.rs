@@ -21,6 +21,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::gate::{wait_for, Poll};
+use super::members;
 use super::patroni::Patroni;
 use super::postgres::{self, DefaultCluster};
 use super::preflight::{self, Problem};
@@ -182,6 +183,32 @@ async fn converge(
         return Ok(());
     }
 
+    // Membership changes: refused before anything changes when unsafe (exit 2); a leaving DB
+    // member that leads hands over first, so the balancers never lose their primary.
+    let mut etcd_changes = BTreeMap::new();
+    for cluster in project.inventory.clusters.values() {
+        if let Some(change) = members::etcd::change(project, cluster).await {
+            if !change.is_empty() {
+                members::etcd::refuse_unsafe(project, cluster, &change, open).await?;
+                etcd_changes.insert(cluster.name.clone(), change);
+            }
+        }
+    }
+    let rest_password = secrets
+        .get("rest_api_password")
+        .cloned()
+        .ok_or_else(|| Error::failure("no REST API password", None))?;
+    for what in
+        members::retire::hand_over_leadership(project, secrets, &Patroni::new(rest_password))
+            .await?
+    {
+        report.actions.push(Action {
+            cluster: String::new(),
+            host: None,
+            what,
+        });
+    }
+
     // 2. The engine: every role on every host.
     stage(options, "configure: packages and files on every host");
     // The engine reuses the connections preflight opened (one ControlMaster per host).
@@ -226,7 +253,29 @@ async fn converge(
             .filter(|c| c.standby_of.is_some()),
     );
     for cluster in order {
+        if let Some(change) = etcd_changes.get(&cluster.name) {
+            stage(options, format!("{}: etcd membership", cluster.name));
+            for what in members::etcd::converge(project, cluster, change, open).await? {
+                report.actions.push(Action {
+                    cluster: cluster.name.clone(),
+                    host: None,
+                    what,
+                });
+            }
+        }
         converge_cluster(project, cluster, secrets, open, options, report).await?;
+    }
+    // Hosts that left a role: its services stopped and disabled (etcd only once not a member).
+    let mut etcd_members = Vec::new();
+    for cluster in project.inventory.clusters.values() {
+        etcd_members.extend(members::etcd::member_hosts(project, cluster).await);
+    }
+    for what in members::retire::stop_retired(project, open, &etcd_members).await? {
+        report.actions.push(Action {
+            cluster: String::new(),
+            host: None,
+            what,
+        });
     }
     Ok(())
 }
@@ -522,6 +571,42 @@ pub async fn plan_orchestration(project: &Project, secrets: &Secrets) -> Vec<Str
     let patroni = Patroni::new(password);
     let mut lines = Vec::new();
     for cluster in project.inventory.clusters.values() {
+        // Membership, in the order apply takes the steps.
+        if let Some(change) = members::etcd::change(project, cluster).await {
+            lines.extend(change.steps(&cluster.name, project));
+        }
+        if let Some((leaving, view)) =
+            members::retire::leaving_db_members(project, cluster, &patroni).await
+        {
+            let leader = view.leader().map(|m| m.name.clone()).unwrap_or_default();
+            for member in leaving {
+                let handover = if member == leader {
+                    "switch over to a member that stays, then "
+                } else {
+                    ""
+                };
+                lines.push(format!(
+                    "patroni {}: {member} leaves: {handover}stop and disable Patroni and PgBouncer on it after the others' pg_hba and HAProxy are updated; its data directory stays",
+                    cluster.name
+                ));
+            }
+            let joining: Vec<&String> = cluster
+                .postgres
+                .iter()
+                .filter(|h| {
+                    project.inventory.hosts.get(*h).is_some_and(|host| {
+                        let name = crate::render::context::member_name(project, host, cluster);
+                        !view.members.iter().any(|m| m.name == name)
+                    })
+                })
+                .collect();
+            for host in joining {
+                lines.push(format!(
+                    "patroni {}: add {host} after pg_hba and HAProxy are updated on the others; gate: it streams",
+                    cluster.name
+                ));
+            }
+        }
         let port = project.cluster_port(cluster, "patroni.restapi_port", 8008);
         let Some(view) = first_view(project, cluster, &patroni, port).await else {
             lines.push(format!("cluster {}: Patroni is not running: apply will bootstrap it (leader first, then replicas)", cluster.name));

@@ -1,0 +1,176 @@
+//! Hosts that left a role keep running its services until someone stops them: a DB host taken
+//! out of `postgres:` would stay a Patroni member (and could be promoted), a balancer taken out
+//! of `balancers:` would keep announcing the VIP. Before the engine runs, a leaving DB member
+//! that holds the leader lock hands it over (a switchover to a member that stays), so the
+//! balancers never lose their primary; after the engine and the etcd membership change, the
+//! services of roles a host no longer has are stopped and disabled. Data stays where it is.
+
+use std::collections::BTreeMap;
+
+use crate::connect::{RemoteCommand, Session};
+use crate::error::{Error, Result};
+use crate::inventory::secrets::Secrets;
+use crate::inventory::Cluster;
+use crate::render::Project;
+use crate::stack::patroni::{ClusterView, Patroni};
+
+/// The Patroni members of `cluster` the inventory no longer lists, with the live view.
+pub async fn leaving_db_members(
+    project: &Project,
+    cluster: &Cluster,
+    patroni: &Patroni,
+) -> Option<(Vec<String>, ClusterView)> {
+    let port = project.cluster_port(cluster, "patroni.restapi_port", 8008);
+    let mut view = None;
+    for host in &cluster.postgres {
+        if let Ok(v) = patroni.cluster(&project.address(host), port).await {
+            view = Some(v);
+            break;
+        }
+    }
+    let view = view?;
+    let staying: Vec<String> = cluster
+        .postgres
+        .iter()
+        .filter_map(|h| project.inventory.hosts.get(h))
+        .map(|h| crate::render::context::member_name(project, h, cluster))
+        .collect();
+    let leaving = view
+        .members
+        .iter()
+        .filter(|m| !staying.contains(&m.name))
+        .map(|m| m.name.clone())
+        .collect();
+    Some((leaving, view))
+}
+
+/// Before the engine: when a leaving DB member holds the leader lock, switch over to a running
+/// replica that stays. Returns what was done.
+pub async fn hand_over_leadership(
+    project: &Project,
+    secrets: &Secrets,
+    patroni: &Patroni,
+) -> Result<Vec<String>> {
+    let mut done = Vec::new();
+    for cluster in project.inventory.clusters.values() {
+        if cluster.standby_of.is_some() {
+            continue;
+        }
+        let Some((leaving, view)) = leaving_db_members(project, cluster, patroni).await else {
+            continue;
+        };
+        let Some(leader) = view.leader() else {
+            continue;
+        };
+        if !leaving.contains(&leader.name) {
+            continue;
+        }
+        let to = cluster.postgres.iter().find(|h| {
+            project.inventory.hosts.get(*h).is_some_and(|host| {
+                let name = crate::render::context::member_name(project, host, cluster);
+                view.members
+                    .iter()
+                    .any(|m| m.name == name && m.role == "replica" && m.state != "stopped")
+            })
+        });
+        let Some(to) = to else {
+            return Err(Error::usage(
+                format!(
+                    "cluster {}: the leader {} leaves, but no member that stays runs as a replica to take over",
+                    cluster.name, leader.name
+                ),
+                Some("add the new members first (one apply), then remove the old ones (a second apply)".into()),
+            ));
+        };
+        let report =
+            crate::stack::switchover::switchover(project, secrets, Some(&cluster.name), Some(to))
+                .await?;
+        done.push(format!(
+            "{}: the leaving leader {} handed over to {} ({:.1} s until writes land)",
+            cluster.name, report.from, report.to, report.seconds
+        ));
+    }
+    Ok(done)
+}
+
+/// The stack's services a host runs though the inventory no longer gives it their role.
+fn retired_services(
+    project: &Project,
+    host: &str,
+    live_etcd_hosts: &[String],
+) -> Vec<&'static str> {
+    let in_group = |pick: fn(&Cluster) -> &Vec<String>| {
+        project
+            .inventory
+            .clusters
+            .values()
+            .any(|c| pick(c).iter().any(|h| h == host))
+    };
+    let mut out = Vec::new();
+    if !in_group(|c| &c.balancers) {
+        // keepalived first: the VIP moves before HAProxy goes.
+        out.extend(["keepalived", "haproxy"]);
+    }
+    if !in_group(|c| &c.postgres) {
+        out.extend(["patroni", "pgbouncer"]);
+    }
+    if !in_group(|c| &c.etcd) && !live_etcd_hosts.iter().any(|h| h == host) {
+        out.push("etcd");
+    }
+    out
+}
+
+/// After the engine and the etcd membership change: stop and disable, on every reachable host,
+/// the services of roles it no longer has (only those running or enabled). `live_etcd_hosts`:
+/// hosts still etcd members (never stopped here: removal goes through the membership change).
+pub async fn stop_retired(
+    project: &Project,
+    open: &BTreeMap<String, Session>,
+    live_etcd_hosts: &[String],
+) -> Result<Vec<String>> {
+    let mut done = Vec::new();
+    for (host, session) in open {
+        let services = retired_services(project, host, live_etcd_hosts);
+        if services.is_empty() {
+            continue;
+        }
+        let mut argv = vec!["systemctl", "is-enabled"];
+        argv.extend(&services);
+        let enabled = session
+            .output(&RemoteCommand::new(&argv))
+            .await
+            .map(|o| o.stdout_text())
+            .unwrap_or_default();
+        let mut argv = vec!["systemctl", "is-active"];
+        argv.extend(&services);
+        let active = session
+            .output(&RemoteCommand::new(&argv))
+            .await
+            .map(|o| o.stdout_text())
+            .unwrap_or_default();
+        let to_stop: Vec<&str> = services
+            .iter()
+            .zip(enabled.lines().zip(active.lines()))
+            .filter(|(_, (e, a))| e.trim() == "enabled" || a.trim() == "active")
+            .map(|(s, _)| *s)
+            .collect();
+        for service in &to_stop {
+            session
+                .run(&RemoteCommand::new(&[
+                    "systemctl",
+                    "disable",
+                    "--now",
+                    service,
+                ]))
+                .await
+                .map_err(|e| Error::failure(e.to_string(), e.hint.clone()))?;
+        }
+        if !to_stop.is_empty() {
+            done.push(format!(
+                "{host}: no longer has their role: stopped and disabled {} (data left in place)",
+                to_stop.join(", ")
+            ));
+        }
+    }
+    Ok(done)
+}
