@@ -42,7 +42,10 @@ fn apply(path: &str) -> String {
     let output = pgstrap(&["apply", "-i", path]);
     let text = String::from_utf8_lossy(&output.stderr).into_owned();
     assert!(output.status.success(), "apply failed:\n{text}");
-    assert!(text.contains("verified: all"), "verification failed:\n{text}");
+    assert!(
+        text.contains("verified: all"),
+        "verification failed:\n{text}"
+    );
     text
 }
 
@@ -58,7 +61,10 @@ fn reapply_changes_nothing(path: &str) {
 /// `etcdctl member list` and `patronictl list` on `on` show exactly these members.
 fn members_agree(on: &str, etcd: &[&str], postgres: &[&str]) {
     let endpoints = "http://127.0.0.1:2379";
-    let list = run_on(on, &format!("ETCDCTL_API=3 etcdctl --endpoints={endpoints} member list -w json"));
+    let list = run_on(
+        on,
+        &format!("ETCDCTL_API=3 etcdctl --endpoints={endpoints} member list -w json"),
+    );
     let json: serde_json::Value = serde_json::from_str(&list).expect("etcdctl JSON");
     let names: BTreeSet<String> = json["members"]
         .as_array()
@@ -128,7 +134,8 @@ fn etcd_db_and_balancer_members_added_and_removed_under_load_lose_nothing() {
     let path = write_inventory(&["n1", "n2", "n3"], &["n1", "n2", "n3"], &["n4", "n5"]);
     apply(&path);
 
-    let project = pgstrap::render::load_project(std::path::Path::new(&path), &[]).expect("inventory");
+    let project =
+        pgstrap::render::load_project(std::path::Path::new(&path), &[]).expect("inventory");
     let secrets = project.secrets(false).expect("secrets");
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let target = client::Target {
@@ -138,7 +145,9 @@ fn etcd_db_and_balancer_members_added_and_removed_under_load_lose_nothing() {
         interval: Duration::from_millis(100),
         timeout: Duration::from_secs(2),
     };
-    runtime.block_on(client::prepare(&target)).expect("drill table");
+    runtime
+        .block_on(client::prepare(&target))
+        .expect("drill table");
     let epoch = Instant::now();
     let writer = runtime.block_on(async {
         client::start(
@@ -164,7 +173,11 @@ fn etcd_db_and_balancer_members_added_and_removed_under_load_lose_nothing() {
         "figure: grow etcd 3→5, DB 3→4, balancers 2→3 (installs on 3 new hosts + catch-up): {:.1} s",
         started.elapsed().as_secs_f64()
     );
-    members_agree("10.77.0.11", &["n1", "n2", "n3", "n6", "n7"], &["n1", "n2", "n3", "n6"]);
+    members_agree(
+        "10.77.0.11",
+        &["n1", "n2", "n3", "n6", "n7"],
+        &["n1", "n2", "n3", "n6"],
+    );
     reapply_changes_nothing(&grown);
 
     // Shrink, removing the etcd leader, the primary and the VIP holder.
@@ -223,13 +236,21 @@ fn removing_etcd_members_while_one_that_stays_is_down_is_refused_with_exit_2() {
     require_e2e();
     pgstrap_ok(&["lab", "down"]);
     pgstrap_ok(&["lab", "up", "--hosts", "7"]);
-    let five = write_inventory(&["n1", "n2", "n3", "n6", "n7"], &["n1", "n2", "n3"], &["n4", "n5"]);
+    let five = write_inventory(
+        &["n1", "n2", "n3", "n6", "n7"],
+        &["n1", "n2", "n3"],
+        &["n4", "n5"],
+    );
     apply(&five);
     // A member that stays is down (its host stays reachable: preflight needs it).
     run_on("10.77.0.13", "systemctl stop etcd");
     let three = write_inventory(&["n1", "n2", "n3"], &["n1", "n2", "n3"], &["n4", "n5"]);
     let output = pgstrap(&["apply", "-i", &three]);
-    assert_eq!(output.status.code(), Some(2), "an unsafe removal must exit 2");
+    assert_eq!(
+        output.status.code(),
+        Some(2),
+        "an unsafe removal must exit 2"
+    );
     let text = String::from_utf8_lossy(&output.stderr);
     assert!(text.contains("refusing to remove"), "{text}");
     // Nothing changed: still five members.

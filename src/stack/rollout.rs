@@ -270,7 +270,12 @@ async fn converge(
     for cluster in project.inventory.clusters.values() {
         etcd_members.extend(members::etcd::member_hosts(project, cluster).await);
     }
-    for what in members::retire::stop_retired(project, open, &etcd_members).await? {
+    let rest_password = secrets
+        .get("rest_api_password")
+        .cloned()
+        .ok_or_else(|| Error::failure("no REST API password", None))?;
+    let patroni = Patroni::new(rest_password);
+    for what in members::retire::stop_retired(project, open, &etcd_members, &patroni).await? {
         report.actions.push(Action {
             cluster: String::new(),
             host: None,

@@ -178,7 +178,7 @@ pub async fn refuse_unsafe(
         let staying_unhealthy: Vec<&str> = health
             .members
             .iter()
-            .filter(|m| !leaving.contains(&m.id) && (!m.healthy || m.learner))
+            .filter(|m| !leaving.contains(&m.id) && !m.learner && !m.healthy)
             .map(|m| m.name.as_str())
             .collect();
         if !staying_unhealthy.is_empty() {
@@ -319,8 +319,18 @@ async fn promote(etcd: &Etcd, cluster: &Cluster, host: &str, id: u64) -> Result<
         || async {
             match etcd.promote_member(id).await {
                 Ok(()) => Poll::Ready(()),
-                Err(e) if e.contains("not a learner") => Poll::Ready(()),
-                Err(e) => Poll::NotYet(e),
+                Err(e) => {
+                    // Promoted already (an earlier attempt whose answer was lost)?
+                    let voter = etcd
+                        .members()
+                        .await
+                        .is_ok_and(|ms| ms.iter().any(|m| m.id == id && !m.is_learner));
+                    if voter {
+                        Poll::Ready(())
+                    } else {
+                        Poll::NotYet(e)
+                    }
+                }
             }
         },
     )

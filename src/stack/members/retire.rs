@@ -127,6 +127,7 @@ pub async fn stop_retired(
     project: &Project,
     open: &BTreeMap<String, Session>,
     live_etcd_hosts: &[String],
+    patroni: &Patroni,
 ) -> Result<Vec<String>> {
     let mut done = Vec::new();
     for (host, session) in open {
@@ -134,25 +135,25 @@ pub async fn stop_retired(
         if services.is_empty() {
             continue;
         }
-        let mut argv = vec!["systemctl", "is-enabled"];
-        argv.extend(&services);
-        let enabled = session
-            .output(&RemoteCommand::new(&argv))
-            .await
-            .map(|o| o.stdout_text())
-            .unwrap_or_default();
-        let mut argv = vec!["systemctl", "is-active"];
-        argv.extend(&services);
-        let active = session
-            .output(&RemoteCommand::new(&argv))
+        // One line per unit, named: a unit that does not exist prints nothing of its own.
+        let states = session
+            .output(&RemoteCommand::script(
+                "for u in \"$@\"; do printf '%s %s %s\\n' \"$u\" \"$(systemctl is-enabled \"$u\" 2>/dev/null)\" \"$(systemctl is-active \"$u\" 2>/dev/null)\"; done",
+                &services,
+                "which retired services are enabled or running",
+            ))
             .await
             .map(|o| o.stdout_text())
             .unwrap_or_default();
         let to_stop: Vec<&str> = services
             .iter()
-            .zip(enabled.lines().zip(active.lines()))
-            .filter(|(_, (e, a))| e.trim() == "enabled" || a.trim() == "active")
-            .map(|(s, _)| *s)
+            .copied()
+            .filter(|service| {
+                states.lines().any(|line| {
+                    let mut words = line.split_whitespace();
+                    words.next() == Some(*service) && words.any(|w| w == "enabled" || w == "active")
+                })
+            })
             .collect();
         for service in &to_stop {
             session
@@ -165,6 +166,9 @@ pub async fn stop_retired(
                 .await
                 .map_err(|e| Error::failure(e.to_string(), e.hint.clone()))?;
         }
+        if to_stop.contains(&"patroni") {
+            wait_member_gone(project, session.target.host.as_str(), patroni).await?;
+        }
         if !to_stop.is_empty() {
             done.push(format!(
                 "{host}: no longer has their role: stopped and disabled {} (data left in place)",
@@ -173,4 +177,32 @@ pub async fn stop_retired(
         }
     }
     Ok(done)
+}
+
+/// After Patroni stopped on `host`: wait until no cluster lists a member there (its key is
+/// deleted or expires within the ttl), so `patronictl list` agrees with the inventory.
+async fn wait_member_gone(project: &Project, host: &str, patroni: &Patroni) -> Result<()> {
+    let address = project.address(host);
+    crate::stack::gate::wait_for(
+        &format!("{host} to leave Patroni's member list"),
+        std::time::Duration::from_secs(90),
+        std::time::Duration::from_millis(500),
+        "its member key expires after Patroni's ttl; see `patronictl list`",
+        || async {
+            for cluster in project.inventory.clusters.values() {
+                let Some((_, view)) = leaving_db_members(project, cluster, patroni).await else {
+                    continue;
+                };
+                if view
+                    .members
+                    .iter()
+                    .any(|m| m.host.as_deref() == Some(address.as_str()))
+                {
+                    return crate::stack::gate::Poll::NotYet(view.describe());
+                }
+            }
+            crate::stack::gate::Poll::Ready(())
+        },
+    )
+    .await
 }
