@@ -7,6 +7,7 @@ use crate::error::{Error, ErrorKind};
 
 mod apply;
 mod check;
+mod dr;
 mod drill;
 mod lab;
 mod plan;
@@ -96,6 +97,8 @@ pub enum Command {
     Switchover(switchover::Args),
     /// A failure drill under write clients: lost writes, time without writes, divergence.
     Drill(drill::Args),
+    /// The DR lifecycle: promote a standby cluster (planned; also the fail back).
+    Dr(dr::Args),
     /// Real test hosts on this machine (systemd-nspawn containers reached over SSH).
     Lab(lab::Args),
 }
@@ -115,6 +118,7 @@ pub fn main() -> i32 {
         Command::Status(args) => status::run(args),
         Command::Switchover(args) => switchover::run(args),
         Command::Drill(args) => drill::run(args),
+        Command::Dr(args) => dr::run(args),
         Command::Lab(args) => lab::run(args, cli.verbose),
     };
     match result {

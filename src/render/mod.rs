@@ -94,6 +94,7 @@ impl Project {
         layers.extend(self.release_layers(&self.release_of(&host.name)));
         if let Some(cluster) = cluster {
             layers.extend(self.live_layer(cluster));
+            layers.extend(self.primary_side_parameters(cluster));
             layers.extend(
                 self.live_hosts
                     .read()
@@ -113,6 +114,7 @@ impl Project {
         let mut layers: Vec<Layer> = self.defaults.clone();
         layers.extend(self.release_layers(&self.cluster_release(cluster)));
         layers.extend(self.live_layer(cluster));
+        layers.extend(self.primary_side_parameters(cluster));
         layers.push(cluster.vars.clone());
         layers.push(self.command_line.clone());
         vars::resolve(&layers)
@@ -207,6 +209,24 @@ impl Project {
                     values,
                 },
             );
+    }
+
+    /// A DR standby cluster runs with its primary side's PostgreSQL parameters (it must carry
+    /// the same load once promoted, and a standby needs some of them at least as high as its
+    /// primary's): the primary cluster's `postgresql.parameters.*` settings, below the standby
+    /// cluster's own.
+    fn primary_side_parameters(&self, cluster: &Cluster) -> Option<Layer> {
+        let primary = self.inventory.clusters.get(cluster.standby_of.as_ref()?)?;
+        Some(Layer {
+            origin: primary.vars.origin.clone(),
+            values: primary
+                .vars
+                .values
+                .iter()
+                .filter(|(k, _)| k.starts_with("postgresql.parameters."))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        })
     }
 
     /// Whether the running cluster imposes `key`.

@@ -183,6 +183,11 @@ async fn converge(
         return Ok(());
     }
 
+    // The running clusters' DR roles must match the inventory's `standby_of` (apply never
+    // reverses a promotion).
+    if let Some(password) = secrets.get("rest_api_password").cloned() {
+        super::dr::refuse_role_mismatch(project, &Patroni::new(password)).await?;
+    }
     // Membership changes: refused before anything changes when unsafe (exit 2); a leaving DB
     // member that leads hands over first, so the balancers never lose their primary.
     let mut etcd_changes = BTreeMap::new();
@@ -448,8 +453,9 @@ async fn converge_cluster(
         ),
     );
 
-    // Primary side: the dynamic configuration follows the inventory; slots for standbys.
-    if cluster.standby_of.is_none() {
+    // The dynamic configuration follows the inventory (a standby cluster's too: it runs with its
+    // primary side's parameters); slots for standbys.
+    {
         let leader_address = project.address(&leader);
         if let Some(change) =
             dynamic_config_change(project, cluster, &patroni, &leader_address, rest_port).await?
@@ -483,7 +489,7 @@ async fn converge_cluster(
             }
         }
         // 5. PgBouncer's auth function, on the primary (a standby cluster gets it by replication).
-        if let Some(session) = open.get(&leader) {
+        if let Some(session) = open.get(&leader).filter(|_| cluster.standby_of.is_none()) {
             let user = project
                 .cluster_vars(cluster)
                 .get_str("pgbouncer.auth_user")

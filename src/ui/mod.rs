@@ -1,9 +1,11 @@
 //! The only code that prints to the terminal: diagnostics, summaries, diffs, progress.
 
+mod dr;
 mod drill;
 pub mod progress;
 pub mod summary;
 
+pub use dr::dr_promote_text;
 pub use drill::drill_text;
 
 /// Set up `tracing` logs on stderr: warnings by default, more with `-v`.

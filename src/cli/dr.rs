@@ -1,0 +1,47 @@
+//! `pgstrap dr promote -i INV --cluster C`: the planned promotion of a DR standby cluster (also
+//! the fail back: the same command for the other cluster of the pair).
+
+use crate::cli::InventoryArgs;
+use crate::error::Result;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    pub command: DrCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum DrCommand {
+    /// Promote a standby cluster while its primary side answers: the primary side becomes its
+    /// standby cluster, with no acknowledged write lost. Then edit the inventory (`standby_of`)
+    /// as the command says; `apply` refuses until it matches.
+    Promote {
+        #[command(flatten)]
+        inventory: InventoryArgs,
+        /// The standby cluster to promote.
+        #[arg(long)]
+        cluster: String,
+        /// Print the report as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub fn run(args: Args) -> Result<i32> {
+    match args.command {
+        DrCommand::Promote {
+            inventory,
+            cluster,
+            json,
+        } => {
+            let project = crate::render::load_project(&inventory.inventory, &inventory.set)?;
+            let secrets = project.secrets(false)?;
+            let report = super::block_on(crate::stack::dr::promote(&project, &secrets, &cluster))??;
+            if json {
+                crate::ui::print_json(&report);
+            }
+            eprint!("{}", crate::ui::dr_promote_text(&report));
+            Ok(0)
+        }
+    }
+}

@@ -1,0 +1,481 @@
+//! The DR lifecycle of a primary cluster and its standby cluster in another datacenter: the
+//! roles the running clusters actually have (which `apply` compares with the inventory's
+//! `standby_of`, refusing to reverse a promotion on its own), and the planned promotion of the
+//! standby side (`pgstrap dr promote`), which is also the fail back.
+//!
+//! A planned promotion loses no acknowledged write: the old primary side is turned into a standby
+//! cluster first (Patroni demotes its leader with a clean shutdown, whose WAL reaches the standby
+//! side), the standby side is promoted only once it has replayed the old primary's last position,
+//! and the old side then follows the new primary's timeline from where it stopped, through a
+//! permanent slot on the new primary side — no rewind, no re-clone.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use super::gate::{wait_for, Poll};
+use super::patroni::Patroni;
+use super::postgres::psql;
+use crate::connect::{Session, Target};
+use crate::error::{Error, Result};
+use crate::inventory::secrets::Secrets;
+use crate::inventory::Cluster;
+use crate::render::context::standby_slot;
+use crate::render::Project;
+
+/// What a running cluster is, from its dynamic configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "role", content = "of")]
+pub enum LiveRole {
+    Primary,
+    /// A standby cluster of the inventory cluster whose DB hosts its `standby_cluster.host`
+    /// names (`None` when those hosts belong to no cluster of the inventory).
+    StandbyOf(Option<String>),
+}
+
+/// Any member's `GET /config` of `cluster` (`None`: no member answers: not running yet).
+async fn live_config(project: &Project, cluster: &Cluster, patroni: &Patroni) -> Option<Value> {
+    let port = project.cluster_port(cluster, "patroni.restapi_port", 8008);
+    for host in &cluster.postgres {
+        if let Ok(config) = patroni.get_config(&project.address(host), port).await {
+            return Some(config);
+        }
+    }
+    None
+}
+
+/// The live role of every running cluster.
+pub async fn live_roles(project: &Project, patroni: &Patroni) -> BTreeMap<String, LiveRole> {
+    let mut roles = BTreeMap::new();
+    for cluster in project.inventory.clusters.values() {
+        let Some(config) = live_config(project, cluster, patroni).await else {
+            continue;
+        };
+        let role = match config.get("standby_cluster").filter(|v| !v.is_null()) {
+            None => LiveRole::Primary,
+            Some(standby) => {
+                let hosts: Vec<&str> = standby["host"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .split(',')
+                    .map(str::trim)
+                    .collect();
+                let of = project.inventory.clusters.values().find(|c| {
+                    c.postgres
+                        .iter()
+                        .any(|h| hosts.contains(&project.address(h).as_str()))
+                });
+                LiveRole::StandbyOf(of.map(|c| c.name.clone()))
+            }
+        };
+        roles.insert(cluster.name.clone(), role);
+    }
+    roles
+}
+
+/// `apply` never reverses a promotion: when the inventory's `standby_of` and the running roles
+/// disagree, refuse (nothing changed) and say which edit matches the running clusters.
+pub async fn refuse_role_mismatch(project: &Project, patroni: &Patroni) -> Result<()> {
+    let live = live_roles(project, patroni).await;
+    let mut problems = Vec::new();
+    for cluster in project.inventory.clusters.values() {
+        let Some(role) = live.get(&cluster.name) else {
+            continue;
+        };
+        let matches = match (role, &cluster.standby_of) {
+            (LiveRole::Primary, None) => true,
+            (LiveRole::StandbyOf(Some(of)), Some(wanted)) => of == wanted,
+            _ => false,
+        };
+        if !matches {
+            let now = match role {
+                LiveRole::Primary => format!("`{}` runs as a primary", cluster.name),
+                LiveRole::StandbyOf(Some(of)) => {
+                    format!("`{}` runs as a standby cluster of `{of}`", cluster.name)
+                }
+                LiveRole::StandbyOf(None) => format!(
+                    "`{}` runs as a standby of hosts outside the inventory",
+                    cluster.name
+                ),
+            };
+            let edit = match role {
+                LiveRole::Primary => format!("remove `standby_of` from cluster {}", cluster.name),
+                LiveRole::StandbyOf(Some(of)) => {
+                    format!("set `standby_of: {of}` on cluster {}", cluster.name)
+                }
+                LiveRole::StandbyOf(None) => "point `standby_of` at its primary cluster".into(),
+            };
+            problems.push((now, edit));
+        }
+    }
+    if problems.is_empty() {
+        return Ok(());
+    }
+    let (now, edits): (Vec<String>, Vec<String>) = problems.into_iter().unzip();
+    Err(Error::usage(
+        format!(
+            "the inventory disagrees with the running clusters: {}; apply never reverses a promotion",
+            now.join("; ")
+        ),
+        Some(format!(
+            "after `pgstrap dr promote`, edit the inventory to match: {}",
+            edits.join("; ")
+        )),
+    ))
+}
+
+/// One step of a promotion and how long it took.
+#[derive(Debug, Clone, Serialize)]
+pub struct Step {
+    pub what: String,
+    pub seconds: f64,
+}
+
+/// What `dr promote` did.
+#[derive(Debug, Clone, Serialize)]
+pub struct PromoteReport {
+    pub promoted: String,
+    pub demoted: String,
+    pub steps: Vec<Step>,
+    /// The old primary's last WAL position, which the promoted side replayed before promotion.
+    pub last_position: String,
+    /// From the old primary's demotion until the new primary's VIP (or leader) takes writes.
+    pub seconds_without_writes: f64,
+}
+
+/// The pair around `name`: (standby side to promote, its primary side), as the inventory says.
+fn pair<'a>(project: &'a Project, name: &str) -> Result<(&'a Cluster, &'a Cluster)> {
+    let cluster = project
+        .inventory
+        .clusters
+        .get(name)
+        .ok_or_else(|| Error::usage(format!("no cluster `{name}` in the inventory"), None))?;
+    let primary = cluster
+        .standby_of
+        .as_ref()
+        .and_then(|p| project.inventory.clusters.get(p))
+        .ok_or_else(|| {
+            Error::usage(
+                format!("cluster `{name}` is not a standby cluster in the inventory (no `standby_of`)"),
+                Some("promote the standby side of a DR pair: the cluster whose `standby_of` names the primary side".into()),
+            )
+        })?;
+    Ok((cluster, primary))
+}
+
+struct Side<'a> {
+    project: &'a Project,
+    cluster: &'a Cluster,
+    patroni: &'a Patroni,
+    secrets: &'a Secrets,
+    rest_port: u16,
+}
+
+impl Side<'_> {
+    /// The host of the member answering `path` with 200 (`/primary`, `/standby-leader`).
+    async fn answering(&self, path: &str) -> Option<String> {
+        for host in &self.cluster.postgres {
+            if let Ok(200) = self
+                .patroni
+                .probe(&self.project.address(host), self.rest_port, path)
+                .await
+            {
+                return Some(host.clone());
+            }
+        }
+        None
+    }
+
+    async fn wait_answering(&self, path: &str, timeout: Duration) -> Result<String> {
+        wait_for(
+            &format!("a member of {} answering {path}", self.cluster.name),
+            timeout,
+            Duration::from_millis(300),
+            "see `journalctl -u patroni` on the cluster's DB hosts",
+            || async {
+                match self.answering(path).await {
+                    Some(host) => Poll::Ready(host),
+                    None => Poll::NotYet(format!("no member answers {path} yet")),
+                }
+            },
+        )
+        .await
+    }
+
+    async fn patch(&self, host: &str, change: &Value) -> Result<()> {
+        self.patroni
+            .patch_config(&self.project.address(host), self.rest_port, change)
+            .await
+            .map_err(|e| {
+                Error::failure(
+                    format!("cluster {}: PATCH /config: {e}", self.cluster.name),
+                    None,
+                )
+            })
+    }
+
+    async fn session(&self, host: &str) -> Result<Session> {
+        let inventory_host = self
+            .project
+            .inventory
+            .hosts
+            .get(host)
+            .ok_or_else(|| Error::failure(format!("no host {host}"), None))?;
+        Session::connect(
+            &Target::from_inventory(&self.project.inventory, inventory_host),
+            self.secrets.masker(),
+        )
+        .await
+        .map_err(|e| Error::failure(e.to_string(), e.hint.clone()))
+    }
+
+    async fn sql(&self, host: &str, sql: &str, what: &str) -> Result<String> {
+        let session = self.session(host).await?;
+        let out = psql(&session, "postgres", sql, what).await;
+        session.close().await;
+        Ok(out?.trim().to_owned())
+    }
+
+    /// `standby_cluster` pointing at `primary`'s DB hosts.
+    fn standby_of(&self, primary: &Cluster, slot: Option<String>) -> Value {
+        let hosts: Vec<String> = primary
+            .postgres
+            .iter()
+            .map(|h| self.project.address(h))
+            .collect();
+        let port = self.project.cluster_port(primary, "postgresql.port", 5432);
+        let mut standby = json!({
+            "host": hosts.join(","),
+            "port": port,
+            "create_replica_methods": ["basebackup"],
+        });
+        if let Some(slot) = slot {
+            standby["primary_slot_name"] = Value::String(slot);
+        }
+        standby
+    }
+}
+
+/// Planned promotion of standby cluster `name` (its primary side answers): demote the primary
+/// side into a standby cluster of `name`, wait until `name` replayed its last position, promote
+/// `name` with a permanent slot for the old side, and point the old side at that slot.
+pub async fn promote(project: &Project, secrets: &Secrets, name: &str) -> Result<PromoteReport> {
+    let (standby, primary) = pair(project, name)?;
+    let password = secrets
+        .get("rest_api_password")
+        .cloned()
+        .ok_or_else(|| Error::failure("no REST API password", None))?;
+    let patroni = Patroni::new(password);
+    refuse_role_mismatch(project, &patroni).await?;
+    let new = Side {
+        project,
+        cluster: standby,
+        patroni: &patroni,
+        secrets,
+        rest_port: project.cluster_port(standby, "patroni.restapi_port", 8008),
+    };
+    let old = Side {
+        project,
+        cluster: primary,
+        patroni: &patroni,
+        secrets,
+        rest_port: project.cluster_port(primary, "patroni.restapi_port", 8008),
+    };
+    let old_leader = old.answering("/primary").await.ok_or_else(|| {
+        Error::failure(
+            format!("cluster {}: no member answers /primary", primary.name),
+            Some("a planned promotion needs the primary side up; an emergency promotion (`--force`, the primary side gone) is not built yet".into()),
+        )
+    })?;
+    let new_leader = new.answering("/standby-leader").await.ok_or_else(|| {
+        Error::failure(
+            format!(
+                "cluster {}: no member answers /standby-leader",
+                standby.name
+            ),
+            Some("`pgstrap status -i INV` shows the standby cluster's state".into()),
+        )
+    })?;
+    let mut steps = Vec::new();
+    let mut step = |what: String, since: Instant| {
+        steps.push(Step {
+            what,
+            seconds: since.elapsed().as_secs_f64(),
+        })
+    };
+
+    // 1. The old primary side becomes a standby cluster of the new side: writes stop.
+    let began = Instant::now();
+    old.patch(
+        &old_leader,
+        &json!({"standby_cluster": old.standby_of(standby, None)}),
+    )
+    .await?;
+    let old_standby_leader = old
+        .wait_answering("/standby-leader", Duration::from_secs(120))
+        .await?;
+    step(
+        format!(
+            "{}: demoted to a standby cluster of {} (writes stopped)",
+            primary.name, standby.name
+        ),
+        began,
+    );
+
+    // 2. The new side has replayed everything the old primary wrote.
+    let at = Instant::now();
+    let last = old
+        .sql(
+            &old_standby_leader,
+            "SELECT pg_last_wal_replay_lsn()",
+            "the old primary's last position",
+        )
+        .await?;
+    if last.is_empty() {
+        return Err(Error::failure(
+            format!(
+                "cluster {}: cannot read its last WAL position",
+                primary.name
+            ),
+            None,
+        ));
+    }
+    wait_for(
+        &format!(
+            "{} to replay {}'s last position {last}",
+            standby.name, primary.name
+        ),
+        Duration::from_secs(300),
+        Duration::from_millis(300),
+        "the standby cluster must stream from the primary side: see `pgstrap status -i INV`",
+        || async {
+            match new
+                .sql(
+                    &new_leader,
+                    &format!("SELECT pg_wal_lsn_diff(pg_last_wal_replay_lsn(), '{last}') >= 0"),
+                    "replayed the old primary's last position",
+                )
+                .await
+            {
+                Ok(t) if t == "t" => Poll::Ready(()),
+                Ok(_) => Poll::NotYet("behind".into()),
+                Err(e) => Poll::NotYet(e.to_string()),
+            }
+        },
+    )
+    .await?;
+    step(
+        format!(
+            "{}: replayed {}'s last position {last}",
+            standby.name, primary.name
+        ),
+        at,
+    );
+
+    // 3. Promote: no standby_cluster, a permanent slot for the old side.
+    let at = Instant::now();
+    let slot_for_old = standby_slot(&primary.name);
+    new.patch(
+        &new_leader,
+        &json!({"standby_cluster": null, "slots": {slot_for_old.clone(): {"type": "physical"}}}),
+    )
+    .await?;
+    let promoted_leader = new
+        .wait_answering("/primary", Duration::from_secs(120))
+        .await?;
+    step(
+        format!(
+            "{}: promoted ({promoted_leader} is the primary)",
+            standby.name
+        ),
+        at,
+    );
+
+    // 4. Writes land on the new primary (through its VIP when it has one).
+    let at = Instant::now();
+    let (address, port) = match standby.vip {
+        Some(vip) => (
+            vip.addr().to_string(),
+            project.cluster_port(standby, "haproxy.write_port", 5000),
+        ),
+        None => (
+            project.address(&promoted_leader),
+            project.cluster_port(standby, "pgbouncer.port", 6432),
+        ),
+    };
+    wait_for(
+        &format!("writes through {address}:{port} to reach the new primary"),
+        Duration::from_secs(60),
+        Duration::from_millis(300),
+        "check HAProxy and keepalived on the new primary side's balancers",
+        || async {
+            match super::verify::connect(&address, port, secrets).await {
+                Ok(client) => {
+                    match super::verify::scalar(&client, "SELECT pg_is_in_recovery()").await {
+                        Ok(Some(v)) if v == "f" => Poll::Ready(()),
+                        Ok(_) => Poll::NotYet("reached a server in recovery".into()),
+                        Err(e) => Poll::NotYet(e),
+                    }
+                }
+                Err(e) => Poll::NotYet(e),
+            }
+        },
+    )
+    .await?;
+    let seconds_without_writes = began.elapsed().as_secs_f64();
+    step(
+        format!(
+            "{}: writes through {address}:{port} land on the new primary",
+            standby.name
+        ),
+        at,
+    );
+
+    // 5. The old side streams through its slot; it no longer keeps one for the new side.
+    let at = Instant::now();
+    old.patch(
+        &old_standby_leader,
+        &json!({
+            "standby_cluster": old.standby_of(standby, Some(slot_for_old.clone())),
+            "slots": {standby_slot(&standby.name): null},
+        }),
+    )
+    .await?;
+    wait_for(
+        &format!("{} to stream from {} through slot {slot_for_old}", primary.name, standby.name),
+        Duration::from_secs(180),
+        Duration::from_secs(1),
+        "see `journalctl -u patroni` on the old primary side's standby leader",
+        || async {
+            match new
+                .sql(
+                    &promoted_leader,
+                    &format!("SELECT active FROM pg_replication_slots WHERE slot_name = '{slot_for_old}'"),
+                    "slot active",
+                )
+                .await
+            {
+                Ok(t) if t == "t" => Poll::Ready(()),
+                Ok(t) => Poll::NotYet(format!("slot {slot_for_old}: {}", if t.is_empty() { "not there yet" } else { "not active yet" })),
+                Err(e) => Poll::NotYet(e.to_string()),
+            }
+        },
+    )
+    .await?;
+    step(
+        format!(
+            "{}: streams from {} through slot {slot_for_old}",
+            primary.name, standby.name
+        ),
+        at,
+    );
+    Ok(PromoteReport {
+        promoted: standby.name.clone(),
+        demoted: primary.name.clone(),
+        steps,
+        last_position: last,
+        seconds_without_writes,
+    })
+}
