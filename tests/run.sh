@@ -77,7 +77,7 @@ fi
 # benchmarks among them (bench_*) stay for scripts/bench*.sh.
 # Whatever happens, leave no lab behind (the Debian base stays cached).
 trap './target/debug/pgstrap lab down >/dev/null 2>&1 || true' EXIT
-for t in lab engine rollout drill members; do
+for t in lab engine rollout drill members dr; do
   [[ -f "tests/$t.rs" ]] || continue
   PGSTRAP_E2E=1 cargo test --quiet --test "$t" -- --ignored --test-threads=1 --skip bench_
 done
