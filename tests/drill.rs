@@ -11,10 +11,42 @@ use common::{pgstrap, pgstrap_ok, require_e2e};
 
 const INVENTORY: &str = "/var/lib/pgstrap/lab/inventory.yaml";
 
+/// A fresh lab of `release` with the stack rolled out and verified; a second apply changes
+/// nothing; `status` shows every host's release and the versions it runs.
 fn fresh_cluster(release: &str) {
     pgstrap_ok(&["lab", "down"]);
     pgstrap_ok(&["lab", "up", "--release", release, "--hosts", "5"]);
-    pgstrap_ok(&["apply", "--no-verify", "-i", INVENTORY]);
+    let started = std::time::Instant::now();
+    let output = pgstrap(&["apply", "-i", INVENTORY]);
+    let text = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "rollout on Debian {release} failed");
+    assert!(text.contains("verified: all"), "verification failed on Debian {release}");
+    eprintln!(
+        "figure: Debian {release}: rollout of 5 fresh hosts: {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let started = std::time::Instant::now();
+    let output = pgstrap(&["apply", "-i", INVENTORY]);
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("done: 0 change(s)"),
+        "a second apply changed something on Debian {release}"
+    );
+    eprintln!(
+        "figure: Debian {release}: no-op re-apply with verification: {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let status = pgstrap_ok(&["status", "--json", "-i", INVENTORY]);
+    let json: serde_json::Value = serde_json::from_str(&status).expect("status JSON");
+    let hosts = json["hosts"].as_array().expect("hosts");
+    assert_eq!(hosts.len(), 5);
+    let postgresql = if release == "12" { "postgresql-15" } else { "postgresql-17" };
+    for host in hosts {
+        assert_eq!(host["release"], release, "{host}");
+        if host["name"].as_str().is_some_and(|n| ["n1", "n2", "n3"].contains(&n)) {
+            assert!(host["packages"][postgresql].is_string(), "{host}");
+            assert!(host["packages"]["patroni"].is_string(), "{host}");
+        }
+    }
 }
 
 /// Run one drill; assert what every drill must hold; print its figure.
