@@ -379,3 +379,33 @@ pub async fn wait_healthy(
     )
     .await
 }
+
+/// Keep the etcd leader off the host of the PostgreSQL primary: when both die together (a power
+/// cut of that host), etcd first elects a new leader, which renews every lease to its full TTL,
+/// so Patroni's leader key outlives the dead primary by up to one more ttl. Returns the member the
+/// leadership moved to, or `None` when it was elsewhere already (or etcd is co-located nowhere).
+pub async fn keep_leader_off(
+    endpoints: &[String],
+    primary_address: &str,
+) -> std::result::Result<Option<String>, String> {
+    let health = health(endpoints).await?;
+    let on_primary = |m: &EtcdMember| m.client_url.contains(&format!("//{primary_address}:"));
+    let Some(leader) = health.members.iter().find(|m| m.leader) else {
+        return Ok(None);
+    };
+    if !on_primary(leader) {
+        return Ok(None);
+    }
+    let Some(target) = health
+        .members
+        .iter()
+        .find(|m| !m.leader && m.healthy && !m.learner && !on_primary(m))
+    else {
+        return Ok(None);
+    };
+    let id = u64::from_str_radix(&target.id, 16).map_err(|e| e.to_string())?;
+    Etcd::new(endpoints)
+        .move_leader(&leader.client_url, id)
+        .await?;
+    Ok(Some(target.name.clone()))
+}

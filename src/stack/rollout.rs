@@ -452,6 +452,14 @@ async fn converge_cluster(
             cluster.name
         ),
     );
+    match super::etcd::keep_leader_off(&endpoints, &project.address(&leader)).await {
+        Ok(Some(to)) => report.actions.push(action(
+            None,
+            format!("moved the etcd leadership to {to}, off the PostgreSQL primary's host (a power cut of that host then fails over one lease renewal sooner)"),
+        )),
+        Ok(None) => {}
+        Err(e) => tracing::debug!("etcd leadership left where it is: {e}"),
+    }
 
     // The dynamic configuration follows the inventory (a standby cluster's too: it runs with its
     // primary side's parameters); slots for standbys.

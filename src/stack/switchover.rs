@@ -159,10 +159,25 @@ pub async fn switchover(
         },
     )
     .await?;
+    let seconds = started.elapsed().as_secs_f64();
+    // The etcd leadership off the new primary's host (see etcd::keep_leader_off).
+    let host_of_member = cluster
+        .postgres
+        .iter()
+        .find(|h| member_of(h).as_deref() == Some(new_leader.as_str()))
+        .cloned();
+    if let Some(host) = host_of_member {
+        if let Err(e) =
+            super::etcd::keep_leader_off(&project.etcd_endpoints(cluster), &project.address(&host))
+                .await
+        {
+            tracing::debug!("etcd leadership left where it is: {e}");
+        }
+    }
     Ok(SwitchoverReport {
         cluster: cluster.name.clone(),
         from: leader,
         to: new_leader,
-        seconds: started.elapsed().as_secs_f64(),
+        seconds,
     })
 }
