@@ -19,8 +19,14 @@ fn fresh_cluster(release: &str) {
     let started = std::time::Instant::now();
     let output = pgstrap(&["apply", "-i", INVENTORY]);
     let text = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "rollout on Debian {release} failed");
-    assert!(text.contains("verified: all"), "verification failed on Debian {release}");
+    assert!(
+        output.status.success(),
+        "rollout on Debian {release} failed"
+    );
+    assert!(
+        text.contains("verified: all"),
+        "verification failed on Debian {release}"
+    );
     eprintln!(
         "figure: Debian {release}: rollout of 5 fresh hosts: {:.1} s",
         started.elapsed().as_secs_f64()
@@ -39,10 +45,17 @@ fn fresh_cluster(release: &str) {
     let json: serde_json::Value = serde_json::from_str(&status).expect("status JSON");
     let hosts = json["hosts"].as_array().expect("hosts");
     assert_eq!(hosts.len(), 5);
-    let postgresql = if release == "12" { "postgresql-15" } else { "postgresql-17" };
+    let postgresql = if release == "12" {
+        "postgresql-15"
+    } else {
+        "postgresql-17"
+    };
     for host in hosts {
         assert_eq!(host["release"], release, "{host}");
-        if host["name"].as_str().is_some_and(|n| ["n1", "n2", "n3"].contains(&n)) {
+        if host["name"]
+            .as_str()
+            .is_some_and(|n| ["n1", "n2", "n3"].contains(&n))
+        {
             assert!(host["packages"][postgresql].is_string(), "{host}");
             assert!(host["packages"]["patroni"].is_string(), "{host}");
         }

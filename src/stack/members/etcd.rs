@@ -264,15 +264,7 @@ pub async fn converge(
         done.push(format!("etcd {}: promoted learner {host}", cluster.name));
     }
     for host in &change.join {
-        let added = etcd
-            .add_member(&peer_url(project, cluster, host), true)
-            .await
-            .map_err(|e| {
-                Error::failure(
-                    format!("etcd {}: member add {host}: {e}", cluster.name),
-                    None,
-                )
-            })?;
+        let added = add_learner(&etcd, cluster, host, &peer_url(project, cluster, host)).await?;
         start(open, host).await?;
         promote(&etcd, cluster, host, added.id).await?;
         done.push(format!(
@@ -284,6 +276,33 @@ pub async fn converge(
         done.push(remove(project, cluster, member, open).await?);
     }
     Ok(done)
+}
+
+/// `member add --learner`, retried while etcd refuses reconfiguration as an "unhealthy
+/// cluster" (its strict reconfiguration check wants every voting member connected for 5 s, so
+/// right after a promotion it refuses for a few seconds). A member with that peer URL already
+/// there (an earlier attempt whose answer was lost) is taken as added.
+async fn add_learner(etcd: &Etcd, cluster: &Cluster, host: &str, url: &str) -> Result<RawMember> {
+    wait_for(
+        &format!("etcd {}: member add {host} as a learner", cluster.name),
+        Duration::from_secs(90),
+        Duration::from_secs(1),
+        "etcd accepts a new member only while every voting member is connected: `pgstrap status -i INV`",
+        || async {
+            if let Ok(member) = find(etcd, url).await {
+                return Poll::Ready(Ok(member));
+            }
+            match etcd.add_member(url, true).await {
+                Ok(member) => Poll::Ready(Ok(member)),
+                Err(e) if e.contains("unhealthy cluster") => Poll::NotYet(e),
+                Err(e) => Poll::Ready(Err(Error::failure(
+                    format!("etcd {}: member add {host}: {e}", cluster.name),
+                    None,
+                ))),
+            }
+        },
+    )
+    .await?
 }
 
 async fn find(etcd: &Etcd, peer_url: &str) -> Result<RawMember> {
