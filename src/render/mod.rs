@@ -229,6 +229,14 @@ impl Project {
         })
     }
 
+    /// Forget what was learned for a joining member once it has joined.
+    pub fn forget_live_host(&self, cluster: &str, host: &str) {
+        self.live_hosts
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&(cluster.to_owned(), host.to_owned()));
+    }
+
     /// Whether the running cluster imposes `key`.
     pub fn is_live(&self, cluster: &Cluster, key: &str) -> bool {
         self.live_layer(cluster)

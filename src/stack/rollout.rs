@@ -267,6 +267,7 @@ async fn converge(
                     what,
                 });
             }
+            members::etcd::settle_joined(project, cluster, change, open, secrets).await?;
         }
         converge_cluster(project, cluster, secrets, open, options, report).await?;
     }

@@ -436,3 +436,44 @@ pub async fn member_hosts(project: &Project, cluster: &Cluster) -> Vec<String> {
         .filter_map(|m| host_of(project, m))
         .collect()
 }
+
+/// Once members have joined, their initial-cluster file is rewritten to what a later run renders
+/// for a member (etcd never reads it again while its data directory exists), so the next `apply`
+/// finds nothing to change.
+pub async fn settle_joined(
+    project: &Project,
+    cluster: &Cluster,
+    change: &Change,
+    open: &BTreeMap<String, Session>,
+    secrets: &crate::inventory::secrets::Secrets,
+) -> Result<()> {
+    let joined: Vec<String> = change.start.iter().chain(&change.join).cloned().collect();
+    if joined.is_empty() {
+        return Ok(());
+    }
+    for host in &joined {
+        project.forget_live_host(&cluster.name, host);
+    }
+    let desired = crate::render::desired_state(project, secrets, Some(&joined))?;
+    for state in &desired.hosts {
+        let Some(session) = open.get(&state.host) else {
+            continue;
+        };
+        for file in state.files().filter(|f| f.path == INITIAL_FILE) {
+            session
+                .write_file(
+                    &file.path,
+                    file.content.as_bytes(),
+                    &file.owner,
+                    &file.group,
+                    file.mode,
+                )
+                .await
+                .map_err(|e| Error::failure(e.to_string(), e.hint.clone()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Where the initial cluster lives (roles/etcd/role.yaml).
+const INITIAL_FILE: &str = "/etc/default/etcd-initial";
