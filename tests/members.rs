@@ -60,7 +60,12 @@ fn reapply_changes_nothing(path: &str) {
 
 /// `etcdctl member list` and `patronictl list` on `on` show exactly these members.
 fn members_agree(on: &str, etcd: &[&str], postgres: &[&str]) {
-    let endpoints = "http://127.0.0.1:2379";
+    // The members that stay (the host checked from may no longer run etcd).
+    let endpoints: Vec<String> = etcd
+        .iter()
+        .map(|h| format!("http://10.77.0.1{}:2379", &h[1..]))
+        .collect();
+    let endpoints = endpoints.join(",");
     let list = run_on(
         on,
         &format!("ETCDCTL_API=3 etcdctl --endpoints={endpoints} member list -w json"),

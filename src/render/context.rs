@@ -36,6 +36,16 @@ pub fn member_name(project: &Project, host: &Host, cluster: &Cluster) -> String 
         .unwrap_or_else(|| host.name.clone())
 }
 
+/// Patroni member name → inventory host name, for the DB hosts of `cluster`.
+pub fn member_hosts(project: &Project, cluster: &Cluster) -> BTreeMap<String, String> {
+    cluster
+        .postgres
+        .iter()
+        .filter_map(|h| project.inventory.hosts.get(h))
+        .map(|h| (member_name(project, h, cluster), h.name.clone()))
+        .collect()
+}
+
 /// The VRRP router id of a cluster: `keepalived.router_id` when not 0, else derived from its name.
 pub fn router_id(project: &Project, cluster: &Cluster) -> u64 {
     match project

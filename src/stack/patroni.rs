@@ -67,6 +67,17 @@ impl ClusterView {
 }
 
 impl Patroni {
+    /// The client for the inventory's clusters, with the `rest_api_password` secret.
+    pub fn from_secrets(
+        secrets: &crate::inventory::secrets::Secrets,
+    ) -> crate::error::Result<Self> {
+        secrets
+            .get("rest_api_password")
+            .cloned()
+            .map(Self::new)
+            .ok_or_else(|| crate::error::Error::failure("no REST API password", None))
+    }
+
     pub fn new(password: Secret) -> Self {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(2))

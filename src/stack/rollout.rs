@@ -185,9 +185,8 @@ async fn converge(
 
     // The running clusters' DR roles must match the inventory's `standby_of` (apply never
     // reverses a promotion).
-    if let Some(password) = secrets.get("rest_api_password").cloned() {
-        super::dr::refuse_role_mismatch(project, &Patroni::new(password)).await?;
-    }
+    let patroni = Patroni::from_secrets(secrets)?;
+    super::dr::refuse_role_mismatch(project, &patroni).await?;
     // Membership changes: refused before anything changes when unsafe (exit 2); a leaving DB
     // member that leads hands over first, so the balancers never lose their primary.
     let mut etcd_changes = BTreeMap::new();
@@ -199,14 +198,7 @@ async fn converge(
             }
         }
     }
-    let rest_password = secrets
-        .get("rest_api_password")
-        .cloned()
-        .ok_or_else(|| Error::failure("no REST API password", None))?;
-    for what in
-        members::retire::hand_over_leadership(project, secrets, &Patroni::new(rest_password))
-            .await?
-    {
+    for what in members::retire::hand_over_leadership(project, secrets, &patroni).await? {
         report.actions.push(Action {
             cluster: String::new(),
             host: None,
@@ -276,11 +268,7 @@ async fn converge(
     for cluster in project.inventory.clusters.values() {
         etcd_members.extend(members::etcd::member_hosts(project, cluster).await);
     }
-    let rest_password = secrets
-        .get("rest_api_password")
-        .cloned()
-        .ok_or_else(|| Error::failure("no REST API password", None))?;
-    let patroni = Patroni::new(rest_password);
+    let patroni = Patroni::from_secrets(secrets)?;
     for what in members::retire::stop_retired(project, open, &etcd_members, &patroni).await? {
         report.actions.push(Action {
             cluster: String::new(),
@@ -374,11 +362,7 @@ async fn converge_cluster(
     );
 
     // 4. Patroni.
-    let rest_password = secrets
-        .get("rest_api_password")
-        .cloned()
-        .ok_or_else(|| Error::failure("no REST API password", None))?;
-    let patroni = Patroni::new(rest_password);
+    let patroni = Patroni::from_secrets(secrets)?;
     let rest_port = project.cluster_port(cluster, "patroni.restapi_port", 8008);
     let leader_path = if cluster.standby_of.is_some() {
         "/standby-leader"
@@ -585,10 +569,9 @@ async fn converge_cluster(
 /// configuration keys that differ from the inventory, members pending a restart, or that the
 /// cluster is not bootstrapped yet. For `plan`.
 pub async fn plan_orchestration(project: &Project, secrets: &Secrets) -> Vec<String> {
-    let Some(password) = secrets.get("rest_api_password").cloned() else {
+    let Ok(patroni) = Patroni::from_secrets(secrets) else {
         return Vec::new();
     };
-    let patroni = Patroni::new(password);
     let mut lines = Vec::new();
     for cluster in project.inventory.clusters.values() {
         // Membership, in the order apply takes the steps.
@@ -752,17 +735,7 @@ async fn wait_streaming(
     open: &BTreeMap<String, Session>,
     options: &Options,
 ) -> Result<String> {
-    let members: BTreeMap<String, String> = cluster
-        .postgres
-        .iter()
-        .filter_map(|h| project.inventory.hosts.get(h))
-        .map(|h| {
-            (
-                crate::render::context::member_name(project, h, cluster),
-                h.name.clone(),
-            )
-        })
-        .collect();
+    let members = crate::render::context::member_hosts(project, cluster);
     wait_for(
         &format!("every replica of {} to stream from its leader", cluster.name),
         options.gate_timeout,

@@ -55,12 +55,7 @@ pub async fn switchover(
         .cluster_vars(cluster)
         .get_u64("patroni.restapi_port")
         .unwrap_or(8008) as u16;
-    let patroni = Patroni::new(
-        secrets
-            .get("rest_api_password")
-            .cloned()
-            .ok_or_else(|| Error::failure("no REST API password", None))?,
-    );
+    let patroni = Patroni::from_secrets(secrets)?;
     let mut view = None;
     for host in &cluster.postgres {
         if let Ok(v) = patroni.cluster(&project.address(host), rest_port).await {

@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 use super::gate::{wait_for, Poll};
 use super::patroni::Patroni;
 use super::postgres::psql;
-use crate::connect::{Session, Target};
+use crate::connect::Session;
 use crate::error::{Error, Result};
 use crate::inventory::secrets::Secrets;
 use crate::inventory::Cluster;
@@ -217,18 +217,7 @@ impl Side<'_> {
     }
 
     async fn session(&self, host: &str) -> Result<Session> {
-        let inventory_host = self
-            .project
-            .inventory
-            .hosts
-            .get(host)
-            .ok_or_else(|| Error::failure(format!("no host {host}"), None))?;
-        Session::connect(
-            &Target::from_inventory(&self.project.inventory, inventory_host),
-            self.secrets.masker(),
-        )
-        .await
-        .map_err(|e| Error::failure(e.to_string(), e.hint.clone()))
+        super::connect_host(self.project, host, self.secrets).await
     }
 
     async fn sql(&self, host: &str, sql: &str, what: &str) -> Result<String> {
@@ -263,11 +252,7 @@ impl Side<'_> {
 /// `name` with a permanent slot for the old side, and point the old side at that slot.
 pub async fn promote(project: &Project, secrets: &Secrets, name: &str) -> Result<PromoteReport> {
     let (standby, primary) = pair(project, name)?;
-    let password = secrets
-        .get("rest_api_password")
-        .cloned()
-        .ok_or_else(|| Error::failure("no REST API password", None))?;
-    let patroni = Patroni::new(password);
+    let patroni = Patroni::from_secrets(secrets)?;
     refuse_role_mismatch(project, &patroni).await?;
     let new = Side {
         project,

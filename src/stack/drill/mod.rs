@@ -20,7 +20,7 @@ use serde::Serialize;
 use super::gate::{wait_for, Poll};
 use super::patroni::Patroni;
 use super::postgres::psql;
-use crate::connect::{Session, Target};
+use crate::connect::Session;
 use crate::error::{Error, Result};
 use crate::inventory::secrets::Secrets;
 use crate::inventory::Cluster;
@@ -129,16 +129,7 @@ impl Reach<'_> {
     }
 
     async fn session(&self, host: &str) -> Result<Session> {
-        let inventory_host = self
-            .project
-            .inventory
-            .hosts
-            .get(host)
-            .ok_or_else(|| Error::failure(format!("no host {host}"), None))?;
-        let target = Target::from_inventory(&self.project.inventory, inventory_host);
-        Session::connect(&target, self.secrets.masker())
-            .await
-            .map_err(|e| Error::failure(e.to_string(), e.hint.clone()))
+        super::connect_host(self.project, host, &self.secrets).await
     }
 
     /// A leader, every member running, and every replica streaming from the leader.
@@ -193,26 +184,12 @@ pub async fn drill(project: &Project, options: &Options) -> Result<DrillReport> 
             Some("a drill writes through the VIP: give the cluster balancers and a `vip`".into()),
         )
     })?;
-    let rest_password = secrets
-        .get("rest_api_password")
-        .cloned()
-        .ok_or_else(|| Error::failure("no REST API password", None))?;
-    let hosts_by_member = cluster
-        .postgres
-        .iter()
-        .filter_map(|h| project.inventory.hosts.get(h))
-        .map(|h| {
-            (
-                crate::render::context::member_name(project, h, cluster),
-                h.name.clone(),
-            )
-        })
-        .collect();
+    let hosts_by_member = crate::render::context::member_hosts(project, cluster);
     let reach = Reach {
         project,
         cluster,
         secrets: secrets.clone(),
-        patroni: Patroni::new(rest_password),
+        patroni: Patroni::from_secrets(&secrets)?,
         rest_port: port("patroni.restapi_port"),
         hosts_by_member,
     };
