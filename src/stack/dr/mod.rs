@@ -253,7 +253,15 @@ impl Side<'_> {
 pub async fn promote(project: &Project, secrets: &Secrets, name: &str) -> Result<PromoteReport> {
     let (standby, primary) = pair(project, name)?;
     let patroni = Patroni::from_secrets(secrets)?;
-    refuse_role_mismatch(project, &patroni).await?;
+    // A promotion interrupted after the demotion (both sides standby clusters of each other)
+    // resumes; anything else must match the inventory.
+    let live = live_roles(project, &patroni).await;
+    let interrupted = live.get(&primary.name)
+        == Some(&LiveRole::StandbyOf(Some(standby.name.clone())))
+        && live.get(&standby.name) == Some(&LiveRole::StandbyOf(Some(primary.name.clone())));
+    if !interrupted {
+        refuse_role_mismatch(project, &patroni).await?;
+    }
     let new = Side {
         project,
         cluster: standby,
@@ -268,12 +276,16 @@ pub async fn promote(project: &Project, secrets: &Secrets, name: &str) -> Result
         secrets,
         rest_port: project.cluster_port(primary, "patroni.restapi_port", 8008),
     };
-    let old_leader = old.answering("/primary").await.ok_or_else(|| {
-        Error::failure(
-            format!("cluster {}: no member answers /primary", primary.name),
-            Some("a planned promotion needs the primary side up; an emergency promotion (`--force`, the primary side gone) is not built yet".into()),
-        )
-    })?;
+    let old_leader = if interrupted {
+        String::new()
+    } else {
+        old.answering("/primary").await.ok_or_else(|| {
+            Error::failure(
+                format!("cluster {}: no member answers /primary", primary.name),
+                Some("a planned promotion needs the primary side up; an emergency promotion (`--force`, the primary side gone) is not built yet".into()),
+            )
+        })?
+    };
     let new_leader = new.answering("/standby-leader").await.ok_or_else(|| {
         Error::failure(
             format!(
@@ -293,11 +305,13 @@ pub async fn promote(project: &Project, secrets: &Secrets, name: &str) -> Result
 
     // 1. The old primary side becomes a standby cluster of the new side: writes stop.
     let began = Instant::now();
-    old.patch(
-        &old_leader,
-        &json!({"standby_cluster": old.standby_of(standby, None)}),
-    )
-    .await?;
+    if !interrupted {
+        old.patch(
+            &old_leader,
+            &json!({"standby_cluster": old.standby_of(standby, None)}),
+        )
+        .await?;
+    }
     let old_standby_leader = old
         .wait_answering("/standby-leader", Duration::from_secs(120))
         .await?;
@@ -311,13 +325,28 @@ pub async fn promote(project: &Project, secrets: &Secrets, name: &str) -> Result
 
     // 2. The new side has replayed everything the old primary wrote.
     let at = Instant::now();
-    let last = old
-        .sql(
-            &old_standby_leader,
-            "SELECT pg_last_wal_replay_lsn()",
-            "the old primary's last position",
-        )
-        .await?;
+    // Its PostgreSQL answers a moment after Patroni reports it standby leader.
+    let last = wait_for(
+        &format!("{}'s last WAL position", primary.name),
+        Duration::from_secs(120),
+        Duration::from_millis(500),
+        "see `journalctl -u patroni` on the old primary side's standby leader",
+        || async {
+            match old
+                .sql(
+                    &old_standby_leader,
+                    "SELECT pg_last_wal_replay_lsn()",
+                    "the old primary's last position",
+                )
+                .await
+            {
+                Ok(lsn) if !lsn.is_empty() => Poll::Ready(lsn),
+                Ok(_) => Poll::NotYet("no position yet".into()),
+                Err(e) => Poll::NotYet(e.to_string()),
+            }
+        },
+    )
+    .await?;
     if last.is_empty() {
         return Err(Error::failure(
             format!(
