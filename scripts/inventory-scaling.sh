@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# How `pgstrap check` and `pgstrap render` scale with the inventory: generates inventories into a
+# temporary directory and prints the wall time of each command (figures, not a timed test).
+#
+#   scripts/inventory-scaling.sh            # builds and uses the release binary
+#   PGSTRAP_BIN=target/debug/pgstrap scripts/inventory-scaling.sh
+#
+# Shapes: N hosts in N/5 clusters (3 DB hosts with etcd, 2 balancers with a VIP; every fourth
+# cluster is a DR standby of the one before it), with and without `networks:` (without, pg_hba
+# lists every inventory host's /32, so the output itself grows with hosts x DB hosts), and one
+# cluster of N DB hosts. Touches no host; needs no root.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+target_dir=${CARGO_TARGET_DIR:-target}
+bin=${PGSTRAP_BIN:-$target_dir/release/pgstrap}
+if [[ -z ${PGSTRAP_BIN:-} ]]; then
+  cargo build --release --quiet
+fi
+[[ -x $bin ]] || { echo "error: no binary at $bin" >&2; exit 2; }
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+# many_clusters FILE CLUSTERS NETWORKS(yes|no)
+many_clusters() {
+  local file=$1 clusters=$2 networks=$3 i a b
+  {
+    echo "hosts:"
+    for ((i = 0; i < clusters; i++)); do
+      a=$((10 + i / 250)) b=$((i % 250))
+      for h in 1 2 3; do echo "  c$i-db$h: {address: 10.$a.$b.1$h, datacenter: dc$i}"; done
+      for h in 1 2; do echo "  c$i-lb$h: {address: 10.$a.$b.2$h, datacenter: dc$i}"; done
+    done
+    echo "clusters:"
+    for ((i = 0; i < clusters; i++)); do
+      a=$((10 + i / 250)) b=$((i % 250))
+      echo "  c$i:"
+      echo "    etcd: [c$i-db1, c$i-db2, c$i-db3]"
+      echo "    postgres: [c$i-db1, c$i-db2, c$i-db3]"
+      echo "    balancers: [c$i-lb1, c$i-lb2]"
+      echo "    vip: 10.$a.$b.100/24"
+      if [[ $networks == yes ]]; then echo "    networks: [10.$a.$b.0/24]"; fi
+      if ((i % 4 == 3)); then echo "    standby_of: c$((i - 1))"; fi
+      echo "    postgres_parameters: {max_connections: $((100 + i % 50))}"
+    done
+  } >"$file"
+}
+
+# one_cluster FILE DB_HOSTS
+one_cluster() {
+  local file=$1 count=$2 i list=""
+  {
+    echo "hosts:"
+    for ((i = 0; i < count; i++)); do
+      echo "  db$i: {address: 10.$((100 + i / 250)).$((i % 250)).11}"
+      list+="${list:+, }db$i"
+    done
+    echo "clusters:"
+    echo "  big:"
+    echo "    etcd: [db0, db1, db2, db3, db4]"
+    echo "    postgres: [$list]"
+    echo "    networks: [10.0.0.0/8]"
+  } >"$file"
+}
+
+seconds() {
+  local start=$EPOCHREALTIME
+  "$@" >/dev/null 2>"$work/stderr" || { cat "$work/stderr" >&2; return 1; }
+  local end=$EPOCHREALTIME
+  awk -v s="$start" -v e="$end" 'BEGIN { printf "%.2f s", e - s }'
+}
+
+run() {
+  local what=$1 file=$2
+  local check render
+  check=$(seconds "$bin" check -i "$file")
+  rm -rf "$work/out"
+  render=$(seconds "$bin" render -i "$file" --out "$work/out")
+  local files bytes
+  files=$(find "$work/out" -type f | wc -l)
+  bytes=$(du -sm "$work/out" | cut -f1)
+  printf '%-52s check %8s   render %8s   (%d files, %d MiB)\n' "$what" "$check" "$render" "$files" "$bytes"
+}
+
+echo "binary: $bin"
+for clusters in 100 200; do
+  many_clusters "$work/c$clusters.yaml" "$clusters" yes
+  run "$((clusters * 5)) hosts in $clusters clusters, networks given" "$work/c$clusters.yaml"
+done
+many_clusters "$work/c200-default.yaml" 200 no
+run "1000 hosts in 200 clusters, default networks" "$work/c200-default.yaml"
+one_cluster "$work/one500.yaml" 500
+run "one cluster of 500 DB hosts" "$work/one500.yaml"
