@@ -84,18 +84,38 @@ pub struct Vars {
 /// one key by key, where keys are dotted paths, so `postgres_parameters: {max_connections: 200}`
 /// on a cluster replaces only that parameter and keeps every other default. A value that is a list
 /// replaces the whole list. Setting a key to a mapping replaces every key below it.
-pub fn resolve(layers: &[Layer]) -> Vars {
+pub fn resolve<'a>(layers: impl IntoIterator<Item = &'a Layer>) -> Vars {
     let mut entries: BTreeMap<String, (Value, Origin)> = BTreeMap::new();
     for layer in layers {
         for (key, value) in &layer.values {
             // A value set at `a.b` replaces whatever an earlier layer had below `a.b.`, and a
-            // leaf above it (`a`) stops being a leaf.
-            let below = format!("{key}.");
-            entries.retain(|k, _| !k.starts_with(&below) && !key.starts_with(&format!("{k}.")));
+            // leaf above it (`a`) stops being a leaf. Both are found by key, not by a scan of
+            // every entry, so resolving stays linear in the number of settings.
+            remove_below(&mut entries, key);
+            for (i, _) in key.match_indices('.') {
+                entries.remove(&key[..i]);
+            }
             entries.insert(key.clone(), (value.clone(), layer.origin.clone()));
         }
     }
     Vars { entries }
+}
+
+/// Remove every entry whose key starts with `key.`: the keys from `key.` up to `key/` (`/` is
+/// the character after `.`).
+fn remove_below<V>(entries: &mut BTreeMap<String, V>, key: &str) {
+    let start = format!("{key}.");
+    let end = format!("{key}/");
+    let below: Vec<String> = entries
+        .range::<str, _>((
+            std::ops::Bound::Included(start.as_str()),
+            std::ops::Bound::Excluded(end.as_str()),
+        ))
+        .map(|(k, _)| k.clone())
+        .collect();
+    for k in below {
+        entries.remove(&k);
+    }
 }
 
 impl Vars {
