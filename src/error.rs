@@ -46,6 +46,33 @@ impl Error {
         Self::failed(Plain::new(message, hint))
     }
 
+    /// The same error with every secret value replaced by `***` in its messages and hints (for
+    /// errors whose text may quote rendered content: templates, rendered manifests).
+    pub fn masked(self, masker: &crate::inventory::secrets::Masker) -> Self {
+        let reports = self
+            .reports
+            .into_iter()
+            .map(|report| {
+                let message = report.to_string();
+                let help = report.help().map(|h| h.to_string());
+                let leaks = masker.contains_secret(&message)
+                    || help.as_deref().is_some_and(|h| masker.contains_secret(h));
+                if leaks {
+                    miette::Report::new(Plain::new(
+                        masker.mask(&message),
+                        help.map(|h| masker.mask(&h)),
+                    ))
+                } else {
+                    report
+                }
+            })
+            .collect();
+        Self {
+            kind: self.kind,
+            reports,
+        }
+    }
+
     pub fn exit_code(&self) -> i32 {
         match self.kind {
             ErrorKind::BadInput => 2,

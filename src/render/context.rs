@@ -9,7 +9,6 @@ use serde_json::{json, Value};
 use super::Project;
 use crate::error::{Error, ErrorKind, Result};
 use crate::inventory::secrets::Secrets;
-use crate::inventory::vars::Vars;
 use crate::inventory::{Cluster, Host};
 
 /// The replication slot a primary-side cluster keeps for its standby cluster `standby`.
@@ -29,11 +28,10 @@ pub fn standby_slot(standby: &str) -> String {
 
 /// The Patroni member name of `host`: `patroni.name` when set, else the host's name.
 pub fn member_name(project: &Project, host: &Host, cluster: &Cluster) -> String {
-    project
-        .vars(host, Some(cluster))
-        .get_str("patroni.name")
-        .filter(|n| !n.is_empty())
-        .unwrap_or_else(|| host.name.clone())
+    match project.setting(Some(host), Some(cluster), "patroni.name") {
+        Some(Value::String(name)) if !name.is_empty() => name,
+        _ => host.name.clone(),
+    }
 }
 
 /// Patroni member name → inventory host name, for the DB hosts of `cluster`.
@@ -49,8 +47,9 @@ pub fn member_hosts(project: &Project, cluster: &Cluster) -> BTreeMap<String, St
 /// The VRRP router id of a cluster: `keepalived.router_id` when not 0, else derived from its name.
 pub fn router_id(project: &Project, cluster: &Cluster) -> u64 {
     match project
-        .cluster_vars(cluster)
-        .get_u64("keepalived.router_id")
+        .setting(None, Some(cluster), "keepalived.router_id")
+        .as_ref()
+        .and_then(Value::as_u64)
     {
         Some(id) if id > 0 => id,
         _ => {
@@ -193,42 +192,67 @@ pub fn clusters(project: &Project) -> Result<BTreeMap<String, Value>> {
     Ok(out)
 }
 
-/// The full context of one role instance on one host.
-pub fn template_context(
-    project: &Project,
-    host: &Host,
-    groups: &[&str],
-    cluster: Value,
-    index: usize,
-    vars: &Vars,
-    secrets: &Secrets,
-) -> Value {
-    let inventory = &project.inventory;
-    let secrets: serde_json::Map<String, Value> = crate::inventory::secrets::KNOWN
-        .iter()
-        .map(|(name, _, _)| {
-            let value = secrets.get(name).map_or_else(
-                || "(generated-on-first-render)".to_owned(),
-                |s| s.expose().to_owned(),
-            );
-            ((*name).to_owned(), Value::String(value))
-        })
-        .collect();
-    json!({
-        "host": {
-            "name": host.name,
-            "address": host.address.to_string(),
-            "datacenter": host.datacenter,
-            "groups": groups,
-        },
-        "member": {"index": index, "priority": 150u64.saturating_sub(10 * index as u64).max(1)},
-        "cluster": cluster,
-        "vars": vars.to_nested(),
-        "secrets": secrets,
-        "apt": {"proxy": inventory.apt.proxy, "mirror": inventory.apt.mirror},
-        "inventory": {
-            "hosts": inventory.hosts.values().map(|h| json!({"name": h.name, "address": h.address.to_string(), "datacenter": h.datacenter})).collect::<Vec<_>>(),
-        },
-        "pgstrap": {"version": env!("CARGO_PKG_VERSION")},
-    })
+/// The parts of the template context that are the same for every role instance: built once per
+/// run, shared by reference (a minijinja value of a map is reference-counted).
+pub struct Shared {
+    secrets: minijinja::Value,
+    apt: minijinja::Value,
+    inventory: minijinja::Value,
+    pgstrap: minijinja::Value,
+}
+
+impl Shared {
+    pub fn new(project: &Project, secrets: &Secrets) -> Self {
+        let inventory = &project.inventory;
+        let secrets: serde_json::Map<String, Value> = crate::inventory::secrets::KNOWN
+            .iter()
+            .map(|(name, _, _)| {
+                let value = secrets.get(name).map_or_else(
+                    || "(generated-on-first-render)".to_owned(),
+                    |s| s.expose().to_owned(),
+                );
+                ((*name).to_owned(), Value::String(value))
+            })
+            .collect();
+        let hosts: Vec<Value> = inventory
+            .hosts
+            .values()
+            .map(|h| json!({"name": h.name, "address": h.address.to_string(), "datacenter": h.datacenter}))
+            .collect();
+        Self {
+            secrets: super::mj(&secrets),
+            apt: super::mj(&json!({"proxy": inventory.apt.proxy, "mirror": inventory.apt.mirror})),
+            inventory: super::mj(&json!({ "hosts": hosts })),
+            pgstrap: super::mj(&json!({"version": env!("CARGO_PKG_VERSION")})),
+        }
+    }
+
+    /// The full context of one role instance on one host.
+    pub fn template_context(
+        &self,
+        host: &Host,
+        groups: &[&str],
+        cluster: minijinja::Value,
+        index: usize,
+        vars: minijinja::Value,
+    ) -> minijinja::Value {
+        minijinja::context! {
+            host => minijinja::context! {
+                name => host.name.clone(),
+                address => host.address.to_string(),
+                datacenter => host.datacenter.clone(),
+                groups => groups.iter().map(|g| (*g).to_owned()).collect::<Vec<String>>(),
+            },
+            member => minijinja::context! {
+                index => index,
+                priority => 150u64.saturating_sub(10 * index as u64).max(1),
+            },
+            cluster => cluster,
+            vars => vars,
+            secrets => self.secrets.clone(),
+            apt => self.apt.clone(),
+            inventory => self.inventory.clone(),
+            pgstrap => self.pgstrap.clone(),
+        }
+    }
 }

@@ -10,9 +10,13 @@ use include_dir::{include_dir, Dir};
 use minijinja::{Environment, UndefinedBehavior, Value};
 
 use crate::error::{Error, Result};
+use crate::inventory::secrets::Masker;
 
 static TEMPLATES: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/templates");
 static ROLES: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/roles");
+
+/// Template names starting with this are snippets: the rest of the name is the template.
+const SNIPPET: &str = "snippet:";
 
 /// Where a template came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,6 +78,8 @@ pub fn role_file(role: &str, file: &str) -> Option<&'static str> {
 pub struct Engine {
     pub env: Environment<'static>,
     origins: Arc<Mutex<BTreeMap<String, TemplateOrigin>>>,
+    /// Hides secret values in error messages (a template or an expression may name a secret).
+    masker: Masker,
 }
 
 impl Engine {
@@ -95,6 +101,10 @@ impl Engine {
         let loader_origins = origins.clone();
         let overrides = overrides.to_path_buf();
         env.set_loader(move |name| {
+            // A string of a role manifest: the name is the template (compiled once, cached).
+            if let Some(source) = name.strip_prefix(SNIPPET) {
+                return Ok(Some(source.to_owned()));
+            }
             if let Some(role) = name.strip_prefix("roles/") {
                 return Ok(role
                     .split_once('/')
@@ -122,7 +132,21 @@ impl Engine {
                 header_text(&prefix, &name, &origin)
             },
         );
-        Self { env, origins }
+        Self {
+            env,
+            origins,
+            masker: Masker::default(),
+        }
+    }
+
+    /// Mask these secrets in every error this engine reports.
+    pub fn with_masker(mut self, masker: Masker) -> Self {
+        self.masker = masker;
+        self
+    }
+
+    pub fn masker(&self) -> &Masker {
+        &self.masker
     }
 
     pub fn origin(&self, name: &str) -> TemplateOrigin {
@@ -135,8 +159,25 @@ impl Engine {
 
     /// Render a named template; errors name the template and line.
     pub fn render(&self, name: &str, context: &Value) -> Result<String> {
-        let template = self.env.get_template(name).map_err(template_error)?;
-        template.render(context).map_err(template_error)
+        let template = self
+            .env
+            .get_template(name)
+            .map_err(|e| template_error(e).masked(&self.masker))?;
+        template
+            .render(context)
+            .map_err(|e| template_error(e).masked(&self.masker))
+    }
+
+    /// Render a short template given as text (a string of a role manifest); compiled once per
+    /// distinct text.
+    pub fn render_snippet(
+        &self,
+        source: &str,
+        context: &Value,
+    ) -> std::result::Result<String, minijinja::Error> {
+        self.env
+            .get_template(&format!("{SNIPPET}{source}"))?
+            .render(context)
     }
 
     /// Evaluate a Jinja expression (a `when:`) to true or false.
@@ -146,12 +187,14 @@ impl Engine {
                 format!("{whose}: cannot parse `when: {expression}`: {e}"),
                 Some("`when` is a Jinja expression, e.g. `cluster.vip` or `'postgres' in host.groups`".into()),
             )
+            .masked(&self.masker)
         })?;
         let value = compiled.eval(context).map_err(|e| {
             Error::usage(
                 format!("{whose}: `when: {expression}`: {e}"),
                 Some("templates/README.md lists what an expression can use".into()),
             )
+            .masked(&self.masker)
         })?;
         Ok(value.is_true())
     }

@@ -43,9 +43,17 @@ pub struct Project {
     /// Each host's Debian release (`VERSION_ID`), learned from its facts when connecting.
     releases: std::sync::RwLock<BTreeMap<String, String>>,
     /// Settings the running clusters impose (see `stack::live`), by cluster.
-    live: std::sync::RwLock<BTreeMap<String, Layer>>,
+    live: std::sync::RwLock<BTreeMap<String, std::sync::Arc<Layer>>>,
     /// The same for one host in one cluster (a member joining a running etcd), by (cluster, host).
-    live_hosts: std::sync::RwLock<BTreeMap<(String, String), Layer>>,
+    live_hosts: std::sync::RwLock<BTreeMap<(String, String), std::sync::Arc<Layer>>>,
+}
+
+/// Layers imposed from outside the inventory (see [`Project::layers`]).
+#[derive(Default)]
+struct Imposed {
+    live: Option<std::sync::Arc<Layer>>,
+    primary_side: Option<Layer>,
+    host: Option<std::sync::Arc<Layer>>,
 }
 
 /// Load and validate an inventory together with the role defaults and `--set` values.
@@ -90,40 +98,99 @@ impl Project {
     /// The settings of `host` as a member of `cluster` (or outside any cluster, for `common`),
     /// by the one precedence rule in [`vars::resolve`].
     pub fn vars(&self, host: &Host, cluster: Option<&Cluster>) -> Vars {
-        let mut layers: Vec<Layer> = self.defaults.clone();
-        layers.extend(self.release_layers(&self.release_of(&host.name)));
-        if let Some(cluster) = cluster {
-            layers.extend(self.live_layer(cluster));
-            layers.extend(self.primary_side_parameters(cluster));
-            layers.extend(
-                self.live_hosts
-                    .read()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .get(&(cluster.name.clone(), host.name.clone()))
-                    .cloned(),
-            );
-            layers.push(cluster.vars.clone());
-        }
-        layers.push(host.vars.clone());
-        layers.push(self.command_line.clone());
-        vars::resolve(&layers)
+        let imposed = self.imposed(cluster, Some(host));
+        vars::resolve(self.layers(&self.release_of(&host.name), &imposed, cluster, Some(host)))
     }
 
     /// The settings of a cluster as a whole (no host layer).
     pub fn cluster_vars(&self, cluster: &Cluster) -> Vars {
-        let mut layers: Vec<Layer> = self.defaults.clone();
-        layers.extend(self.release_layers(&self.cluster_release(cluster)));
-        layers.extend(self.live_layer(cluster));
-        layers.extend(self.primary_side_parameters(cluster));
-        layers.push(cluster.vars.clone());
-        layers.push(self.command_line.clone());
-        vars::resolve(&layers)
+        let imposed = self.imposed(Some(cluster), None);
+        vars::resolve(self.layers(
+            &self.cluster_release(cluster),
+            &imposed,
+            Some(cluster),
+            None,
+        ))
+    }
+
+    /// What the running clusters and the primary side impose on `host` in `cluster`: layers
+    /// between the release defaults and the cluster's own settings.
+    fn imposed(&self, cluster: Option<&Cluster>, host: Option<&Host>) -> Imposed {
+        let Some(cluster) = cluster else {
+            return Imposed::default();
+        };
+        Imposed {
+            live: self.live_layer(cluster),
+            primary_side: self.primary_side_parameters(cluster),
+            host: host.and_then(|h| self.live_host_layer(cluster, h)),
+        }
+    }
+
+    /// The layers that apply, lowest precedence first: role defaults, the release's, what the
+    /// running cluster imposes, the primary side's parameters (a standby cluster), what the
+    /// running cluster imposes on the host, the cluster's, the host's, `--set`. Borrowed, never
+    /// copied.
+    fn layers<'a>(
+        &'a self,
+        release: &str,
+        imposed: &'a Imposed,
+        cluster: Option<&'a Cluster>,
+        host: Option<&'a Host>,
+    ) -> Vec<&'a Layer> {
+        self.defaults
+            .iter()
+            .chain(self.release_layers(release))
+            .chain(imposed.live.as_deref())
+            .chain(imposed.primary_side.as_ref())
+            .chain(imposed.host.as_deref())
+            .chain(cluster.map(|c| &c.vars))
+            .chain(host.map(|h| &h.vars))
+            .chain(std::iter::once(&self.command_line))
+            .collect()
+    }
+
+    /// Whether `host` has settings of its own in `cluster` (its `vars`, or what the running
+    /// cluster imposes on it): else it shares the cluster's.
+    pub fn has_own_settings(&self, host: &Host, cluster: Option<&Cluster>) -> bool {
+        !host.vars.values.is_empty()
+            || cluster.is_some_and(|c| self.live_host_layer(c, host).is_some())
+    }
+
+    fn live_host_layer(&self, cluster: &Cluster, host: &Host) -> Option<std::sync::Arc<Layer>> {
+        self.live_hosts
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&(cluster.name.clone(), host.name.clone()))
+            .cloned()
+    }
+
+    /// One setting of `host` in `cluster` (either may be absent), by the same precedence as
+    /// [`Project::vars`] but without resolving every other setting. Settings are validated
+    /// leaves (see `role::types`), so the highest layer that sets the key wins.
+    pub fn setting(
+        &self,
+        host: Option<&Host>,
+        cluster: Option<&Cluster>,
+        key: &str,
+    ) -> Option<Value> {
+        let release = match (host, cluster) {
+            (Some(h), _) => self.release_of(&h.name),
+            (None, Some(c)) => self.cluster_release(c),
+            (None, None) => self.default_release.clone(),
+        };
+        let imposed = self.imposed(cluster, host);
+        self.layers(&release, &imposed, cluster, host)
+            .into_iter()
+            .rev()
+            .find_map(|layer| layer.values.get(key))
+            .cloned()
     }
 
     /// A port setting of a cluster (`haproxy.write_port`…), or `default` when unset or invalid.
     pub fn cluster_port(&self, cluster: &Cluster, key: &str, default: u16) -> u16 {
-        self.cluster_vars(cluster)
-            .get_u64(key)
+        self.setting(None, Some(cluster), key)
+            .as_ref()
+            .and_then(Value::as_u64)
             .and_then(|p| u16::try_from(p).ok())
             .unwrap_or(default)
     }
@@ -150,9 +217,11 @@ impl Project {
     /// The PostgreSQL major version `host` runs as a member of `cluster` (`postgresql.version`,
     /// through the one precedence rule: release default, cluster, host, `--set`).
     pub fn postgres_version(&self, host: &Host, cluster: &Cluster) -> String {
-        self.vars(host, Some(cluster))
-            .get_str("postgresql.version")
-            .unwrap_or_default()
+        match self.setting(Some(host), Some(cluster), "postgresql.version") {
+            Some(Value::String(s)) => s,
+            Some(Value::Number(n)) => n.to_string(),
+            _ => String::new(),
+        }
     }
 
     /// Render for `release` where a host's own release is not known (`--release`).
@@ -173,11 +242,10 @@ impl Project {
 
     /// The release-specific layers of `release` (none for an unsupported release: preflight
     /// refuses those hosts).
-    fn release_layers(&self, release: &str) -> Vec<Layer> {
+    fn release_layers(&self, release: &str) -> &[Layer] {
         self.release_defaults
             .get(release)
-            .cloned()
-            .unwrap_or_default()
+            .map_or(&[], Vec::as_slice)
     }
 
     /// Record settings the running clusters impose (`(cluster, dotted key → value)`).
@@ -189,10 +257,10 @@ impl Project {
         for (cluster, values) in learned {
             live.insert(
                 cluster.clone(),
-                Layer {
+                std::sync::Arc::new(Layer {
                     origin: Origin::Live(cluster),
                     values,
-                },
+                }),
             );
         }
     }
@@ -204,10 +272,10 @@ impl Project {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert(
                 (cluster.to_owned(), host.to_owned()),
-                Layer {
+                std::sync::Arc::new(Layer {
                     origin: Origin::Live(format!("{cluster}, joining member {host}")),
                     values,
-                },
+                }),
             );
     }
 
@@ -246,13 +314,16 @@ impl Project {
     /// The settings of a cluster from the defaults, its release and what the running cluster
     /// imposes, without the inventory's own values.
     pub fn cluster_vars_without_inventory(&self, cluster: &Cluster) -> Vars {
-        let mut layers: Vec<Layer> = self.defaults.clone();
-        layers.extend(self.release_layers(&self.cluster_release(cluster)));
-        layers.extend(self.live_layer(cluster));
-        vars::resolve(&layers)
+        let live = self.live_layer(cluster);
+        vars::resolve(
+            self.defaults
+                .iter()
+                .chain(self.release_layers(&self.cluster_release(cluster)))
+                .chain(live.as_deref()),
+        )
     }
 
-    fn live_layer(&self, cluster: &Cluster) -> Option<Layer> {
+    fn live_layer(&self, cluster: &Cluster) -> Option<std::sync::Arc<Layer>> {
         self.live
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -330,126 +401,252 @@ pub(crate) fn groups_of(cluster: &Cluster, host: &str) -> Vec<&'static str> {
 }
 
 /// Render the desired state of every host (or only `only` when given).
+///
+/// Everything that is the same for many role instances is built once and shared: each cluster's
+/// `cluster` value, the inventory's host list, the secrets, and the settings as templates see
+/// them (by release, cluster, and host when the host has settings of its own). The work is then
+/// linear in the number of role instances (and the size of what they render).
 pub fn desired_state(
     project: &Project,
     secrets: &Secrets,
     only: Option<&[String]>,
 ) -> Result<DesiredState> {
-    let engine = Engine::new(&project.inventory.templates_dir);
-    let clusters = context::clusters(project)?;
+    let masker = secrets.masker();
+    let engine = Engine::new(&project.inventory.templates_dir).with_masker(masker.clone());
+    let clusters = context::clusters(project)?
+        .into_iter()
+        .map(|(name, value)| (name, mj(&value)))
+        .collect();
+    let renderer = Renderer {
+        project,
+        engine,
+        clusters,
+        shared: context::Shared::new(project, secrets),
+        vars: Default::default(),
+        instances: instances_by_host(project),
+        manifests: role::manifest_sources()?,
+    };
     let mut hosts = Vec::new();
     for host in project.inventory.hosts.values() {
         if only.is_some_and(|names| !names.contains(&host.name)) {
             continue;
         }
-        hosts.push(host_state(project, &engine, &clusters, host, secrets)?);
+        hosts.push(renderer.host_state(host)?);
     }
     check_ports(project, &hosts)?;
-    Ok(DesiredState {
-        hosts,
-        masker: secrets.masker(),
-    })
+    Ok(DesiredState { hosts, masker })
 }
 
-fn host_state(
-    project: &Project,
-    engine: &Engine,
-    clusters: &BTreeMap<String, Value>,
-    host: &Host,
-    secrets: &Secrets,
-) -> Result<HostState> {
-    let mut roles = Vec::new();
-    let all_groups: Vec<&str> = {
-        let mut g: Vec<&str> = project
-            .memberships(&host.name)
-            .flat_map(|(_, g)| g)
-            .collect();
-        g.sort();
-        g.dedup();
-        g
-    };
-    for role_name in role::ROLES {
-        let manifest_template = format!("roles/{role_name}/role.yaml");
-        // Which (cluster, index in group) instances of this role land on this host.
-        let mut instances: Vec<(Option<&Cluster>, usize)> = Vec::new();
-        let applies = peek_applies_to(role_name)?;
-        match applies {
-            AppliesTo::All => instances.push((None, 0)),
-            group => {
-                for cluster in project.inventory.clusters.values() {
-                    let list = match group {
-                        AppliesTo::Etcd => &cluster.etcd,
-                        AppliesTo::Postgres => &cluster.postgres,
-                        AppliesTo::Balancers => &cluster.balancers,
-                        AppliesTo::All => unreachable!("handled above"),
-                    };
-                    if let Some(index) = list.iter().position(|h| h == &host.name) {
-                        instances.push((Some(cluster), index));
-                    }
-                }
+/// One role instance on a host: the cluster, the group the host is in, and its index there.
+type Instance<'a> = (&'a Cluster, AppliesTo, usize);
+
+/// Every host's place in every cluster, indexed once (not a scan of every cluster per host).
+fn instances_by_host(project: &Project) -> BTreeMap<&str, Vec<Instance<'_>>> {
+    let mut index: BTreeMap<&str, Vec<Instance<'_>>> = BTreeMap::new();
+    for cluster in project.inventory.clusters.values() {
+        for (group, list) in [
+            (AppliesTo::Etcd, &cluster.etcd),
+            (AppliesTo::Postgres, &cluster.postgres),
+            (AppliesTo::Balancers, &cluster.balancers),
+        ] {
+            for (position, name) in list.iter().enumerate() {
+                index
+                    .entry(name.as_str())
+                    .or_default()
+                    .push((cluster, group, position));
             }
-        }
-        for (cluster, index) in instances {
-            let vars = project.vars(host, cluster);
-            let cluster_ctx = cluster
-                .and_then(|c| clusters.get(&c.name))
-                .cloned()
-                .unwrap_or(Value::Null);
-            let ctx = context::template_context(
-                project,
-                host,
-                &all_groups,
-                cluster_ctx,
-                index,
-                &vars,
-                secrets,
-            );
-            let ctx = minijinja::Value::from(minijinja::value::Serde(&ctx));
-            let text = engine.render(&manifest_template, &ctx)?;
-            let manifest = role::parse_manifest(role_name, &text)?;
-            let whose = format!("role {role_name}");
-            if let Some(when) = &manifest.when {
-                if !engine.truthy(when, &ctx, &whose)? {
-                    continue;
-                }
-            }
-            roles.push(role_state(
-                engine, role_name, cluster, &manifest, &ctx, host,
-            )?);
         }
     }
-    roles.sort_by_key(|r| r.phase);
-    Ok(HostState {
-        host: host.name.clone(),
-        address: host.address.to_string(),
-        roles,
+    index
+}
+
+/// What [`desired_state`] shares between hosts.
+struct Renderer<'a> {
+    project: &'a Project,
+    engine: Engine,
+    clusters: BTreeMap<String, minijinja::Value>,
+    shared: context::Shared,
+    /// `vars` as templates see them, by (release, cluster, host with settings of its own).
+    vars: std::cell::RefCell<VarsCache>,
+    instances: BTreeMap<&'a str, Vec<Instance<'a>>>,
+    manifests: &'static BTreeMap<&'static str, role::ManifestSource>,
+}
+
+type VarsCache =
+    std::collections::HashMap<(String, Option<String>, Option<String>), minijinja::Value>;
+
+impl Renderer<'_> {
+    /// The settings of `host` in `cluster` as templates see them (nested).
+    fn vars(&self, host: &Host, cluster: Option<&Cluster>) -> minijinja::Value {
+        let key = (
+            self.project.release_of(&host.name),
+            cluster.map(|c| c.name.clone()),
+            self.project
+                .has_own_settings(host, cluster)
+                .then(|| host.name.clone()),
+        );
+        if let Some(value) = self.vars.borrow().get(&key) {
+            return value.clone();
+        }
+        let value = mj(&self.project.vars(host, cluster).to_nested());
+        self.vars.borrow_mut().insert(key, value.clone());
+        value
+    }
+
+    fn host_state(&self, host: &Host) -> Result<HostState> {
+        let instances = self
+            .instances
+            .get(host.name.as_str())
+            .map_or(&[][..], Vec::as_slice);
+        let mut all_groups: Vec<&str> = instances
+            .iter()
+            .map(|(_, group, _)| group_name(*group))
+            .collect();
+        all_groups.sort();
+        all_groups.dedup();
+        let mut roles = Vec::new();
+        for role_name in role::ROLES {
+            let source = self.manifests.get(role_name).ok_or_else(|| {
+                Error::failure(
+                    format!("built-in role `{role_name}` has no role.yaml"),
+                    None,
+                )
+            })?;
+            // Which (cluster, index in group) instances of this role land on this host.
+            let applies = source.applies_to;
+            let mine: Vec<(Option<&Cluster>, usize)> = match applies {
+                AppliesTo::All => vec![(None, 0)],
+                group => instances
+                    .iter()
+                    .filter(|(_, g, _)| *g == group)
+                    .map(|(c, _, i)| (Some(*c), *i))
+                    .collect(),
+            };
+            for (cluster, index) in mine {
+                let cluster_ctx = cluster
+                    .and_then(|c| self.clusters.get(&c.name))
+                    .cloned()
+                    .unwrap_or(minijinja::Value::from(()));
+                let ctx = self.shared.template_context(
+                    host,
+                    &all_groups,
+                    cluster_ctx,
+                    index,
+                    self.vars(host, cluster),
+                );
+                let manifest = render_manifest(&self.engine, source, &ctx)?;
+                let whose = format!("role {role_name}");
+                if let Some(when) = &manifest.when {
+                    if !self.engine.truthy(when, &ctx, &whose)? {
+                        continue;
+                    }
+                }
+                roles.push(role_state(
+                    &self.engine,
+                    role_name,
+                    cluster,
+                    &manifest,
+                    &ctx,
+                    host,
+                )?);
+            }
+        }
+        roles.sort_by_key(|r| r.phase);
+        Ok(HostState {
+            host: host.name.clone(),
+            address: host.address.to_string(),
+            roles,
+        })
+    }
+}
+
+/// A template value from anything serializable (JSON values, mostly).
+pub(crate) fn mj(value: &impl serde::Serialize) -> minijinja::Value {
+    minijinja::Value::from(minijinja::value::Serde(value))
+}
+
+fn group_name(group: AppliesTo) -> &'static str {
+    match group {
+        AppliesTo::Etcd => "etcd",
+        AppliesTo::Postgres => "postgres",
+        AppliesTo::Balancers => "balancers",
+        AppliesTo::All => "all",
+    }
+}
+
+/// Render a manifest's strings for one role instance (see [`role::ManifestSource`]).
+fn render_manifest(
+    engine: &Engine,
+    source: &role::ManifestSource,
+    ctx: &minijinja::Value,
+) -> Result<Manifest> {
+    let mut path = String::new();
+    let tree = render_tree(engine, source.role, &mut path, &source.tree, ctx)?;
+    role::manifest_from_tree(source.role, tree).map_err(|e| e.masked(engine.masker()))
+}
+
+fn render_tree(
+    engine: &Engine,
+    role_name: &str,
+    path: &mut String,
+    value: &Value,
+    ctx: &minijinja::Value,
+) -> Result<Value> {
+    let descend = |path: &mut String, key: &str, value: &Value| {
+        let length = path.len();
+        if !path.is_empty() {
+            path.push('.');
+        }
+        path.push_str(key);
+        let rendered = render_tree(engine, role_name, path, value, ctx);
+        path.truncate(length);
+        rendered
+    };
+    Ok(match value {
+        Value::String(text) if text.contains("{{") || text.contains("{%") => {
+            let failed = |e: minijinja::Error| {
+                let detail = e
+                    .detail()
+                    .map_or_else(|| e.kind().to_string(), str::to_owned);
+                Error::usage(
+                    format!("roles/{role_name}/role.yaml `{path}`: `{text}`: {detail}"),
+                    Some("templates/README.md lists what a template can use".into()),
+                )
+                .masked(engine.masker())
+            };
+            match whole_expression(text) {
+                // The expression's value itself (a number stays a number, a list a list).
+                Some(expression) => {
+                    let json = engine
+                        .render_snippet(&format!("{{{{ ({expression}) | tojson }}}}"), ctx)
+                        .map_err(failed)?;
+                    serde_json::from_str(&json).map_err(|e| {
+                        Error::failure(format!("roles/{role_name}/role.yaml `{path}`: {e}"), None)
+                    })?
+                }
+                None => Value::String(engine.render_snippet(text, ctx).map_err(failed)?),
+            }
+        }
+        Value::Array(items) => Value::Array(
+            items
+                .iter()
+                .enumerate()
+                .map(|(i, item)| descend(path, &i.to_string(), item))
+                .collect::<Result<_>>()?,
+        ),
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| Ok((k.clone(), descend(path, k, v)?)))
+                .collect::<Result<_>>()?,
+        ),
+        other => other.clone(),
     })
 }
 
-/// `applies_to` of a role, read from its manifest without rendering it (it is a plain line).
-fn peek_applies_to(role_name: &str) -> Result<AppliesTo> {
-    let text = engine::role_file(role_name, "role.yaml").ok_or_else(|| {
-        Error::failure(
-            format!("built-in role `{role_name}` has no role.yaml"),
-            None,
-        )
-    })?;
-    let line = text
-        .lines()
-        .find_map(|l| l.strip_prefix("applies_to:"))
-        .map(str::trim)
-        .ok_or_else(|| {
-            Error::failure(
-                format!("roles/{role_name}/role.yaml has no `applies_to:` line"),
-                None,
-            )
-        })?;
-    serde_saphyr::from_str::<AppliesTo>(line).map_err(|e| {
-        Error::failure(
-            format!("roles/{role_name}/role.yaml: applies_to: {e}"),
-            None,
-        )
-    })
+/// `{{ expression }}` when that is the whole string, else `None`.
+fn whole_expression(text: &str) -> Option<&str> {
+    let inner = text.trim().strip_prefix("{{")?.strip_suffix("}}")?;
+    (!inner.contains("{{") && !inner.contains("}}") && !inner.contains("{%")).then(|| inner.trim())
 }
 
 fn mode(text: &str, whose: &str) -> Result<u32> {

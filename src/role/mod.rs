@@ -1,8 +1,11 @@
 //! Role manifests: `roles/<name>/role.yaml` says what a role puts on a host (packages,
 //! directories, files rendered from templates, sysctls, services, handlers, health checks) and
 //! `roles/<name>/defaults.yaml` documents every setting with its default. Roles are data; this
-//! module only reads them. The manifest is itself rendered as a template (with the same context
-//! as the files) before it is parsed, so paths and checks may use `{{ vars.… }}`.
+//! module only reads them. A manifest is parsed once; its strings are templates rendered per role
+//! instance (with the same context as the files), so paths and checks may use `{{ vars.… }}`:
+//! a string that is one `{{ expression }}` takes the expression's value (a number, a list), any
+//! other string is rendered as text. Rendering never touches the YAML text, so no value can add
+//! a key or an item to a manifest.
 
 use std::collections::BTreeMap;
 
@@ -275,15 +278,52 @@ pub fn all_defaults(layers: &[crate::inventory::vars::Layer]) -> crate::inventor
     merged
 }
 
-/// Parse a rendered manifest.
-pub fn parse_manifest(role: &str, text: &str) -> crate::error::Result<Manifest> {
-    serde_saphyr::from_str(text).map_err(|e| {
+/// A role manifest as written (`roles/<name>/role.yaml`), parsed once per run: a YAML tree whose
+/// strings may be templates. Each role instance renders the strings (see `render`), never the
+/// text: a value, whatever it holds, stays the value of its field and cannot add keys or items.
+#[derive(Debug)]
+pub struct ManifestSource {
+    pub role: &'static str,
+    pub applies_to: AppliesTo,
+    /// The manifest as parsed, before rendering.
+    pub tree: serde_json::Value,
+}
+
+/// Every built-in role's manifest, parsed once.
+pub fn manifest_sources() -> crate::error::Result<&'static BTreeMap<&'static str, ManifestSource>> {
+    static SOURCES: std::sync::OnceLock<Result<BTreeMap<&'static str, ManifestSource>, String>> =
+        std::sync::OnceLock::new();
+    SOURCES
+        .get_or_init(|| {
+            let mut sources = BTreeMap::new();
+            for role in ROLES {
+                let text = crate::render::engine::role_file(role, "role.yaml")
+                    .ok_or_else(|| format!("built-in role `{role}` has no role.yaml"))?;
+                let tree: serde_json::Value = serde_saphyr::from_str(text)
+                    .map_err(|e| format!("built-in roles/{role}/role.yaml is invalid: {e}"))?;
+                let applies_to: AppliesTo = serde_json::from_value(tree["applies_to"].clone())
+                    .map_err(|e| format!("roles/{role}/role.yaml: applies_to: {e}"))?;
+                sources.insert(
+                    *role,
+                    ManifestSource {
+                        role,
+                        applies_to,
+                        tree,
+                    },
+                );
+            }
+            Ok(sources)
+        })
+        .as_ref()
+        .map_err(|e| crate::error::Error::failure(e, None))
+}
+
+/// A manifest from its rendered tree.
+pub fn manifest_from_tree(role: &str, tree: serde_json::Value) -> crate::error::Result<Manifest> {
+    serde_json::from_value(tree).map_err(|e| {
         crate::error::Error::usage(
             format!("roles/{role}/role.yaml (after rendering): {e}"),
-            Some(
-                "the schema is in src/role/mod.rs; role.yaml is rendered as a template first"
-                    .into(),
-            ),
+            Some("the schema is in src/role/mod.rs".into()),
         )
     })
 }
@@ -291,6 +331,13 @@ pub fn parse_manifest(role: &str, text: &str) -> crate::error::Result<Manifest> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn built_in_manifests_parse() {
+        let sources = manifest_sources().unwrap();
+        assert_eq!(sources.len(), ROLES.len());
+        assert_eq!(sources["etcd"].applies_to, AppliesTo::Etcd);
+    }
 
     #[test]
     fn built_in_releases_parse_and_name_the_default() {
