@@ -88,6 +88,33 @@ fn an_unknown_set_key_is_bad_input_with_a_suggestion() {
 }
 
 #[test]
+fn a_set_value_of_the_wrong_type_is_bad_input() {
+    // Regression (issue 11): `--set` values were not typed either.
+    for (set, expected) in [
+        (
+            "patroni.ttl=thirty",
+            "`patroni.ttl` must be a whole number of at least 1, not \"thirty\"",
+        ),
+        (
+            "keepalived.nopreempt=\"false\"",
+            "`keepalived.nopreempt` must be true or false, not \"false\"",
+        ),
+        (
+            "postgresql.port=65536",
+            "`postgresql.port` must be a port number from 1 to 65535",
+        ),
+    ] {
+        let output = pgstrap()
+            .args(["check", "-i", "inventories/single-dc.yaml", "--set", set])
+            .output()
+            .expect("run pgstrap");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{set}: {stderr}");
+        assert!(stderr.contains(expected), "{set}: {stderr}");
+    }
+}
+
+#[test]
 fn example_inventories_are_valid() {
     for inventory in [
         "inventories/single-dc.yaml",

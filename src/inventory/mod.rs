@@ -129,9 +129,10 @@ pub(crate) fn resolve_path(dir: &Path, text: &str) -> PathBuf {
     }
 }
 
-/// Read, parse and validate an inventory. `defaults` are the roles' default settings (to reject
-/// unknown variables). Errors are bad input (exit 2) and list every problem found.
-pub fn load(path: &Path, defaults: &Layer) -> Result<Inventory> {
+/// Read, parse and validate an inventory. `schema` declares every setting and its type (unknown
+/// settings and values of the wrong type are refused). Errors are bad input (exit 2) and list
+/// every problem found.
+pub fn load(path: &Path, schema: &crate::role::types::Schema) -> Result<Inventory> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         Error::usage(
             format!("cannot read inventory `{}`: {e}", path.display()),
@@ -149,7 +150,7 @@ pub fn load(path: &Path, defaults: &Layer) -> Result<Inventory> {
         .map(Path::to_path_buf)
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or_else(|| PathBuf::from("."));
-    validate::validate(raw, source, path.to_path_buf(), dir, defaults)
+    validate::validate(raw, source, path.to_path_buf(), dir, schema)
 }
 
 /// Turn a YAML error into a diagnostic at its place, with hints for the common mistakes.

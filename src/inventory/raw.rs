@@ -6,8 +6,102 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
-/// Free-form variables (role settings): a YAML mapping.
-pub type RawVars = BTreeMap<String, serde_json::Value>;
+/// Role settings as written: a YAML mapping whose every value keeps where it is in the file, so
+/// a value of the wrong type is reported at its own line and column.
+pub type RawVars = BTreeMap<String, Spanned<RawValue>>;
+
+/// A settings value as written: a scalar, or a list or mapping of located values.
+#[derive(Debug, Clone)]
+pub enum RawValue {
+    Scalar(serde_json::Value),
+    List(Vec<Spanned<RawValue>>),
+    Map(BTreeMap<String, Spanned<RawValue>>),
+}
+
+impl RawValue {
+    /// The value without locations.
+    pub fn to_json(&self) -> serde_json::Value {
+        match self {
+            RawValue::Scalar(v) => v.clone(),
+            RawValue::List(items) => items.iter().map(|i| i.value.to_json()).collect(),
+            RawValue::Map(map) => serde_json::Value::Object(
+                map.iter()
+                    .map(|(k, v)| (k.clone(), v.value.to_json()))
+                    .collect(),
+            ),
+        }
+    }
+}
+
+/// Settings as one JSON mapping (for [`super::vars::Layer::from_nested`]).
+pub fn vars_to_json(vars: &RawVars) -> serde_json::Map<String, serde_json::Value> {
+    vars.iter()
+        .map(|(k, v)| (k.clone(), v.value.to_json()))
+        .collect()
+}
+
+impl<'de> Deserialize<'de> for RawValue {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = RawValue;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a setting value")
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<RawValue, E> {
+                Ok(RawValue::Scalar(v.into()))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<RawValue, E> {
+                Ok(RawValue::Scalar(v.into()))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<RawValue, E> {
+                Ok(RawValue::Scalar(v.into()))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<RawValue, E> {
+                Ok(RawValue::Scalar(
+                    serde_json::Number::from_f64(v).map_or(serde_json::Value::Null, Into::into),
+                ))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<RawValue, E> {
+                Ok(RawValue::Scalar(v.into()))
+            }
+            fn visit_string<E>(self, v: String) -> Result<RawValue, E> {
+                Ok(RawValue::Scalar(v.into()))
+            }
+            fn visit_unit<E>(self) -> Result<RawValue, E> {
+                Ok(RawValue::Scalar(serde_json::Value::Null))
+            }
+            fn visit_none<E>(self) -> Result<RawValue, E> {
+                Ok(RawValue::Scalar(serde_json::Value::Null))
+            }
+            fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<RawValue, D::Error> {
+                RawValue::deserialize(d)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<RawValue, A::Error> {
+                let mut items = Vec::new();
+                while let Some(item) = seq.next_element::<Spanned<RawValue>>()? {
+                    items.push(item);
+                }
+                Ok(RawValue::List(items))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<RawValue, A::Error> {
+                let mut out = BTreeMap::new();
+                while let Some((key, value)) = map.next_entry::<String, Spanned<RawValue>>()? {
+                    out.insert(key, value);
+                }
+                Ok(RawValue::Map(out))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -10,11 +10,12 @@ use serde_json::{Map, Value};
 use serde_saphyr::{Location, Spanned};
 
 use super::diag::{InventoryError, Source};
-use super::raw::{RawCluster, RawInventory, RawVars};
+use super::raw::{self, RawCluster, RawInventory, RawValue, RawVars};
 use super::secrets::{self, SecretSource};
 use super::vars::{self, Layer, Origin};
 use super::{Apt, Cluster, Host, Inventory, Ssh};
 use crate::error::{Error, Result};
+use crate::role::types::{self, Lookup, Problem, Schema, SettingType, Step};
 
 struct Checker<'a> {
     source: &'a Source,
@@ -45,7 +46,7 @@ pub(super) fn validate(
     source: Source,
     path: PathBuf,
     dir: PathBuf,
-    defaults: &Layer,
+    schema: &Schema,
 ) -> Result<Inventory> {
     let mut c = Checker {
         source: &source,
@@ -53,11 +54,24 @@ pub(super) fn validate(
         warnings: Vec::new(),
     };
 
-    let hosts = check_hosts(&mut c, &raw, defaults);
+    let hosts = check_hosts(&mut c, &raw, schema);
     let known: Vec<&str> = raw.hosts.keys().map(String::as_str).collect();
+    // The default `networks` of a cluster: every host's own /32 (built once, not per cluster).
+    let every_host: Vec<IpNet> = hosts.values().map(|h| IpNet::from(h.address)).collect();
+    let by_address: BTreeMap<IpAddr, &str> = hosts
+        .values()
+        .map(|h| (h.address, h.name.as_str()))
+        .collect();
     let mut clusters = BTreeMap::new();
     for (name, cluster) in &raw.clusters {
-        if let Some(model) = check_cluster(&mut c, name, cluster, &hosts, &known, defaults) {
+        let context = ClusterContext {
+            hosts: &hosts,
+            known: &known,
+            every_host: &every_host,
+            by_address: &by_address,
+            schema,
+        };
+        if let Some(model) = check_cluster(&mut c, name, cluster, &context) {
             clusters.insert(name.clone(), model);
         }
     }
@@ -103,7 +117,7 @@ pub(super) fn validate(
     })
 }
 
-fn check_hosts(c: &mut Checker, raw: &RawInventory, defaults: &Layer) -> BTreeMap<String, Host> {
+fn check_hosts(c: &mut Checker, raw: &RawInventory, schema: &Schema) -> BTreeMap<String, Host> {
     let mut hosts = BTreeMap::new();
     let mut by_address: BTreeMap<IpAddr, &str> = BTreeMap::new();
     for (name, spanned) in &raw.hosts {
@@ -128,6 +142,20 @@ fn check_hosts(c: &mut Checker, raw: &RawInventory, defaults: &Layer) -> BTreeMa
                 continue;
             }
         };
+        if address.is_ipv6() {
+            c.error(
+                host.address.referenced,
+                format!(
+                    "host `{name}`: `{address}` is an IPv6 address; pgstrap supports IPv4 only"
+                ),
+                "IPv6",
+                Some(IPV6_HINT.into()),
+            );
+            continue;
+        }
+        if let Some(datacenter) = &host.datacenter {
+            check_name(c, datacenter, &format!("host `{name}`: datacenter"));
+        }
         if let Some(other) = by_address.insert(address, name) {
             c.error(
                 host.address.referenced,
@@ -136,14 +164,9 @@ fn check_hosts(c: &mut Checker, raw: &RawInventory, defaults: &Layer) -> BTreeMa
                 Some("every host needs its own address".into()),
             );
         }
-        let vars_layer = layer_from(Origin::Host(name.clone()), &host.vars);
-        check_var_keys(
-            c,
-            &vars_layer,
-            defaults,
-            spanned.referenced,
-            &format!("host `{name}`"),
-        );
+        check_settings(c, schema, &format!("host `{name}`"), "", &host.vars);
+        let vars_layer =
+            Layer::from_nested(Origin::Host(name.clone()), &raw::vars_to_json(&host.vars));
         hosts.insert(
             name.clone(),
             Host {
@@ -174,36 +197,103 @@ fn valid_name(name: &str) -> bool {
             .is_some_and(|ch| ch.is_ascii_alphanumeric())
 }
 
-fn layer_from(origin: Origin, vars: &RawVars) -> Layer {
-    let map: Map<String, Value> = vars.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-    Layer::from_nested(origin, &map)
+/// IPv6 is refused, not rendered wrong.
+const IPV6_HINT: &str = "IPv6 is refused at check rather than rendered wrong: the templates write URLs and `address:port` without brackets and /32 host networks; give the IPv4 address";
+
+fn check_name(c: &mut Checker, value: &Spanned<String>, what: &str) {
+    if !types::is_name(&value.value) {
+        c.error(
+            value.referenced,
+            format!(
+                "{what} `{}` is not a valid name",
+                types::shown(&value.value)
+            ),
+            "not a name",
+            Some(
+                "use letters, digits, `-` and `_` (it is written into configuration files)".into(),
+            ),
+        );
+    }
 }
 
-fn check_var_keys(c: &mut Checker, layer: &Layer, defaults: &Layer, at: Location, whose: &str) {
-    for key in layer.values.keys() {
-        if !vars::is_known(defaults, key) {
-            let hint = match vars::closest(defaults, key) {
-                Some(near) => format!("did you mean `{near}`? `pgstrap vars HOST -i INV` lists every setting"),
-                None => "`pgstrap vars HOST -i INV` lists every setting; roles/*/defaults.yaml documents them".into(),
-            };
-            c.error(
-                at,
-                format!("{whose}: unknown setting `{key}`"),
-                "set here",
-                Some(hint),
-            );
+/// Check every setting in `vars` (written below `prefix`: `patroni` for a cluster's `patroni:`
+/// shorthand, nothing for `vars:`) against the type declared beside its default.
+fn check_settings(c: &mut Checker, schema: &Schema, whose: &str, prefix: &str, vars: &RawVars) {
+    for (key, node) in vars {
+        let path = if prefix.is_empty() {
+            key.clone()
+        } else {
+            format!("{prefix}.{key}")
+        };
+        check_setting(c, schema, whose, &path, node);
+    }
+}
+
+fn check_setting(
+    c: &mut Checker,
+    schema: &Schema,
+    whose: &str,
+    path: &str,
+    node: &Spanned<RawValue>,
+) {
+    // A group (`patroni`) or a mapping setting (`postgresql.parameters`) written as a mapping:
+    // each key below it is a setting of its own.
+    let descend = matches!(
+        schema.lookup(path),
+        Lookup::Group | Lookup::Setting(SettingType::Map(_))
+    );
+    if let (true, RawValue::Map(map)) = (descend, &node.value) {
+        if !map.is_empty() {
+            for (key, child) in map {
+                check_setting(c, schema, whose, &format!("{path}.{key}"), child);
+            }
+            return;
         }
     }
+    let value = node.value.to_json();
+    if let Err(problem) = schema.check(path, &value) {
+        let (message, hint) = problem.describe(path, &value);
+        let (at, label) = match &problem {
+            Problem::Value(mismatch) => (locate(node, &mismatch.at), "this value"),
+            _ => (node.referenced, "set here"),
+        };
+        c.error(at, format!("{whose}: {message}"), label, Some(hint));
+    }
+}
+
+/// The location of the part of `node` that `steps` lead to (as far as they go).
+fn locate(node: &Spanned<RawValue>, steps: &[Step]) -> Location {
+    let mut node = node;
+    for step in steps {
+        let next = match (step, &node.value) {
+            (Step::Index(i), RawValue::List(items)) => items.get(*i),
+            (Step::Key(k), RawValue::Map(map)) => map.get(k),
+            _ => None,
+        };
+        match next {
+            Some(n) => node = n,
+            None => break,
+        }
+    }
+    node.referenced
+}
+
+/// What every cluster's checks share.
+struct ClusterContext<'a> {
+    hosts: &'a BTreeMap<String, Host>,
+    known: &'a [&'a str],
+    every_host: &'a [IpNet],
+    by_address: &'a BTreeMap<IpAddr, &'a str>,
+    schema: &'a Schema,
 }
 
 fn check_cluster(
     c: &mut Checker,
     name: &str,
     spanned: &Spanned<RawCluster>,
-    hosts: &BTreeMap<String, Host>,
-    known: &[&str],
-    defaults: &Layer,
+    context: &ClusterContext,
 ) -> Option<Cluster> {
+    let (hosts, known) = (context.hosts, context.known);
     let raw = &spanned.value;
     let at = spanned.referenced;
     if !valid_name(name) {
@@ -298,6 +388,9 @@ fn check_cluster(
         _ => {}
     }
 
+    if let Some(datacenter) = &raw.datacenter {
+        check_name(c, datacenter, &format!("cluster `{name}`: datacenter"));
+    }
     let datacenter = raw
         .datacenter
         .as_ref()
@@ -314,6 +407,18 @@ fn check_cluster(
         Some(list) => list
             .iter()
             .filter_map(|n| match n.value.parse::<IpNet>() {
+                Ok(IpNet::V6(_)) => {
+                    c.error(
+                        n.referenced,
+                        format!(
+                            "cluster `{name}`: `{}` is an IPv6 network; pgstrap supports IPv4 only",
+                            n.value
+                        ),
+                        "IPv6",
+                        Some(IPV6_HINT.into()),
+                    );
+                    None
+                }
                 Ok(net) => Some(net.trunc()),
                 Err(_) => {
                     c.error(
@@ -326,18 +431,25 @@ fn check_cluster(
                 }
             })
             .collect(),
-        None => hosts.values().map(|h| IpNet::from(h.address)).collect(),
+        None => context.every_host.to_vec(),
     };
 
     let vip = raw
         .vip
         .as_ref()
-        .and_then(|v| check_vip(c, name, v, hosts, &balancers));
+        .and_then(|v| check_vip(c, name, v, context, &balancers));
 
-    let mut settings = Map::new();
-    for (k, v) in &raw.vars {
-        settings.insert(k.clone(), v.clone());
-    }
+    let whose = format!("cluster `{name}`");
+    check_settings(c, context.schema, &whose, "", &raw.vars);
+    check_settings(
+        c,
+        context.schema,
+        &whose,
+        "postgresql.parameters",
+        &raw.postgres_parameters,
+    );
+    check_settings(c, context.schema, &whose, "patroni", &raw.patroni);
+    let mut settings = raw::vars_to_json(&raw.vars);
     merge_into(
         &mut settings,
         "postgresql",
@@ -346,7 +458,6 @@ fn check_cluster(
     );
     merge_into(&mut settings, "patroni", "", &raw.patroni);
     let vars_layer = Layer::from_nested(Origin::Cluster(name.to_owned()), &settings);
-    check_var_keys(c, &vars_layer, defaults, at, &format!("cluster `{name}`"));
 
     ok.then(|| Cluster {
         name: name.to_owned(),
@@ -385,7 +496,7 @@ fn merge_into(settings: &mut Map<String, Value>, role: &str, sub: &str, values: 
         }
     };
     for (k, v) in values {
-        target.insert(k.clone(), v.clone());
+        target.insert(k.clone(), v.value.to_json());
     }
 }
 
@@ -393,9 +504,10 @@ fn check_vip(
     c: &mut Checker,
     name: &str,
     vip: &Spanned<String>,
-    hosts: &BTreeMap<String, Host>,
+    context: &ClusterContext,
     balancers: &[String],
 ) -> Option<IpNet> {
+    let hosts = context.hosts;
     let Ok(net) = vip.value.parse::<IpNet>() else {
         c.error(
             vip.referenced,
@@ -411,6 +523,15 @@ fn check_vip(
         );
         return None;
     };
+    if net.addr().is_ipv6() {
+        c.error(
+            vip.referenced,
+            format!("cluster `{name}`: VIP `{net}` is IPv6; pgstrap supports IPv4 only"),
+            "IPv6",
+            Some(IPV6_HINT.into()),
+        );
+        return None;
+    }
     if balancers.is_empty() {
         c.error(
             vip.referenced,
@@ -422,13 +543,12 @@ fn check_vip(
             ),
         );
     }
-    if let Some(owner) = hosts.values().find(|h| h.address == net.addr()) {
+    if let Some(owner) = context.by_address.get(&net.addr()) {
         c.error(
             vip.referenced,
             format!(
-                "cluster `{name}`: VIP {} is the address of host `{}`",
+                "cluster `{name}`: VIP {} is the address of host `{owner}`",
                 net.addr(),
-                owner.name
             ),
             "already a host address",
             Some("pick a free address in the balancers' network for the VIP".into()),
@@ -503,6 +623,35 @@ fn check_across_clusters(
 }
 
 fn check_standby_links(c: &mut Checker, raw: &RawInventory) {
+    // Each standby cluster gets a replication slot on its primary side, named after it: two
+    // standbys of one primary must not share a slot (`DR` and `dr` both make `standby_dr`), and
+    // the name must fit PostgreSQL's 63 bytes.
+    let mut slots: BTreeMap<(&str, String), &str> = BTreeMap::new();
+    for (name, cluster) in &raw.clusters {
+        let Some(target) = &cluster.value.standby_of else {
+            continue;
+        };
+        let slot = crate::render::context::standby_slot(name);
+        if slot.len() > 63 {
+            c.error(
+                target.referenced,
+                format!("cluster `{name}`: its replication slot `{slot}` would be longer than PostgreSQL's 63 characters"),
+                "standby cluster",
+                Some("give the standby cluster a shorter name (at most 55 characters)".into()),
+            );
+        }
+        if let Some(other) = slots.insert((target.value.as_str(), slot.clone()), name) {
+            c.error(
+                target.referenced,
+                format!(
+                    "clusters `{other}` and `{name}` are both standbys of `{}` and would use the same replication slot `{slot}`",
+                    target.value
+                ),
+                "same slot as another standby",
+                Some("slot names are the standby cluster's name in lowercase with other characters as `_`: rename one of the clusters".into()),
+            );
+        }
+    }
     for (name, cluster) in &raw.clusters {
         let Some(target) = &cluster.value.standby_of else {
             continue;
@@ -646,9 +795,25 @@ fn check_apt(c: &mut Checker, raw: &RawInventory) -> Apt {
         if !(v.value.starts_with("http://") || v.value.starts_with("https://")) {
             c.error(
                 v.referenced,
-                format!("apt {what} `{}` is not an http(s) URL", v.value),
+                format!(
+                    "apt {what} `{}` is not an http(s) URL",
+                    types::shown(&v.value)
+                ),
                 "expected http://…",
                 Some(format!("e.g. `{what}: http://10.0.0.1:3142`")),
+            );
+        } else if let Some(bad) = v.value.chars().find(|ch| !url_character(*ch)) {
+            // The URL is written between double quotes in apt.conf, where `"` ends the value and
+            // `;` or a newline starts another setting.
+            c.error(
+                v.referenced,
+                format!(
+                    "apt {what} `{}` contains `{}`, which a URL written into apt.conf may not hold",
+                    types::shown(&v.value),
+                    bad.escape_debug()
+                ),
+                "not a URL character",
+                Some("percent-encode the character (e.g. `%22` for `\"`), or remove it".into()),
             );
         }
         Some(v.value.trim_end_matches('/').to_owned())
@@ -657,6 +822,12 @@ fn check_apt(c: &mut Checker, raw: &RawInventory) -> Apt {
         proxy: url(&raw.apt.proxy, "proxy"),
         mirror: url(&raw.apt.mirror, "mirror"),
     }
+}
+
+/// The characters of a URL (RFC 3986) that may stand between double quotes in apt.conf: no `"`,
+/// `;`, `#`, `{`, `}`, `\`, whitespace, control or non-ASCII characters.
+fn url_character(ch: char) -> bool {
+    ch.is_ascii_alphanumeric() || "-._~:/?[]@!$&'()*+,=%".contains(ch)
 }
 
 fn closest_name<'a>(names: &[&'a str], wanted: &str) -> Option<&'a str> {

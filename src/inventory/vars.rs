@@ -183,17 +183,6 @@ pub fn parse_set(text: &str) -> Result<(String, Value), String> {
     Ok((key.to_owned(), value))
 }
 
-/// Whether `key` is a setting some role declares: its first two components must name a default
-/// (so `postgresql.parameters.anything` is accepted, `patroni.tll` is not).
-pub fn is_known(defaults: &Layer, key: &str) -> bool {
-    let head: Vec<&str> = key.splitn(3, '.').take(2).collect();
-    let head = head.join(".");
-    defaults
-        .values
-        .keys()
-        .any(|k| k == &head || k.starts_with(&format!("{head}.")))
-}
-
 /// The declared key closest to `key`, for a "did you mean" hint.
 pub fn closest<'a>(defaults: &'a Layer, key: &str) -> Option<&'a str> {
     defaults
@@ -299,8 +288,6 @@ mod tests {
             Origin::RoleDefault("patroni".into()),
             json!({"patroni": {"ttl": 30}, "postgresql": {"parameters": {"max_connections": 100}}}),
         );
-        assert!(is_known(&defaults, "postgresql.parameters.work_mem"));
-        assert!(!is_known(&defaults, "patroni.tll"));
         assert_eq!(closest(&defaults, "patroni.tll"), Some("patroni.ttl"));
     }
 }

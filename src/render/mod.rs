@@ -59,25 +59,23 @@ struct Imposed {
 /// Load and validate an inventory together with the role defaults and `--set` values.
 pub fn load_project(path: &Path, sets: &[String]) -> Result<Project> {
     let defaults = role::default_layers()?;
-    let merged = role::all_defaults(&defaults);
+    let schema = role::schema()?;
     let mut command_line = Layer {
         origin: Origin::CommandLine,
         values: BTreeMap::new(),
     };
     for set in sets {
         let (key, value) = vars::parse_set(set).map_err(|m| Error::usage(m, None))?;
-        if !vars::is_known(&merged, &key) {
-            let hint = vars::closest(&merged, &key)
-                .map(|near| format!("did you mean `{near}`?"))
-                .unwrap_or_else(|| "`pgstrap vars HOST -i INV` lists every setting".into());
+        if let Err(problem) = schema.check(&key, &value) {
+            let (message, hint) = problem.describe(&key, &value);
             return Err(Error::usage(
-                format!("--set: unknown setting `{key}`"),
+                format!("--set {}: {message}", role::types::shown(set)),
                 Some(hint),
             ));
         }
         command_line.values.insert(key, value);
     }
-    let inventory = crate::inventory::load(path, &merged)?;
+    let inventory = crate::inventory::load(path, schema)?;
     let mut release_defaults = BTreeMap::new();
     for id in role::releases().releases.keys() {
         release_defaults.insert(id.clone(), role::release_layers(id)?);

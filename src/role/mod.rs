@@ -7,6 +7,8 @@
 //! other string is rendered as text. Rendering never touches the YAML text, so no value can add
 //! a key or an item to a manifest.
 
+pub mod types;
+
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
@@ -235,6 +237,23 @@ fn settings_layer(
     )))
 }
 
+/// Every setting's type, from the annotations beside the defaults (built in; read once).
+pub fn schema() -> crate::error::Result<&'static types::Schema> {
+    static SCHEMA: std::sync::OnceLock<Result<types::Schema, String>> = std::sync::OnceLock::new();
+    SCHEMA
+        .get_or_init(|| {
+            let mut schema = types::Schema::default();
+            for role in ROLES {
+                if let Some(text) = crate::render::engine::role_file(role, "defaults.yaml") {
+                    schema.add_file(&format!("roles/{role}/defaults.yaml"), text)?;
+                }
+            }
+            Ok(schema)
+        })
+        .as_ref()
+        .map_err(|e| crate::error::Error::failure(format!("built-in {e}"), None))
+}
+
 /// The default settings of every role, one layer per role (lowest precedence).
 pub fn default_layers() -> crate::error::Result<Vec<crate::inventory::vars::Layer>> {
     use crate::inventory::vars::Origin;
@@ -347,18 +366,47 @@ mod tests {
     }
 
     #[test]
-    fn release_files_only_override_settings_the_defaults_declare() {
-        let defaults = all_defaults(&default_layers().unwrap());
+    fn release_files_only_override_settings_the_defaults_declare_with_values_of_their_type() {
+        let schema = schema().unwrap();
         for id in releases().releases.keys() {
             for layer in release_layers(id).unwrap() {
-                for key in layer.values.keys() {
-                    assert!(
-                        crate::inventory::vars::is_known(&defaults, key),
-                        "{}: `{key}` is not in any defaults.yaml",
+                for (key, value) in &layer.values {
+                    assert_eq!(
+                        schema.check(key, value),
+                        Ok(()),
+                        "{}: `{key}` = {value}",
                         layer.origin
                     );
                 }
             }
+        }
+    }
+
+    #[test]
+    fn every_default_has_a_type_and_fits_it() {
+        let schema = schema().unwrap();
+        for layer in default_layers().unwrap() {
+            for (key, value) in &layer.values {
+                assert_eq!(
+                    schema.check(key, value),
+                    Ok(()),
+                    "{}: `{key}` = {value}: declare its type with `# type: …` beside it",
+                    layer.origin
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn every_type_annotation_names_a_default() {
+        let defaults = all_defaults(&default_layers().unwrap());
+        for (key, _) in schema().unwrap().iter() {
+            let below = format!("{key}.");
+            assert!(
+                defaults.values.contains_key(key)
+                    || defaults.values.keys().any(|k| k.starts_with(&below)),
+                "`{key}` has a type but no default"
+            );
         }
     }
 
