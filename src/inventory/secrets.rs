@@ -151,7 +151,10 @@ pub fn load(
         let source = sources.get(name).unwrap_or(&SecretSource::Generated);
         let value = match source {
             SecretSource::Env(var) => match std::env::var(var) {
-                Ok(v) if !v.is_empty() => v,
+                Ok(v) if !v.is_empty() => {
+                    check_value(name, &v, &format!("environment variable `{var}`"))?;
+                    v
+                }
                 _ => {
                     return Err(SecretError {
                         name: name.into(),
@@ -165,7 +168,11 @@ pub fn load(
                 }
             },
             SecretSource::File(path) => match std::fs::read_to_string(path) {
-                Ok(v) if !v.trim_end_matches('\n').is_empty() => v.trim_end_matches('\n').to_owned(),
+                Ok(v) if !v.trim_end_matches('\n').is_empty() => {
+                    let v = v.trim_end_matches('\n').to_owned();
+                    check_value(name, &v, &format!("file `{}`", path.display()))?;
+                    v
+                }
                 Ok(_) => {
                     return Err(SecretError {
                         name: name.into(),
@@ -187,7 +194,10 @@ pub fn load(
                 }
             },
             SecretSource::Generated => match stored.get(name) {
-                Some(v) => v.clone(),
+                Some(v) => {
+                    check_value(name, v, &format!("secrets file `{}`", store.display()))?;
+                    v.clone()
+                }
                 None if generate => {
                     let v = generate_password(length);
                     stored.insert(name.to_owned(), v.clone());
@@ -214,8 +224,14 @@ fn read_store(store: &Path) -> Result<BTreeMap<String, String>, SecretError> {
     match std::fs::read_to_string(store) {
         Ok(text) => serde_saphyr::from_str(&text).map_err(|e| SecretError {
             name: String::new(),
-            message: format!("cannot parse the secrets file `{}`: {e}", store.display()),
-            hint: "it is written by pgstrap: a YAML mapping of secret name to value".into(),
+            // Never the parser's own message: it quotes the text around the error, which is
+            // other secrets. The place only: the line, and the secret's name when the line has one.
+            message: format!(
+                "cannot parse the secrets file `{}`: {} is not valid (the file's content is not shown: it holds secrets)",
+                store.display(),
+                place_in_store(&text, e.location().map(|l| l.line()))
+            ),
+            hint: "the file is written by pgstrap: a YAML mapping of secret name to quoted value; fix that line, or restore the file from a backup (a secret removed from it is generated anew, and a running cluster does not know the new value)".into(),
         }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
         Err(e) => Err(SecretError {
@@ -226,22 +242,75 @@ fn read_store(store: &Path) -> Result<BTreeMap<String, String>, SecretError> {
     }
 }
 
-/// Write the store atomically with mode 0600 from the start (never briefly world-readable).
+/// "line 3 (secret `superuser_password`)": where in the secrets file, by line and, when that
+/// line starts with a known secret's name, the name. Nothing else from the line.
+fn place_in_store(text: &str, line: Option<u64>) -> String {
+    let Some(line) = line.filter(|l| *l > 0) else {
+        return "its content".into();
+    };
+    let name = text
+        .lines()
+        .nth(line as usize - 1)
+        .and_then(|l| l.trim_start().split_once(':'))
+        .map(|(key, _)| key.trim().trim_matches('"'))
+        .and_then(|key| KNOWN.iter().find(|(n, _, _)| *n == key))
+        .map(|(n, _, _)| *n);
+    match name {
+        Some(name) => format!("line {line} (secret `{name}`)"),
+        None => format!("line {line}"),
+    }
+}
+
+/// Why `value` cannot be the value of secret `name` (which comes from `source`), without the
+/// value. Secrets are written into configuration files: no newline or control character may
+/// split a line, and keepalived's `auth_pass` is a bare word.
+fn check_value(name: &str, value: &str, source: &str) -> Result<(), SecretError> {
+    let problem = if value.chars().any(char::is_control) {
+        Some("contains a newline or another control character")
+    } else if name == "keepalived_password"
+        && !value
+            .chars()
+            .all(|c| c.is_ascii_graphic() && !"\"'#!{}\\".contains(c))
+    {
+        Some("may hold only printable ASCII without spaces, quotes, `#`, `!`, `{`, `}` or `\\` (keepalived.conf writes it as a bare word)")
+    } else {
+        None
+    };
+    match problem {
+        None => Ok(()),
+        Some(problem) => Err(SecretError {
+            name: name.to_owned(),
+            message: format!("secret `{name}` ({source}) {problem}"),
+            hint: "the configuration files that hold it would break; choose another value (the value is not shown)".into(),
+        }),
+    }
+}
+
+/// Write the store atomically with mode 0600 from the start (never briefly world-readable). The
+/// mapping is serialized by the YAML library (any value round-trips, quotes and all) and read
+/// back before it replaces the old file.
 fn write_store(store: &Path, values: &BTreeMap<String, String>) -> std::io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
-    let mut text = String::from(
-        "# Secrets generated by pgstrap for the inventory next to this file. Keep it private (0600).\n",
-    );
-    for (name, value) in values {
-        // Generated values are alphanumeric, so they need no YAML quoting; quote anyway.
-        text.push_str(&format!("{name}: \"{value}\"\n"));
+    let invalid = |what: String| std::io::Error::new(std::io::ErrorKind::InvalidData, what);
+    let body = serde_saphyr::to_string(values)
+        .map_err(|e| invalid(format!("cannot serialize the secrets: {e}")))?;
+    let reread: BTreeMap<String, String> = serde_saphyr::from_str(&body)
+        .map_err(|_| invalid("the serialized secrets do not read back".into()))?;
+    if &reread != values {
+        return Err(invalid(
+            "the serialized secrets do not read back the same".into(),
+        ));
     }
+    let text = format!(
+        "# Secrets generated by pgstrap for the inventory next to this file. Keep it private (0600).\n{body}"
+    );
     let tmp = store.with_extension("yaml.tmp");
     let _ = std::fs::remove_file(&tmp);
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
         .open(&tmp)?;
     file.write_all(text.as_bytes())?;
     file.sync_all()?;
@@ -290,5 +359,87 @@ mod tests {
         let mode = std::fs::metadata(&store).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         assert_eq!(first.get("keepalived_password").unwrap().expose().len(), 8);
+    }
+
+    #[test]
+    fn a_broken_secrets_file_is_reported_by_line_and_name_only() {
+        // Regression (issue 11): the parser's message quoted the neighbouring secrets.
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("inv.secrets.yaml");
+        std::fs::write(
+            &store,
+            "superuser_password: \"Neighbour-One\"\nreplication_password: \"Broken-Value\n  rewind_password: [Neighbour-Two\nkeepalived_password: \"Neighbour-3\"\n",
+        )
+        .unwrap();
+        let error = load(&BTreeMap::new(), &store, false)
+            .err()
+            .expect("refused");
+        let text = format!("{} {}", error.message, error.hint);
+        for value in ["Neighbour", "Broken-Value", "Neighbour-Two"] {
+            assert!(!text.contains(value), "{text}");
+        }
+        assert!(text.contains("line "), "{text}");
+    }
+
+    #[test]
+    fn place_in_store_names_a_known_secret_and_nothing_else() {
+        let text = "superuser_password: \"x\nP0ison: y\n";
+        assert_eq!(
+            place_in_store(text, Some(1)),
+            "line 1 (secret `superuser_password`)"
+        );
+        assert_eq!(place_in_store(text, Some(2)), "line 2");
+        assert_eq!(place_in_store(text, None), "its content");
+    }
+
+    #[test]
+    fn stored_values_with_quotes_survive_the_next_rewrite() {
+        // Regression (issue 11): values were written between quotes without escaping.
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("inv.secrets.yaml");
+        let mut values = BTreeMap::new();
+        values.insert(
+            "superuser_password".to_owned(),
+            "a\"b'c: #d {e} \\f".to_owned(),
+        );
+        write_store(&store, &values).unwrap();
+        // The next run generates the missing ones and rewrites the file.
+        let secrets = load(&BTreeMap::new(), &store, true).unwrap();
+        assert_eq!(
+            secrets.get("superuser_password").unwrap().expose(),
+            "a\"b'c: #d {e} \\f"
+        );
+        assert_eq!(read_store(&store).unwrap().len(), KNOWN.len());
+    }
+
+    #[test]
+    fn secrets_with_control_characters_are_refused_without_showing_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("password");
+        std::fs::write(&file, "P0ison\nsecond line\n").unwrap();
+        let sources = BTreeMap::from([("superuser_password".to_owned(), SecretSource::File(file))]);
+        let error = load(&sources, &dir.path().join("s.yaml"), false)
+            .err()
+            .expect("refused");
+        assert!(
+            error.message.contains("superuser_password"),
+            "{}",
+            error.message
+        );
+        assert!(!error.message.contains("P0ison") && !error.hint.contains("P0ison"));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_secret_value_round_trips_through_the_secrets_file(value in "\\PC*|.*[\"'\\\\#:{}\\[\\]\n\t ].*") {
+            let dir = tempfile::tempdir().unwrap();
+            let store = dir.path().join("inv.secrets.yaml");
+            let values = BTreeMap::from([
+                ("superuser_password".to_owned(), value.clone()),
+                ("replication_password".to_owned(), format!(" {value}\n")),
+            ]);
+            write_store(&store, &values).unwrap();
+            proptest::prop_assert_eq!(read_store(&store).map_err(|e| e.message).unwrap(), values);
+        }
     }
 }
