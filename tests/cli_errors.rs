@@ -129,3 +129,112 @@ fn example_inventories_are_valid() {
         assert_eq!(output.status.code(), Some(0), "{inventory}: {stderr}");
     }
 }
+
+/// A copy of an example inventory in a temporary directory, with `secrets` as its secrets file
+/// (`inventory.secrets.yaml`); commands run there, so messages name `inventory.yaml`.
+fn staged(example: &str, secrets: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(example);
+    std::fs::copy(source, dir.path().join("inventory.yaml")).expect("copy inventory");
+    std::fs::write(dir.path().join("inventory.secrets.yaml"), secrets).expect("write secrets");
+    dir
+}
+
+fn run_in(dir: &std::path::Path, args: &[&str]) -> (Option<i32>, String) {
+    let output = pgstrap()
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("run pgstrap");
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_broken_secrets_file_is_reported_by_line_and_name_never_by_content() {
+    // Regression (issue 11): a parse error printed the neighbouring secrets in clear, on `check`
+    // too.
+    let dir = staged(
+        "inventories/single-dc.yaml",
+        "superuser_password: \"P0ison-one\"\nreplication_password: \"P0ison-two\n  rewind_password: [P0ison-three\nkeepalived_password: \"P0ison4\"\n",
+    );
+    let mut first = None;
+    for args in [
+        &["check", "-i", "inventory.yaml"][..],
+        &["render", "-i", "inventory.yaml", "--out", "out"],
+    ] {
+        let (code, stderr) = run_in(dir.path(), args);
+        assert_eq!(code, Some(2), "{args:?}: {stderr}");
+        assert!(
+            !stderr.contains("P0ison"),
+            "{args:?} printed a secret:\n{stderr}"
+        );
+        first.get_or_insert(stderr);
+    }
+    insta::assert_snapshot!(first.unwrap_or_default());
+}
+
+#[test]
+fn a_template_error_never_shows_a_secret() {
+    // Regression (issue 11): a template naming a secret showed it in the error.
+    let dir = staged(
+        "inventories/single-dc.yaml",
+        "pgbouncer_auth_password: \"P0ison-auth\"\n",
+    );
+    let templates = dir.path().join("templates/pgbouncer");
+    std::fs::create_dir_all(&templates).expect("templates dir");
+    std::fs::write(
+        templates.join("userlist.txt.j2"),
+        "{% include secrets.pgbouncer_auth_password %}\n",
+    )
+    .expect("override");
+    let (code, stderr) = run_in(dir.path(), &["check", "-i", "inventory.yaml"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(!stderr.contains("P0ison"), "{stderr}");
+    assert!(stderr.contains("'***'"), "{stderr}");
+}
+
+#[test]
+fn render_refuses_a_symlink_planted_in_the_output_directory() {
+    // Regression (issue 11): `render --out` followed a link planted in the output directory and
+    // wrote the Patroni configuration with its passwords to the link's target.
+    let dir = staged(
+        "inventories/single-dc.yaml",
+        "superuser_password: \"P0ison-super\"\n",
+    );
+    let elsewhere = dir.path().join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).expect("target");
+    std::fs::create_dir_all(dir.path().join("out/pg1/etc")).expect("out");
+    std::os::unix::fs::symlink(&elsewhere, dir.path().join("out/pg1/etc/patroni")).expect("link");
+    let (code, stderr) = run_in(
+        dir.path(),
+        &["render", "-i", "inventory.yaml", "--out", "out"],
+    );
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("cannot write out/pg1/etc/patroni: it is a symbolic link"),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read_dir(&elsewhere).expect("read").count(), 0);
+
+    // Without the link, every file has its mode; sensitive ones are not readable by others.
+    std::fs::remove_file(dir.path().join("out/pg1/etc/patroni")).expect("unlink");
+    let (code, stderr) = run_in(
+        dir.path(),
+        &["render", "-i", "inventory.yaml", "--out", "out"],
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |path: &str| {
+        std::fs::metadata(dir.path().join(path))
+            .expect("rendered")
+            .permissions()
+            .mode()
+            & 0o7777
+    };
+    assert_eq!(mode("out/pg1/etc/patroni/config.yml"), 0o600);
+    assert_eq!(mode("out/lb1/etc/keepalived/keepalived.conf"), 0o600);
+    assert_eq!(mode("out/pg1/etc/pgbouncer/userlist.txt"), 0o640);
+}

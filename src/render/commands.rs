@@ -6,6 +6,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use super::engine::{self, TemplateOrigin};
+use super::output::{OutputDir, WriteError};
 use super::{desired_state, load_project};
 use crate::error::{Error, Result};
 use crate::inventory::diag::InventoryError;
@@ -60,14 +61,14 @@ pub fn render_to_dir(
     }
     let secrets = project.secrets(true)?;
     let state = desired_state(&project, &secrets, only)?;
+    let output = OutputDir::open(out).map_err(write_error)?;
     let mut files = 0;
     for host in &state.hosts {
         for file in host.files() {
-            let relative = file.path.trim_start_matches('/');
-            let target = out.join(&host.host).join(relative);
-            write_file(&target, file.content.as_bytes(), file.mode).map_err(|e| {
-                Error::failure(format!("cannot write {}: {e}", target.display()), None)
-            })?;
+            let relative = format!("{}/{}", host.host, file.path.trim_start_matches('/'));
+            output
+                .write(&relative, file.content.as_bytes(), file.mode)
+                .map_err(write_error)?;
             files += 1;
         }
     }
@@ -78,14 +79,16 @@ pub fn render_to_dir(
     })
 }
 
-/// Write a file with its mode, creating parents.
-fn write_file(path: &Path, content: &[u8], mode: u32) -> std::io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent)?;
+fn write_error(error: WriteError) -> Error {
+    let message = format!("cannot write {}: {}", error.path.display(), error.message);
+    if error.refused {
+        Error::failure(
+            format!("{message}; refusing to write through it"),
+            Some("render writes only into real directories it finds or creates below DIR: remove what is in the way (a link there may redirect secrets elsewhere), or render into a new directory".into()),
+        )
+    } else {
+        Error::failure(message, None)
     }
-    std::fs::write(path, content)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
 }
 
 /// The settings of a host in one of its clusters.

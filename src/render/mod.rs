@@ -6,6 +6,7 @@
 mod commands;
 pub mod context;
 pub mod engine;
+pub mod output;
 
 pub use commands::{
     check, host_vars, render_to_dir, template_list, template_show, CheckSummary, Rendered,

@@ -1,0 +1,186 @@
+//! `render --out DIR`: the rendered files written under DIR without ever following a symbolic
+//! link below it (every directory is opened relative to its parent with `O_NOFOLLOW`, a link in
+//! the way is refused), and each file created with its final mode: a sensitive file is 0600
+//! from the moment it exists, never readable under the umask's mode before a chmod.
+
+use std::io::Write;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags};
+use rustix::io::Errno;
+
+/// The output directory, opened once.
+pub struct OutputDir {
+    root: OwnedFd,
+    path: PathBuf,
+}
+
+/// A file that could not be written, and why.
+#[derive(Debug)]
+pub struct WriteError {
+    /// The path (under the output directory) of the component at fault.
+    pub path: PathBuf,
+    pub message: String,
+    /// A link, or something else than a directory or file where one is needed.
+    pub refused: bool,
+}
+
+impl OutputDir {
+    /// Open (creating it when missing) the output directory. The directory itself is the user's
+    /// choice and may be reached through links; nothing below it is.
+    pub fn open(path: &Path) -> Result<Self, WriteError> {
+        let failed = |e: std::io::Error| WriteError {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+            refused: false,
+        };
+        std::fs::create_dir_all(path).map_err(failed)?;
+        let root = rfs::open(
+            path,
+            OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| failed(e.into()))?;
+        Ok(Self {
+            root,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Write `content` to `relative` (e.g. `pg1/etc/patroni/config.yml`), creating the
+    /// directories on the way (0755) and the file with `mode` from its creation on. An existing
+    /// file is replaced atomically (a new file renamed over it).
+    pub fn write(&self, relative: &str, content: &[u8], mode: u32) -> Result<(), WriteError> {
+        let parts: Vec<&str> = relative.split('/').filter(|p| !p.is_empty()).collect();
+        let Some((name, directories)) = parts.split_last() else {
+            return Err(self.error(relative, "an empty path".into(), true));
+        };
+        if parts.iter().any(|p| *p == "." || *p == "..") {
+            return Err(self.error(relative, "`.` or `..` in the path".into(), true));
+        }
+        let mut current: Option<OwnedFd> = None;
+        let mut walked = PathBuf::new();
+        for part in directories {
+            walked.push(part);
+            let parent = fd(&current, &self.root);
+            match rfs::mkdirat(parent, *part, Mode::from(0o755)) {
+                Ok(()) | Err(Errno::EXIST) => {}
+                Err(e) => return Err(self.error(&walked, e.to_string(), false)),
+            }
+            let opened = rfs::openat(
+                parent,
+                *part,
+                OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::RDONLY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(|e| self.explain(parent, part, &walked, e))?;
+            current = Some(opened);
+        }
+        let directory = fd(&current, &self.root);
+        let target = walked.join(name);
+        match rfs::statat(directory, *name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(stat) => match FileType::from_raw_mode(stat.st_mode) {
+                FileType::RegularFile => {}
+                FileType::Symlink => {
+                    return Err(self.error(&target, "it is a symbolic link".into(), true))
+                }
+                _ => return Err(self.error(&target, "it is not a regular file".into(), true)),
+            },
+            Err(Errno::NOENT) => {}
+            Err(e) => return Err(self.error(&target, e.to_string(), false)),
+        }
+        let temporary = format!(".{name}.pgstrap-tmp");
+        match rfs::unlinkat(directory, temporary.as_str(), AtFlags::empty()) {
+            Ok(()) | Err(Errno::NOENT) => {}
+            Err(e) => return Err(self.error(walked.join(&temporary), e.to_string(), false)),
+        }
+        let failed = |e: std::io::Error| self.error(&target, e.to_string(), false);
+        // O_EXCL | O_NOFOLLOW: a fresh file, never a link planted under the temporary name. The
+        // umask can only take permissions away; fchmod then sets exactly `mode` before any
+        // content is written.
+        let file = rfs::openat(
+            directory,
+            temporary.as_str(),
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from(mode & 0o7777),
+        )
+        .map_err(|e| failed(e.into()))?;
+        rfs::fchmod(&file, Mode::from(mode & 0o7777)).map_err(|e| failed(e.into()))?;
+        std::fs::File::from(file)
+            .write_all(content)
+            .map_err(failed)?;
+        rfs::renameat(directory, temporary.as_str(), directory, *name).map_err(|e| failed(e.into()))
+    }
+
+    /// Why a directory could not be opened: a link or a non-directory is refused by name.
+    fn explain(&self, parent: BorrowedFd, part: &str, walked: &Path, error: Errno) -> WriteError {
+        let kind = rfs::statat(parent, part, AtFlags::SYMLINK_NOFOLLOW)
+            .map(|s| FileType::from_raw_mode(s.st_mode))
+            .ok();
+        match (error, kind) {
+            (_, Some(FileType::Symlink)) | (Errno::LOOP, _) => {
+                self.error(walked, "it is a symbolic link".into(), true)
+            }
+            (Errno::NOTDIR, _) => self.error(walked, "it is not a directory".into(), true),
+            (e, _) => self.error(walked, e.to_string(), false),
+        }
+    }
+
+    fn error(&self, relative: impl AsRef<Path>, message: String, refused: bool) -> WriteError {
+        WriteError {
+            path: self.path.join(relative),
+            message,
+            refused,
+        }
+    }
+}
+
+fn fd<'a>(current: &'a Option<OwnedFd>, root: &'a OwnedFd) -> BorrowedFd<'a> {
+    current.as_ref().map_or(root.as_fd(), AsFd::as_fd)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn files_get_their_mode_and_directories_are_created() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = OutputDir::open(&dir.path().join("out")).unwrap();
+        out.write("pg1/etc/patroni/config.yml", b"secret", 0o600)
+            .unwrap();
+        out.write("pg1/etc/patroni/config.yml", b"secret 2", 0o600)
+            .unwrap();
+        let file = dir.path().join("out/pg1/etc/patroni/config.yml");
+        assert_eq!(std::fs::read(&file).unwrap(), b"secret 2");
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o600);
+    }
+
+    #[test]
+    fn a_symlink_below_the_output_directory_is_refused() {
+        // Regression (issue 11): a link planted in the output directory redirected the Patroni
+        // configuration, passwords and all, to the link's target.
+        let dir = tempfile::tempdir().unwrap();
+        let elsewhere = dir.path().join("elsewhere");
+        std::fs::create_dir(&elsewhere).unwrap();
+        let root = dir.path().join("out");
+        std::fs::create_dir_all(root.join("pg1/etc")).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, root.join("pg1/etc/patroni")).unwrap();
+        std::os::unix::fs::symlink(elsewhere.join("file"), root.join("pg1/etc/leaf")).unwrap();
+        let out = OutputDir::open(&root).unwrap();
+        let error = out
+            .write("pg1/etc/patroni/config.yml", b"secret", 0o600)
+            .unwrap_err();
+        assert!(
+            error.refused && error.message.contains("symbolic link"),
+            "{error:?}"
+        );
+        assert!(error.path.ends_with("pg1/etc/patroni"), "{error:?}");
+        let error = out.write("pg1/etc/leaf", b"secret", 0o600).unwrap_err();
+        assert!(error.refused, "{error:?}");
+        assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0);
+    }
+}
