@@ -61,7 +61,7 @@ pub fn render_to_dir(
     }
     let secrets = project.secrets(true)?;
     let state = desired_state(&project, &secrets, only)?;
-    let output = OutputDir::open(out).map_err(write_error)?;
+    let mut output = OutputDir::open(out).map_err(write_error)?;
     let mut files = 0;
     for host in &state.hosts {
         for file in host.files() {

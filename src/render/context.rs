@@ -139,8 +139,22 @@ pub fn clusters(project: &Project) -> Result<BTreeMap<String, Value>> {
         });
     }
 
+    // Each primary's standbys, indexed once (not a scan of every cluster per cluster).
+    let mut standbys_by_primary: BTreeMap<&str, Vec<&Cluster>> = BTreeMap::new();
+    for cluster in inventory.clusters.values() {
+        if let Some(primary) = &cluster.standby_of {
+            standbys_by_primary
+                .entry(primary)
+                .or_default()
+                .push(cluster);
+        }
+    }
+    let no_standbys = Vec::new();
     let mut out = BTreeMap::new();
     for cluster in inventory.clusters.values() {
+        let standbys_of_this = standbys_by_primary
+            .get(cluster.name.as_str())
+            .unwrap_or(&no_standbys);
         let postgres_of = |c: &Cluster| host_list(project, c, &c.postgres, true);
         let standby_of = cluster
             .standby_of
@@ -149,13 +163,13 @@ pub fn clusters(project: &Project) -> Result<BTreeMap<String, Value>> {
             .map(|primary| {
                 json!({"name": primary.name, "postgres": postgres_of(primary), "slot": standby_slot(&cluster.name)})
             });
-        let standbys: Vec<Value> = inventory
-            .standbys_of(&cluster.name)
+        let standbys: Vec<Value> = standbys_of_this
+            .iter()
             .map(|s| json!({"name": s.name, "postgres": postgres_of(s), "slot": standby_slot(&s.name)}))
             .collect();
         // Replication peers: this cluster's DB hosts, its standbys' and its primary side's.
         let mut peer_names: Vec<&String> = cluster.postgres.iter().collect();
-        for s in inventory.standbys_of(&cluster.name) {
+        for s in standbys_of_this {
             peer_names.extend(s.postgres.iter());
         }
         if let Some(primary) = cluster

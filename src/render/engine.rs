@@ -203,7 +203,11 @@ impl Engine {
 /// The comment block every generated file starts with.
 pub fn header_text(prefix: &str, name: &str, origin: &TemplateOrigin) -> String {
     let source = match origin {
-        TemplateOrigin::Override(path) => format!("your override {}", path.display()),
+        // Escaped: a path is the user's, and a newline in it would end the comment.
+        TemplateOrigin::Override(path) => format!(
+            "your override {}",
+            path.display().to_string().escape_debug()
+        ),
         TemplateOrigin::BuiltIn => format!("the built-in template {name}"),
     };
     format!(

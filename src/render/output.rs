@@ -14,6 +14,9 @@ use rustix::io::Errno;
 pub struct OutputDir {
     root: OwnedFd,
     path: PathBuf,
+    /// The directories of the last file written, each opened below the one before: the next
+    /// file reuses the part of the path it shares (files come host by host, role by role).
+    open: Vec<(String, OwnedFd)>,
 }
 
 /// A file that could not be written, and why.
@@ -45,13 +48,14 @@ impl OutputDir {
         Ok(Self {
             root,
             path: path.to_path_buf(),
+            open: Vec::new(),
         })
     }
 
     /// Write `content` to `relative` (e.g. `pg1/etc/patroni/config.yml`), creating the
     /// directories on the way (0755) and the file with `mode` from its creation on. An existing
     /// file is replaced atomically (a new file renamed over it).
-    pub fn write(&self, relative: &str, content: &[u8], mode: u32) -> Result<(), WriteError> {
+    pub fn write(&mut self, relative: &str, content: &[u8], mode: u32) -> Result<(), WriteError> {
         let parts: Vec<&str> = relative.split('/').filter(|p| !p.is_empty()).collect();
         let Some((name, directories)) = parts.split_last() else {
             return Err(self.error(relative, "an empty path".into(), true));
@@ -59,11 +63,18 @@ impl OutputDir {
         if parts.iter().any(|p| *p == "." || *p == "..") {
             return Err(self.error(relative, "`.` or `..` in the path".into(), true));
         }
-        let mut current: Option<OwnedFd> = None;
-        let mut walked = PathBuf::new();
-        for part in directories {
+        // Keep the directories this file shares with the last one, open the rest.
+        let shared = self
+            .open
+            .iter()
+            .zip(directories.iter())
+            .take_while(|((open, _), wanted)| open == *wanted)
+            .count();
+        self.open.truncate(shared);
+        let mut walked: PathBuf = directories[..shared].iter().collect();
+        for part in &directories[shared..] {
             walked.push(part);
-            let parent = fd(&current, &self.root);
+            let parent = self.current();
             match rfs::mkdirat(parent, *part, Mode::from(0o755)) {
                 Ok(()) | Err(Errno::EXIST) => {}
                 Err(e) => return Err(self.error(&walked, e.to_string(), false)),
@@ -75,42 +86,61 @@ impl OutputDir {
                 Mode::empty(),
             )
             .map_err(|e| self.explain(parent, part, &walked, e))?;
-            current = Some(opened);
+            self.open.push(((*part).to_owned(), opened));
         }
-        let directory = fd(&current, &self.root);
+        let directory = self.current();
         let target = walked.join(name);
-        match rfs::statat(directory, *name, AtFlags::SYMLINK_NOFOLLOW) {
+        let exists = match rfs::statat(directory, *name, AtFlags::SYMLINK_NOFOLLOW) {
             Ok(stat) => match FileType::from_raw_mode(stat.st_mode) {
-                FileType::RegularFile => {}
+                FileType::RegularFile => true,
                 FileType::Symlink => {
                     return Err(self.error(&target, "it is a symbolic link".into(), true))
                 }
                 _ => return Err(self.error(&target, "it is not a regular file".into(), true)),
             },
-            Err(Errno::NOENT) => {}
+            Err(Errno::NOENT) => false,
             Err(e) => return Err(self.error(&target, e.to_string(), false)),
-        }
-        let temporary = format!(".{name}.pgstrap-tmp");
-        match rfs::unlinkat(directory, temporary.as_str(), AtFlags::empty()) {
-            Ok(()) | Err(Errno::NOENT) => {}
-            Err(e) => return Err(self.error(walked.join(&temporary), e.to_string(), false)),
-        }
+        };
         let failed = |e: std::io::Error| self.error(&target, e.to_string(), false);
-        // O_EXCL | O_NOFOLLOW: a fresh file, never a link planted under the temporary name. The
+        // A new file is created under its name; an existing one is replaced by a new file renamed
+        // over it. O_EXCL | O_NOFOLLOW: always a fresh file, never a link planted meanwhile. The
         // umask can only take permissions away; fchmod then sets exactly `mode` before any
         // content is written.
-        let file = rfs::openat(
-            directory,
-            temporary.as_str(),
-            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::from(mode & 0o7777),
-        )
+        let temporary = format!(".{name}.pgstrap-tmp");
+        let create_as = if exists { temporary.as_str() } else { *name };
+        let create = || {
+            rfs::openat(
+                directory,
+                create_as,
+                OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::from(mode & 0o7777),
+            )
+        };
+        let file = match create() {
+            // A temporary file left by an interrupted run.
+            Err(Errno::EXIST) if exists => {
+                rfs::unlinkat(directory, create_as, AtFlags::empty())
+                    .map_err(|e| failed(e.into()))?;
+                create()
+            }
+            other => other,
+        }
         .map_err(|e| failed(e.into()))?;
         rfs::fchmod(&file, Mode::from(mode & 0o7777)).map_err(|e| failed(e.into()))?;
         std::fs::File::from(file)
             .write_all(content)
             .map_err(failed)?;
-        rfs::renameat(directory, temporary.as_str(), directory, *name).map_err(|e| failed(e.into()))
+        if exists {
+            rfs::renameat(directory, create_as, directory, *name).map_err(|e| failed(e.into()))?;
+        }
+        Ok(())
+    }
+
+    /// The directory the last path ended in (the output directory at first).
+    fn current(&self) -> BorrowedFd<'_> {
+        self.open
+            .last()
+            .map_or(self.root.as_fd(), |(_, fd)| fd.as_fd())
     }
 
     /// Why a directory could not be opened: a link or a non-directory is refused by name.
@@ -136,10 +166,6 @@ impl OutputDir {
     }
 }
 
-fn fd<'a>(current: &'a Option<OwnedFd>, root: &'a OwnedFd) -> BorrowedFd<'a> {
-    current.as_ref().map_or(root.as_fd(), AsFd::as_fd)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -148,7 +174,7 @@ mod tests {
     #[test]
     fn files_get_their_mode_and_directories_are_created() {
         let dir = tempfile::tempdir().unwrap();
-        let out = OutputDir::open(&dir.path().join("out")).unwrap();
+        let mut out = OutputDir::open(&dir.path().join("out")).unwrap();
         out.write("pg1/etc/patroni/config.yml", b"secret", 0o600)
             .unwrap();
         out.write("pg1/etc/patroni/config.yml", b"secret 2", 0o600)
@@ -170,7 +196,7 @@ mod tests {
         std::fs::create_dir_all(root.join("pg1/etc")).unwrap();
         std::os::unix::fs::symlink(&elsewhere, root.join("pg1/etc/patroni")).unwrap();
         std::os::unix::fs::symlink(elsewhere.join("file"), root.join("pg1/etc/leaf")).unwrap();
-        let out = OutputDir::open(&root).unwrap();
+        let mut out = OutputDir::open(&root).unwrap();
         let error = out
             .write("pg1/etc/patroni/config.yml", b"secret", 0o600)
             .unwrap_err();
