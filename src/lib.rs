@@ -5,10 +5,12 @@
 //! - `inventory/`: the YAML inventory. Raw serde structs (unknown keys rejected) are turned into a
 //!   validated [`inventory::Inventory`]; every cross-check lives in `inventory/validate.rs`; the ONE
 //!   variable-precedence function is [`inventory::vars::resolve`]; secrets in `inventory/secrets.rs`.
-//! - `role/`: role manifests (`roles/<name>/role.yaml`, data, not code) and their defaults.
+//! - `role/`: role manifests (`roles/<name>/role.yaml`, data, not code), their defaults, and the
+//!   type of every setting (`role/types.rs`, declared beside each default, checked on load).
 //! - `render/`: the template engine (minijinja, strict undefined), template lookup
 //!   (inventory override dir → embedded), the template context, and [`render::desired_state`]:
-//!   inventory → the desired state of every host.
+//!   inventory → the desired state of every host; `render/output.rs` writes `render --out`
+//!   without following links.
 //! - `state.rs`: the desired-state types the engine consumes (packages, files, services…).
 //! - `connect/`: SSH connections (system OpenSSH via the `openssh` crate) and the local shell.
 //! - `facts/`: each fact is a command plus a pure parser tested on captured output.
