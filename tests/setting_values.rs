@@ -135,10 +135,16 @@ fn structure(path: &str, content: &str, rename: Option<(&str, &str)>) -> (usize,
         let mut keys = Vec::new();
         key_paths("", &value, &mut keys);
         if let Some((from, to)) = rename {
+            // The parameter's own key (`…/parameters/NAME`), nothing else.
+            let from = format!("/parameters/{from}");
+            let to = format!("/parameters/{to}");
             for key in &mut keys {
-                *key = key.replace(from, to);
+                if let Some(start) = key.strip_suffix(from.as_str()) {
+                    *key = format!("{start}{to}");
+                }
             }
         }
+        keys.sort();
         return (lines, keys);
     }
     let words = content
@@ -146,6 +152,10 @@ fn structure(path: &str, content: &str, rename: Option<(&str, &str)>) -> (usize,
         .map(str::trim_start)
         .filter(|l| !l.is_empty() && !l.starts_with(['#', ';']) && !l.starts_with("//"))
         .map(|l| {
+            if path.ends_with("userlist.txt") {
+                // `"user" "password"`: a line is its quoted fields (`""` inside is a quote).
+                return format!("{} quoted fields", quoted_fields(l).unwrap_or(usize::MAX));
+            }
             l.split(|c: char| c.is_whitespace() || c == '=')
                 .next()
                 .unwrap_or_default()
@@ -153,6 +163,31 @@ fn structure(path: &str, content: &str, rename: Option<(&str, &str)>) -> (usize,
         })
         .collect();
     (lines, words)
+}
+
+/// The number of `"…"` fields on a line separated by spaces, or `None` if it is not only that.
+fn quoted_fields(line: &str) -> Option<usize> {
+    let mut chars = line.trim().chars().peekable();
+    let mut fields = 0;
+    while chars.peek().is_some() {
+        if chars.next()? != '"' {
+            return None;
+        }
+        loop {
+            match chars.next()? {
+                '"' if chars.peek() == Some(&'"') => {
+                    chars.next();
+                }
+                '"' => break,
+                _ => {}
+            }
+        }
+        fields += 1;
+        while chars.peek() == Some(&' ') {
+            chars.next();
+        }
+    }
+    Some(fields)
 }
 
 fn key_paths(prefix: &str, value: &Value, out: &mut Vec<String>) {
