@@ -66,6 +66,8 @@ pub struct Host {
     pub datacenter: String,
     pub ssh_port: Option<u16>,
     pub vars: Layer,
+    /// Where each of its settings is written (dotted key → the value's place), for diagnostics.
+    pub setting_locations: BTreeMap<String, Location>,
     /// Where the host is defined, for diagnostics.
     pub location: Location,
 }
@@ -82,6 +84,8 @@ pub struct Cluster {
     pub networks: Vec<IpNet>,
     /// The cluster's settings (`vars`, `postgres_parameters`, `patroni`) as one layer.
     pub vars: Layer,
+    /// Where each of its settings is written (dotted key → the value's place), for diagnostics.
+    pub setting_locations: BTreeMap<String, Location>,
     pub standby_of: Option<String>,
     pub location: Location,
 }

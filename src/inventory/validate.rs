@@ -178,6 +178,7 @@ fn check_hosts(c: &mut Checker, raw: &RawInventory, schema: &Schema) -> BTreeMap
                     .map_or_else(|| "dc1".to_owned(), |d| d.value.clone()),
                 ssh_port: host.ssh_port,
                 vars: vars_layer,
+                setting_locations: setting_locations(&[("", &host.vars)]),
                 location: spanned.referenced,
             },
         );
@@ -259,6 +260,34 @@ fn check_setting(
         };
         c.error(at, format!("{whose}: {message}"), label, Some(hint));
     }
+}
+
+/// Where each setting (dotted key, as [`Layer::from_nested`] flattens them) is written.
+fn setting_locations(groups: &[(&str, &RawVars)]) -> BTreeMap<String, Location> {
+    fn walk(path: String, node: &Spanned<RawValue>, out: &mut BTreeMap<String, Location>) {
+        match &node.value {
+            RawValue::Map(map) if !map.is_empty() => {
+                for (key, child) in map {
+                    walk(format!("{path}.{key}"), child, out);
+                }
+            }
+            _ => {
+                out.insert(path, node.referenced);
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    for (prefix, vars) in groups {
+        for (key, node) in *vars {
+            let path = if prefix.is_empty() {
+                key.clone()
+            } else {
+                format!("{prefix}.{key}")
+            };
+            walk(path, node, &mut out);
+        }
+    }
+    out
 }
 
 /// The location of the part of `node` that `steps` lead to (as far as they go).
@@ -468,6 +497,11 @@ fn check_cluster(
         vip,
         networks,
         vars: vars_layer,
+        setting_locations: setting_locations(&[
+            ("", &raw.vars),
+            ("postgresql.parameters", &raw.postgres_parameters),
+            ("patroni", &raw.patroni),
+        ]),
         standby_of: raw.standby_of.as_ref().map(|s| s.value.clone()),
         location: at,
     })

@@ -8,6 +8,7 @@ use serde_json::{json, Value};
 
 use super::Project;
 use crate::error::{Error, ErrorKind, Result};
+use crate::inventory::diag::InventoryError;
 use crate::inventory::secrets::Secrets;
 use crate::inventory::{Cluster, Host};
 
@@ -82,6 +83,57 @@ fn host_list(project: &Project, cluster: &Cluster, names: &[String], members: bo
     )
 }
 
+/// Patroni's rule `ttl >= loop_wait + 2 * retry_timeout` for every member of `cluster` (each
+/// value may come from a different layer), reported once per cluster.
+fn patroni_timeouts(project: &Project, cluster: &Cluster) -> Option<InventoryError> {
+    let inventory = &project.inventory;
+    for host in cluster
+        .postgres
+        .iter()
+        .filter_map(|h| inventory.hosts.get(h))
+    {
+        let get = |key: &str| {
+            project
+                .setting(Some(host), Some(cluster), key)
+                .as_ref()
+                .and_then(Value::as_u64)
+        };
+        let (Some(ttl), Some(loop_wait), Some(retry)) = (
+            get("patroni.ttl"),
+            get("patroni.loop_wait"),
+            get("patroni.retry_timeout"),
+        ) else {
+            continue;
+        };
+        if ttl < loop_wait + 2 * retry {
+            // Point at the value the host or the cluster sets (the host's wins), else the cluster.
+            let keys = ["patroni.ttl", "patroni.loop_wait", "patroni.retry_timeout"];
+            let find = |locations: &BTreeMap<String, serde_saphyr::Location>| {
+                keys.iter().find_map(|k| locations.get(*k).copied())
+            };
+            let (at, whose) = match find(&host.setting_locations) {
+                Some(at) => (at, format!("host `{}`", host.name)),
+                None => (
+                    find(&cluster.setting_locations).unwrap_or(cluster.location),
+                    format!("cluster `{}`", cluster.name),
+                ),
+            };
+            return Some(
+                inventory
+                    .error_at(
+                        Some(at),
+                        format!(
+                            "{whose}: Patroni needs ttl >= loop_wait + 2 x retry_timeout, and {ttl} < {loop_wait} + 2 x {retry}"
+                        ),
+                        "set here",
+                    )
+                    .hint("raise `patroni.ttl` or lower `patroni.loop_wait` / `patroni.retry_timeout`; `pgstrap vars HOST -i INV` shows where each value comes from"),
+            );
+        }
+    }
+    None
+}
+
 /// The `cluster` value of every cluster, with the checks that need resolved settings
 /// (unique Patroni member names, unique VRRP router ids per datacenter).
 pub fn clusters(project: &Project) -> Result<BTreeMap<String, Value>> {
@@ -101,7 +153,12 @@ pub fn clusters(project: &Project) -> Result<BTreeMap<String, Value>> {
                 errors.push(
                     inventory
                         .error_at(
-                            Some(host.location),
+                            Some(
+                                host.setting_locations
+                                    .get("patroni.name")
+                                    .copied()
+                                    .unwrap_or(host.location),
+                            ),
                             format!(
                                 "Patroni member name `{member}` is used by host `{other_host}` (cluster `{other_cluster}`) and host `{}` (cluster `{}`)",
                                 host.name, cluster.name
@@ -112,6 +169,9 @@ pub fn clusters(project: &Project) -> Result<BTreeMap<String, Value>> {
                 );
             }
         }
+        if let Some(problem) = patroni_timeouts(project, cluster) {
+            errors.push(problem);
+        }
         if cluster.vip.is_some() {
             let id = router_id(project, cluster);
             if let Some(other) =
@@ -120,7 +180,13 @@ pub fn clusters(project: &Project) -> Result<BTreeMap<String, Value>> {
                 errors.push(
                     inventory
                         .error_at(
-                            Some(cluster.location),
+                            Some(
+                                cluster
+                                    .setting_locations
+                                    .get("keepalived.router_id")
+                                    .copied()
+                                    .unwrap_or(cluster.location),
+                            ),
                             format!(
                                 "clusters `{other}` and `{}` in datacenter {} would use the same VRRP router id {id}",
                                 cluster.name, cluster.datacenter
