@@ -4,7 +4,11 @@
 #
 #   scripts/inventory-scaling.sh            # builds and uses the release binary
 #   PGSTRAP_BIN=target/debug/pgstrap scripts/inventory-scaling.sh
+#   TMPDIR=/dev/shm scripts/inventory-scaling.sh    # render into tmpfs
 #
+# Render's time includes creating thousands of files: on a disk file system that has just seen many
+# files deleted, ext4's inode allocation alone can take seconds (`cp -r` of the same tree does too);
+# tmpfs shows pgstrap's own part.
 # Shapes: N hosts in N/5 clusters (3 DB hosts with etcd, 2 balancers with a VIP; every fourth
 # cluster is a DR standby of the one before it), with and without `networks:` (without, pg_hba
 # lists every inventory host's /32, so the output itself grows with hosts x DB hosts), and one
@@ -19,7 +23,7 @@ if [[ -z ${PGSTRAP_BIN:-} ]]; then
 fi
 [[ -x $bin ]] || { echo "error: no binary at $bin" >&2; exit 2; }
 
-work=$(mktemp -d)
+work=$(mktemp -d -p "${TMPDIR:-/tmp}")
 trap 'rm -rf "$work"' EXIT
 
 # many_clusters FILE CLUSTERS NETWORKS(yes|no)
@@ -64,11 +68,19 @@ one_cluster() {
   } >"$file"
 }
 
+# seconds CMD…: "wall s (cpu s)" — CPU time (user + system) too, since wall time on a busy
+# machine says more about the machine than about pgstrap.
 seconds() {
-  local start=$EPOCHREALTIME
-  "$@" >/dev/null 2>"$work/stderr" || { cat "$work/stderr" >&2; return 1; }
+  local start=$EPOCHREALTIME cpu=""
+  if [[ -x /usr/bin/time ]]; then
+    /usr/bin/time -f '%U %S' -o "$work/time" "$@" >/dev/null 2>"$work/stderr" ||
+      { cat "$work/stderr" >&2; return 1; }
+    cpu=$(awk '{ printf " (cpu %.2f s)", $1 + $2 }' "$work/time")
+  else
+    "$@" >/dev/null 2>"$work/stderr" || { cat "$work/stderr" >&2; return 1; }
+  fi
   local end=$EPOCHREALTIME
-  awk -v s="$start" -v e="$end" 'BEGIN { printf "%.2f s", e - s }'
+  awk -v s="$start" -v e="$end" -v c="$cpu" 'BEGIN { printf "%.2f s%s", e - s, c }'
 }
 
 run() {
@@ -79,8 +91,8 @@ run() {
   render=$(seconds "$bin" render -i "$file" --out "$work/out")
   local files bytes
   files=$(find "$work/out" -type f | wc -l)
-  bytes=$(du -sm "$work/out" | cut -f1)
-  printf '%-52s check %8s   render %8s   (%d files, %d MiB)\n' "$what" "$check" "$render" "$files" "$bytes"
+  bytes=$(find "$work/out" -type f -printf '%s\n' | awk '{ s += $1 } END { printf "%.1f", s / 1048576 }')
+  printf '%-46s check %-22s render %-22s %5d files, %s MiB\n' "$what" "$check" "$render" "$files" "$bytes"
 }
 
 echo "binary: $bin"
