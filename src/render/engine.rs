@@ -105,12 +105,6 @@ impl Engine {
             if let Some(source) = name.strip_prefix(SNIPPET) {
                 return Ok(Some(source.to_owned()));
             }
-            if let Some(role) = name.strip_prefix("roles/") {
-                return Ok(role
-                    .split_once('/')
-                    .and_then(|(r, f)| role_file(r, f))
-                    .map(str::to_owned));
-            }
             Ok(find_template(&overrides, name).map(|(text, origin)| {
                 if let Ok(mut map) = loader_origins.lock() {
                     map.insert(name.to_owned(), origin);
