@@ -302,7 +302,12 @@ fn patroni_copy_for_this_machine(text: &str, etcd_port: u16) -> String {
             etcd_hosts += 1;
             out.push(format!("{indent}- 127.0.0.1:{etcd_port}"));
         } else {
-            if trimmed == "hosts:" && out.last().is_some_and(|l: &String| l.trim() == "etcd3:") {
+            // Patroni's etcd3 (v3 API) or etcd (v2 API, Debian 12) section.
+            if trimmed == "hosts:"
+                && out
+                    .last()
+                    .is_some_and(|l: &String| l.trim() == "etcd3:" || l.trim() == "etcd:")
+            {
                 in_etcd_hosts = true;
             }
             out.push(line.to_owned());
@@ -312,7 +317,10 @@ fn patroni_copy_for_this_machine(text: &str, etcd_port: u16) -> String {
         listens, 2,
         "expected restapi.listen and postgresql.listen in:\n{text}"
     );
-    assert!(etcd_hosts > 0, "expected etcd3.hosts as a list in:\n{text}");
+    assert!(
+        etcd_hosts > 0,
+        "expected etcd3.hosts or etcd.hosts as a list in:\n{text}"
+    );
     out.join("\n") + "\n"
 }
 
@@ -520,9 +528,14 @@ fn etcd_environment_uses_only_flags_etcd_knows() {
         // token → (initial cluster, data dir) per member, to compare members of one cluster.
         let mut clusters: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
         for (host, file) in rendered.expect_files("/etc/default/etcd") {
-            let place = format!("{}/{host}: /etc/default/etcd", rendered.inventory);
+            let place = format!("{}/{host}: /etc/default/etcd(-initial)", rendered.inventory);
             let mut env = BTreeMap::new();
-            for line in fs::read_to_string(&file).expect("read etcd env").lines() {
+            // etcd.service reads both: the initial cluster lives apart (changing it restarts
+            // nobody), the unit's drop-in adds it as a second EnvironmentFile.
+            let initial = file.with_file_name("etcd-initial");
+            let text = fs::read_to_string(&file).expect("read etcd env")
+                + &fs::read_to_string(&initial).expect("read etcd-initial env");
+            for line in text.lines() {
                 let line = line.trim();
                 if line.is_empty() || line.starts_with('#') {
                     continue;
@@ -584,10 +597,16 @@ fn etcd_environment_uses_only_flags_etcd_knows() {
                 "/var/lib/etcd/default",
                 "{place}: a package-started etcd would share this data dir"
             );
+            // The v2 API exactly where Patroni uses its etcd (v2) client: Debian 12.
+            let v2 = if machine_release() == "12" {
+                "true"
+            } else {
+                "false"
+            };
             assert_eq!(
                 get("ETCD_ENABLE_V2"),
-                "false",
-                "{place}: Patroni uses etcd3 only"
+                v2,
+                "{place}: the v2 API must be on only for Patroni's etcd v2 client (Debian 12)"
             );
             clusters
                 .entry(get("ETCD_INITIAL_CLUSTER_TOKEN"))
