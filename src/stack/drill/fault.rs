@@ -114,13 +114,7 @@ pub async fn inject(
         ];
         arm.extend_from_slice(heal);
         // A timer left from an earlier drill is replaced.
-        let _ = session
-            .run(&RemoteCommand::new(&[
-                "systemctl",
-                "stop",
-                &format!("{HEAL_UNIT}.timer"),
-            ]))
-            .await;
+        disarm(session).await;
         session
             .run(&RemoteCommand::new(&arm))
             .await
@@ -168,13 +162,7 @@ pub async fn heal(injector: &Injector, fault: &Fault, host: &str, session: &Sess
     match (fault, injector) {
         (Fault::StopEtcd, _) => {
             ssh(session, &["systemctl", "start", "etcd"]).await?;
-            let _ = session
-                .run(&RemoteCommand::new(&[
-                    "systemctl",
-                    "stop",
-                    &format!("{HEAL_UNIT}.timer"),
-                ]))
-                .await;
+            disarm(session).await;
             Ok(())
         }
         (Fault::PowerCut, Injector::Lab(dir)) => lab(dir, host, crate::lab::Fault::Start).await,
@@ -182,6 +170,14 @@ pub async fn heal(injector: &Injector, fault: &Fault, host: &str, session: &Sess
         (Fault::Freeze, Injector::Lab(dir)) => lab(dir, host, crate::lab::Fault::Thaw).await,
         _ => Ok(()),
     }
+}
+
+/// Stop the heal timer on the host (it may not exist: nothing to do then).
+async fn disarm(session: &Session) {
+    let timer = format!("{HEAL_UNIT}.timer");
+    let _ = session
+        .run(&RemoteCommand::new(&["systemctl", "stop", timer.as_str()]))
+        .await;
 }
 
 async fn ssh(session: &Session, argv: &[&str]) -> Result<()> {
