@@ -17,6 +17,9 @@ pub struct Args {
     /// switchover, then the old primary). Without it they are reported as pending.
     #[arg(long)]
     pub rolling_restart: bool,
+    /// Allow removing DB members down to one (a cluster with no replica cannot fail over).
+    #[arg(long)]
+    pub allow_no_replica: bool,
 }
 
 pub fn run(args: Args, verbose: u8) -> Result<i32> {
@@ -24,6 +27,7 @@ pub fn run(args: Args, verbose: u8) -> Result<i32> {
         engine: args,
         no_verify,
         rolling_restart,
+        allow_no_replica,
     } = args;
     let project = crate::render::load_project(&args.inventory.inventory, &args.inventory.set)?;
     let options = args.options();
@@ -45,6 +49,7 @@ pub fn run(args: Args, verbose: u8) -> Result<i32> {
         engine: options,
         skip_verify: no_verify,
         rolling_restart,
+        allow_no_replica,
         ..Default::default()
     };
     rollout(project, options, args.json, verbose)

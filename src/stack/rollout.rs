@@ -46,6 +46,8 @@ pub struct Options {
     /// Apply parameters that need a restart by a rolling restart (replicas, switchover, old
     /// primary); otherwise they are reported as pending.
     pub rolling_restart: bool,
+    /// Allow a membership change that leaves a cluster with one DB member (no replica).
+    pub allow_no_replica: bool,
 }
 
 impl Default for Options {
@@ -56,6 +58,7 @@ impl Default for Options {
             gate_timeout: Duration::from_secs(180),
             max_lag_bytes: 16 * 1024 * 1024,
             rolling_restart: false,
+            allow_no_replica: false,
         }
     }
 }
@@ -198,6 +201,7 @@ async fn converge(
             }
         }
     }
+    members::retire::refuse_leaving_no_replica(project, &patroni, options.allow_no_replica).await?;
     for what in members::retire::hand_over_leadership(project, secrets, &patroni).await? {
         report.actions.push(Action {
             cluster: String::new(),

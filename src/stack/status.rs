@@ -450,7 +450,14 @@ pub fn render_table(status: &Status) -> String {
                 "  etcd       {:<10} {:<9} {}{}",
                 m.name,
                 if m.healthy { "healthy" } else { "UNHEALTHY" },
-                if m.leader { "leader" } else { "" },
+                // A membership change interrupted half-way shows here (the next apply ends it).
+                if m.leader {
+                    "leader"
+                } else if m.learner {
+                    "LEARNER (not promoted yet)"
+                } else {
+                    ""
+                },
                 m.error
                     .as_deref()
                     .map(|e| format!(" {e}"))
