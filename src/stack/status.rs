@@ -112,6 +112,13 @@ pub struct ClusterStatus {
     pub name: String,
     /// The primary cluster this one is a DR standby of.
     pub standby_of: Option<String>,
+    /// What the running cluster is (`{"role": "primary"}` or `{"role": "standby_of", "of":
+    /// NAME}`), from its dynamic configuration; `null` when no member answers.
+    pub live_role: Option<crate::stack::dr::LiveRole>,
+    /// For a standby cluster: how far its standby leader's replay is behind the primary side, in
+    /// bytes and seconds (`pg_stat_replication` there); `null` when unknown.
+    pub standby_lag_bytes: Option<u64>,
+    pub standby_lag_seconds: Option<f64>,
     pub etcd: EtcdStatus,
     pub patroni: PatroniStatus,
     pub pgbouncer: Vec<Probe>,
@@ -311,8 +318,24 @@ pub async fn status(project: &Project, secrets: &Secrets) -> Status {
         .timeout(std::time::Duration::from_secs(3))
         .build()
         .unwrap_or_default();
+    let live_roles = crate::stack::dr::live_roles(project, &patroni).await;
     let mut clusters = Vec::new();
     for cluster in inventory.clusters.values() {
+        let live_role = live_roles.get(&cluster.name).cloned();
+        let primary_side = match &live_role {
+            Some(crate::stack::dr::LiveRole::StandbyOf(Some(of))) => Some(of.clone()),
+            _ => cluster.standby_of.clone(),
+        }
+        .and_then(|name| inventory.clusters.get(&name));
+        let standby_lag = match primary_side.and_then(|p| p.vip.map(|v| (p, v))) {
+            Some((primary, vip)) => {
+                let port = project.cluster_port(primary, "haproxy.write_port", 5000);
+                verify::standby_lag(project, cluster, &vip.addr().to_string(), port, secrets)
+                    .await
+                    .ok()
+            }
+            None => None,
+        };
         let endpoints = project.etcd_endpoints(cluster);
         let etcd = EtcdStatus::from_health(etcd::health(&endpoints).await);
 
@@ -383,6 +406,9 @@ pub async fn status(project: &Project, secrets: &Secrets) -> Status {
         clusters.push(ClusterStatus {
             name: cluster.name.clone(),
             standby_of: cluster.standby_of.clone(),
+            live_role,
+            standby_lag_bytes: standby_lag.as_ref().and_then(|l| l.replay_lag_bytes),
+            standby_lag_seconds: standby_lag.as_ref().and_then(|l| l.replay_lag_seconds),
             etcd,
             patroni: patroni_status,
             pgbouncer,
@@ -436,9 +462,23 @@ pub fn render_table(status: &Status) -> String {
     use std::fmt::Write;
     let mut out = String::new();
     for cluster in &status.clusters {
-        let kind = match &cluster.standby_of {
-            Some(primary) => format!(" (standby of {primary})"),
-            None => String::new(),
+        use crate::stack::dr::LiveRole;
+        let lag = match (cluster.standby_lag_bytes, cluster.standby_lag_seconds) {
+            (Some(bytes), Some(seconds)) => format!(", {bytes} B / {seconds:.1} s behind"),
+            (Some(bytes), None) => format!(", {bytes} B behind"),
+            _ => String::new(),
+        };
+        let kind = match (&cluster.live_role, &cluster.standby_of) {
+            (Some(LiveRole::StandbyOf(Some(of))), _) => format!(" (standby of {of}{lag})"),
+            (Some(LiveRole::StandbyOf(None)), _) => {
+                " (standby of hosts outside the inventory)".into()
+            }
+            (Some(LiveRole::Primary), Some(of)) => {
+                format!(" (PRIMARY, though the inventory says standby of {of})")
+            }
+            (Some(LiveRole::Primary), None) => " (primary)".into(),
+            (None, Some(primary)) => format!(" (standby of {primary})"),
+            (None, None) => String::new(),
         };
         let _ = writeln!(out, "cluster {}{kind}", cluster.name);
         if let Some(e) = &cluster.etcd.error {
@@ -582,12 +622,16 @@ mod tests {
             member: "n2".into(),
             state: "streaming".into(),
             replay_lag_bytes: Some(0),
+            replay_lag_seconds: None,
         }];
         Status {
             version: JSON_VERSION,
             clusters: vec![ClusterStatus {
                 name: "main".into(),
                 standby_of: None,
+                live_role: Some(crate::stack::dr::LiveRole::Primary),
+                standby_lag_bytes: None,
+                standby_lag_seconds: None,
                 etcd: EtcdStatus::from_health(Err("no member answered".into())),
                 patroni: PatroniStatus::new(members, Ok(replication)),
                 pgbouncer: vec![Probe {
@@ -619,6 +663,9 @@ mod tests {
                 "clusters": [{
                     "name": "main",
                     "standby_of": null,
+                    "live_role": {"role": "primary"},
+                    "standby_lag_bytes": null,
+                    "standby_lag_seconds": null,
                     "etcd": {"error": "no member answered", "leader": null, "members": []},
                     "patroni": {
                         "error": null,

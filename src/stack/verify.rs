@@ -84,7 +84,7 @@ pub async fn scalar(client: &Client, sql: &str) -> Result<Option<String>, String
 /// One replica as its leader's `pg_stat_replication` shows it: what `verify` judges streaming and
 /// lag by, and what `status` shows (Patroni's own `lag` comes from the WAL positions members last
 /// wrote to the DCS, so it can lag behind by a whole segment while replication is live).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Replication {
     /// The replica's `application_name` (Patroni sets it to the member name).
     pub member: String,
@@ -93,11 +93,15 @@ pub struct Replication {
     /// Bytes of WAL the replica has still to replay: from the leader's current WAL position (on a
     /// standby leader, its last replayed one). `None` before the replica reports a replay position.
     pub replay_lag_bytes: Option<u64>,
+    /// PostgreSQL's own measure of how far behind its replay is (`replay_lag`), in seconds;
+    /// `None` while unknown (idle primary, or no reply yet).
+    pub replay_lag_seconds: Option<f64>,
 }
 
 /// The leader's `pg_stat_replication`, with each replica's replay lag in bytes (-1: unknown).
 const REPLICATION_SQL: &str = "SELECT application_name, state, \
-     coalesce(pg_wal_lsn_diff(CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END, replay_lsn), -1)::bigint \
+     coalesce(pg_wal_lsn_diff(CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END, replay_lsn), -1)::bigint, \
+     coalesce(extract(epoch FROM replay_lag), -1) \
      FROM pg_stat_replication";
 
 /// The replicas streaming from the server at `address:port` (its `pg_stat_replication`).
@@ -117,6 +121,10 @@ pub fn parse_replication(rows: &[Vec<String>]) -> Vec<Replication> {
             member: row.first().cloned().unwrap_or_default(),
             state: row.get(1).cloned().unwrap_or_default(),
             replay_lag_bytes: row.get(2).and_then(|lag| lag.parse().ok()),
+            replay_lag_seconds: row
+                .get(3)
+                .and_then(|lag| lag.parse::<f64>().ok())
+                .filter(|s| *s >= 0.0),
         })
         .collect()
 }
@@ -268,6 +276,45 @@ pub async fn verify(project: &Project, secrets: &Secrets, max_lag_bytes: u64) ->
                         ok,
                         detail,
                     );
+                    // Its lag across datacenters, as the primary sees its standby leader.
+                    let lag = standby_lag(project, standby, &vip, write_port, secrets).await;
+                    add(
+                        &format!(
+                            "standby cluster {} lags by at most {max_lag_bytes} bytes",
+                            standby.name
+                        ),
+                        lag.as_ref()
+                            .is_ok_and(|l| l.replay_lag_bytes.is_some_and(|b| b <= max_lag_bytes)),
+                        match &lag {
+                            Ok(l) => lag_words(l),
+                            Err(e) => e.clone(),
+                        },
+                    );
+                    // Its VIP: reads reach the standby leader or its replicas.
+                    if let Some(standby_vip) = standby.vip {
+                        let address = standby_vip.addr().to_string();
+                        let port = project.cluster_port(standby, "haproxy.read_port", 5001);
+                        let read = match connect(&address, port, secrets).await {
+                            Ok(client) => scalar(&client, "SELECT pg_is_in_recovery()").await,
+                            Err(e) => Err(e),
+                        };
+                        add(
+                            &format!(
+                                "reads through standby cluster {}'s VIP reach it",
+                                standby.name
+                            ),
+                            matches!(&read, Ok(Some(v)) if v == "t"),
+                            match read {
+                                Ok(Some(v)) if v == "t" => {
+                                    format!("{address}:{port} answers from a standby")
+                                }
+                                Ok(_) => format!(
+                                    "{address}:{port} answered from a server not in recovery"
+                                ),
+                                Err(e) => e,
+                            },
+                        );
+                    }
                     // The write made through the VIP reaches every host of the standby cluster.
                     if write.is_ok() {
                         let port = project.cluster_port(standby, "pgbouncer.port", 6432);
@@ -294,6 +341,40 @@ pub async fn verify(project: &Project, secrets: &Secrets, max_lag_bytes: u64) ->
         }
     }
     report
+}
+
+/// The standby leader of `standby` as its primary side's `pg_stat_replication` shows it (through
+/// the primary side's VIP).
+pub async fn standby_lag(
+    project: &Project,
+    standby: &crate::inventory::Cluster,
+    vip: &str,
+    port: u16,
+    secrets: &Secrets,
+) -> Result<Replication, String> {
+    let members = crate::render::context::member_hosts(project, standby);
+    replication(vip, port, secrets)
+        .await?
+        .into_iter()
+        .find(|r| members.contains_key(&r.member))
+        .ok_or_else(|| {
+            format!(
+                "no member of {} streams from the primary side",
+                standby.name
+            )
+        })
+}
+
+/// A replica's lag in words.
+pub fn lag_words(lag: &Replication) -> String {
+    let bytes = lag
+        .replay_lag_bytes
+        .map_or_else(|| "unknown".to_owned(), |b| format!("{b} bytes"));
+    let seconds = lag.replay_lag_seconds.map_or_else(
+        || "no replay lag reported (idle)".to_owned(),
+        |s| format!("{s:.1} s"),
+    );
+    format!("{} {}: {bytes}, {seconds}", lag.member, lag.state)
 }
 
 /// Whether a replication slot is in use, in words, from `SELECT active FROM pg_replication_slots`.
@@ -419,11 +500,13 @@ mod tests {
                     member: "n2".into(),
                     state: "streaming".into(),
                     replay_lag_bytes: Some(0),
+                    replay_lag_seconds: None,
                 },
                 Replication {
                     member: "n3".into(),
                     state: "startup".into(),
                     replay_lag_bytes: None,
+                    replay_lag_seconds: None,
                 },
             ]
         );
