@@ -41,9 +41,9 @@ pub async fn wait_applied(
     secrets: &Secrets,
     parameters: &serde_json::Map<String, Value>,
     timeout: Duration,
-) -> Result<()> {
+) -> Result<Vec<String>> {
     if parameters.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
     let port = project.cluster_port(cluster, "pgbouncer.port", 6432);
     let names: Vec<String> = parameters
@@ -60,6 +60,7 @@ pub async fn wait_applied(
         Duration::from_millis(500),
         "Patroni applies dynamic configuration on its next loop (loop_wait); see `journalctl -u patroni`",
         || async {
+            let mut pending = Vec::new();
             for host in &cluster.postgres {
                 let rows = match verify::connect(&project.address(host), port, secrets).await {
                     Ok(client) => verify::rows(&client, &sql).await,
@@ -86,11 +87,34 @@ pub async fn wait_applied(
                         return Poll::NotYet(format!("{host}: {name} not applied yet ({seen})"));
                     }
                 }
+                if rows.iter().any(|r| r.get(2).map(String::as_str) == Some("t")) {
+                    pending.push(host.clone());
+                }
             }
-            Poll::Ready(())
+            Poll::Ready(pending)
         },
     )
     .await
+}
+
+/// Wait (bounded) until Patroni reports a restart pending on every host in `expected` (PostgreSQL
+/// shows it in pg_settings as soon as it reloads; Patroni on its next loop), then return the
+/// members Patroni reports.
+pub async fn pending_after(
+    project: &Project,
+    cluster: &Cluster,
+    patroni: &Patroni,
+    expected: &[String],
+    timeout: Duration,
+) -> Vec<String> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let now = pending(project, cluster, patroni).await;
+        if expected.iter().all(|h| now.contains(h)) || std::time::Instant::now() >= deadline {
+            return now;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 /// The members of `cluster` with a restart pending (`GET /patroni`).

@@ -451,7 +451,9 @@ async fn converge_cluster(
     }
 
     // The dynamic configuration follows the inventory (a standby cluster's too: it runs with its
-    // primary side's parameters); slots for standbys.
+    // primary side's parameters); slots for standbys. Members where PostgreSQL shows a changed
+    // parameter pending a restart:
+    let mut pg_pending = Vec::new();
     {
         let leader_address = project.address(&leader);
         if let Some(change) =
@@ -475,7 +477,7 @@ async fn converge_cluster(
                         cluster.name
                     ),
                 );
-                super::restart::wait_applied(
+                pg_pending = super::restart::wait_applied(
                     project,
                     cluster,
                     secrets,
@@ -535,7 +537,14 @@ async fn converge_cluster(
 
     // Parameters that need a restart: a rolling restart when allowed, else reported.
     if cluster.standby_of.is_none() {
-        let pending = super::restart::pending(project, cluster, &patroni).await;
+        let pending = super::restart::pending_after(
+            project,
+            cluster,
+            &patroni,
+            &pg_pending,
+            Duration::from_secs(30),
+        )
+        .await;
         if !pending.is_empty() && options.rolling_restart {
             stage(
                 options,
