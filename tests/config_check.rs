@@ -344,7 +344,7 @@ fn patroni_validates_the_rendered_configuration() {
             if !Path::new(&bin_dir).join("postgres").is_file() {
                 skipped(
                     "patroni --validate-config",
-                    &format!("{bin_dir}/postgres is missing (apt-get install postgresql-15; Patroni checks bin_dir)"),
+                    &format!("{bin_dir}/postgres is missing (apt-get install postgresql: the release's own; Patroni checks bin_dir)"),
                 );
                 return;
             }

@@ -201,8 +201,10 @@ async fn converge(
             }
         }
     }
-    members::retire::refuse_leaving_no_replica(project, &patroni, options.allow_no_replica).await?;
-    for what in members::retire::hand_over_leadership(project, secrets, &patroni).await? {
+    for what in
+        members::retire::prepare_departures(project, secrets, &patroni, options.allow_no_replica)
+            .await?
+    {
         report.actions.push(Action {
             cluster: String::new(),
             host: None,

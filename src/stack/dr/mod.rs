@@ -171,6 +171,9 @@ struct Side<'a> {
     patroni: &'a Patroni,
     secrets: &'a Secrets,
     rest_port: u16,
+    /// One SSH connection per host, opened on first use and reused by every poll (dropped after
+    /// a failure so the next poll connects again).
+    sessions: tokio::sync::Mutex<BTreeMap<String, Session>>,
 }
 
 impl Side<'_> {
@@ -216,15 +219,28 @@ impl Side<'_> {
             })
     }
 
-    async fn session(&self, host: &str) -> Result<Session> {
-        super::connect_host(self.project, host, self.secrets).await
+    async fn sql(&self, host: &str, sql: &str, what: &str) -> Result<String> {
+        let mut sessions = self.sessions.lock().await;
+        if !sessions.contains_key(host) {
+            let session = super::connect_host(self.project, host, self.secrets).await?;
+            sessions.insert(host.to_owned(), session);
+        }
+        let session = &sessions[host];
+        match psql(session, "postgres", sql, what).await {
+            Ok(out) => Ok(out.trim().to_owned()),
+            Err(e) => {
+                if let Some(session) = sessions.remove(host) {
+                    session.close().await;
+                }
+                Err(e)
+            }
+        }
     }
 
-    async fn sql(&self, host: &str, sql: &str, what: &str) -> Result<String> {
-        let session = self.session(host).await?;
-        let out = psql(&session, "postgres", sql, what).await;
-        session.close().await;
-        Ok(out?.trim().to_owned())
+    async fn close(self) {
+        for session in self.sessions.into_inner().into_values() {
+            session.close().await;
+        }
     }
 
     /// `standby_cluster` pointing at `primary`'s DB hosts.
@@ -268,6 +284,7 @@ pub async fn promote(project: &Project, secrets: &Secrets, name: &str) -> Result
         patroni: &patroni,
         secrets,
         rest_port: project.cluster_port(standby, "patroni.restapi_port", 8008),
+        sessions: Default::default(),
     };
     let old = Side {
         project,
@@ -275,6 +292,7 @@ pub async fn promote(project: &Project, secrets: &Secrets, name: &str) -> Result
         patroni: &patroni,
         secrets,
         rest_port: project.cluster_port(primary, "patroni.restapi_port", 8008),
+        sessions: Default::default(),
     };
     let old_leader = if interrupted {
         String::new()
@@ -485,6 +503,8 @@ pub async fn promote(project: &Project, secrets: &Secrets, name: &str) -> Result
         ),
         at,
     );
+    new.close().await;
+    old.close().await;
     Ok(PromoteReport {
         promoted: standby.name.clone(),
         demoted: primary.name.clone(),

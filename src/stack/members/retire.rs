@@ -44,49 +44,40 @@ pub async fn leaving_db_members(
     Some((leaving, view))
 }
 
-/// Removing DB members down to one (no replica left: the next failure loses the cluster) needs
-/// the explicit `apply --allow-no-replica`; refused before anything changes otherwise.
-pub async fn refuse_leaving_no_replica(
-    project: &Project,
-    patroni: &Patroni,
-    allowed: bool,
-) -> Result<()> {
-    if allowed {
-        return Ok(());
-    }
-    for cluster in project.inventory.clusters.values() {
-        let Some((leaving, view)) = leaving_db_members(project, cluster, patroni).await else {
-            continue;
-        };
-        if !leaving.is_empty() && view.members.len().saturating_sub(leaving.len()) < 2 {
-            return Err(Error::usage(
-                format!(
-                    "cluster {}: removing {} leaves no replica",
-                    cluster.name,
-                    leaving.join(", ")
-                ),
-                Some("a cluster without a replica cannot fail over; if that is what you want, run `pgstrap apply --allow-no-replica`".into()),
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// Before the engine: when a leaving DB member holds the leader lock, switch over to a running
-/// replica that stays. Returns what was done.
-pub async fn hand_over_leadership(
+/// Before the engine, from ONE read of each primary cluster's members: removing DB members down
+/// to one (no replica left: the next failure loses the cluster) is refused unless
+/// `allow_no_replica` (`apply --allow-no-replica`); then a leaving DB member that holds the
+/// leader lock switches over to a running replica that stays. Returns what was done.
+pub async fn prepare_departures(
     project: &Project,
     secrets: &Secrets,
     patroni: &Patroni,
+    allow_no_replica: bool,
 ) -> Result<Vec<String>> {
-    let mut done = Vec::new();
+    let mut departures = Vec::new();
     for cluster in project.inventory.clusters.values() {
+        if let Some((leaving, view)) = leaving_db_members(project, cluster, patroni).await {
+            if leaving.is_empty() {
+                continue;
+            }
+            if !allow_no_replica && view.members.len().saturating_sub(leaving.len()) < 2 {
+                return Err(Error::usage(
+                    format!(
+                        "cluster {}: removing {} leaves no replica",
+                        cluster.name,
+                        leaving.join(", ")
+                    ),
+                    Some("a cluster without a replica cannot fail over; if that is what you want, run `pgstrap apply --allow-no-replica`".into()),
+                ));
+            }
+            departures.push((cluster, leaving, view));
+        }
+    }
+    let mut done = Vec::new();
+    for (cluster, leaving, view) in departures {
         if cluster.standby_of.is_some() {
             continue;
         }
-        let Some((leaving, view)) = leaving_db_members(project, cluster, patroni).await else {
-            continue;
-        };
         let Some(leader) = view.leader() else {
             continue;
         };
