@@ -18,6 +18,8 @@
 //! - `exec/`: per-host runner, parallelism across hosts, ordered phases, events, health gates.
 //! - `stack/`: the HA order and day-2 orchestrations built on the engine.
 //! - `lab/`: `pgstrap lab`: real systemd hosts in systemd-nspawn containers on this machine.
+//! - `tls/`: the inventory's CA and the certificates pgstrap issues (`tls/pki.rs`), and the one
+//!   TLS client configuration pgstrap's own HTTP and PostgreSQL connections use.
 //! - `ui/`: the only code that prints to the terminal: progress, summaries, diffs.
 //! - `cli/`: one thin file per subcommand: parse, build options, call one library function.
 
@@ -33,4 +35,5 @@ pub mod render;
 pub mod role;
 pub mod stack;
 pub mod state;
+pub mod tls;
 pub mod ui;

@@ -198,7 +198,27 @@ fn haproxy_accepts_the_rendered_configuration() {
     };
     for rendered in render_all() {
         for (host, file) in rendered.expect_files("/etc/haproxy/haproxy.cfg") {
-            let output = run(Command::new(&haproxy).arg("-c").arg("-f").arg(&file));
+            // The CA the health checks verify Patroni's certificates with: the rendered one
+            // (haproxy -c loads it), at its place in the render output.
+            let text = fs::read_to_string(&file).expect("read haproxy.cfg");
+            let ca = file.with_file_name("pgstrap-ca.crt");
+            let checked = if text.contains("ca-file /etc/haproxy/pgstrap-ca.crt") {
+                assert!(
+                    ca.is_file(),
+                    "{}/{host}: haproxy.cfg names a CA that was not rendered",
+                    rendered.inventory
+                );
+                let copy = file.with_extension("cfg.local");
+                fs::write(
+                    &copy,
+                    text.replace("/etc/haproxy/pgstrap-ca.crt", &ca.display().to_string()),
+                )
+                .expect("write haproxy.cfg copy");
+                copy
+            } else {
+                file.clone()
+            };
+            let output = run(Command::new(&haproxy).arg("-c").arg("-f").arg(&checked));
             assert!(
                 output.status.success(),
                 "{}/{host}: haproxy -c rejects haproxy.cfg: {}",
@@ -414,6 +434,27 @@ fn pgbouncer_starts_with_the_rendered_configuration() {
                         "pidfile" => work.path().join("pgbouncer.pid").display().to_string(),
                         "auth_file" => auth_file.display().to_string(),
                         "logfile" => String::new(),
+                        // TLS files: the rendered ones, copied where `nobody` can read them.
+                        "client_tls_cert_file"
+                        | "client_tls_key_file"
+                        | "client_tls_ca_file"
+                        | "server_tls_ca_file" => {
+                            let rendered_path = line.split('=').nth(1).unwrap_or("").trim();
+                            let source = file
+                                .parent()
+                                .expect("pgbouncer.ini has a directory")
+                                .join(rendered_path.trim_start_matches("/etc/pgbouncer/"));
+                            let copy = work.path().join(key.as_str());
+                            fs::copy(&source, &copy).unwrap_or_else(|e| {
+                                panic!(
+                                    "{}/{host}: {key} = {rendered_path} was not rendered: {e}",
+                                    rendered.inventory
+                                )
+                            });
+                            fs::set_permissions(&copy, fs::Permissions::from_mode(0o644))
+                                .expect("chmod");
+                            copy.display().to_string()
+                        }
                         _ => return line.to_owned(),
                     };
                     rewritten.insert(key.clone());
@@ -578,15 +619,41 @@ fn etcd_environment_uses_only_flags_etcd_knows() {
                 "ETCD_INITIAL_ADVERTISE_PEER_URLS",
             ] {
                 for url in get(key).split(',') {
+                    // TLS by default (tls.enabled): https everywhere, with the files named.
                     let port = url
-                        .strip_prefix("http://")
+                        .strip_prefix("https://")
                         .and_then(|hp| hp.rsplit_once(':'))
                         .map(|(_, p)| p);
                     assert!(
                         port.is_some_and(|p| p.parse::<u16>().is_ok()),
-                        "{place}: {key}: `{url}` is not http://ADDRESS:PORT"
+                        "{place}: {key}: `{url}` is not https://ADDRESS:PORT"
                     );
                 }
+            }
+            for key in ["ETCD_CLIENT_CERT_AUTH", "ETCD_PEER_CLIENT_CERT_AUTH"] {
+                assert_eq!(
+                    get(key),
+                    "true",
+                    "{place}: {key}: clients must present a certificate"
+                );
+            }
+            for key in [
+                "ETCD_CERT_FILE",
+                "ETCD_KEY_FILE",
+                "ETCD_TRUSTED_CA_FILE",
+                "ETCD_PEER_CERT_FILE",
+                "ETCD_PEER_KEY_FILE",
+                "ETCD_PEER_TRUSTED_CA_FILE",
+            ] {
+                let path = get(key);
+                let rendered_file = file
+                    .parent()
+                    .and_then(Path::parent)
+                    .map(|etc| etc.join(path.trim_start_matches("/etc/")));
+                assert!(
+                    rendered_file.is_some_and(|f| f.is_file()),
+                    "{place}: {key}={path} is not a file pgstrap renders"
+                );
             }
             assert!(
                 ["new", "existing"].contains(&get("ETCD_INITIAL_CLUSTER_STATE").as_str()),

@@ -12,7 +12,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{pgstrap, pgstrap_ok, require_e2e, run_on, DIR};
+use common::{pgstrap, pgstrap_ok, require_e2e, run_on, DIR, ETCDCTL};
 use pgstrap::stack::drill::client;
 
 const VIP: &str = "10.77.0.250";
@@ -63,12 +63,12 @@ fn members_agree(on: &str, etcd: &[&str], postgres: &[&str]) {
     // The members that stay (the host checked from may no longer run etcd).
     let endpoints: Vec<String> = etcd
         .iter()
-        .map(|h| format!("http://10.77.0.1{}:2379", &h[1..]))
+        .map(|h| format!("https://10.77.0.1{}:2379", &h[1..]))
         .collect();
     let endpoints = endpoints.join(",");
     let list = run_on(
         on,
-        &format!("ETCDCTL_API=3 etcdctl --endpoints={endpoints} member list -w json"),
+        &format!("{ETCDCTL} --endpoints={endpoints} member list -w json"),
     );
     let json: serde_json::Value = serde_json::from_str(&list).expect("etcdctl JSON");
     let names: BTreeSet<String> = json["members"]
@@ -261,7 +261,7 @@ fn removing_etcd_members_while_one_that_stays_is_down_is_refused_with_exit_2() {
     // Nothing changed: still five members.
     let list = run_on(
         "10.77.0.11",
-        "ETCDCTL_API=3 etcdctl --endpoints=http://127.0.0.1:2379 member list",
+        &format!("{ETCDCTL} --endpoints=https://127.0.0.1:2379 member list"),
     );
     assert_eq!(list.lines().count(), 5, "{list}");
     pgstrap_ok(&["lab", "down"]);

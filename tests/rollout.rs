@@ -8,7 +8,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{pgstrap, pgstrap_ok, require_e2e, run_on, DIR};
+use common::{pgstrap, pgstrap_ok, require_e2e, run_on, DIR, ETCDCTL};
 
 const INVENTORY: &str = "/var/lib/pgstrap/lab/inventory.yaml";
 const POISON: &str = "P0ison";
@@ -115,7 +115,7 @@ fn rollout_end_to_end() {
     assert_eq!(leader(INVENTORY), leader_by_patronictl);
     let health = run_on(
         "10.77.0.11",
-        "ETCDCTL_API=3 etcdctl --endpoints=http://10.77.0.11:2379,http://10.77.0.12:2379,http://10.77.0.13:2379 endpoint health 2>&1",
+        &format!("{ETCDCTL} --endpoints=https://10.77.0.11:2379,https://10.77.0.12:2379,https://10.77.0.13:2379 endpoint health 2>&1"),
     );
     assert_eq!(health.matches("is healthy").count(), 3, "{health}");
     let status = pgstrap_ok(&["status", "--json", "-i", INVENTORY]);

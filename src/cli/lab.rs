@@ -166,8 +166,18 @@ fn deploy_on(info: &lab::LabInfo, verbose: u8) -> crate::error::Result<i32> {
                 vars.get_u64("pgbouncer.port").unwrap_or(6432),
             ),
         };
+        let tls = if project.tls_enabled() {
+            format!(
+                " sslmode=verify-full sslrootcert={}",
+                crate::tls::pki::store_dir(&project.inventory.path)
+                    .join("ca.crt")
+                    .display()
+            )
+        } else {
+            String::new()
+        };
         say(&format!(
-            "connect: PGPASSWORD=$(sed -n 's/^superuser_password: \"\\(.*\\)\"$/\\1/p' {}) psql \"host={host} port={port} user=postgres dbname=postgres\"",
+            "connect: PGPASSWORD=$(sed -n 's/^superuser_password: \"\\(.*\\)\"$/\\1/p' {}) psql \"host={host} port={port} user=postgres dbname=postgres{tls}\"",
             project.inventory.secrets_store().display()
         ));
         if let Some(read) = vars

@@ -198,6 +198,7 @@ pub fn clusters(project: &Project) -> Result<BTreeMap<String, Value>> {
             }
         }
     }
+    errors.extend(inventory_wide(project));
     if !errors.is_empty() {
         return Err(Error {
             kind: ErrorKind::BadInput,
@@ -272,10 +273,69 @@ pub fn clusters(project: &Project) -> Result<BTreeMap<String, Value>> {
     Ok(out)
 }
 
+/// Settings that hold one value for the whole inventory (TLS: one CA, one scheme for pgstrap's
+/// clients): no host may set them, and every cluster must agree.
+fn inventory_wide(project: &Project) -> Vec<InventoryError> {
+    const KEYS: &[&str] = &["tls.enabled", "tls.cert_days", "tls.renew_before_days"];
+    let inventory = &project.inventory;
+    let mut errors = Vec::new();
+    for host in inventory.hosts.values() {
+        for key in KEYS.iter().filter(|k| host.vars.values.contains_key(**k)) {
+            errors.push(
+                inventory
+                    .error_at(
+                        Some(
+                            host.setting_locations
+                                .get(*key)
+                                .copied()
+                                .unwrap_or(host.location),
+                        ),
+                        format!(
+                            "host `{}` sets `{key}`, which is one value for the whole inventory",
+                            host.name
+                        ),
+                        "here",
+                    )
+                    .hint("set it in every cluster's `vars` (the same value), or with --set"),
+            );
+        }
+    }
+    for key in KEYS {
+        let mut seen: Option<(&Cluster, Value)> = None;
+        for cluster in inventory.clusters.values() {
+            let value = project
+                .setting(None, Some(cluster), key)
+                .unwrap_or(Value::Null);
+            match &seen {
+                None => seen = Some((cluster, value)),
+                Some((first, first_value)) if *first_value != value => {
+                    errors.push(
+                        inventory
+                            .error_at(
+                                Some(cluster.setting_locations.get(*key).copied().unwrap_or(cluster.location)),
+                                format!(
+                                    "`{key}` is {value} in cluster `{}` but {first_value} in cluster `{}`: it is one value for the whole inventory",
+                                    cluster.name, first.name
+                                ),
+                                "this cluster",
+                            )
+                            .hint("set the same value in every cluster's `vars`"),
+                    );
+                }
+                Some(_) => {}
+            }
+        }
+    }
+    errors
+}
+
 /// The parts of the template context that are the same for every role instance: built once per
 /// run, shared by reference (a minijinja value of a map is reference-counted).
 pub struct Shared {
     secrets: minijinja::Value,
+    /// The CA and each host's certificate and key (placeholders before the first apply).
+    tls_ca: String,
+    tls_hosts: BTreeMap<String, (String, String)>,
     apt: minijinja::Value,
     inventory: minijinja::Value,
     pgstrap: minijinja::Value,
@@ -284,7 +344,7 @@ pub struct Shared {
 impl Shared {
     pub fn new(project: &Project, secrets: &Secrets) -> Self {
         let inventory = &project.inventory;
-        let secrets: serde_json::Map<String, Value> = crate::inventory::secrets::KNOWN
+        let values: serde_json::Map<String, Value> = crate::inventory::secrets::KNOWN
             .iter()
             .map(|(name, _, _)| {
                 let value = secrets.get(name).map_or_else(
@@ -299,12 +359,41 @@ impl Shared {
             .values()
             .map(|h| json!({"name": h.name, "address": h.address.to_string(), "datacenter": h.datacenter}))
             .collect();
+        let placeholder = || "(generated-on-first-render)".to_owned();
+        let tls_hosts = secrets
+            .tls
+            .iter()
+            .flat_map(|pki| pki.issued.iter())
+            .map(|(name, issued)| {
+                (
+                    name.clone(),
+                    (issued.cert.clone(), issued.key.expose().to_owned()),
+                )
+            })
+            .collect();
         Self {
-            secrets: super::mj(&secrets),
+            tls_ca: secrets
+                .tls
+                .as_ref()
+                .map_or_else(placeholder, |pki| pki.ca.clone()),
+            tls_hosts,
+            secrets: super::mj(&values),
             apt: super::mj(&json!({"proxy": inventory.apt.proxy, "mirror": inventory.apt.mirror})),
             inventory: super::mj(&json!({ "hosts": hosts })),
             pgstrap: super::mj(&json!({"version": env!("CARGO_PKG_VERSION")})),
         }
+    }
+
+    /// `tls` in templates: the CA, and the host's certificate and key (PEM).
+    fn tls_of(&self, host: &str) -> minijinja::Value {
+        let placeholder = "(generated-on-first-render)";
+        let (cert, key) = self
+            .tls_hosts
+            .get(host)
+            .map_or((placeholder, placeholder), |(c, k)| {
+                (c.as_str(), k.as_str())
+            });
+        minijinja::context! { ca => self.tls_ca.clone(), cert => cert, key => key }
     }
 
     /// The full context of one role instance on one host.
@@ -330,6 +419,7 @@ impl Shared {
             cluster => cluster,
             vars => vars,
             secrets => self.secrets.clone(),
+            tls => self.tls_of(&host.name),
             apt => self.apt.clone(),
             inventory => self.inventory.clone(),
             pgstrap => self.pgstrap.clone(),

@@ -200,8 +200,17 @@ impl Project {
         cluster
             .etcd
             .iter()
-            .map(|h| format!("http://{}:{port}", self.address(h)))
+            .map(|h| format!("{}://{}:{port}", self.etcd_scheme(), self.address(h)))
             .collect()
+    }
+
+    /// `https` when the inventory uses TLS (etcd's client and peer URLs), else `http`.
+    pub fn etcd_scheme(&self) -> &'static str {
+        if self.tls_enabled() {
+            "https"
+        } else {
+            "http"
+        }
     }
 
     /// The address of a host by name (empty when unknown; names are validated on load).
@@ -373,14 +382,90 @@ impl Project {
         })
     }
 
-    /// Load the secrets; `generate` creates and stores missing generated ones.
+    /// Load the secrets; `generate` creates and stores missing generated ones. When the
+    /// inventory uses TLS, also its CA and certificates (`generate`: created, issued or renewed as
+    /// needed), and this run's clients are set up to use them.
     pub fn secrets(&self, generate: bool) -> Result<Secrets> {
-        secrets::load(
+        let mut secrets = secrets::load(
             &self.inventory.secret_sources,
             &self.inventory.secrets_store(),
             generate,
         )
-        .map_err(|e| Error::usage(e.message, Some(e.hint)))
+        .map_err(|e| Error::usage(e.message, Some(e.hint)))?;
+        if self.tls_enabled() {
+            let pki = crate::tls::pki::load(
+                &crate::tls::pki::store_dir(&self.inventory.path),
+                &self.tls_wanted(),
+                self.tls_policy(),
+                generate,
+            )
+            .map_err(|e| Error::usage(e.message, Some(e.hint)))?;
+            if let Some(pki) = pki {
+                crate::tls::install(&pki).map_err(|e| Error::usage(e, None))?;
+                secrets.tls = Some(std::sync::Arc::new(pki));
+            }
+        } else {
+            crate::tls::clear();
+        }
+        Ok(secrets)
+    }
+
+    /// Whether the inventory's clusters use TLS (`tls.enabled`, one value for the inventory:
+    /// `check` refuses clusters that differ).
+    pub fn tls_enabled(&self) -> bool {
+        self.inventory_setting("tls.enabled")
+            .and_then(|v| v.as_bool())
+            .unwrap_or(true)
+    }
+
+    fn tls_policy(&self) -> crate::tls::Policy {
+        let days = |key, default| {
+            self.inventory_setting(key)
+                .and_then(|v| v.as_i64())
+                .unwrap_or(default)
+        };
+        crate::tls::Policy {
+            days: days("tls.cert_days", 365),
+            renew_before_days: days("tls.renew_before_days", 30),
+        }
+    }
+
+    /// An inventory-wide setting: the first cluster's value (`check` makes sure all agree).
+    fn inventory_setting(&self, key: &str) -> Option<Value> {
+        self.setting(None, self.inventory.clusters.values().next(), key)
+    }
+
+    /// The certificates the inventory needs: one per host (its name, address and the VIPs of
+    /// its clusters; localhost for PgBouncer's own connections), and pgstrap's client one.
+    pub fn tls_wanted(&self) -> Vec<crate::tls::Wanted> {
+        let mut wanted: Vec<crate::tls::Wanted> = self
+            .inventory
+            .hosts
+            .values()
+            .map(|host| {
+                let mut ips = vec![host.address, std::net::IpAddr::from([127, 0, 0, 1])];
+                for (cluster, _) in self.memberships(&host.name) {
+                    if let Some(vip) = cluster.vip {
+                        if !ips.contains(&vip.addr()) {
+                            ips.push(vip.addr());
+                        }
+                    }
+                }
+                crate::tls::Wanted {
+                    name: host.name.clone(),
+                    dns: vec![host.name.clone(), "localhost".into()],
+                    ips,
+                    client_only: false,
+                }
+            })
+            .collect();
+        wanted.push(crate::tls::Wanted {
+            name: crate::tls::CLIENT_NAME.into(),
+            dns: vec![crate::tls::CLIENT_NAME.into()],
+            ips: Vec::new(),
+            client_only: true,
+        });
+        wanted
     }
 }
 

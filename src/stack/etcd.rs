@@ -151,11 +151,7 @@ fn transport(url: &str, e: &reqwest::Error) -> String {
 
 impl Etcd {
     pub fn new(endpoints: &[String]) -> Self {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(2))
-            .timeout(Duration::from_secs(3))
-            .build()
-            .unwrap_or_default();
+        let http = crate::tls::http_client(Duration::from_secs(2), Duration::from_secs(3));
         Self {
             http,
             endpoints: endpoints.to_vec(),

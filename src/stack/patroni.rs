@@ -79,11 +79,7 @@ impl Patroni {
     }
 
     pub fn new(password: Secret) -> Self {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(2))
-            .timeout(Duration::from_secs(5))
-            .build()
-            .unwrap_or_default();
+        let http = crate::tls::http_client(Duration::from_secs(2), Duration::from_secs(5));
         Self {
             http,
             username: "patroni".into(),
@@ -94,7 +90,7 @@ impl Patroni {
     /// The status code of `GET http://address:port/path` (e.g. `/primary`), or the error text.
     pub async fn probe(&self, address: &str, port: u16, path: &str) -> Result<u16, String> {
         self.http
-            .get(format!("http://{address}:{port}{path}"))
+            .get(format!("{}://{address}:{port}{path}", crate::tls::scheme()))
             .send()
             .await
             .map(|r| r.status().as_u16())
@@ -104,7 +100,10 @@ impl Patroni {
     pub async fn cluster(&self, address: &str, port: u16) -> Result<ClusterView, String> {
         let response = self
             .http
-            .get(format!("http://{address}:{port}/cluster"))
+            .get(format!(
+                "{}://{address}:{port}/cluster",
+                crate::tls::scheme()
+            ))
             .send()
             .await
             .map_err(|e| describe(&e))?;
@@ -129,7 +128,7 @@ impl Patroni {
     ) -> Result<serde_json::Value, String> {
         let response = self
             .http
-            .get(format!("http://{address}:{port}{path}"))
+            .get(format!("{}://{address}:{port}{path}", crate::tls::scheme()))
             .send()
             .await
             .map_err(|e| describe(&e))?;
@@ -181,7 +180,10 @@ impl Patroni {
     ) -> Result<(), String> {
         let response = self
             .http
-            .request(method.clone(), format!("http://{address}:{port}{path}"))
+            .request(
+                method.clone(),
+                format!("{}://{address}:{port}{path}", crate::tls::scheme()),
+            )
             // A switchover or a restart answers only when it is done.
             .timeout(Duration::from_secs(90))
             .basic_auth(&self.username, Some(self.password.expose()))

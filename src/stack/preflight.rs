@@ -301,8 +301,41 @@ pub fn judge_live(project: &crate::render::Project) -> Vec<Problem> {
             }
             _ => {}
         }
+        if let Some(problem) = judge_live_tls(project, cluster) {
+            problems.push(problem);
+        }
     }
     problems
+}
+
+/// A cluster rolled out without TLS stays without it (learned from its etcd): a warning, or a
+/// refusal when the inventory asks for TLS on it explicitly.
+fn judge_live_tls(
+    project: &crate::render::Project,
+    cluster: &crate::inventory::Cluster,
+) -> Option<Problem> {
+    use crate::inventory::vars::Origin;
+    if !project.is_live(cluster, "tls.enabled") {
+        return None;
+    }
+    let vars = project.cluster_vars(cluster);
+    let (value, origin) = vars.entries.get("tls.enabled")?;
+    let host = format!("cluster {}", cluster.name);
+    match origin {
+        Origin::Live(_) => Some(Problem {
+            host,
+            message: "it runs without TLS (rolled out before pgstrap turned TLS on): it is kept that way".into(),
+            hint: "moving a running cluster to TLS in place is not automated yet; set `tls: {enabled: false}` in the inventory to say so and silence this".into(),
+            warning: true,
+        }),
+        _ if value.as_bool() == Some(true) => Some(Problem {
+            host,
+            message: "the inventory sets tls.enabled, but the running cluster's etcd speaks plain HTTP".into(),
+            hint: "switching etcd's peer URLs to TLS under a running cluster is not automated: set `tls: {enabled: false}` for it (or rebuild it)".into(),
+            warning: false,
+        }),
+        _ => None,
+    }
 }
 
 /// Run the preflight script on a connected host and judge it.

@@ -314,10 +314,10 @@ pub async fn status(project: &Project, secrets: &Secrets) -> Status {
             .cloned()
             .unwrap_or_else(|| Secret::new(String::new())),
     );
-    let http = reqwest::Client::builder()
-        .timeout(std::time::Duration::from_secs(3))
-        .build()
-        .unwrap_or_default();
+    let http = crate::tls::http_client(
+        std::time::Duration::from_secs(3),
+        std::time::Duration::from_secs(3),
+    );
     let live_roles = crate::stack::dr::live_roles(project, &patroni).await;
     let mut clusters = Vec::new();
     for cluster in inventory.clusters.values() {

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
+use tokio_postgres::{Client, SimpleQueryMessage};
 
 use super::patroni::Patroni;
 use crate::inventory::secrets::Secrets;
@@ -48,7 +48,9 @@ pub async fn connect(address: &str, port: u16, secrets: &Secrets) -> Result<Clie
         .dbname("postgres")
         .application_name("pgstrap-verify")
         .connect_timeout(Duration::from_secs(3));
-    let (client, connection) = config.connect(NoTls).await.map_err(|e| describe(&e))?;
+    let (tls, mode) = crate::tls::postgres_connector();
+    config.ssl_mode(mode);
+    let (client, connection) = config.connect(tls).await.map_err(|e| describe(&e))?;
     tokio::spawn(async move {
         let _ = connection.await;
     });

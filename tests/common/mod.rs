@@ -9,6 +9,10 @@ use std::process::{Command, Output};
 /// The lab's state directory (`pgstrap lab up` default).
 pub const DIR: &str = "/var/lib/pgstrap/lab";
 
+/// etcdctl on a DB host, with the host's certificate from the inventory's CA (etcd refuses
+/// clients without one).
+pub const ETCDCTL: &str = "ETCDCTL_API=3 etcdctl --cacert=/etc/patroni/tls/ca.crt --cert=/etc/patroni/tls/host.crt --key=/etc/patroni/tls/host.key";
+
 /// End-to-end tests change this machine (bridges, containers, the lab in the default directory).
 /// They are `#[ignore]`d, so `cargo test` lists them as ignored; `tests/run.sh` runs them with
 /// `--ignored` and `PGSTRAP_E2E=1`. A test selected without `PGSTRAP_E2E=1` (`cargo test --

@@ -75,7 +75,11 @@ fn member_label(member: &RawMember) -> String {
 /// The peer URL pgstrap gives `host` in `cluster`.
 pub fn peer_url(project: &Project, cluster: &Cluster, host: &str) -> String {
     let port = project.cluster_port(cluster, "etcd.peer_port", 2380);
-    format!("http://{}:{port}", project.address(host))
+    format!(
+        "{}://{}:{port}",
+        project.etcd_scheme(),
+        project.address(host)
+    )
 }
 
 /// The inventory host a member runs on (by its peer URL's address).
@@ -364,14 +368,7 @@ async fn remove(
     member: &RawMember,
     open: &BTreeMap<String, Session>,
 ) -> Result<String> {
-    let staying: Vec<String> = cluster
-        .etcd
-        .iter()
-        .map(|h| {
-            let port = project.cluster_port(cluster, "etcd.client_port", 2379);
-            format!("http://{}:{port}", project.address(h))
-        })
-        .collect();
+    let staying = project.etcd_endpoints(cluster);
     let etcd = Etcd::new(&staying);
     let label = host_of(project, member).unwrap_or_else(|| member_label(member));
     if let Some(url) = member.client_urls.first() {
