@@ -13,9 +13,9 @@ cd "$(dirname "$0")/.."
 quick=0
 [[ "${1:-}" == "--quick" ]] && quick=1
 
-# Packages: the build needs protoc (etcd-client); the config checks run the real programs.
+# Packages: the config checks run the real programs; the TLS test uses curl, openssl and psql.
 packages=(haproxy keepalived psmisc patroni python3-etcd pgbouncer
-  etcd-server etcd-client postgresql postgresql-common openssh-server)
+  etcd-server etcd-client postgresql postgresql-common openssh-server curl openssl)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -77,7 +77,7 @@ fi
 # benchmarks among them (bench_*) stay for scripts/bench*.sh.
 # Whatever happens, leave no lab behind (the Debian base stays cached).
 trap './target/debug/pgstrap lab down >/dev/null 2>&1 || true' EXIT
-for t in lab engine rollout drill members dr; do
+for t in lab engine rollout tls drill members dr; do
   [[ -f "tests/$t.rs" ]] || continue
   PGSTRAP_E2E=1 cargo test --quiet --test "$t" -- --ignored --test-threads=1 --skip bench_
 done

@@ -312,7 +312,15 @@ fn inventory_wide(project: &Project) -> Vec<InventoryError> {
                     errors.push(
                         inventory
                             .error_at(
-                                Some(cluster.setting_locations.get(*key).copied().unwrap_or(cluster.location)),
+                                // Where a value was written: this cluster's, else the other's.
+                                Some(
+                                    cluster
+                                        .setting_locations
+                                        .get(*key)
+                                        .or_else(|| first.setting_locations.get(*key))
+                                        .copied()
+                                        .unwrap_or(cluster.location),
+                                ),
                                 format!(
                                     "`{key}` is {value} in cluster `{}` but {first_value} in cluster `{}`: it is one value for the whole inventory",
                                     cluster.name, first.name

@@ -39,7 +39,9 @@ pub fn install(pki: &Pki) -> Result<(), String> {
 
 /// This run does not use TLS (the inventory's clusters run without it).
 pub fn clear() {
-    *CLIENT.write().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+    *CLIENT
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
 }
 
 /// A rustls client configuration trusting only `ca`, presenting `identity` when a server asks.
