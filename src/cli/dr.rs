@@ -35,7 +35,7 @@ pub fn run(args: Args) -> Result<i32> {
             json,
         } => {
             let project = crate::render::load_project(&inventory.inventory, &inventory.set)?;
-            let secrets = project.secrets(false)?;
+            let secrets = super::running_secrets(&project)?;
             let report = super::block_on(crate::stack::dr::promote(&project, &secrets, &cluster))??;
             if json {
                 crate::ui::print_json(&report);

@@ -140,7 +140,7 @@ fn deploy_on(info: &lab::LabInfo, verbose: u8) -> crate::error::Result<i32> {
         return Ok(code);
     }
     let project = crate::render::load_project(&info.inventory, &[])?;
-    let secrets = project.secrets(false)?;
+    let secrets = super::running_secrets(&project)?;
     let status = super::block_on(crate::stack::status::status(&project, &secrets))?;
     print!("{}", crate::stack::status::render_table(&status));
     let say = crate::ui::eprintln;

@@ -263,13 +263,13 @@ impl Project {
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         for (cluster, values) in learned {
-            live.insert(
-                cluster.clone(),
+            let layer = live.entry(cluster.clone()).or_insert_with(|| {
                 std::sync::Arc::new(Layer {
                     origin: Origin::Live(cluster),
-                    values,
-                }),
-            );
+                    values: BTreeMap::new(),
+                })
+            });
+            std::sync::Arc::make_mut(layer).values.extend(values);
         }
     }
 

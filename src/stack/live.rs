@@ -19,10 +19,8 @@ use crate::render::Project;
 /// Learn what the running clusters impose: each one's DCS keyspace, and the settings of etcd
 /// members that join a running cluster (clusters not running yet are left alone).
 pub async fn learn(project: &Project) {
+    learn_tls(project).await;
     learn_dcs(project).await;
-    if !project.tls_enabled() {
-        crate::tls::clear();
-    }
     for cluster in project.inventory.clusters.values() {
         if let Some(change) = super::members::etcd::change(project, cluster).await {
             for (host, values) in super::members::etcd::joining_settings(project, cluster, &change)
@@ -30,6 +28,39 @@ pub async fn learn(project: &Project) {
                 project.learn_live_host(&cluster.name, &host, values);
             }
         }
+    }
+}
+
+/// Whether each running cluster's etcd speaks TLS: one that answers only plain HTTP was rolled out
+/// without it and is kept that way (`tls.enabled` false), and this run's clients follow. Every
+/// command that talks to running clusters learns this first.
+pub async fn learn_tls(project: &Project) {
+    if project.etcd_scheme() == "https" {
+        let probes = project
+            .inventory
+            .clusters
+            .values()
+            .map(|cluster| async move {
+                let endpoints = project.etcd_endpoints(cluster);
+                if Etcd::new(&endpoints).members().await.is_ok() {
+                    return None;
+                }
+                let plain: Vec<String> = endpoints
+                    .iter()
+                    .map(|e| e.replacen("https://", "http://", 1))
+                    .collect();
+                Etcd::new(&plain).members().await.ok().map(|_| {
+                    (
+                        cluster.name.clone(),
+                        BTreeMap::from([("tls.enabled".to_owned(), Value::Bool(false))]),
+                    )
+                })
+            });
+        let learned = futures::future::join_all(probes).await;
+        project.learn_live(learned.into_iter().flatten());
+    }
+    if !project.tls_enabled() {
+        crate::tls::clear();
     }
 }
 
@@ -48,31 +79,18 @@ async fn learn_dcs(project: &Project) {
                 namespace.trim_end_matches('/'),
                 cluster.name
             );
-            let mut learned = BTreeMap::new();
-            let mut etcd = Etcd::new(&project.etcd_endpoints(cluster));
-            let mut found = etcd.has_key(&key).await;
-            if found.is_err() && project.etcd_scheme() == "https" {
-                // Not over TLS: maybe a cluster rolled out without it.
-                let plain: Vec<String> = project
-                    .etcd_endpoints(cluster)
-                    .iter()
-                    .map(|e| e.replacen("https://", "http://", 1))
-                    .collect();
-                let over_http = Etcd::new(&plain);
-                if let Ok(seen) = over_http.has_key(&key).await {
-                    learned.insert("tls.enabled".to_owned(), Value::Bool(false));
-                    (etcd, found) = (over_http, Ok(seen));
-                }
-            }
-            let dcs = match found {
+            let etcd = Etcd::new(&project.etcd_endpoints(cluster));
+            let dcs = match etcd.has_key(&key).await {
                 Ok(true) => Some("etcd3"),
                 Ok(false) if etcd.has_v2_key(&key).await => Some("etcd"),
                 _ => None,
             };
-            if let Some(dcs) = dcs {
-                learned.insert("patroni.dcs".to_owned(), Value::String(dcs.into()));
-            }
-            (!learned.is_empty()).then(|| (cluster.name.clone(), learned))
+            dcs.map(|dcs| {
+                (
+                    cluster.name.clone(),
+                    BTreeMap::from([("patroni.dcs".to_owned(), Value::String(dcs.into()))]),
+                )
+            })
         });
     let learned = futures::future::join_all(lookups).await;
     project.learn_live(learned.into_iter().flatten());
