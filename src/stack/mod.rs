@@ -5,6 +5,7 @@ pub mod dr;
 pub mod drill;
 pub mod etcd;
 pub mod gate;
+pub mod haproxy;
 pub mod live;
 pub mod members;
 pub mod patroni;

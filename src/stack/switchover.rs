@@ -78,6 +78,14 @@ pub async fn switchover(
             None,
         ));
     }
+    // Connected before the switchover: HAProxy is told the new primary the moment Patroni has
+    // promoted it.
+    let balancers = if cluster.vip.is_some() {
+        Some(super::haproxy::Balancers::open(project, cluster, secrets).await)
+    } else {
+        None
+    };
+    let handed_over = tokio::sync::OnceCell::new();
     let started = Instant::now();
     patroni
         .switchover(
@@ -111,7 +119,7 @@ pub async fn switchover(
     let new_leader = wait_for(
         &format!("a new primary of {} serving writes", cluster.name),
         Duration::from_secs(120),
-        Duration::from_millis(250),
+        Duration::from_millis(100),
         "see `pgstrap status` and `journalctl -u patroni` on the members",
         || async {
             let Ok(view) = patroni
@@ -126,6 +134,11 @@ pub async fn switchover(
             else {
                 return Poll::NotYet(format!("leader still {leader}: {}", view.describe()));
             };
+            if let Some(balancers) = &balancers {
+                handed_over
+                    .get_or_init(|| balancers.hand_over_primary(&leader, &now.name))
+                    .await;
+            }
             let host = now.host.clone().unwrap_or_default();
             let (address, port) = if port == 0 {
                 (host.clone(), 5432)
@@ -153,7 +166,11 @@ pub async fn switchover(
             }
         },
     )
-    .await?;
+    .await;
+    if let Some(balancers) = balancers {
+        balancers.close().await;
+    }
+    let new_leader = new_leader?;
     let seconds = started.elapsed().as_secs_f64();
     // The etcd leadership off the new primary's host (see etcd::keep_leader_off).
     let host_of_member = cluster
