@@ -8,12 +8,9 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::sync::atomic::AtomicU64;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use common::{pgstrap, pgstrap_ok, require_e2e, run_on, DIR, ETCDCTL};
-use pgstrap::stack::drill::client;
 
 const VIP: &str = "10.77.0.250";
 
@@ -139,29 +136,7 @@ fn etcd_db_and_balancer_members_added_and_removed_under_load_lose_nothing() {
     let path = write_inventory(&["n1", "n2", "n3"], &["n1", "n2", "n3"], &["n4", "n5"]);
     apply(&path);
 
-    let project =
-        pgstrap::render::load_project(std::path::Path::new(&path), &[]).expect("inventory");
-    let secrets = project.secrets(false).expect("secrets");
-    let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    let target = client::Target {
-        address: VIP.into(),
-        port: 5000,
-        secrets: secrets.clone(),
-        interval: Duration::from_millis(100),
-        timeout: Duration::from_secs(2),
-    };
-    runtime
-        .block_on(client::prepare(&target))
-        .expect("drill table");
-    let epoch = Instant::now();
-    let writer = runtime.block_on(async {
-        client::start(
-            target.clone(),
-            client::Style::Reconnecting,
-            Arc::new(AtomicU64::new(1)),
-            epoch,
-        )
-    });
+    let writer = common::Writer::start(&path, VIP);
 
     // Grow: etcd 3 → 5 (n6, n7), DB 3 → 4 (n6), balancers 2 → 3 (n8).
     let started = Instant::now();
@@ -209,29 +184,7 @@ fn etcd_db_and_balancer_members_added_and_removed_under_load_lose_nothing() {
     members_agree(&on, &etcd, &postgres);
     reapply_changes_nothing(&shrunk);
 
-    // The writes.
-    let log = runtime.block_on(writer.stop());
-    let acknowledged: BTreeSet<u64> = log.acknowledged.iter().map(|(id, _)| *id).collect();
-    let present: BTreeSet<u64> = runtime.block_on(async {
-        let client = pgstrap::stack::verify::connect(VIP, 5000, &secrets)
-            .await
-            .expect("connect through the VIP");
-        pgstrap::stack::verify::rows(&client, "SELECT id FROM pgstrap_drill.writes")
-            .await
-            .expect("read the writes")
-            .into_iter()
-            .filter_map(|r| r.first().and_then(|v| v.parse().ok()))
-            .collect()
-    });
-    let lost = acknowledged.difference(&present).count();
-    let end = epoch.elapsed();
-    eprintln!(
-        "figure: membership changes under load: {} writes acknowledged, {lost} lost, longest time without writes {:.1} s",
-        acknowledged.len(),
-        log.longest_gap(Duration::ZERO, end).as_secs_f64()
-    );
-    assert_eq!(lost, 0, "acknowledged writes lost");
-    let _ = runtime.block_on(client::cleanup(&target));
+    writer.finish("membership changes under load");
     pgstrap_ok(&["lab", "down"]);
 }
 

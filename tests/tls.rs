@@ -9,14 +9,10 @@
 
 mod common;
 
-use std::collections::BTreeSet;
 use std::process::Command;
-use std::sync::atomic::AtomicU64;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{fresh_lab, pgstrap_ok, require_e2e, run_on, DIR};
-use pgstrap::stack::drill::client;
 
 const VIP: &str = "10.77.0.250";
 
@@ -233,29 +229,7 @@ fn every_channel_speaks_tls_and_certificates_are_renewed_under_load() {
         "10.77.0.11",
         "systemctl show -p ExecMainPID --value patroni",
     );
-    let project =
-        pgstrap::render::load_project(std::path::Path::new(&inventory), &[]).expect("inventory");
-    let secrets = project.secrets(false).expect("secrets");
-    let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    let target = client::Target {
-        address: VIP.into(),
-        port: 5000,
-        secrets: secrets.clone(),
-        interval: Duration::from_millis(100),
-        timeout: Duration::from_secs(2),
-    };
-    runtime
-        .block_on(client::prepare(&target))
-        .expect("drill table");
-    let epoch = Instant::now();
-    let writer = runtime.block_on(async {
-        client::start(
-            target.clone(),
-            client::Style::Reconnecting,
-            Arc::new(AtomicU64::new(1)),
-            epoch,
-        )
-    });
+    let writer = common::Writer::start(&inventory, VIP);
     std::thread::sleep(Duration::from_secs(2));
     let started = Instant::now();
     // A renewal window longer than a certificate's life: every certificate is due.
@@ -271,7 +245,6 @@ fn every_channel_speaks_tls_and_certificates_are_renewed_under_load() {
         started.elapsed().as_secs_f64()
     );
     std::thread::sleep(Duration::from_secs(2));
-    let log = runtime.block_on(writer.stop());
 
     let after: Vec<String> = ["n1", "n2", "n3"]
         .iter()
@@ -309,27 +282,7 @@ fn every_channel_speaks_tls_and_certificates_are_renewed_under_load() {
         "Patroni was restarted for a certificate"
     );
 
-    let acknowledged: BTreeSet<u64> = log.acknowledged.iter().map(|(id, _)| *id).collect();
-    let present: BTreeSet<u64> = runtime.block_on(async {
-        let client = pgstrap::stack::verify::connect(VIP, 5000, &secrets)
-            .await
-            .expect("connect through the VIP");
-        pgstrap::stack::verify::rows(&client, "SELECT id FROM pgstrap_drill.writes")
-            .await
-            .expect("read the writes")
-            .into_iter()
-            .filter_map(|r| r.first().and_then(|v| v.parse().ok()))
-            .collect()
-    });
-    let lost = acknowledged.difference(&present).count();
-    eprintln!(
-        "figure: certificate renewal under load: {} writes acknowledged, {lost} lost, longest time without writes {:.1} s",
-        acknowledged.len(),
-        log.longest_gap(Duration::ZERO, epoch.elapsed()).as_secs_f64()
-    );
-    assert!(!acknowledged.is_empty(), "the client wrote nothing");
-    assert_eq!(lost, 0, "acknowledged writes lost");
-    let _ = runtime.block_on(client::cleanup(&target));
+    writer.finish("certificate renewal under load");
 
     let output = common::pgstrap(&["apply", "-i", &inventory]);
     let text = String::from_utf8_lossy(&output.stderr);

@@ -84,3 +84,80 @@ pub fn run_on(address: &str, remote: &str) -> String {
     );
     String::from_utf8_lossy(&output.stdout).trim().to_string()
 }
+
+/// A client writing through a VIP's write port while a test changes the cluster (the drill's
+/// reconnecting client), and the count of what it lost.
+pub struct Writer {
+    runtime: tokio::runtime::Runtime,
+    target: pgstrap::stack::drill::client::Target,
+    running: pgstrap::stack::drill::client::Running,
+    epoch: std::time::Instant,
+}
+
+impl Writer {
+    /// Start writing every 100 ms through `vip:5000`, with the inventory's secrets (and TLS).
+    pub fn start(inventory: &str, vip: &str) -> Self {
+        use pgstrap::stack::drill::client;
+        let project = pgstrap::render::load_project(Path::new(inventory), &[]).expect("inventory");
+        let secrets = project.secrets(false).expect("secrets");
+        let runtime = tokio::runtime::Runtime::new().expect("runtime");
+        let target = client::Target {
+            address: vip.into(),
+            port: 5000,
+            secrets,
+            interval: std::time::Duration::from_millis(100),
+            timeout: std::time::Duration::from_secs(2),
+        };
+        runtime
+            .block_on(client::prepare(&target))
+            .expect("drill table");
+        let epoch = std::time::Instant::now();
+        let running = runtime.block_on(async {
+            client::start(
+                target.clone(),
+                client::Style::Reconnecting,
+                std::sync::Arc::new(std::sync::atomic::AtomicU64::new(1)),
+                epoch,
+            )
+        });
+        Self {
+            runtime,
+            target,
+            running,
+            epoch,
+        }
+    }
+
+    /// Stop, read back every acknowledged write through the VIP, print the figure (`what`) and
+    /// insist that the client wrote and lost nothing.
+    pub fn finish(self, what: &str) {
+        use std::collections::BTreeSet;
+        let log = self.runtime.block_on(self.running.stop());
+        let acknowledged: BTreeSet<u64> = log.acknowledged.iter().map(|(id, _)| *id).collect();
+        let target = &self.target;
+        let present: BTreeSet<u64> = self.runtime.block_on(async {
+            let client =
+                pgstrap::stack::verify::connect(&target.address, target.port, &target.secrets)
+                    .await
+                    .expect("connect through the VIP");
+            pgstrap::stack::verify::rows(&client, "SELECT id FROM pgstrap_drill.writes")
+                .await
+                .expect("read the writes")
+                .into_iter()
+                .filter_map(|r| r.first().and_then(|v| v.parse().ok()))
+                .collect()
+        });
+        let lost = acknowledged.difference(&present).count();
+        eprintln!(
+            "figure: {what}: {} writes acknowledged, {lost} lost, longest time without writes {:.1} s",
+            acknowledged.len(),
+            log.longest_gap(std::time::Duration::ZERO, self.epoch.elapsed())
+                .as_secs_f64()
+        );
+        let _ = self
+            .runtime
+            .block_on(pgstrap::stack::drill::client::cleanup(target));
+        assert!(!acknowledged.is_empty(), "the client wrote nothing");
+        assert_eq!(lost, 0, "acknowledged writes lost");
+    }
+}
