@@ -180,3 +180,209 @@ fn leader_address(cluster: &str) -> String {
         })
         .expect("a leader")
 }
+
+/// `ssh` to a lab host until it answers (after `lab start`).
+fn wait_for_ssh(address: &str) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while Instant::now() < deadline {
+        if common::ssh(address, &common::known_hosts(), "true")
+            .status
+            .success()
+        {
+            return;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    panic!("{address} did not come back");
+}
+
+/// Emergency promotion: the whole primary side loses power, `dr promote --force` promotes the
+/// standby side from what it replayed and fences the old side; when the old side's hosts come
+/// back they do not start Patroni (no write accepted through its VIP, `status` shows the fence);
+/// `apply` refuses until the inventory names the old side a standby of the promoted one, then
+/// rebuilds it as such (its diverged data moved aside, kept) and lifts the fence; every write the
+/// new primary acknowledged is on the rebuilt side; a second apply changes nothing.
+#[test]
+#[ignore = "end to end: needs root and the lab; run by tests/run.sh (PGSTRAP_E2E=1 … -- --ignored)"]
+fn emergency_promotion_fences_the_old_side_and_apply_rebuilds_it() {
+    require_e2e();
+    pgstrap_ok(&["lab", "down"]);
+    pgstrap_ok(&["lab", "up", "--hosts", "5", "--dr-hosts", "3"]);
+    pgstrap_ok(&["apply", "-i", INVENTORY]);
+    let project =
+        pgstrap::render::load_project(std::path::Path::new(INVENTORY), &[]).expect("inventory");
+    let secrets = project.secrets(false).expect("secrets");
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let main_vip = client::Target {
+        address: "10.77.0.250".into(),
+        port: 5000,
+        secrets: secrets.clone(),
+        interval: Duration::from_millis(100),
+        timeout: Duration::from_secs(2),
+    };
+    runtime
+        .block_on(client::prepare(&main_vip))
+        .expect("drill table");
+    let writer = runtime.block_on(async {
+        client::start(
+            main_vip.clone(),
+            client::Style::Reconnecting,
+            Arc::new(AtomicU64::new(1)),
+            Instant::now(),
+        )
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    let log = runtime.block_on(writer.stop());
+    let written: BTreeSet<u64> = log.acknowledged.iter().map(|(id, _)| *id).collect();
+    assert!(!written.is_empty(), "nothing written through main's VIP");
+    // The standby side has them before the disaster (a planned test of the window, not of lag).
+    let dr_standby_leader = leader_address("dr");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !written.is_subset(&rows_on(&dr_standby_leader)) {
+        assert!(Instant::now() < deadline, "dr did not replay main's writes");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+
+    // The whole primary side loses power.
+    for host in ["n1", "n2", "n3", "n4", "n5"] {
+        pgstrap_ok(&["lab", "kill", host]);
+    }
+    // The planned promotion needs the primary side; --force does not.
+    let output = pgstrap(&["dr", "promote", "--cluster", "dr", "-i", INVENTORY]);
+    assert!(
+        !output.status.success(),
+        "a planned promotion without the primary side"
+    );
+    let output = pgstrap(&[
+        "dr",
+        "promote",
+        "--force",
+        "--cluster",
+        "dr",
+        "--json",
+        "-i",
+        INVENTORY,
+    ]);
+    assert!(output.status.success(), "dr promote --force failed");
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("report JSON");
+    assert_eq!(report["fence"]["fenced"], "main", "{report}");
+    assert!(
+        !report["fence"]["replayed_lsn"]
+            .as_str()
+            .unwrap_or("")
+            .is_empty(),
+        "{report}"
+    );
+    eprintln!(
+        "figure: dr promote --force: {:.1} s until writes land on dr",
+        report["seconds"].as_f64().unwrap_or(f64::NAN)
+    );
+    let dr_leader = leader_address("dr");
+    assert!(
+        written.is_subset(&rows_on(&dr_leader)),
+        "replayed writes missing on dr"
+    );
+    // A write on the new primary (its PgBouncer: dr has no VIP in the lab).
+    run_on(
+        &dr_leader,
+        "runuser -u postgres -- psql -XAtq -c \"INSERT INTO pgstrap_drill.writes (id, client) VALUES (999999999, 'after')\"",
+    );
+
+    // The old side comes back: fenced.
+    for host in ["n1", "n2", "n3", "n4", "n5"] {
+        pgstrap_ok(&["lab", "start", host]);
+    }
+    for address in [
+        "10.77.0.11",
+        "10.77.0.12",
+        "10.77.0.13",
+        "10.77.0.14",
+        "10.77.0.15",
+    ] {
+        wait_for_ssh(address);
+    }
+    // Long enough for Patroni to have taken the leadership, had it started.
+    std::thread::sleep(Duration::from_secs(20));
+    for address in ["10.77.0.11", "10.77.0.12", "10.77.0.13"] {
+        let active = common::ssh(
+            address,
+            &common::known_hosts(),
+            "systemctl is-active patroni",
+        );
+        let state = String::from_utf8_lossy(&active.stdout).trim().to_owned();
+        assert_ne!(
+            state, "active",
+            "{address}: Patroni runs on a fenced cluster"
+        );
+    }
+    let journal = run_on(
+        "10.77.0.11",
+        "journalctl -u patroni --no-pager -b | grep -c 'is fenced' || true",
+    );
+    assert!(
+        journal.trim() != "0",
+        "no fence message in Patroni's journal"
+    );
+    let through_old_vip = runtime.block_on(async {
+        let client = pgstrap::stack::verify::connect("10.77.0.250", 5000, &secrets).await?;
+        pgstrap::stack::verify::scalar(
+            &client,
+            "INSERT INTO pgstrap_drill.writes (id, client) VALUES (888888888, 'fenced') RETURNING id",
+        )
+        .await
+    });
+    assert!(
+        through_old_vip.is_err(),
+        "a write through the fenced side's VIP was accepted"
+    );
+    let status = pgstrap_ok(&["status", "--json", "-i", INVENTORY]);
+    let json: serde_json::Value = serde_json::from_str(&status).expect("status JSON");
+    let main = json["clusters"]
+        .as_array()
+        .expect("clusters")
+        .iter()
+        .find(|c| c["name"] == "main")
+        .expect("main in status");
+    assert_eq!(
+        main["fence"]["by"], "dr",
+        "status does not show the fence: {main}"
+    );
+
+    // apply refuses until the inventory says what happened, then rebuilds the old side.
+    let output = pgstrap(&["apply", "-i", INVENTORY]);
+    assert_eq!(
+        output.status.code(),
+        Some(2),
+        "apply must refuse to reverse a promotion"
+    );
+    direction("dr", "main");
+    let started = Instant::now();
+    let output = pgstrap(&["apply", "-i", INVENTORY]);
+    let text = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(
+        output.status.success(),
+        "apply rebuilding the fenced side:\n{text}"
+    );
+    assert!(text.contains("verified: all"), "{text}");
+    eprintln!(
+        "figure: apply rebuilding the fenced old side as a standby cluster: {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let kept = run_on("10.77.0.11", "ls -d /var/lib/postgresql/*/main.fenced-*");
+    assert!(!kept.is_empty(), "the fenced data directory was not kept");
+    let main_leader = leader_address("main");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !rows_on(&main_leader).contains(&999_999_999) {
+        assert!(
+            Instant::now() < deadline,
+            "the rebuilt side lacks dr's write"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let output = pgstrap(&["apply", "--no-verify", "-i", INVENTORY]);
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("done: 0 change(s)"),
+        "a second apply changed something"
+    );
+    pgstrap_ok(&["lab", "down"]);
+}

@@ -24,6 +24,12 @@ pub enum DrCommand {
         /// Print the report as JSON on stdout.
         #[arg(long)]
         json: bool,
+        /// Emergency: the primary side is gone (refused while any of its members answers).
+        /// Promote from what the standby side has replayed and fence the old side: its hosts
+        /// will not start Patroni when they come back. Then edit the inventory as the command
+        /// says; `apply` rebuilds the old side as a standby cluster.
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -33,9 +39,20 @@ pub fn run(args: Args) -> Result<i32> {
             inventory,
             cluster,
             json,
+            force,
         } => {
             let project = crate::render::load_project(&inventory.inventory, &inventory.set)?;
             let secrets = super::running_secrets(&project)?;
+            if force {
+                let report = super::block_on(crate::stack::dr::force::promote(
+                    &project, &secrets, &cluster,
+                ))??;
+                if json {
+                    crate::ui::print_json(&report);
+                }
+                eprint!("{}", crate::ui::dr_forced_text(&report));
+                return Ok(0);
+            }
             let report = super::block_on(crate::stack::dr::promote(&project, &secrets, &cluster))??;
             if json {
                 crate::ui::print_json(&report);

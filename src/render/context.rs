@@ -267,10 +267,40 @@ pub fn clusters(project: &Project) -> Result<BTreeMap<String, Value>> {
             "standbys": standbys,
             "peers": peers,
             "keepalived_router_id": router_id(project, cluster),
+            // The etcd of every other cluster of its DR pair, where a fence on it would be
+            // (`dr promote --force`; Patroni checks before it starts).
+            "fence_endpoints": dr_pair(project, cluster)
+                .into_iter()
+                .flat_map(|other| project.etcd_endpoints(other))
+                .collect::<Vec<_>>(),
         });
         out.insert(cluster.name.clone(), value);
     }
     Ok(out)
+}
+
+/// The other clusters of `cluster`'s DR pair: every cluster with the same root of `standby_of`
+/// (its primary side, its standbys, their other standbys).
+pub fn dr_pair<'a>(project: &'a Project, cluster: &Cluster) -> Vec<&'a Cluster> {
+    let clusters = &project.inventory.clusters;
+    let root = |mut c: &'a Cluster| {
+        // The inventory refuses cycles; the bound keeps this finite regardless.
+        for _ in 0..clusters.len() {
+            match c.standby_of.as_ref().and_then(|p| clusters.get(p)) {
+                Some(up) => c = up,
+                None => break,
+            }
+        }
+        c.name.as_str()
+    };
+    let Some(own) = clusters.get(&cluster.name) else {
+        return Vec::new();
+    };
+    let own_root = root(own);
+    clusters
+        .values()
+        .filter(|c| c.name != cluster.name && root(c) == own_root)
+        .collect()
 }
 
 /// Settings that hold one value for the whole inventory (TLS: one CA, one scheme for pgstrap's

@@ -138,6 +138,12 @@ struct GatewayError {
     error: String,
 }
 
+/// Keys and values travel base64-encoded through etcd's JSON gateway.
+fn b64(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
 /// Plain words for a transport error (no Rust debug chains).
 fn transport(url: &str, e: &reqwest::Error) -> String {
     if e.is_timeout() {
@@ -256,20 +262,95 @@ impl Etcd {
 
     /// Whether `key` exists in the v3 keyspace.
     pub async fn has_key(&self, key: &str) -> std::result::Result<bool, String> {
-        use base64::Engine as _;
         #[derive(Deserialize)]
         struct Range {
             #[serde(default, deserialize_with = "id")]
             count: u64,
         }
-        let encoded = base64::engine::general_purpose::STANDARD.encode(key);
         let range: Range = self
             .call(
                 "kv/range",
-                serde_json::json!({"key": encoded, "count_only": true}),
+                serde_json::json!({"key": b64(key.as_bytes()), "count_only": true}),
             )
             .await?;
         Ok(range.count > 0)
+    }
+
+    /// The value of `key` in the v3 keyspace (as text), `None` when there is none.
+    pub async fn get(&self, key: &str) -> std::result::Result<Option<String>, String> {
+        #[derive(Deserialize)]
+        struct Kv {
+            #[serde(default)]
+            value: String,
+        }
+        #[derive(Deserialize)]
+        struct Range {
+            #[serde(default)]
+            kvs: Vec<Kv>,
+        }
+        let range: Range = self
+            .call("kv/range", serde_json::json!({"key": b64(key.as_bytes())}))
+            .await?;
+        Ok(range.kvs.first().map(|kv| {
+            use base64::Engine as _;
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(&kv.value)
+                .unwrap_or_default();
+            String::from_utf8_lossy(&bytes).into_owned()
+        }))
+    }
+
+    /// Put `key` = `value` in the v3 keyspace.
+    pub async fn put(&self, key: &str, value: &str) -> std::result::Result<(), String> {
+        let _: serde_json::Value = self
+            .call(
+                "kv/put",
+                serde_json::json!({"key": b64(key.as_bytes()), "value": b64(value.as_bytes())}),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Delete `key` from the v3 keyspace.
+    pub async fn delete(&self, key: &str) -> std::result::Result<(), String> {
+        let _: serde_json::Value = self
+            .call(
+                "kv/deleterange",
+                serde_json::json!({"key": b64(key.as_bytes())}),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Delete every key under `prefix` in the v3 keyspace (and the v2 directory of the same
+    /// path, where the v2 API is on); the number of v3 keys deleted.
+    pub async fn delete_prefix(&self, prefix: &str) -> std::result::Result<u64, String> {
+        #[derive(Deserialize)]
+        struct Deleted {
+            #[serde(default, deserialize_with = "id")]
+            deleted: u64,
+        }
+        let mut end = prefix.as_bytes().to_vec();
+        if let Some(last) = end.last_mut() {
+            *last += 1;
+        }
+        let deleted: Deleted = self
+            .call(
+                "kv/deleterange",
+                serde_json::json!({"key": b64(prefix.as_bytes()), "range_end": b64(&end)}),
+            )
+            .await?;
+        for endpoint in &self.endpoints {
+            let url = format!(
+                "{}/v2/keys{}?recursive=true",
+                endpoint.trim_end_matches('/'),
+                prefix.trim_end_matches('/')
+            );
+            if self.http.delete(&url).send().await.is_ok() {
+                break;
+            }
+        }
+        Ok(deleted.deleted)
     }
 
     /// Whether `key` exists in the v2 keyspace (false when the v2 API is off).

@@ -190,6 +190,15 @@ async fn converge(
     // reverses a promotion).
     let patroni = Patroni::from_secrets(secrets)?;
     super::dr::refuse_role_mismatch(project, &patroni).await?;
+    // A cluster fenced by an emergency promotion, now a standby of the promoted one in the
+    // inventory: prepared to be bootstrapped again as such (below, like a new standby cluster).
+    for what in super::dr::rebuild::prepare_fenced(project, open).await? {
+        report.actions.push(Action {
+            cluster: String::new(),
+            host: None,
+            what,
+        });
+    }
     // Membership changes: refused before anything changes when unsafe (exit 2); a leaving DB
     // member that leads hands over first, so the balancers never lose their primary.
     let mut etcd_changes = BTreeMap::new();

@@ -115,6 +115,9 @@ pub struct ClusterStatus {
     /// What the running cluster is (`{"role": "primary"}` or `{"role": "standby_of", "of":
     /// NAME}`), from its dynamic configuration; `null` when no member answers.
     pub live_role: Option<crate::stack::dr::LiveRole>,
+    /// The fence on this cluster after an emergency promotion of another cluster of its DR pair
+    /// (`dr promote --force`): its hosts do not start Patroni; `null` when not fenced.
+    pub fence: Option<crate::stack::dr::fence::Fence>,
     /// For a standby cluster: how far its standby leader's replay is behind the primary side, in
     /// bytes and seconds (`pg_stat_replication` there); `null` when unknown.
     pub standby_lag_bytes: Option<u64>,
@@ -407,6 +410,7 @@ pub async fn status(project: &Project, secrets: &Secrets) -> Status {
             name: cluster.name.clone(),
             standby_of: cluster.standby_of.clone(),
             live_role,
+            fence: crate::stack::dr::fence::find(project, cluster).await,
             standby_lag_bytes: standby_lag.as_ref().and_then(|l| l.replay_lag_bytes),
             standby_lag_seconds: standby_lag.as_ref().and_then(|l| l.replay_lag_seconds),
             etcd,
@@ -481,6 +485,13 @@ pub fn render_table(status: &Status) -> String {
             (None, None) => String::new(),
         };
         let _ = writeln!(out, "cluster {}{kind}", cluster.name);
+        if let Some(fence) = &cluster.fence {
+            let _ = writeln!(
+                out,
+                "  FENCED     since {}: {} was promoted in its place (dr promote --force); its hosts do not start Patroni. Set `standby_of: {}` on it in the inventory and apply to rebuild it as a standby cluster",
+                fence.at, fence.by, fence.by
+            );
+        }
         if let Some(e) = &cluster.etcd.error {
             let _ = writeln!(out, "  etcd       UNREACHABLE {e}");
         }
@@ -630,6 +641,7 @@ mod tests {
                 name: "main".into(),
                 standby_of: None,
                 live_role: Some(crate::stack::dr::LiveRole::Primary),
+                fence: None,
                 standby_lag_bytes: None,
                 standby_lag_seconds: None,
                 etcd: EtcdStatus::from_health(Err("no member answered".into())),
@@ -664,6 +676,7 @@ mod tests {
                     "name": "main",
                     "standby_of": null,
                     "live_role": {"role": "primary"},
+                    "fence": null,
                     "standby_lag_bytes": null,
                     "standby_lag_seconds": null,
                     "etcd": {"error": "no member answered", "leader": null, "members": []},

@@ -5,7 +5,7 @@ mod drill;
 pub mod progress;
 pub mod summary;
 
-pub use dr::dr_promote_text;
+pub use dr::{dr_forced_text, dr_promote_text};
 pub use drill::drill_text;
 
 /// Set up `tracing` logs on stderr: warnings by default, more with `-v`.

@@ -25,6 +25,10 @@ use crate::inventory::Cluster;
 use crate::render::context::standby_slot;
 use crate::render::Project;
 
+pub mod fence;
+pub mod force;
+pub mod rebuild;
+
 /// What a running cluster is, from its dynamic configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case", tag = "role", content = "of")]
@@ -427,35 +431,7 @@ pub async fn promote(project: &Project, secrets: &Secrets, name: &str) -> Result
 
     // 4. Writes land on the new primary (through its VIP when it has one).
     let at = Instant::now();
-    let (address, port) = match standby.vip {
-        Some(vip) => (
-            vip.addr().to_string(),
-            project.cluster_port(standby, "haproxy.write_port", 5000),
-        ),
-        None => (
-            project.address(&promoted_leader),
-            project.cluster_port(standby, "pgbouncer.port", 6432),
-        ),
-    };
-    wait_for(
-        &format!("writes through {address}:{port} to reach the new primary"),
-        Duration::from_secs(60),
-        Duration::from_millis(300),
-        "check HAProxy and keepalived on the new primary side's balancers",
-        || async {
-            match super::verify::connect(&address, port, secrets).await {
-                Ok(client) => {
-                    match super::verify::scalar(&client, "SELECT pg_is_in_recovery()").await {
-                        Ok(Some(v)) if v == "f" => Poll::Ready(()),
-                        Ok(_) => Poll::NotYet("reached a server in recovery".into()),
-                        Err(e) => Poll::NotYet(e),
-                    }
-                }
-                Err(e) => Poll::NotYet(e),
-            }
-        },
-    )
-    .await?;
+    let (address, port) = writes_land(project, standby, &promoted_leader, secrets).await?;
     let seconds_without_writes = began.elapsed().as_secs_f64();
     step(
         format!(
@@ -512,4 +488,44 @@ pub async fn promote(project: &Project, secrets: &Secrets, name: &str) -> Result
         last_position: last,
         seconds_without_writes,
     })
+}
+
+/// Wait until writes through `cluster`'s VIP (or, without one, its new leader's PgBouncer) land
+/// on a primary; the address and port written to.
+async fn writes_land(
+    project: &Project,
+    cluster: &Cluster,
+    leader: &str,
+    secrets: &Secrets,
+) -> Result<(String, u16)> {
+    let (address, port) = match cluster.vip {
+        Some(vip) => (
+            vip.addr().to_string(),
+            project.cluster_port(cluster, "haproxy.write_port", 5000),
+        ),
+        None => (
+            project.address(leader),
+            project.cluster_port(cluster, "pgbouncer.port", 6432),
+        ),
+    };
+    wait_for(
+        &format!("writes through {address}:{port} to reach the new primary"),
+        Duration::from_secs(60),
+        Duration::from_millis(300),
+        "check HAProxy and keepalived on the new primary side's balancers",
+        || async {
+            match super::verify::connect(&address, port, secrets).await {
+                Ok(client) => {
+                    match super::verify::scalar(&client, "SELECT pg_is_in_recovery()").await {
+                        Ok(Some(v)) if v == "f" => Poll::Ready(()),
+                        Ok(_) => Poll::NotYet("reached a server in recovery".into()),
+                        Err(e) => Poll::NotYet(e),
+                    }
+                }
+                Err(e) => Poll::NotYet(e),
+            }
+        },
+    )
+    .await?;
+    Ok((address, port))
 }
