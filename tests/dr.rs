@@ -288,9 +288,13 @@ fn emergency_promotion_fences_the_old_side_and_apply_rebuilds_it() {
         "runuser -u postgres -- psql -XAtq -c \"INSERT INTO pgstrap_drill.writes (id, client) VALUES (999999999, 'after')\"",
     );
 
-    // The old side comes back: fenced.
-    for host in ["n1", "n2", "n3", "n4", "n5"] {
-        pgstrap_ok(&["lab", "start", host]);
+    // The old side comes back, every host at once (etcd waits for its peers): fenced.
+    let starts: Vec<_> = ["n1", "n2", "n3", "n4", "n5"]
+        .into_iter()
+        .map(|host| std::thread::spawn(move || pgstrap_ok(&["lab", "start", host])))
+        .collect();
+    for start in starts {
+        start.join().expect("lab start");
     }
     for address in [
         "10.77.0.11",

@@ -591,10 +591,24 @@ pub fn stop(lab_dir: &Path, name: &str, timeout: Duration) -> Result<()> {
 pub fn kill(lab_dir: &Path, name: &str) -> Result<()> {
     let unified = cgroups(name).unified;
     if state(name) != HostState::Stopped {
-        write_cgroup(&unified.join("cgroup.kill"), "1")?;
-        if !poll_until(Duration::from_secs(10), || {
-            state(name) == HostState::Stopped
-        }) {
+        // A process forked while the kill walks the cgroup, or one slow to die on a loaded
+        // machine, survives one write: write it again each second, for up to 30 s.
+        let mut stopped = false;
+        for _ in 0..30 {
+            if let Err(e) = write_cgroup(&unified.join("cgroup.kill"), "1") {
+                // Gone in between (its cgroup removed): stopped.
+                if state(name) == HostState::Stopped {
+                    stopped = true;
+                    break;
+                }
+                return Err(e);
+            }
+            if poll_until(Duration::from_secs(1), || state(name) == HostState::Stopped) {
+                stopped = true;
+                break;
+            }
+        }
+        if !stopped {
             return Err(Error::failure(
                 format!("lab host {name} still has processes after cgroup.kill"),
                 Some(format!("look at {}/cgroup.procs", unified.display())),

@@ -192,9 +192,9 @@ async fn converge(
     super::dr::refuse_role_mismatch(project, &patroni).await?;
     // A cluster fenced by an emergency promotion, now a standby of the promoted one in the
     // inventory: prepared to be bootstrapped again as such (below, like a new standby cluster).
-    for what in super::dr::rebuild::prepare_fenced(project, open).await? {
+    for (cluster, what) in super::dr::rebuild::prepare_fenced(project, open).await? {
         report.actions.push(Action {
-            cluster: String::new(),
+            cluster,
             host: None,
             what,
         });

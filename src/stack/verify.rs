@@ -32,6 +32,11 @@ impl VerifyReport {
     }
 }
 
+/// How long a login (TCP, TLS, authentication) may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a one-value check query may take.
+const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Connect with the superuser through `address:port` (PgBouncer, HAProxy or PostgreSQL).
 pub async fn connect(address: &str, port: u16, secrets: &Secrets) -> Result<Client, String> {
     let password = secrets
@@ -50,7 +55,12 @@ pub async fn connect(address: &str, port: u16, secrets: &Secrets) -> Result<Clie
         .connect_timeout(Duration::from_secs(3));
     let (tls, mode) = crate::tls::postgres_connector();
     config.ssl_mode(mode);
-    let (client, connection) = config.connect(tls).await.map_err(|e| describe(&e))?;
+    // The whole login, not only the TCP connect: PgBouncer accepts a client and then holds it
+    // (up to its query_wait_timeout) while no PostgreSQL behind it answers.
+    let (client, connection) = tokio::time::timeout(CONNECT_TIMEOUT, config.connect(tls))
+        .await
+        .map_err(|_| format!("no answer within {} s", CONNECT_TIMEOUT.as_secs()))?
+        .map_err(|e| describe(&e))?;
     tokio::spawn(async move {
         let _ = connection.await;
     });
@@ -76,7 +86,10 @@ pub async fn rows(client: &Client, sql: &str) -> Result<Vec<Vec<String>>, String
 /// The first column of the first row of a simple query (simple protocol: no prepared
 /// statements, so it works through PgBouncer in transaction mode).
 pub async fn scalar(client: &Client, sql: &str) -> Result<Option<String>, String> {
-    let messages = client.simple_query(sql).await.map_err(|e| describe(&e))?;
+    let messages = tokio::time::timeout(QUERY_TIMEOUT, client.simple_query(sql))
+        .await
+        .map_err(|_| format!("no answer within {} s", QUERY_TIMEOUT.as_secs()))?
+        .map_err(|e| describe(&e))?;
     Ok(messages.into_iter().find_map(|m| match m {
         SimpleQueryMessage::Row(row) => row.get(0).map(str::to_owned),
         _ => None,

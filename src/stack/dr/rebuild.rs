@@ -14,12 +14,12 @@ use crate::render::Project;
 use crate::stack::etcd::Etcd;
 
 /// Prepare every fenced cluster the inventory now names a standby of the cluster that fenced
-/// it; what was done, for the report. A fenced cluster the inventory does not (yet) name so is
+/// it; what was done (cluster, what), for the report. A fenced cluster the inventory does not (yet) name so is
 /// refused: nothing changes.
 pub async fn prepare_fenced(
     project: &Project,
     open: &BTreeMap<String, Session>,
-) -> Result<Vec<String>> {
+) -> Result<Vec<(String, String)>> {
     let mut done = Vec::new();
     for cluster in project.inventory.clusters.values() {
         let Some(fence) = fence::find(project, cluster).await else {
@@ -96,13 +96,12 @@ pub async fn prepare_fenced(
                 None,
             )
         })?;
-        done.push(format!(
-            "{}: fenced by {}'s emergency promotion: Patroni stopped, its Patroni state cleared, the fence lifted; rebuilt below as a standby cluster of {}. Its diverged data is kept: {}",
-            cluster.name,
+        done.push((cluster.name.clone(), format!(
+            "fenced by {}'s emergency promotion: Patroni stopped, its Patroni state cleared, the fence lifted; rebuilt below as a standby cluster of {}. Its diverged data is kept: {}",
             fence.by,
             fence.by,
             if moved.is_empty() { "(no data directory)".to_owned() } else { moved.join(", ") }
-        ));
+        )));
     }
     Ok(done)
 }
