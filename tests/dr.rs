@@ -97,24 +97,7 @@ fn rows_on(address: &str) -> BTreeSet<u64> {
 #[test]
 #[ignore = "end to end: needs root and the lab; run by tests/run.sh (PGSTRAP_E2E=1 … -- --ignored)"]
 fn planned_promotion_and_fail_back_lose_no_acknowledged_write() {
-    require_e2e();
-    pgstrap_ok(&["lab", "down"]);
-    pgstrap_ok(&["lab", "up", "--hosts", "5", "--dr-hosts", "3"]);
-    pgstrap_ok(&["apply", "-i", INVENTORY]);
-    let project =
-        pgstrap::render::load_project(std::path::Path::new(INVENTORY), &[]).expect("inventory");
-    let secrets = project.secrets(false).expect("secrets");
-    let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    let main_vip = client::Target {
-        address: "10.77.0.250".into(),
-        port: 5000,
-        secrets: secrets.clone(),
-        interval: Duration::from_millis(100),
-        timeout: Duration::from_secs(2),
-    };
-    runtime
-        .block_on(client::prepare(&main_vip))
-        .expect("drill table");
+    let (runtime, secrets, main_vip) = dr_lab();
 
     // Promote dr while writing through main's VIP.
     let (acknowledged, _) = promote_under_load(&runtime, &secrets, ("10.77.0.250", 5000), "dr");
@@ -161,6 +144,30 @@ fn planned_promotion_and_fail_back_lose_no_acknowledged_write() {
     pgstrap_ok(&["lab", "down"]);
 }
 
+/// A fresh lab of 5 + 3 hosts (main with a VIP, its standby cluster dr) rolled out, and a write
+/// target through main's VIP with its drill table ready.
+fn dr_lab() -> (tokio::runtime::Runtime, Secrets, client::Target) {
+    require_e2e();
+    pgstrap_ok(&["lab", "down"]);
+    pgstrap_ok(&["lab", "up", "--hosts", "5", "--dr-hosts", "3"]);
+    pgstrap_ok(&["apply", "-i", INVENTORY]);
+    let project =
+        pgstrap::render::load_project(std::path::Path::new(INVENTORY), &[]).expect("inventory");
+    let secrets = project.secrets(false).expect("secrets");
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let main_vip = client::Target {
+        address: "10.77.0.250".into(),
+        port: 5000,
+        secrets: secrets.clone(),
+        interval: Duration::from_millis(100),
+        timeout: Duration::from_secs(2),
+    };
+    runtime
+        .block_on(client::prepare(&main_vip))
+        .expect("drill table");
+    (runtime, secrets, main_vip)
+}
+
 /// The address of the member of `cluster` that leads it (status --json).
 fn leader_address(cluster: &str) -> String {
     let status = pgstrap_ok(&["status", "--json", "-i", INVENTORY]);
@@ -205,24 +212,7 @@ fn wait_for_ssh(address: &str) {
 #[test]
 #[ignore = "end to end: needs root and the lab; run by tests/run.sh (PGSTRAP_E2E=1 … -- --ignored)"]
 fn emergency_promotion_fences_the_old_side_and_apply_rebuilds_it() {
-    require_e2e();
-    pgstrap_ok(&["lab", "down"]);
-    pgstrap_ok(&["lab", "up", "--hosts", "5", "--dr-hosts", "3"]);
-    pgstrap_ok(&["apply", "-i", INVENTORY]);
-    let project =
-        pgstrap::render::load_project(std::path::Path::new(INVENTORY), &[]).expect("inventory");
-    let secrets = project.secrets(false).expect("secrets");
-    let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    let main_vip = client::Target {
-        address: "10.77.0.250".into(),
-        port: 5000,
-        secrets: secrets.clone(),
-        interval: Duration::from_millis(100),
-        timeout: Duration::from_secs(2),
-    };
-    runtime
-        .block_on(client::prepare(&main_vip))
-        .expect("drill table");
+    let (runtime, secrets, main_vip) = dr_lab();
     let writer = runtime.block_on(async {
         client::start(
             main_vip.clone(),

@@ -90,6 +90,28 @@ pub struct Cluster {
     pub location: Location,
 }
 
+impl Host {
+    /// Where this host sets `key` in the inventory, else where the host is.
+    pub fn location_of(&self, key: &str) -> Location {
+        self.setting_locations
+            .get(key)
+            .copied()
+            .unwrap_or(self.location)
+    }
+}
+
+impl Cluster {
+    /// Where this cluster sets `key` in the inventory, if it does.
+    pub fn sets(&self, key: &str) -> Option<Location> {
+        self.setting_locations.get(key).copied()
+    }
+
+    /// Where this cluster sets `key` in the inventory, else where the cluster is.
+    pub fn location_of(&self, key: &str) -> Location {
+        self.sets(key).unwrap_or(self.location)
+    }
+}
+
 impl Inventory {
     /// The clusters that are standbys of `name`.
     pub fn standbys_of<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Cluster> + 'a {

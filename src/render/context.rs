@@ -153,12 +153,7 @@ pub fn clusters(project: &Project) -> Result<BTreeMap<String, Value>> {
                 errors.push(
                     inventory
                         .error_at(
-                            Some(
-                                host.setting_locations
-                                    .get("patroni.name")
-                                    .copied()
-                                    .unwrap_or(host.location),
-                            ),
+                            Some(host.location_of("patroni.name")),
                             format!(
                                 "Patroni member name `{member}` is used by host `{other_host}` (cluster `{other_cluster}`) and host `{}` (cluster `{}`)",
                                 host.name, cluster.name
@@ -180,13 +175,7 @@ pub fn clusters(project: &Project) -> Result<BTreeMap<String, Value>> {
                 errors.push(
                     inventory
                         .error_at(
-                            Some(
-                                cluster
-                                    .setting_locations
-                                    .get("keepalived.router_id")
-                                    .copied()
-                                    .unwrap_or(cluster.location),
-                            ),
+                            Some(cluster.location_of("keepalived.router_id")),
                             format!(
                                 "clusters `{other}` and `{}` in datacenter {} would use the same VRRP router id {id}",
                                 cluster.name, cluster.datacenter
@@ -314,12 +303,7 @@ fn inventory_wide(project: &Project) -> Vec<InventoryError> {
             errors.push(
                 inventory
                     .error_at(
-                        Some(
-                            host.setting_locations
-                                .get(*key)
-                                .copied()
-                                .unwrap_or(host.location),
-                        ),
+                        Some(host.location_of(key)),
                         format!(
                             "host `{}` sets `{key}`, which is one value for the whole inventory",
                             host.name
@@ -343,14 +327,7 @@ fn inventory_wide(project: &Project) -> Vec<InventoryError> {
                         inventory
                             .error_at(
                                 // Where a value was written: this cluster's, else the other's.
-                                Some(
-                                    cluster
-                                        .setting_locations
-                                        .get(*key)
-                                        .or_else(|| first.setting_locations.get(*key))
-                                        .copied()
-                                        .unwrap_or(cluster.location),
-                                ),
+                                Some(cluster.sets(key).or_else(|| first.sets(key)).unwrap_or(cluster.location)),
                                 format!(
                                     "`{key}` is {value} in cluster `{}` but {first_value} in cluster `{}`: it is one value for the whole inventory",
                                     cluster.name, first.name

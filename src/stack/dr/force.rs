@@ -50,23 +50,8 @@ pub async fn promote(project: &Project, secrets: &Secrets, name: &str) -> Result
             ));
         }
     }
-    let new = Side {
-        project,
-        cluster: standby,
-        patroni: &patroni,
-        secrets,
-        rest_port: project.cluster_port(standby, "patroni.restapi_port", 8008),
-        sessions: Default::default(),
-    };
-    let leader = new.answering("/standby-leader").await.ok_or_else(|| {
-        Error::failure(
-            format!(
-                "cluster {}: no member answers /standby-leader",
-                standby.name
-            ),
-            Some("`pgstrap status -i INV` shows the standby cluster's state".into()),
-        )
-    })?;
+    let new = Side::new(project, standby, &patroni, secrets);
+    let leader = new.standby_leader().await?;
     let began = Instant::now();
     let mut steps = Vec::new();
 

@@ -180,7 +180,36 @@ struct Side<'a> {
     sessions: tokio::sync::Mutex<BTreeMap<String, Session>>,
 }
 
-impl Side<'_> {
+impl<'a> Side<'a> {
+    fn new(
+        project: &'a Project,
+        cluster: &'a Cluster,
+        patroni: &'a Patroni,
+        secrets: &'a Secrets,
+    ) -> Self {
+        Self {
+            project,
+            cluster,
+            patroni,
+            secrets,
+            rest_port: project.cluster_port(cluster, "patroni.restapi_port", 8008),
+            sessions: Default::default(),
+        }
+    }
+
+    /// The standby leader of this (standby) cluster: the member a promotion promotes.
+    async fn standby_leader(&self) -> Result<String> {
+        self.answering("/standby-leader").await.ok_or_else(|| {
+            Error::failure(
+                format!(
+                    "cluster {}: no member answers /standby-leader",
+                    self.cluster.name
+                ),
+                Some("`pgstrap status -i INV` shows the standby cluster's state".into()),
+            )
+        })
+    }
+
     /// The host of the member answering `path` with 200 (`/primary`, `/standby-leader`).
     async fn answering(&self, path: &str) -> Option<String> {
         for host in &self.cluster.postgres {
@@ -282,41 +311,19 @@ pub async fn promote(project: &Project, secrets: &Secrets, name: &str) -> Result
     if !interrupted {
         refuse_role_mismatch(project, &patroni).await?;
     }
-    let new = Side {
-        project,
-        cluster: standby,
-        patroni: &patroni,
-        secrets,
-        rest_port: project.cluster_port(standby, "patroni.restapi_port", 8008),
-        sessions: Default::default(),
-    };
-    let old = Side {
-        project,
-        cluster: primary,
-        patroni: &patroni,
-        secrets,
-        rest_port: project.cluster_port(primary, "patroni.restapi_port", 8008),
-        sessions: Default::default(),
-    };
+    let new = Side::new(project, standby, &patroni, secrets);
+    let old = Side::new(project, primary, &patroni, secrets);
     let old_leader = if interrupted {
         String::new()
     } else {
         old.answering("/primary").await.ok_or_else(|| {
             Error::failure(
                 format!("cluster {}: no member answers /primary", primary.name),
-                Some("a planned promotion needs the primary side up; an emergency promotion (`--force`, the primary side gone) is not built yet".into()),
+                Some(format!("a planned promotion needs the primary side up; when it is gone: `pgstrap dr promote --force --cluster {}`", standby.name)),
             )
         })?
     };
-    let new_leader = new.answering("/standby-leader").await.ok_or_else(|| {
-        Error::failure(
-            format!(
-                "cluster {}: no member answers /standby-leader",
-                standby.name
-            ),
-            Some("`pgstrap status -i INV` shows the standby cluster's state".into()),
-        )
-    })?;
+    let new_leader = new.standby_leader().await?;
     let mut steps = Vec::new();
     let mut step = |what: String, since: Instant| {
         steps.push(Step {
