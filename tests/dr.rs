@@ -16,6 +16,7 @@ use pgstrap::inventory::secrets::Secrets;
 use pgstrap::stack::drill::client;
 
 const INVENTORY: &str = "/var/lib/pgstrap/lab/inventory.yaml";
+const DR_VIP: &str = "10.77.1.250";
 
 /// The lab inventory with `standby` as the standby cluster of `primary`.
 fn direction(primary: &str, standby: &str) {
@@ -127,8 +128,9 @@ fn planned_promotion_and_fail_back_lose_no_acknowledged_write() {
     let output = pgstrap(&["apply", "--no-verify", "-i", INVENTORY]);
     assert!(String::from_utf8_lossy(&output.stderr).contains("done: 0 change(s)"));
 
-    // Fail back: the same command for main, writing to dr's new primary directly (PgBouncer).
-    let (acknowledged, _) = promote_under_load(&runtime, &secrets, (&dr_leader, 6432), "main");
+    // Fail back: the same command for main, writing through dr's VIP (both VIPs serve their new
+    // roles).
+    let (acknowledged, _) = promote_under_load(&runtime, &secrets, (DR_VIP, 5000), "main");
     let main_leader = leader_address("main");
     let present = rows_on(&main_leader);
     assert_eq!(
@@ -144,12 +146,12 @@ fn planned_promotion_and_fail_back_lose_no_acknowledged_write() {
     pgstrap_ok(&["lab", "down"]);
 }
 
-/// A fresh lab of 5 + 3 hosts (main with a VIP, its standby cluster dr) rolled out, and a write
-/// target through main's VIP with its drill table ready.
+/// A fresh lab of 5 + 5 hosts (main and its standby cluster dr, each with balancers and a VIP)
+/// rolled out, and a write target through main's VIP with its drill table ready.
 fn dr_lab() -> (tokio::runtime::Runtime, Secrets, client::Target) {
     require_e2e();
     pgstrap_ok(&["lab", "down"]);
-    pgstrap_ok(&["lab", "up", "--hosts", "5", "--dr-hosts", "3"]);
+    pgstrap_ok(&["lab", "up", "--hosts", "5", "--dr-hosts", "5"]);
     pgstrap_ok(&["apply", "-i", INVENTORY]);
     let project =
         pgstrap::render::load_project(std::path::Path::new(INVENTORY), &[]).expect("inventory");
@@ -272,10 +274,19 @@ fn emergency_promotion_fences_the_old_side_and_apply_rebuilds_it() {
         written.is_subset(&rows_on(&dr_leader)),
         "replayed writes missing on dr"
     );
-    // A write on the new primary (its PgBouncer: dr has no VIP in the lab).
-    run_on(
-        &dr_leader,
-        "runuser -u postgres -- psql -XAtq -c \"INSERT INTO pgstrap_drill.writes (id, client) VALUES (999999999, 'after')\"",
+    // A write through the promoted side's VIP.
+    let inserted = runtime.block_on(async {
+        let client = pgstrap::stack::verify::connect(DR_VIP, 5000, &secrets).await?;
+        pgstrap::stack::verify::scalar(
+            &client,
+            "INSERT INTO pgstrap_drill.writes (id, client) VALUES (999999999, 'after') RETURNING id",
+        )
+        .await
+    });
+    assert_eq!(
+        inserted,
+        Ok(Some("999999999".into())),
+        "a write through dr's VIP"
     );
 
     // The old side comes back, every host at once (etcd waits for its peers): fenced.

@@ -76,14 +76,21 @@ pub fn layout(dc1: usize, dc2: usize) -> Vec<ClusterLayout> {
         balancers,
     });
     if dc2 >= 3 {
+        // With 5 hosts in dc2 the standby side has its own balancers and VIP, like the primary
+        // side: both VIPs serve their new roles after a promotion.
+        let balancers = if dc2 >= 5 {
+            names("d", 4..=5)
+        } else {
+            Vec::new()
+        };
         clusters.push(ClusterLayout {
             name: "dr".into(),
             datacenter: "dc2".into(),
             standby_of: Some("main".into()),
             etcd: names("d", 1..=3),
             postgres: names("d", 1..=3),
-            balancers: Vec::new(),
-            vip: None,
+            vip: (!balancers.is_empty()).then(|| "10.77.1.250/24".to_string()),
+            balancers,
         });
     }
     clusters
@@ -196,6 +203,18 @@ mod tests {
             (vec!["d1", "d2", "d3"], vec!["d1", "d2", "d3"], vec![])
         );
         assert_eq!(dr.vip, None);
+        // Five hosts in dc2: the standby side gets balancers and a VIP of its own.
+        let clusters = layout(5, 5);
+        let dr = &clusters[1];
+        assert_eq!(
+            names(dr),
+            (
+                vec!["d1", "d2", "d3"],
+                vec!["d1", "d2", "d3"],
+                vec!["d4", "d5"]
+            )
+        );
+        assert_eq!(dr.vip.as_deref(), Some("10.77.1.250/24"));
     }
 
     #[test]
