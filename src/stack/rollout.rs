@@ -598,6 +598,20 @@ pub async fn plan_orchestration(project: &Project, secrets: &Secrets) -> Vec<Str
     };
     let mut lines = Vec::new();
     for cluster in project.inventory.clusters.values() {
+        if let Some(fence) = super::dr::fence::find(project, cluster).await {
+            lines.push(if cluster.standby_of.as_deref() == Some(fence.by.as_str()) {
+                format!(
+                    "cluster {}: fenced by {}'s emergency promotion: stop Patroni, move its data directories aside (kept), clear its Patroni state, lift the fence, bootstrap it as a standby cluster of {}",
+                    cluster.name, fence.by, fence.by
+                )
+            } else {
+                format!(
+                    "cluster {}: fenced by {}'s emergency promotion ({}): apply refuses until the inventory sets `standby_of: {}` on it",
+                    cluster.name, fence.by, fence.at, fence.by
+                )
+            });
+            continue;
+        }
         // Membership, in the order apply takes the steps.
         if let Some(change) = members::etcd::change(project, cluster).await {
             lines.extend(change.steps(&cluster.name, project));
