@@ -151,7 +151,18 @@ fn planned_promotion_and_fail_back_lose_no_acknowledged_write() {
 fn dr_lab() -> (tokio::runtime::Runtime, Secrets, client::Target) {
     require_e2e();
     pgstrap_ok(&["lab", "down"]);
-    pgstrap_ok(&["lab", "up", "--hosts", "5", "--dr-hosts", "5"]);
+    // PGSTRAP_LAB_RELEASE=12 runs the DR lifecycle on Debian 12 (default: the lab's, 13).
+    let release = std::env::var("PGSTRAP_LAB_RELEASE").unwrap_or_else(|_| "13".into());
+    pgstrap_ok(&[
+        "lab",
+        "up",
+        "--release",
+        &release,
+        "--hosts",
+        "5",
+        "--dr-hosts",
+        "5",
+    ]);
     pgstrap_ok(&["apply", "-i", INVENTORY]);
     let project =
         pgstrap::render::load_project(std::path::Path::new(INVENTORY), &[]).expect("inventory");
