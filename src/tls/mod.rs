@@ -114,15 +114,20 @@ pub fn postgres_connector() -> (
             tokio_postgres::config::SslMode::Require,
         ),
         None => {
-            let plain = ClientConfig::builder_with_provider(provider())
-                .with_safe_default_protocol_versions()
-                .map(|b| {
-                    b.with_root_certificates(rustls::RootCertStore::empty())
-                        .with_no_client_auth()
-                })
-                .expect("ring supports the default protocol versions");
+            // Never used for TLS (sslmode disable), only to satisfy the connector's type: built
+            // once, not for every connection a reconnecting client makes.
+            static PLAIN: std::sync::OnceLock<ClientConfig> = std::sync::OnceLock::new();
+            let plain = PLAIN.get_or_init(|| {
+                ClientConfig::builder_with_provider(provider())
+                    .with_safe_default_protocol_versions()
+                    .map(|b| {
+                        b.with_root_certificates(rustls::RootCertStore::empty())
+                            .with_no_client_auth()
+                    })
+                    .expect("ring supports the default protocol versions")
+            });
             (
-                tokio_postgres_rustls::MakeRustlsConnect::new(plain),
+                tokio_postgres_rustls::MakeRustlsConnect::new(plain.clone()),
                 tokio_postgres::config::SslMode::Disable,
             )
         }
