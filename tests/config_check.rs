@@ -724,6 +724,45 @@ fn pg_hba_is_not_open_to_the_world() {
 }
 
 /// Debian's postgresql-NN postinst must not create and start a `main` cluster on a DB host.
+/// The scripts pgstrap installs for Patroni parse: the fence check (`sh -n`) and the callback
+/// that moves etcd's leadership off the primary's host (Python's own compiler).
+#[test]
+fn the_scripts_patroni_runs_parse() {
+    let scripts = [
+        ("/usr/local/lib/pgstrap/patroni-fence-check", "sh", "dash"),
+        (
+            "/usr/local/lib/pgstrap/patroni-etcd-leader-away",
+            "python3",
+            "python3",
+        ),
+    ];
+    let rendered = render_all();
+    for (path, interpreter, package) in scripts {
+        let files: Vec<_> = rendered.iter().flat_map(|r| r.files(path)).collect();
+        assert!(!files.is_empty(), "no host of the examples got {path}");
+        let Some(program) = program(
+            interpreter,
+            package,
+            &format!("{interpreter} parses {path}"),
+        ) else {
+            continue;
+        };
+        for (host, file) in files {
+            let output = if interpreter == "sh" {
+                run(Command::new(&program).arg("-n").arg(&file))
+            } else {
+                let check = "import ast, sys; ast.parse(open(sys.argv[1]).read(), sys.argv[1])";
+                run(Command::new(&program).arg("-c").arg(check).arg(&file))
+            };
+            assert!(
+                output.status.success(),
+                "{host}: {path}: {}",
+                describe(&output)
+            );
+        }
+    }
+}
+
 #[test]
 fn createcluster_conf_disables_the_main_cluster() {
     for rendered in render_all() {

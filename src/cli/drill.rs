@@ -31,6 +31,11 @@ pub struct Args {
     /// a timer on the host itself).
     #[arg(long)]
     pub on_servers: bool,
+    /// Also write from the primary's own host, straight to its PostgreSQL, as an application
+    /// beside it would: unlike the VIP's clients, it keeps writing to a cut-off primary. Only
+    /// `patroni.synchronous_mode` keeps those writes from being acknowledged and then lost.
+    #[arg(long)]
+    pub client_on_primary: bool,
     /// Print the report as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -45,6 +50,7 @@ pub fn run(args: Args) -> Result<i32> {
         lab_dir: Some(args.lab_dir),
         on_servers: args.on_servers,
         converge_timeout: Duration::from_secs(args.converge_timeout),
+        client_on_primary: args.client_on_primary,
     };
     let report = super::block_on(drill::drill(&project, &options))??;
     if args.json {

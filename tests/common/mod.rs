@@ -92,6 +92,8 @@ pub struct Writer {
     target: pgstrap::stack::drill::client::Target,
     running: pgstrap::stack::drill::client::Running,
     epoch: std::time::Instant,
+    /// Named steps taken while writing (drill time at start and end), each reported by `finish`.
+    steps: Vec<(String, std::time::Duration, std::time::Duration)>,
 }
 
 impl Writer {
@@ -125,7 +127,18 @@ impl Writer {
             target,
             running,
             epoch,
+            steps: Vec::new(),
         }
+    }
+
+    /// Run `step` while the client writes; `finish` reports its duration and the longest time
+    /// without an acknowledged write during it.
+    pub fn step<T>(&mut self, what: &str, step: impl FnOnce() -> T) -> T {
+        let from = self.epoch.elapsed();
+        let out = step();
+        self.steps
+            .push((what.to_owned(), from, self.epoch.elapsed()));
+        out
     }
 
     /// Stop, read back every acknowledged write through the VIP, print the figure (`what`) and
@@ -148,6 +161,13 @@ impl Writer {
                 .collect()
         });
         let lost = acknowledged.difference(&present).count();
+        for (step, from, to) in &self.steps {
+            eprintln!(
+                "figure: {step}: {:.1} s, longest time without writes {:.1} s",
+                (*to - *from).as_secs_f64(),
+                log.longest_gap(*from, *to).as_secs_f64()
+            );
+        }
         eprintln!(
             "figure: {what}: {} writes acknowledged, {lost} lost, longest time without writes {:.1} s",
             acknowledged.len(),

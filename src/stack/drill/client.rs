@@ -5,11 +5,13 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
 use tokio_postgres::Client;
 
+use crate::connect::{RemoteCommand, Session};
+use crate::error::{Error, Result};
 use crate::inventory::secrets::Secrets;
 use crate::stack::verify;
 
@@ -24,6 +26,8 @@ pub enum Style {
     Reconnecting,
     /// One long-lived connection, replaced when it breaks.
     LongLived,
+    /// On the primary's own host, straight to its PostgreSQL (see [`OnHost`]).
+    OnPrimaryHost,
 }
 
 impl Style {
@@ -31,6 +35,7 @@ impl Style {
         match self {
             Style::Reconnecting => "reconnecting",
             Style::LongLived => "long-lived",
+            Style::OnPrimaryHost => "on-primary-host",
         }
     }
 }
@@ -183,5 +188,142 @@ async fn write_once(
         // An error the server sent (read-only, shutting down…) means it was not committed.
         Err(e) if e.as_db_error().is_some() => Err(Outcome::Refused),
         Err(_) => Err(Outcome::InDoubt),
+    }
+}
+
+/// A client on the primary's own host: a loop (a transient systemd unit, as postgres) that inserts
+/// numbered rows over the Unix socket, straight into the PostgreSQL beside it, as an application
+/// on that host would, and appends each acknowledged id with its time to a file. Unlike the VIP's
+/// clients it keeps writing to the old primary when that host is cut off: only
+/// `synchronous_mode` keeps such writes from being acknowledged and then lost. It stops by
+/// itself after `limit`, so a drill that dies never leaves it running.
+pub struct OnHost {
+    /// When the drill's clock started, on the wall clock (the host stamps its acknowledgements
+    /// with its own clock: the lab shares this machine's, servers run NTP).
+    epoch: SystemTime,
+}
+
+const ON_HOST_UNIT: &str = "pgstrap-drill-writer";
+const ON_HOST_LOG: &str = "/var/tmp/pgstrap-drill-writer.log";
+
+impl OnHost {
+    /// Start the loop on the host of `session`, with ids from `first_id`, against PostgreSQL's
+    /// `port`.
+    pub async fn start(
+        session: &Session,
+        port: u16,
+        first_id: u64,
+        limit: Duration,
+        epoch: Instant,
+    ) -> Result<Self> {
+        let script = format!(
+            "log={ON_HOST_LOG}; : > \"$log\"; i={first_id}; \
+             while :; do \
+               timeout 2 psql -X -q -w -p {port} -d postgres -v ON_ERROR_STOP=1 \
+                 -c \"INSERT INTO {SCHEMA}.writes (id, client) VALUES ($i, '{client}')\" \
+                 >/dev/null 2>&1; rc=$?; \
+               case $rc in 0) echo \"$i $(date +%s.%N)\";; 3) echo \"$i refused\";; \
+                 *) echo \"$i in-doubt\";; esac >> \"$log\"; \
+               i=$((i+1)); sleep 0.1; \
+             done",
+            client = Style::OnPrimaryHost.name(),
+        );
+        let max = format!("RuntimeMaxSec={}", limit.as_secs().max(1));
+        let _ = session
+            .run(&RemoteCommand::new(&["systemctl", "stop", ON_HOST_UNIT]))
+            .await;
+        session
+            .run(&RemoteCommand::new(&[
+                "systemd-run",
+                "--quiet",
+                "--collect",
+                "--unit",
+                ON_HOST_UNIT,
+                "--uid",
+                "postgres",
+                "--property",
+                &max,
+                "/bin/sh",
+                "-c",
+                &script,
+            ]))
+            .await
+            .map_err(|e| Error::failure(e.to_string(), e.hint.clone()))?;
+        let since = epoch.elapsed();
+        Ok(Self {
+            epoch: SystemTime::now() - since,
+        })
+    }
+
+    /// Stop the loop (it may have died with its host) and read what it acknowledged.
+    pub async fn stop(self, session: &Session) -> Result<ClientLog> {
+        let _ = session
+            .run(&RemoteCommand::new(&["systemctl", "stop", ON_HOST_UNIT]))
+            .await;
+        let output = session
+            .run(&RemoteCommand::new(&["cat", ON_HOST_LOG]))
+            .await
+            .map_err(|e| Error::failure(e.to_string(), e.hint.clone()))?;
+        let _ = session
+            .run(&RemoteCommand::new(&["rm", "-f", ON_HOST_LOG]))
+            .await;
+        let epoch = self
+            .epoch
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default();
+        Ok(parse_on_host_log(&output.stdout_text(), epoch))
+    }
+}
+
+/// The loop's lines (`ID SECONDS.NANOS` acknowledged, `ID refused` (psql's exit 3: the server
+/// answered with an error), `ID in-doubt` (timed out or the connection broke: it may have
+/// committed)) → the client's log, times on the drill's clock (`epoch`: its start, Unix time).
+fn parse_on_host_log(text: &str, epoch: Duration) -> ClientLog {
+    let mut log = ClientLog {
+        style: Style::OnPrimaryHost,
+        attempted: 0,
+        acknowledged: Vec::new(),
+        in_doubt: 0,
+    };
+    for line in text.lines() {
+        let Some((id, outcome)) = line.trim().split_once(' ') else {
+            continue;
+        };
+        let Ok(id) = id.parse::<u64>() else {
+            continue;
+        };
+        log.attempted += 1;
+        match outcome {
+            "refused" => {}
+            "in-doubt" => log.in_doubt += 1,
+            at => match at
+                .parse::<f64>()
+                .ok()
+                .and_then(|s| Duration::try_from_secs_f64(s).ok())
+            {
+                Some(at) => log.acknowledged.push((id, at.saturating_sub(epoch))),
+                None => log.in_doubt += 1,
+            },
+        }
+    }
+    log
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_on_host_log_is_read_against_the_drill_clock() {
+        let text = "7 1000.5\n8 refused\n9 in-doubt\n10 1001.25\ngarbage\n";
+        let log = parse_on_host_log(text, Duration::from_secs(1000));
+        assert_eq!(
+            log.acknowledged,
+            vec![
+                (7, Duration::from_millis(500)),
+                (10, Duration::from_millis(1250))
+            ]
+        );
+        assert_eq!((log.attempted, log.in_doubt), (4, 1));
     }
 }

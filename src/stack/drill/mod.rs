@@ -40,7 +40,12 @@ pub struct Options {
     pub on_servers: bool,
     /// How long to wait for the cluster to converge after the heal.
     pub converge_timeout: Duration,
+    /// Also write from the primary's own host, straight to its PostgreSQL ([`client::OnHost`]).
+    pub client_on_primary: bool,
 }
+
+/// The on-host client's first id (the VIP's clients count from 1).
+const ON_HOST_FIRST_ID: u64 = 1_000_000_000;
 
 /// What one client saw.
 #[derive(Debug, Clone, Serialize)]
@@ -224,7 +229,23 @@ pub async fn drill(project: &Project, options: &Options) -> Result<DrillReport> 
     let ids = Arc::new(AtomicU64::new(1));
     let clients = [client::Style::Reconnecting, client::Style::LongLived]
         .map(|style| client::start(target.clone(), style, ids.clone(), epoch));
-    // A baseline: both clients acknowledged writes before the fault.
+    let on_host = if options.client_on_primary {
+        let session = reach.session(&primary_host).await?;
+        let limit = options.duration + options.converge_timeout + Duration::from_secs(120);
+        let started = client::OnHost::start(
+            &session,
+            port("postgresql.port"),
+            ON_HOST_FIRST_ID,
+            limit,
+            epoch,
+        )
+        .await;
+        session.close().await;
+        Some(started?)
+    } else {
+        None
+    };
+    // A baseline: the clients acknowledged writes before the fault.
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     let fault_at = epoch.elapsed();
@@ -254,6 +275,13 @@ pub async fn drill(project: &Project, options: &Options) -> Result<DrillReport> 
         logs.push(running.stop().await);
     }
     let end = epoch.elapsed();
+    if let Some(on_host) = on_host {
+        // The former primary's host (back after the heal) holds the client's log.
+        let session = reach.session(&primary_host).await?;
+        let log = on_host.stop(&session).await;
+        session.close().await;
+        logs.push(log?);
+    }
     let (leader_after, view) = converged?;
     let converged_after_heal_s = epoch.elapsed().saturating_sub(healed_at).as_secs_f64();
 
