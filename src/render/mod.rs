@@ -808,6 +808,18 @@ fn role_state(
         .iter()
         .map(|c| health_check(c, &whose, host))
         .collect::<Result<Vec<_>>>()?;
+    let mut services = Vec::new();
+    for spec in &manifest.services {
+        if let Some(when) = &spec.when {
+            if !engine.truthy(when, ctx, &format!("{whose} service {}", spec.name))? {
+                continue;
+            }
+        }
+        services.push(Service {
+            name: spec.name.clone(),
+            state: spec.state,
+        });
+    }
     Ok(RoleState {
         role: role_name.to_owned(),
         cluster: cluster.map(|c| c.name.clone()),
@@ -823,14 +835,7 @@ fn role_state(
                 value: scalar(v),
             })
             .collect(),
-        services: manifest
-            .services
-            .iter()
-            .map(|s| Service {
-                name: s.name.clone(),
-                state: s.state,
-            })
-            .collect(),
+        services,
         handlers: manifest
             .handlers
             .iter()

@@ -116,6 +116,9 @@ pub struct FileSpec {
 pub struct ServiceSpec {
     pub name: String,
     pub state: ServiceState,
+    /// A Jinja expression; the unit is managed only where it is true.
+    #[serde(default)]
+    pub when: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -216,18 +216,7 @@ impl OnHost {
         limit: Duration,
         epoch: Instant,
     ) -> Result<Self> {
-        let script = format!(
-            "log={ON_HOST_LOG}; : > \"$log\"; i={first_id}; \
-             while :; do \
-               timeout 2 psql -X -q -w -p {port} -d postgres -v ON_ERROR_STOP=1 \
-                 -c \"INSERT INTO {SCHEMA}.writes (id, client) VALUES ($i, '{client}')\" \
-                 >/dev/null 2>&1; rc=$?; \
-               case $rc in 0) echo \"$i $(date +%s.%N)\";; 3) echo \"$i refused\";; \
-                 *) echo \"$i in-doubt\";; esac >> \"$log\"; \
-               i=$((i+1)); sleep 0.1; \
-             done",
-            client = Style::OnPrimaryHost.name(),
-        );
+        let script = on_host_script(port, first_id);
         let max = format!("RuntimeMaxSec={}", limit.as_secs().max(1));
         let _ = session
             .run(&RemoteCommand::new(&["systemctl", "stop", ON_HOST_UNIT]))
@@ -275,9 +264,26 @@ impl OnHost {
     }
 }
 
+/// The on-host client's loop (`sh`): ids from `first_id`, PostgreSQL on `port` (Unix socket).
+fn on_host_script(port: u16, first_id: u64) -> String {
+    format!(
+        "log={ON_HOST_LOG}; : > \"$log\"; i={first_id}; \
+         while :; do \
+           err=$(timeout 2 psql -X -q -w -p {port} -d postgres -v ON_ERROR_STOP=1 \
+             -c \"INSERT INTO {SCHEMA}.writes (id, client) VALUES ($i, '{client}')\" \
+             2>&1 >/dev/null); rc=$?; \
+           case $rc:$err in 0:*) echo \"$i $(date +%s.%N)\";; \
+             3:*|*'psql: error: connection to server'*) echo \"$i refused\";; \
+             *) echo \"$i in-doubt\";; esac >> \"$log\"; \
+           i=$((i+1)); sleep 0.1; \
+         done",
+        client = Style::OnPrimaryHost.name(),
+    )
+}
+
 /// The loop's lines (`ID SECONDS.NANOS` acknowledged, `ID refused` (psql's exit 3: the server
-/// answered with an error), `ID in-doubt` (timed out or the connection broke: it may have
-/// committed)) → the client's log, times on the drill's clock (`epoch`: its start, Unix time).
+/// answered with an error, or psql could not log in), `ID in-doubt` (timed out or the connection
+/// broke after the insert was sent: it may have committed)) → the client's log, times on the drill's clock (`epoch`: its start, Unix time).
 fn parse_on_host_log(text: &str, epoch: Duration) -> ClientLog {
     let mut log = ClientLog {
         style: Style::OnPrimaryHost,
@@ -325,5 +331,20 @@ mod tests {
             ]
         );
         assert_eq!((log.attempted, log.in_doubt), (4, 1));
+    }
+
+    #[test]
+    fn the_on_host_loop_is_valid_sh() {
+        let output = std::process::Command::new("sh")
+            .arg("-n")
+            .arg("-c")
+            .arg(on_host_script(5432, 1_000_000_000))
+            .output()
+            .expect("run sh");
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
     }
 }
