@@ -93,7 +93,7 @@ fn a_set_value_of_the_wrong_type_is_bad_input() {
     for (set, expected) in [
         (
             "patroni.ttl=thirty",
-            "`patroni.ttl` must be a whole number of at least 1, not \"thirty\"",
+            "`patroni.ttl` must be a whole number of at least 20, not \"thirty\"",
         ),
         (
             "keepalived.nopreempt=\"false\"",
