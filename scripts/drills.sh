@@ -1,9 +1,11 @@
 #!/bin/sh
 # Failure-drill figures (root). Brings up a fresh lab of the given release (5 hosts: 3 DB hosts
-# with etcd, 2 balancers: the README's layout), rolls the stack out, then runs every scenario
-# RUNS times under write clients and prints, per scenario, the longest time without an
-# acknowledged write (median and range), writes lost and diverged members. Leaves the lab up.
+# with etcd, 2 balancers: the README's layout; with LAYOUT=dedicated, 8 hosts: etcd on 3 hosts of
+# its own, 3 DB hosts, 2 balancers), rolls the stack out, then runs every scenario RUNS times
+# under write clients and prints, per scenario, the longest time without an acknowledged write
+# (median and range), writes lost and diverged members. Leaves the lab up.
 #   scripts/drills.sh [RELEASE] [RUNS] [SCENARIO…]      e.g. scripts/drills.sh 13 3
+#   LAYOUT=dedicated scripts/drills.sh 13 1 isolate-primary power-cut-primary
 set -eu
 cd "$(dirname "$0")/.."
 release=${1:-13}
@@ -16,7 +18,25 @@ fi
 pgstrap=${PGSTRAP_BIN:-./target/release/pgstrap}
 inventory=/var/lib/pgstrap/lab/inventory.yaml
 $pgstrap lab down >/dev/null 2>&1 || true
-$pgstrap lab up --release "$release" --hosts 5 >/dev/null
+if [ "${LAYOUT:-}" = dedicated ]; then
+  $pgstrap lab up --release "$release" --hosts 8 >/dev/null
+  lab=$inventory
+  inventory=/var/lib/pgstrap/lab/dedicated-drills.yaml
+  rm -f /var/lib/pgstrap/lab/dedicated-drills.secrets.yaml
+  rm -rf /var/lib/pgstrap/lab/dedicated-drills.tls
+  sed '/^clusters:/,$d' "$lab" >"$inventory"
+  cat >>"$inventory" <<'YAML'
+clusters:
+  main:
+    etcd: [n1, n2, n3]
+    postgres: [n4, n5, n6]
+    balancers: [n7, n8]
+    vip: 10.77.0.250/24
+    networks: [10.77.0.0/24]
+YAML
+else
+  $pgstrap lab up --release "$release" --hosts 5 >/dev/null
+fi
 $pgstrap apply -i "$inventory" >/dev/null 2>&1
 out=$(mktemp -d)
 for scenario in $scenarios; do
@@ -32,7 +52,8 @@ done
 python3 - "$out" "$release" "$runs" $scenarios <<'PY'
 import json, statistics, sys, os
 out, release, runs, scenarios = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4:]
-print(f"figure: drills on Debian {release} ({runs} runs each; no writes = longest time without an acknowledged write, reconnecting client)")
+layout = os.environ.get("LAYOUT") or "etcd on the DB hosts"
+print(f"figure: drills on Debian {release}, {layout} ({runs} runs each; no writes = longest time without an acknowledged write, reconnecting client)")
 for s in scenarios:
     gaps, lost, bad = [], 0, 0
     for i in range(1, runs + 1):

@@ -72,17 +72,13 @@ fn reapply_changes_nothing(path: &str) {
     );
 }
 
-/// `etcdctl member list` and `patronictl list` on `on` show exactly these members.
-fn members_agree(on: &str, etcd: &[&str], postgres: &[&str]) {
-    // The members that stay (the host checked from may no longer run etcd).
-    let endpoints: Vec<String> = etcd
-        .iter()
-        .map(|h| format!("https://{}:2379", address(h)))
-        .collect();
-    let endpoints = endpoints.join(",");
+/// `etcdctl member list` on the first etcd host (with the etcdctl settings pgstrap leaves there
+/// for people) and `patronictl list` on the first DB host show exactly these members.
+fn members_agree(etcd: &[&str], postgres: &[&str]) {
+    // etcdctl.env lists the inventory's members: it must follow the change too.
     let list = run_on(
-        on,
-        &format!("{ETCDCTL} --endpoints={endpoints} member list -w json"),
+        &address(etcd[0]),
+        ". /etc/etcd/etcdctl.env && etcdctl member list -w json",
     );
     let json: serde_json::Value = serde_json::from_str(&list).expect("etcdctl JSON");
     let names: BTreeSet<String> = json["members"]
@@ -101,7 +97,10 @@ fn members_agree(on: &str, etcd: &[&str], postgres: &[&str]) {
             .all(|m| m["isLearner"].as_bool() != Some(true)),
         "a learner is left: {list}"
     );
-    let patronictl = run_on(on, "patronictl -c /etc/patroni/config.yml list -f json");
+    let patronictl = run_on(
+        &address(postgres[0]),
+        "patronictl -c /etc/patroni/config.yml list -f json",
+    );
     let json: serde_json::Value = serde_json::from_str(&patronictl).expect("patronictl JSON");
     let names: BTreeSet<String> = json
         .as_array()
@@ -184,7 +183,7 @@ fn membership_cycle(layout: &Layout, name: &str) {
      -> String {
         let path = write_inventory(etcd, postgres, balancers);
         let text = writer.step(&format!("{name}: {what}"), || apply(&path));
-        members_agree(&address(postgres[0]), etcd, postgres);
+        members_agree(etcd, postgres);
         reapply_changes_nothing(&path);
         text
     };
@@ -325,7 +324,7 @@ fn a_dead_etcd_member_is_replaced_in_one_apply() {
     );
     let text = writer.step("replace the dead etcd member n5 by n6", || apply(&replaced));
     assert!(text.contains("stop etcd there yourself"), "{text}");
-    members_agree("10.77.0.11", &["n1", "n2", "n6"], &["n1", "n2", "n3"]);
+    members_agree(&["n1", "n2", "n6"], &["n1", "n2", "n3"]);
     reapply_changes_nothing(&replaced);
     writer.finish("a dead etcd member replaced");
     pgstrap_ok(&["lab", "down"]);
@@ -364,11 +363,7 @@ fn an_etcd_member_added_but_never_started_is_completed_by_the_next_apply() {
     );
 
     apply(&grown);
-    members_agree(
-        "10.77.0.11",
-        &["n1", "n2", "n3", "n4", "n5"],
-        &["n1", "n2", "n3"],
-    );
+    members_agree(&["n1", "n2", "n3", "n4", "n5"], &["n1", "n2", "n3"]);
     reapply_changes_nothing(&grown);
     pgstrap_ok(&["lab", "down"]);
 }

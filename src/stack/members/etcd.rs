@@ -26,6 +26,11 @@ pub struct Change {
     pub promote: Vec<String>,
     /// Members the inventory no longer lists.
     pub leave: Vec<RawMember>,
+    /// The ids of those that are down (a host gone for good): they are removed before anything
+    /// is added, since etcd accepts no new member, not even a learner, while a voting member is
+    /// disconnected (its strict reconfiguration check), and removing a member that is down costs
+    /// the quorum nothing.
+    pub down: Vec<u64>,
     /// The live member list.
     pub live: Vec<RawMember>,
 }
@@ -38,9 +43,22 @@ impl Change {
             && self.leave.is_empty()
     }
 
+    /// The leaving members in the order `apply` removes them: those that are down first (before
+    /// any addition), then the others (after the additions).
+    fn leaving(&self) -> (Vec<&RawMember>, Vec<&RawMember>) {
+        self.leave.iter().partition(|m| self.down.contains(&m.id))
+    }
+
     /// The steps in the order `apply` takes them, for `plan` and the report.
     pub fn steps(&self, cluster: &str, project: &Project) -> Vec<String> {
         let mut steps = Vec::new();
+        let (down, up) = self.leaving();
+        for member in down {
+            let who = host_of(project, member).unwrap_or_else(|| member_label(member));
+            steps.push(format!(
+                "etcd {cluster}: remove {who}, which is down, first (etcd adds no member while a voting member is disconnected); its data directory stays"
+            ));
+        }
         for host in &self.start {
             steps.push(format!(
                 "etcd {cluster}: start {host} (added earlier, never started) → promote"
@@ -54,7 +72,7 @@ impl Change {
                 "etcd {cluster}: add {host} as a learner → start it → promote"
             ));
         }
-        for member in &self.leave {
+        for member in up {
             let who = host_of(project, member).unwrap_or_else(|| member_label(member));
             steps.push(format!(
                 "etcd {cluster}: remove {who} (leadership moved first if it leads) → stop and disable etcd on it; its data directory stays"
@@ -129,20 +147,37 @@ pub async fn change(project: &Project, cluster: &Cluster) -> Option<Change> {
                 .any(|h| m.peer_urls.contains(&peer_url(project, cluster, h)))
         })
         .collect();
+    if !change.leave.is_empty() {
+        if let Ok(health) = crate::stack::etcd::health(&project.etcd_endpoints(cluster)).await {
+            change.down = change
+                .leave
+                .iter()
+                .filter(|m| {
+                    health
+                        .members
+                        .iter()
+                        .any(|h| h.id == format!("{:x}", m.id) && !h.healthy)
+                })
+                .map(|m| m.id)
+                .collect();
+        }
+    }
     Some(change)
 }
 
 /// The settings each member that is not started yet needs: the members it joins (those started
-/// now, those joining before it, itself) and the state `existing`.
+/// now but for those that are down and leave first, those joining before it, itself) and the
+/// state `existing`.
 pub fn joining_settings(
     project: &Project,
     cluster: &Cluster,
     change: &Change,
 ) -> Vec<(String, BTreeMap<String, Value>)> {
+    // Those that are down leave before anyone joins (see `Change::down`).
     let mut members: Vec<String> = change
         .live
         .iter()
-        .filter(|m| !m.name.is_empty())
+        .filter(|m| !m.name.is_empty() && !change.down.contains(&m.id))
         .filter_map(|m| m.peer_urls.first().map(|url| format!("{}={url}", m.name)))
         .collect();
     let mut out = Vec::new();
@@ -253,6 +288,10 @@ pub async fn converge(
     let mut done = Vec::new();
     let endpoints = project.etcd_endpoints(cluster);
     let etcd = Etcd::new(&endpoints);
+    let (down, up) = change.leaving();
+    for member in down {
+        done.push(remove(project, cluster, member, open).await?);
+    }
     for host in &change.start {
         let member = find(&etcd, &peer_url(project, cluster, host)).await?;
         start(open, host).await?;
@@ -276,7 +315,7 @@ pub async fn converge(
             cluster.name
         ));
     }
-    for member in &change.leave {
+    for member in up {
         done.push(remove(project, cluster, member, open).await?);
     }
     Ok(done)
