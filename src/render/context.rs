@@ -416,6 +416,7 @@ impl Shared {
         &self,
         host: &Host,
         groups: &[&str],
+        cluster_groups: &[&str],
         cluster: minijinja::Value,
         index: usize,
         vars: minijinja::Value,
@@ -428,6 +429,9 @@ impl Shared {
                 groups => groups.iter().map(|g| (*g).to_owned()).collect::<Vec<String>>(),
             },
             member => minijinja::context! {
+                // The groups of this host in this role instance's cluster (`host.groups`: in
+                // any cluster), e.g. `'etcd' in member.groups`: etcd runs beside this member.
+                groups => cluster_groups.iter().map(|g| (*g).to_owned()).collect::<Vec<String>>(),
                 index => index,
                 priority => 150u64.saturating_sub(10 * index as u64).max(1),
             },

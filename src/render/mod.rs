@@ -611,9 +611,11 @@ impl Renderer<'_> {
                     .and_then(|c| self.clusters.get(&c.name))
                     .cloned()
                     .unwrap_or(minijinja::Value::from(()));
+                let cluster_groups = cluster.map_or_else(Vec::new, |c| groups_of(c, &host.name));
                 let ctx = self.shared.template_context(
                     host,
                     &all_groups,
+                    &cluster_groups,
                     cluster_ctx,
                     index,
                     self.vars(host, cluster),
