@@ -723,9 +723,9 @@ fn pg_hba_is_not_open_to_the_world() {
     }
 }
 
-/// Debian's postgresql-NN postinst must not create and start a `main` cluster on a DB host.
-/// The scripts pgstrap installs for Patroni parse: the fence check (`sh -n`) and the callback
-/// that moves etcd's leadership off the primary's host (Python's own compiler).
+/// The scripts pgstrap installs for Patroni parse: the fence check (`sh -n`), the callback
+/// that moves etcd's leadership off the primary's host and the wake after a reload (Python's own
+/// compiler).
 #[test]
 fn the_scripts_patroni_runs_parse() {
     let scripts = [
@@ -735,6 +735,7 @@ fn the_scripts_patroni_runs_parse() {
             "python3",
             "python3",
         ),
+        ("/usr/local/lib/pgstrap/patroni-wake", "python3", "python3"),
     ];
     let rendered = render_all();
     for (path, interpreter, package) in scripts {
