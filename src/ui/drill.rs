@@ -14,10 +14,11 @@ pub fn drill_text(report: &DrillReport) -> String {
     };
     let _ = writeln!(
         out,
-        "drill {}{on} (cluster {}, fault held {:.0} s)",
+        "drill {}{on} (cluster {}, fault held {:.0} s, injected after a random {:.1} s of Patroni's loop_wait)",
         report.scenario.name(),
         report.cluster,
-        report.duration_s
+        report.duration_s,
+        report.loop_offset_s
     );
     let _ = writeln!(
         out,

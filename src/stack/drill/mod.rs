@@ -83,6 +83,8 @@ pub struct DrillReport {
     pub cluster: String,
     pub fault_hosts: Vec<String>,
     pub duration_s: f64,
+    /// The random delay, within Patroni's `loop_wait`, before the fault (see [`drill`]).
+    pub loop_offset_s: f64,
     pub leader_before: String,
     pub leader_after: String,
     /// The headline: longest time without an acknowledged write (reconnecting client).
@@ -245,8 +247,14 @@ pub async fn drill(project: &Project, options: &Options) -> Result<DrillReport> 
     } else {
         None
     };
-    // A baseline: the clients acknowledged writes before the fault.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // A baseline: the clients acknowledged writes before the fault. Then a random part of
+    // Patroni's loop: a real fault lands anywhere in it, and how long a dead primary's leader
+    // key outlives it depends on when its last renewal was (between `ttl - loop_wait` and `ttl`).
+    // Without it, the fault's place in the loop follows from the previous drill's timings, and
+    // runs in a row repeat one place (measured: three power cuts all at 21-23 s, or all at 14-16 s).
+    let loop_wait = Duration::from_secs(vars.get_u64("patroni.loop_wait").unwrap_or(10));
+    let loop_offset = loop_wait.mul_f64(rand::random::<f64>());
+    tokio::time::sleep(Duration::from_secs(2) + loop_offset).await;
 
     let fault_at = epoch.elapsed();
     let mut sessions = Vec::new();
@@ -290,6 +298,7 @@ pub async fn drill(project: &Project, options: &Options) -> Result<DrillReport> 
         cluster: cluster.name.clone(),
         fault_hosts,
         duration_s: options.duration.as_secs_f64(),
+        loop_offset_s: loop_offset.as_secs_f64(),
         leader_before,
         leader_after: leader_after.clone(),
         longest_gap_s: logs
