@@ -340,17 +340,28 @@ impl Etcd {
                 serde_json::json!({"key": b64(prefix.as_bytes()), "range_end": b64(&end)}),
             )
             .await?;
+        self.delete_v2(&format!("{}?recursive=true", prefix.trim_end_matches('/')))
+            .await;
+        Ok(deleted.deleted)
+    }
+
+    /// Delete `key` from the v3 keyspace and from the v2 keyspace (where the v2 API is on:
+    /// Patroni's etcd v2 client keeps its state there).
+    pub async fn delete_everywhere(&self, key: &str) -> std::result::Result<(), String> {
+        self.delete(key).await?;
+        self.delete_v2(key).await;
+        Ok(())
+    }
+
+    /// DELETE `/v2/keys{path}` on the first endpoint that answers (nothing when the v2 API is
+    /// off or the key is absent).
+    async fn delete_v2(&self, path: &str) {
         for endpoint in &self.endpoints {
-            let url = format!(
-                "{}/v2/keys{}?recursive=true",
-                endpoint.trim_end_matches('/'),
-                prefix.trim_end_matches('/')
-            );
+            let url = format!("{}/v2/keys{path}", endpoint.trim_end_matches('/'));
             if self.http.delete(&url).send().await.is_ok() {
                 break;
             }
         }
-        Ok(deleted.deleted)
     }
 
     /// Whether `key` exists in the v2 keyspace (false when the v2 API is off).

@@ -70,15 +70,7 @@ async fn learn_dcs(project: &Project) {
         .clusters
         .values()
         .map(|cluster| async move {
-            let vars = project.cluster_vars(cluster);
-            let namespace = vars
-                .get_str("patroni.namespace")
-                .unwrap_or_else(|| "/service/".into());
-            let key = format!(
-                "{}/{}/initialize",
-                namespace.trim_end_matches('/'),
-                cluster.name
-            );
+            let key = super::patroni::dcs_key(project, cluster, "initialize");
             let etcd = Etcd::new(&project.etcd_endpoints(cluster));
             let dcs = match etcd.has_key(&key).await {
                 Ok(true) => Some("etcd3"),

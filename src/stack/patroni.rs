@@ -7,6 +7,24 @@ use serde::{Deserialize, Serialize};
 
 use crate::inventory::secrets::Secret;
 
+/// The etcd key Patroni keeps `rest` under for `cluster` (`patroni.namespace`, then the scope:
+/// the cluster's name), e.g. `/service/main/initialize`.
+pub fn dcs_key(
+    project: &crate::render::Project,
+    cluster: &crate::inventory::Cluster,
+    rest: &str,
+) -> String {
+    let namespace = project
+        .cluster_vars(cluster)
+        .get_str("patroni.namespace")
+        .unwrap_or_else(|| "/service/".into());
+    format!(
+        "{}/{}/{rest}",
+        namespace.trim_end_matches('/'),
+        cluster.name
+    )
+}
+
 /// A client for one cluster's Patroni REST APIs.
 #[derive(Clone)]
 pub struct Patroni {

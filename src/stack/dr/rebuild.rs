@@ -70,11 +70,7 @@ pub async fn prepare_fenced(
                 moved.push(format!("{host}: {aside}"));
             }
         }
-        let namespace = project
-            .cluster_vars(cluster)
-            .get_str("patroni.namespace")
-            .unwrap_or_else(|| "/service/".into());
-        let prefix = format!("{}/{}/", namespace.trim_end_matches('/'), cluster.name);
+        let prefix = crate::stack::patroni::dcs_key(project, cluster, "");
         Etcd::new(&project.etcd_endpoints(cluster))
             .delete_prefix(&prefix)
             .await

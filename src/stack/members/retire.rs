@@ -12,7 +12,8 @@ use crate::error::{Error, Result};
 use crate::inventory::secrets::Secrets;
 use crate::inventory::Cluster;
 use crate::render::Project;
-use crate::stack::patroni::{ClusterView, Patroni};
+use crate::stack::etcd::Etcd;
+use crate::stack::patroni::{dcs_key, ClusterView, Patroni};
 
 /// The Patroni members of `cluster` the inventory no longer lists, with the live view.
 pub async fn leaving_db_members(
@@ -198,10 +199,27 @@ pub async fn stop_retired(
     Ok(done)
 }
 
-/// After Patroni stopped on `host`: wait until no cluster lists a member there (its key is
-/// deleted or expires within the ttl), so `patronictl list` agrees with the inventory.
+/// After Patroni stopped on `host`: delete its member key (Patroni leaves it to expire, a ttl
+/// later), then wait until no cluster lists a member there, so `patronictl list` agrees with the
+/// inventory. Should the deletion fail, the key still expires within the ttl.
 async fn wait_member_gone(project: &Project, host: &str, patroni: &Patroni) -> Result<()> {
     let address = project.address(host);
+    for cluster in project.inventory.clusters.values() {
+        let Some((_, view)) = leaving_db_members(project, cluster, patroni).await else {
+            continue;
+        };
+        let etcd = Etcd::new(&project.etcd_endpoints(cluster));
+        for member in view
+            .members
+            .iter()
+            .filter(|m| m.host.as_deref() == Some(address.as_str()))
+        {
+            let key = dcs_key(project, cluster, &format!("members/{}", member.name));
+            if let Err(e) = etcd.delete_everywhere(&key).await {
+                tracing::debug!("{host}: could not delete {key}: {e}; it expires after the ttl");
+            }
+        }
+    }
     crate::stack::gate::wait_for(
         &format!("{host} to leave Patroni's member list"),
         std::time::Duration::from_secs(90),
