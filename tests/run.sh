@@ -77,7 +77,19 @@ fi
 # benchmarks among them (bench_*) stay for scripts/bench*.sh.
 # Whatever happens, leave no lab behind (the Debian base stays cached).
 trap './target/debug/pgstrap lab down >/dev/null 2>&1 || true' EXIT
+# Each file's whole output goes to /tmp/pgstrap-e2e-FILE.log; shown here: the figures the tests
+# measured (`figure:` lines, which a captured test never shows) and the results, or on a failure
+# the end of the log.
 for t in lab engine rollout tls drill members dr; do
   [[ -f "tests/$t.rs" ]] || continue
-  PGSTRAP_E2E=1 cargo test --quiet --test "$t" -- --ignored --test-threads=1 --skip bench_
+  log=/tmp/pgstrap-e2e-$t.log
+  echo "e2e: tests/$t.rs (log: $log)"
+  if PGSTRAP_E2E=1 cargo test --quiet --test "$t" -- --ignored --test-threads=1 --skip bench_ \
+    --nocapture >"$log" 2>&1; then
+    grep -E '^(figure:|test result:)' "$log" || true
+  else
+    tail -n 150 "$log"
+    echo "error: tests/$t.rs failed (whole output: $log)" >&2
+    exit 1
+  fi
 done
