@@ -131,10 +131,19 @@ fn retired_services(
         // keepalived first: the VIP moves before HAProxy goes.
         out.extend(["keepalived", "haproxy"]);
     }
-    if !in_group(|c| &c.postgres) {
+    let db = in_group(|c| &c.postgres);
+    let etcd = in_group(|c| &c.etcd) || live_etcd_hosts.iter().any(|h| h == host);
+    // The Patroni role's helpers first: they wake or ask the Patroni about to stop.
+    if !db {
+        out.push("pgstrap-postmaster-watch");
+    }
+    if !db || !etcd {
+        out.push("pgstrap-etcd-leader-away");
+    }
+    if !db {
         out.extend(["patroni", "pgbouncer"]);
     }
-    if !in_group(|c| &c.etcd) && !live_etcd_hosts.iter().any(|h| h == host) {
+    if !etcd {
         out.push("etcd");
     }
     out
