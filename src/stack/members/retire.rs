@@ -133,15 +133,12 @@ fn retired_services(
     }
     let db = in_group(|c| &c.postgres);
     let etcd = in_group(|c| &c.etcd) || live_etcd_hosts.iter().any(|h| h == host);
-    // The Patroni role's helpers first: they wake or ask the Patroni about to stop.
-    if !db {
-        out.push("pgstrap-postmaster-watch");
-    }
+    // The Patroni role's helpers before Patroni: they wake or ask the Patroni about to stop.
     if !db || !etcd {
         out.push("pgstrap-etcd-leader-away");
     }
     if !db {
-        out.extend(["patroni", "pgbouncer"]);
+        out.extend(["pgstrap-postmaster-watch", "patroni", "pgbouncer"]);
     }
     if !etcd {
         out.push("etcd");
@@ -208,25 +205,37 @@ pub async fn stop_retired(
     Ok(done)
 }
 
+/// The Patroni members listed at `address`, in every cluster that has a live view: the cluster,
+/// the member's name, and that cluster's view.
+async fn members_at<'a>(
+    project: &'a Project,
+    address: &str,
+    patroni: &Patroni,
+) -> Vec<(&'a Cluster, String, ClusterView)> {
+    let mut found = Vec::new();
+    for cluster in project.inventory.clusters.values() {
+        let Some((_, view)) = leaving_db_members(project, cluster, patroni).await else {
+            continue;
+        };
+        for member in &view.members {
+            if member.host.as_deref() == Some(address) {
+                found.push((cluster, member.name.clone(), view.clone()));
+            }
+        }
+    }
+    found
+}
+
 /// After Patroni stopped on `host`: delete its member key (Patroni leaves it to expire, a ttl
 /// later), then wait until no cluster lists a member there, so `patronictl list` agrees with the
 /// inventory. Should the deletion fail, the key still expires within the ttl.
 async fn wait_member_gone(project: &Project, host: &str, patroni: &Patroni) -> Result<()> {
     let address = project.address(host);
-    for cluster in project.inventory.clusters.values() {
-        let Some((_, view)) = leaving_db_members(project, cluster, patroni).await else {
-            continue;
-        };
+    for (cluster, member, _) in members_at(project, &address, patroni).await {
+        let key = dcs_key(project, cluster, &format!("members/{member}"));
         let etcd = Etcd::new(&project.etcd_endpoints(cluster));
-        for member in view
-            .members
-            .iter()
-            .filter(|m| m.host.as_deref() == Some(address.as_str()))
-        {
-            let key = dcs_key(project, cluster, &format!("members/{}", member.name));
-            if let Err(e) = etcd.delete_everywhere(&key).await {
-                tracing::debug!("{host}: could not delete {key}: {e}; it expires after the ttl");
-            }
+        if let Err(e) = etcd.delete_everywhere(&key).await {
+            tracing::debug!("{host}: could not delete {key}: {e}; it expires after the ttl");
         }
     }
     crate::stack::gate::wait_for(
@@ -235,19 +244,14 @@ async fn wait_member_gone(project: &Project, host: &str, patroni: &Patroni) -> R
         std::time::Duration::from_millis(500),
         "its member key expires after Patroni's ttl; see `patronictl list`",
         || async {
-            for cluster in project.inventory.clusters.values() {
-                let Some((_, view)) = leaving_db_members(project, cluster, patroni).await else {
-                    continue;
-                };
-                if view
-                    .members
-                    .iter()
-                    .any(|m| m.host.as_deref() == Some(address.as_str()))
-                {
-                    return crate::stack::gate::Poll::NotYet(view.describe());
-                }
+            match members_at(project, &address, patroni)
+                .await
+                .into_iter()
+                .next()
+            {
+                Some((_, _, view)) => crate::stack::gate::Poll::NotYet(view.describe()),
+                None => crate::stack::gate::Poll::Ready(()),
             }
-            crate::stack::gate::Poll::Ready(())
         },
     )
     .await
