@@ -586,11 +586,17 @@ pub fn stop(lab_dir: &Path, name: &str, timeout: Duration) -> Result<()> {
     clear_leftovers(lab_dir, name)
 }
 
-/// Power cut: every process of the host (and its supervisor) is killed at once through
-/// `cgroup.kill`, and its network namespace is deleted so it stops answering ARP.
+/// Power cut: the host's link is cut first, then every process of the host (and its
+/// supervisor) is killed at once through `cgroup.kill`, and its network namespace is deleted so
+/// it stops answering ARP. Cutting the link first keeps the dying processes' kernel from closing
+/// their TCP connections (FIN or RST to every peer), which a host without power never does: its
+/// peers must find out by themselves, as they would in a datacenter.
 pub fn kill(lab_dir: &Path, name: &str) -> Result<()> {
     let unified = cgroups(name).unified;
     if state(name) != HostState::Stopped {
+        if net::link_exists(&net::veth_name(name)) {
+            net::set_isolated(name, true)?;
+        }
         // A process forked while the kill walks the cgroup, or one slow to die on a loaded
         // machine, survives one write: write it again each second, for up to 30 s.
         let mut stopped = false;
