@@ -70,12 +70,19 @@ fn run_drill(
     duration: &str,
     extra: &[&str],
 ) -> (serde_json::Value, bool) {
+    // Every host's journals of the drill, to explain a figure once the lab is gone.
+    let journals = format!(
+        "/tmp/pgstrap-e2e-journals/debian-{release}-{scenario}{}",
+        extra.join("")
+    );
     let mut args = vec![
         "drill",
         scenario,
         "--duration",
         duration,
         "--json",
+        "--journals",
+        &journals,
         "-i",
         INVENTORY,
     ];

@@ -79,7 +79,9 @@ fi
 trap './target/debug/pgstrap lab down >/dev/null 2>&1 || true' EXIT
 # Each file's whole output goes to /tmp/pgstrap-e2e-FILE.log; shown here: the figures the tests
 # measured (`figure:` lines, which a captured test never shows) and the results, or on a failure
-# the end of the log.
+# the end of the log. Each drill also keeps every host's journals of the stack's services in
+# /tmp/pgstrap-e2e-journals/debian-RELEASE-SCENARIO/HOST.log (a figure can be explained later).
+rm -rf /tmp/pgstrap-e2e-journals
 for t in lab engine rollout tls drill members dr; do
   [[ -f "tests/$t.rs" ]] || continue
   log=/tmp/pgstrap-e2e-$t.log

@@ -36,6 +36,10 @@ pub struct Args {
     /// `patroni.synchronous_mode` keeps those writes from being acknowledged and then lost.
     #[arg(long)]
     pub client_on_primary: bool,
+    /// Save every host's journal of the stack's services (Patroni, etcd, HAProxy, keepalived,
+    /// PgBouncer, pgstrap's helpers), from just before the fault to the end, as DIR/HOST.log.
+    #[arg(long, value_name = "DIR")]
+    pub journals: Option<PathBuf>,
     /// Print the report as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -51,6 +55,7 @@ pub fn run(args: Args) -> Result<i32> {
         on_servers: args.on_servers,
         converge_timeout: Duration::from_secs(args.converge_timeout),
         client_on_primary: args.client_on_primary,
+        journals: args.journals,
     };
     let report = super::block_on(drill::drill(&project, &options))??;
     if args.json {

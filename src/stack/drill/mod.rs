@@ -10,7 +10,7 @@ pub mod client;
 pub mod fault;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,7 +20,7 @@ use serde::Serialize;
 use super::gate::{wait_for, Poll};
 use super::patroni::Patroni;
 use super::postgres::psql;
-use crate::connect::Session;
+use crate::connect::{RemoteCommand, Session};
 use crate::error::{Error, Result};
 use crate::inventory::secrets::Secrets;
 use crate::inventory::Cluster;
@@ -42,6 +42,9 @@ pub struct Options {
     pub converge_timeout: Duration,
     /// Also write from the primary's own host, straight to its PostgreSQL ([`client::OnHost`]).
     pub client_on_primary: bool,
+    /// Save every host's journal of the stack's services, from just before the fault to the
+    /// end, in this directory (`HOST.log`): what explains a figure after the lab is gone.
+    pub journals: Option<PathBuf>,
 }
 
 /// The on-host client's first id (the VIP's clients count from 1).
@@ -257,6 +260,7 @@ pub async fn drill(project: &Project, options: &Options) -> Result<DrillReport> 
     tokio::time::sleep(Duration::from_secs(2) + loop_offset).await;
 
     let fault_at = epoch.elapsed();
+    let fault_wall_clock = std::time::SystemTime::now();
     let mut sessions = Vec::new();
     let outcome = run_fault(options, &reach, &injector, &fault_hosts, &mut sessions).await;
     let healed_at = epoch.elapsed();
@@ -289,6 +293,9 @@ pub async fn drill(project: &Project, options: &Options) -> Result<DrillReport> 
         let log = on_host.stop(&session).await;
         session.close().await;
         logs.push(log?);
+    }
+    if let Some(dir) = &options.journals {
+        save_journals(&reach, dir, fault_wall_clock).await?;
     }
     let (leader_after, view) = converged?;
     let converged_after_heal_s = epoch.elapsed().saturating_sub(healed_at).as_secs_f64();
@@ -328,6 +335,63 @@ pub async fn drill(project: &Project, options: &Options) -> Result<DrillReport> 
             .push(format!("could not drop the drill's schema: {e}"));
     }
     Ok(report)
+}
+
+/// The services whose journals explain a drill.
+const JOURNAL_UNITS: &[&str] = &[
+    "patroni",
+    "etcd",
+    "haproxy",
+    "keepalived",
+    "pgbouncer",
+    "pgstrap-etcd-leader-away",
+    "pgstrap-postmaster-watch",
+];
+
+/// Every host's journal of [`JOURNAL_UNITS`] from 5 s before the fault, in `dir/HOST.log`. A
+/// host that cannot be reached gets a file that says so: the others are still worth reading.
+async fn save_journals(reach: &Reach<'_>, dir: &Path, fault: std::time::SystemTime) -> Result<()> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Error::failure(format!("cannot create {}: {e}", dir.display()), None))?;
+    let since = fault
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
+        .saturating_sub(5);
+    let mut argv = vec![
+        "journalctl".to_owned(),
+        "--no-pager".to_owned(),
+        "-o".to_owned(),
+        "short-precise".to_owned(),
+        format!("--since=@{since}"),
+    ];
+    for unit in JOURNAL_UNITS {
+        argv.push(format!("--unit={unit}"));
+    }
+    let cluster = reach.cluster;
+    let hosts: BTreeSet<&String> = cluster
+        .postgres
+        .iter()
+        .chain(&cluster.etcd)
+        .chain(&cluster.balancers)
+        .collect();
+    for host in hosts {
+        let text = match reach.session(host).await {
+            Ok(session) => {
+                let output = session.output(&RemoteCommand::new(&argv)).await;
+                session.close().await;
+                match output {
+                    Ok(output) => output.stdout_text(),
+                    Err(e) => format!("journalctl failed on {host}: {e}\n"),
+                }
+            }
+            Err(e) => format!("cannot reach {host}: {e}\n"),
+        };
+        let path = dir.join(format!("{host}.log"));
+        std::fs::write(&path, text)
+            .map_err(|e| Error::failure(format!("cannot write {}: {e}", path.display()), None))?;
+    }
+    Ok(())
 }
 
 /// Choose how faults are made, refusing what cannot be done safely.
