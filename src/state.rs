@@ -216,3 +216,22 @@ pub struct DesiredState {
     /// Replaces every secret value with `***` in anything shown to the user.
     pub masker: Masker,
 }
+
+impl DesiredState {
+    /// Each host's services its roles manage (in any state), by host name.
+    pub fn service_names(
+        &self,
+    ) -> std::collections::BTreeMap<String, std::collections::BTreeSet<String>> {
+        self.hosts
+            .iter()
+            .map(|host| {
+                let names = host
+                    .roles
+                    .iter()
+                    .flat_map(|role| role.services.iter().map(|s| s.name.clone()))
+                    .collect();
+                (host.host.clone(), names)
+            })
+            .collect()
+    }
+}

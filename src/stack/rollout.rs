@@ -226,6 +226,9 @@ async fn converge(
     // The engine reuses the connections preflight opened (one ControlMaster per host).
     let mut engine_options = options.engine.clone();
     engine_options.sessions = open.clone();
+    // What each host's roles manage: a running service outside it belongs to a role the host
+    // left, stopped at the end.
+    let desired_services = desired.service_names();
     let engine = exec::run(desired, targets, exec::Mode::Apply, engine_options).await;
     let engine_ok = engine.exit_code() == 0;
     report.engine = Some(engine);
@@ -284,7 +287,9 @@ async fn converge(
         etcd_members.extend(members::etcd::member_hosts(project, cluster).await);
     }
     let patroni = Patroni::from_secrets(secrets)?;
-    for what in members::retire::stop_retired(project, open, &etcd_members, &patroni).await? {
+    let retired =
+        members::retire::stop_retired(project, open, &desired_services, &etcd_members, &patroni);
+    for what in retired.await? {
         report.actions.push(Action {
             cluster: String::new(),
             host: None,

@@ -5,7 +5,7 @@
 //! balancers never lose their primary; after the engine and the etcd membership change, the
 //! services of roles a host no longer has are stopped and disabled. Data stays where it is.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::connect::{RemoteCommand, Session};
 use crate::error::{Error, Result};
@@ -113,51 +113,71 @@ pub async fn prepare_departures(
     Ok(done)
 }
 
-/// The stack's services a host runs though the inventory no longer gives it their role.
+/// Every service the roles start, in the order a leaving host stops them: the last phase first
+/// (keepalived before HAProxy: the VIP moves before HAProxy goes), and within a role the last
+/// listed first (the Patroni role's helpers, which wake or ask Patroni, before Patroni). Services
+/// a role keeps disabled (Debian's `postgresql`) are never stopped this way.
+fn stoppable_services() -> Result<Vec<String>> {
+    let mut listed = Vec::new();
+    for source in crate::role::manifest_sources()?.values() {
+        let phase = source.tree["phase"].as_u64().unwrap_or_default();
+        let services = source.tree["services"].as_array().into_iter().flatten();
+        for (index, service) in services.enumerate() {
+            let Some(name) = service["name"].as_str() else {
+                continue;
+            };
+            if service["state"].as_str() == Some("disabled") {
+                continue;
+            }
+            listed.push((phase, index, name.to_owned()));
+        }
+    }
+    listed.sort_by_key(|(phase, index, _)| std::cmp::Reverse((*phase, *index)));
+    let mut names: Vec<String> = Vec::new();
+    for (_, _, name) in listed {
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    Ok(names)
+}
+
+/// The stack's services a host may run though its desired state no longer has them (`desired`:
+/// the services its roles manage there). etcd stays while the host is a live member
+/// (`live_etcd`): removal goes through the membership change.
 fn retired_services(
-    project: &Project,
-    host: &str,
-    live_etcd_hosts: &[String],
-) -> Vec<&'static str> {
-    let in_group = |pick: fn(&Cluster) -> &Vec<String>| {
-        project
-            .inventory
-            .clusters
-            .values()
-            .any(|c| pick(c).iter().any(|h| h == host))
-    };
-    let mut out = Vec::new();
-    if !in_group(|c| &c.balancers) {
-        // keepalived first: the VIP moves before HAProxy goes.
-        out.extend(["keepalived", "haproxy"]);
-    }
-    let db = in_group(|c| &c.postgres);
-    let etcd = in_group(|c| &c.etcd) || live_etcd_hosts.iter().any(|h| h == host);
-    // The Patroni role's helpers before Patroni: they wake or ask the Patroni about to stop.
-    if !db || !etcd {
-        out.push("pgstrap-etcd-leader-away");
-    }
-    if !db {
-        out.extend(["pgstrap-postmaster-watch", "patroni", "pgbouncer"]);
-    }
-    if !etcd {
-        out.push("etcd");
-    }
-    out
+    stoppable: &[String],
+    desired: &BTreeSet<String>,
+    live_etcd: bool,
+) -> Vec<String> {
+    stoppable
+        .iter()
+        .filter(|name| !desired.contains(*name) && (!live_etcd || *name != "etcd"))
+        .cloned()
+        .collect()
 }
 
 /// After the engine and the etcd membership change: stop and disable, on every reachable host,
-/// the services of roles it no longer has (only those running or enabled). `live_etcd_hosts`:
+/// the services of roles it no longer has (only those running or enabled): those of
+/// [`stoppable_services`] outside its desired state (`desired`: each host's managed services, as
+/// [`crate::state::DesiredState::service_names`] gives them). `live_etcd_hosts`:
 /// hosts still etcd members (never stopped here: removal goes through the membership change).
 pub async fn stop_retired(
     project: &Project,
     open: &BTreeMap<String, Session>,
+    desired: &BTreeMap<String, BTreeSet<String>>,
     live_etcd_hosts: &[String],
     patroni: &Patroni,
 ) -> Result<Vec<String>> {
+    let stoppable = stoppable_services()?;
     let mut done = Vec::new();
     for (host, session) in open {
-        let services = retired_services(project, host, live_etcd_hosts);
+        // A host whose desired state was not rendered (not part of this run) keeps everything.
+        let Some(desired) = desired.get(host) else {
+            continue;
+        };
+        let live_etcd = live_etcd_hosts.iter().any(|h| h == host);
+        let services = retired_services(&stoppable, desired, live_etcd);
         if services.is_empty() {
             continue;
         }
@@ -173,7 +193,7 @@ pub async fn stop_retired(
             .unwrap_or_default();
         let to_stop: Vec<&str> = services
             .iter()
-            .copied()
+            .map(String::as_str)
             .filter(|service| {
                 states.lines().any(|line| {
                     let mut words = line.split_whitespace();
@@ -255,4 +275,56 @@ async fn wait_member_gone(project: &Project, host: &str, patroni: &Patroni) -> R
         },
     )
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_leaving_host_stops_the_roles_services_last_phase_first_helpers_before_patroni() {
+        let stoppable = stoppable_services().unwrap();
+        assert_eq!(
+            stoppable,
+            [
+                "keepalived",
+                "haproxy",
+                "pgbouncer",
+                "pgstrap-postmaster-watch",
+                "pgstrap-etcd-leader-away",
+                "patroni",
+                "etcd",
+            ]
+        );
+        // A DB host with etcd beside it that leaves `postgres:` keeps etcd and nothing else.
+        let etcd_only: BTreeSet<String> = ["etcd".to_owned()].into();
+        assert_eq!(
+            retired_services(&stoppable, &etcd_only, true),
+            [
+                "keepalived",
+                "haproxy",
+                "pgbouncer",
+                "pgstrap-postmaster-watch",
+                "pgstrap-etcd-leader-away",
+                "patroni",
+            ]
+        );
+        // Leaving `etcd:` while still a member: etcd waits for the membership change.
+        let db: BTreeSet<String> = [
+            "patroni",
+            "pgbouncer",
+            "pgstrap-postmaster-watch",
+            "postgresql",
+        ]
+        .map(str::to_owned)
+        .into();
+        assert_eq!(
+            retired_services(&stoppable, &db, true),
+            ["keepalived", "haproxy", "pgstrap-etcd-leader-away"]
+        );
+        assert_eq!(
+            retired_services(&stoppable, &db, false),
+            ["keepalived", "haproxy", "pgstrap-etcd-leader-away", "etcd"]
+        );
+    }
 }
