@@ -112,6 +112,23 @@ fn members_agree(etcd: &[&str], postgres: &[&str]) {
     assert_eq!(names, want, "patronictl list: {patronictl}");
 }
 
+/// The services of the roles a host left are stopped and disabled there.
+fn assert_stopped(host: &str, services: &[&str]) {
+    let states = run_on(
+        &address(host),
+        &format!(
+            "for u in {}; do echo \"$u $(systemctl is-active $u) $(systemctl is-enabled $u)\"; done",
+            services.join(" ")
+        ),
+    );
+    for line in states.lines() {
+        assert!(
+            !line.contains(" active") && !line.contains(" enabled"),
+            "{host} left the role but still runs: {states}"
+        );
+    }
+}
+
 /// A lab host's address: `nK` is 10.77.0.(10 + K).
 fn address(host: &str) -> String {
     let k: u32 = host[1..].parse().expect("a lab host name nK");
@@ -229,10 +246,21 @@ fn membership_cycle(layout: &Layout, name: &str) {
     let what = format!("DB 4 → 3 (primary {primary} removed: a switchover)");
     let text = change(&mut writer, what, &etcd, &postgres, &balancers);
     assert!(text.contains("handed over"), "{text}");
+    let mut db_services = vec![
+        "patroni",
+        "pgbouncer",
+        "pgstrap-postmaster-watch",
+        "pgstrap-etcd-leader-away",
+    ];
+    if !etcd.contains(&primary.as_str()) {
+        db_services.push("etcd");
+    }
+    assert_stopped(&primary, &db_services);
     let holder = vip_holder(&path);
     balancers.retain(|h| *h != holder);
     let what = format!("balancers 3 → 2 (VIP holder {holder} removed)");
     change(&mut writer, what, &etcd, &postgres, &balancers);
+    assert_stopped(&holder, &["keepalived", "haproxy"]);
 
     writer.finish(&format!("{name}: membership changes under load"));
     pgstrap_ok(&["lab", "down"]);
