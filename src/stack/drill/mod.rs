@@ -142,8 +142,19 @@ impl Reach<'_> {
         super::connect_host(self.project, host, &self.secrets).await
     }
 
-    /// A leader, every member running, and every replica streaming from the leader.
+    /// A leader, every member running, every replica streaming from the leader, and every etcd
+    /// member following etcd's leader. The last one matters after a partition heals: an etcd
+    /// member cut off for 30 s can take half a minute more to rejoin (its peers' TCP connections
+    /// wait out their retransmission backoff) while Patroni and PostgreSQL look fine. A drill
+    /// started meanwhile measures a cluster with one etcd member short: a power cut of another
+    /// host then takes etcd's quorum and a new etcd leader renews every lease (seen: 30.5 s).
     async fn converged(&self) -> Poll<(String, super::patroni::ClusterView)> {
+        let etcd_members = self.cluster.etcd.len();
+        match super::etcd::health(&self.project.etcd_endpoints(self.cluster)).await {
+            Ok(health) if health.all_healthy(etcd_members) => {}
+            Ok(health) => return Poll::NotYet(format!("etcd: {}", health.describe())),
+            Err(e) => return Poll::NotYet(format!("etcd: {e}")),
+        }
         let Some(view) = self.view().await else {
             return Poll::NotYet("no Patroni REST API answers".into());
         };
