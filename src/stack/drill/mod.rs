@@ -144,10 +144,11 @@ impl Reach<'_> {
 
     /// A leader, every member running, every replica streaming from the leader, and every etcd
     /// member following etcd's leader. The last one matters after a partition heals: an etcd
-    /// member cut off for 30 s can take half a minute more to rejoin (its peers' TCP connections
-    /// wait out their retransmission backoff) while Patroni and PostgreSQL look fine. A drill
-    /// started meanwhile measures a cluster with one etcd member short: a power cut of another
-    /// host then takes etcd's quorum and a new etcd leader renews every lease (seen: 30.5 s).
+    /// member cut off for 30 s can take half a minute more to rejoin (most likely its peers' TCP
+    /// connections wait out their retransmission backoff) while Patroni and PostgreSQL look
+    /// fine. A drill started meanwhile measures a cluster with one etcd member short: a power
+    /// cut of another host then takes etcd's quorum and a new etcd leader renews every lease
+    /// (seen: 30.5 s).
     async fn converged(&self) -> Poll<(String, super::patroni::ClusterView)> {
         let etcd_members = self.cluster.etcd.len();
         match super::etcd::health(&self.project.etcd_endpoints(self.cluster)).await {
