@@ -110,6 +110,15 @@ impl Cluster {
     pub fn location_of(&self, key: &str) -> Location {
         self.sets(key).unwrap_or(self.location)
     }
+
+    /// Every host of the cluster, DB hosts first, then etcd, then balancers (a host in two
+    /// groups comes twice).
+    pub fn hosts(&self) -> impl Iterator<Item = &String> {
+        self.postgres
+            .iter()
+            .chain(&self.etcd)
+            .chain(&self.balancers)
+    }
 }
 
 impl Inventory {

@@ -362,10 +362,7 @@ impl Project {
     /// hosts run different releases).
     pub fn cluster_release(&self, cluster: &Cluster) -> String {
         cluster
-            .postgres
-            .iter()
-            .chain(&cluster.etcd)
-            .chain(&cluster.balancers)
+            .hosts()
             .next()
             .map(|h| self.release_of(h))
             .unwrap_or_else(|| self.default_release.clone())

@@ -202,12 +202,7 @@ pub fn judge_releases(project: &crate::render::Project) -> Vec<Problem> {
     let releases = crate::role::releases();
     let mut problems = Vec::new();
     for cluster in project.inventory.clusters.values() {
-        let mut hosts: Vec<&String> = cluster
-            .postgres
-            .iter()
-            .chain(&cluster.etcd)
-            .chain(&cluster.balancers)
-            .collect();
+        let mut hosts: Vec<&String> = cluster.hosts().collect();
         hosts.sort();
         hosts.dedup();
         let mut by_release: BTreeMap<String, Vec<&str>> = BTreeMap::new();

@@ -380,25 +380,12 @@ async fn save_journals(reach: &Reach<'_>, dir: &Path, fault: std::time::SystemTi
     for unit in JOURNAL_UNITS {
         argv.push(format!("--unit={unit}"));
     }
-    let cluster = reach.cluster;
-    let hosts: BTreeSet<&String> = cluster
-        .postgres
-        .iter()
-        .chain(&cluster.etcd)
-        .chain(&cluster.balancers)
-        .collect();
-    for host in hosts {
-        let text = match reach.session(host).await {
-            Ok(session) => {
-                let output = session.output(&RemoteCommand::new(&argv)).await;
-                session.close().await;
-                match output {
-                    Ok(output) => output.stdout_text(),
-                    Err(e) => format!("journalctl failed on {host}: {e}\n"),
-                }
-            }
-            Err(e) => format!("cannot reach {host}: {e}\n"),
-        };
+    let command = RemoteCommand::new(&argv);
+    let hosts: BTreeSet<&String> = reach.cluster.hosts().collect();
+    // Every host at once: a drill's journals are read after the drill, not during it.
+    let texts =
+        futures::future::join_all(hosts.iter().map(|h| host_journal(reach, h, &command))).await;
+    for (host, text) in hosts.into_iter().zip(texts) {
         let path = dir.join(format!("{host}.log"));
         std::fs::write(&path, text)
             .map_err(|e| Error::failure(format!("cannot write {}: {e}", path.display()), None))?;
@@ -406,20 +393,29 @@ async fn save_journals(reach: &Reach<'_>, dir: &Path, fault: std::time::SystemTi
     Ok(())
 }
 
+/// One host's journal as `command` prints it, or why it could not be read.
+async fn host_journal(reach: &Reach<'_>, host: &str, command: &RemoteCommand) -> String {
+    match reach.session(host).await {
+        Ok(session) => {
+            let output = session.output(command).await;
+            session.close().await;
+            match output {
+                Ok(output) => output.stdout_text(),
+                Err(e) => format!("journalctl failed on {host}: {e}\n"),
+            }
+        }
+        Err(e) => format!("cannot reach {host}: {e}\n"),
+    }
+}
+
 /// Choose how faults are made, refusing what cannot be done safely.
 fn injector(project: &Project, cluster: &Cluster, options: &Options) -> Result<Injector> {
     if let Some(dir) = &options.lab_dir {
         if let Ok(lab) = crate::lab::status(dir) {
-            let all_lab = cluster
-                .postgres
-                .iter()
-                .chain(&cluster.etcd)
-                .chain(&cluster.balancers)
-                .all(|h| {
-                    lab.iter().any(|l| {
-                        l.host.name == *h && l.host.address.to_string() == project.address(h)
-                    })
-                });
+            let all_lab = cluster.hosts().all(|h| {
+                lab.iter()
+                    .any(|l| l.host.name == *h && l.host.address.to_string() == project.address(h))
+            });
             if all_lab {
                 return Ok(Injector::Lab(dir.clone()));
             }
