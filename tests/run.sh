@@ -73,7 +73,7 @@ if [[ $EUID -ne 0 ]]; then
   exit 0
 fi
 # End to end: lab hosts. One test at a time (they share the lab), one file after the other in this
-# order. They are `#[ignore]`d in a plain `cargo test`: `--ignored` runs exactly them; the
+# order, each test in its own run. They are `#[ignore]`d in a plain `cargo test`: `--ignored` runs exactly them; the
 # benchmarks among them (bench_*) stay for scripts/bench*.sh.
 # Whatever happens, leave no lab behind (the Debian base stays cached).
 trap './target/debug/pgstrap lab down >/dev/null 2>&1 || true' EXIT
@@ -82,16 +82,49 @@ trap './target/debug/pgstrap lab down >/dev/null 2>&1 || true' EXIT
 # the end of the log. Each drill also keeps every host's journals of the stack's services in
 # /tmp/pgstrap-e2e-journals/debian-RELEASE-SCENARIO/HOST.log (a figure can be explained later).
 rm -rf /tmp/pgstrap-e2e-journals
+# The budget: every e2e test runs on its own (in its file's order) and its wall time is kept;
+# the table at the end shows each test, each file and the sum.
+times=()
+e2e_start=$SECONDS
+print_times() {
+  ((${#times[@]})) || return 0
+  echo "e2e time per test (s):"
+  local total=0 file_total=0 file="" row f t s
+  for row in "${times[@]}"; do
+    read -r f t s <<<"$row"
+    if [[ -n $file && $f != "$file" ]]; then
+      printf '  %5d  tests/%s.rs (file)\n' "$file_total" "$file"
+      file_total=0
+    fi
+    file=$f
+    printf '  %5d  %s::%s\n' "$s" "$f" "$t"
+    ((file_total += s, total += s)) || true
+  done
+  printf '  %5d  tests/%s.rs (file)\n' "$file_total" "$file"
+  printf '  %5d  every e2e test (%d tests; wall %d s)\n' "$total" "${#times[@]}" $((SECONDS - e2e_start))
+}
 for t in lab engine rollout tls drill members dr; do
   [[ -f "tests/$t.rs" ]] || continue
   log=/tmp/pgstrap-e2e-$t.log
+  : >"$log"
   echo "e2e: tests/$t.rs (log: $log)"
-  if PGSTRAP_E2E=1 cargo test --quiet --test "$t" -- --ignored --test-threads=1 --skip bench_ \
-    --nocapture >"$log" 2>&1; then
-    grep -E '^(figure:|test result:)' "$log" || true
-  else
-    tail -n 150 "$log"
-    echo "error: tests/$t.rs failed (whole output: $log)" >&2
-    exit 1
-  fi
+  mapfile -t names < <(cargo test --quiet --test "$t" -- --ignored --list 2>/dev/null |
+    sed -n 's/: test$//p' | grep -v '^bench_')
+  for name in "${names[@]}"; do
+    start=$SECONDS
+    if PGSTRAP_E2E=1 cargo test --quiet --test "$t" -- --ignored --exact "$name" --test-threads=1 \
+      --nocapture >>"$log" 2>&1; then
+      times+=("$t $name $((SECONDS - start))")
+      echo "  ok  $name ($((SECONDS - start)) s)"
+    else
+      times+=("$t $name $((SECONDS - start))")
+      tail -n 150 "$log"
+      echo "error: $t::$name failed (whole output: $log)" >&2
+      print_times
+      exit 1
+    fi
+  done
+  grep -E '^figure:' "$log" || true
 done
+print_times
+echo "tests/run.sh: $SECONDS s in all"
