@@ -1,8 +1,10 @@
-//! End-to-end: the DR lifecycle on the lab (5 hosts in dc1: cluster `main` with a VIP; 3 in dc2:
-//! its standby cluster `dr`). A client writes through main's VIP during a planned `dr promote`:
-//! every acknowledged write is on the promoted side; the old side ends as its standby cluster,
-//! streaming through its slot; `apply` refuses until the inventory says so, then changes nothing
-//! the second time; the fail back is the same command. Root and the lab: tests/run.sh.
+//! End-to-end: the DR lifecycle on the lab (5 hosts in dc1: cluster `main` with a VIP; 5 in dc2:
+//! its standby cluster `dr` with its own VIP), one rolled-out cluster shared in this order: its
+//! rollout (dr streams from main); a planned `dr promote` under a client writing through main's
+//! VIP (every acknowledged write is on the promoted side; the old side ends as its standby
+//! cluster, streaming through its slot; `apply` refuses until the inventory says so, then changes
+//! nothing the second time; the fail back is the same command); then an emergency promotion with
+//! the whole primary side powered off. Root and the lab: tests/run.sh.
 
 mod common;
 
@@ -95,6 +97,42 @@ fn rows_on(address: &str) -> BTreeSet<u64> {
     .collect()
 }
 
+/// A disaster-recovery standby cluster in a second datacenter: its own etcd, Patroni
+/// `standby_cluster` streaming through a permanent slot on the primary side, the primary side's
+/// writes visible on every standby host; a second apply changes nothing. Its rollout is the
+/// shared DR cluster the lifecycle tests below take (it runs first: tests/run.sh runs a file's
+/// tests in the order they are written).
+#[test]
+#[ignore = "end to end: needs root and the lab; run by tests/run.sh (PGSTRAP_E2E=1 … -- --ignored)"]
+fn rollout_with_a_dr_standby_cluster_in_a_second_datacenter() {
+    require_e2e();
+    common::fresh_lab(common::DR.up);
+    let started = Instant::now();
+    let output = pgstrap(&["apply", "-i", INVENTORY]);
+    let text = String::from_utf8_lossy(&output.stderr).into_owned();
+    eprintln!(
+        "figure: rollout of a primary cluster and its DR standby cluster (10 fresh hosts, \
+         preinstalled): {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(output.status.success(), "rollout failed:\n{text}");
+    assert!(text.contains("verified: all"), "{text}");
+    assert!(text.contains("standby cluster dr streams from slot standby_dr"));
+    assert!(text.contains("standby cluster dr host d3 has the write"));
+    let patronictl = run_on(
+        "10.77.1.11",
+        "patronictl -c /etc/patroni/config.yml list -f json",
+    );
+    assert!(patronictl.contains("Standby Leader"), "{patronictl}");
+    let output = pgstrap(&["apply", "--no-verify", "-i", INVENTORY]);
+    let text = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success() && text.contains("done: 0 change(s)"),
+        "{text}"
+    );
+    common::give_back(&common::DR);
+}
+
 #[test]
 #[ignore = "end to end: needs root and the lab; run by tests/run.sh (PGSTRAP_E2E=1 … -- --ignored)"]
 fn planned_promotion_and_fail_back_lose_no_acknowledged_write() {
@@ -143,27 +181,27 @@ fn planned_promotion_and_fail_back_lose_no_acknowledged_write() {
     assert!(output.status.success(), "apply after the fail back");
     assert!(String::from_utf8_lossy(&output.stderr).contains("verified: all"));
     let _ = runtime.block_on(client::cleanup(&main_vip));
-    pgstrap_ok(&["lab", "down"]);
+    // Back as it was: the next test takes it.
+    let output = pgstrap(&["apply", "--no-verify", "-i", INVENTORY]);
+    assert!(String::from_utf8_lossy(&output.stderr).contains("done: 0 change(s)"));
+    common::give_back(&common::DR);
 }
 
-/// A fresh lab of 5 + 5 hosts (main and its standby cluster dr, each with balancers and a VIP)
-/// rolled out, and a write target through main's VIP with its drill table ready.
+/// The DR lab, 5 + 5 hosts (main and its standby cluster dr, each with balancers and a VIP),
+/// rolled out: the shared one on Debian 13, a fresh one on another release; and a write target
+/// through main's VIP with its drill table ready.
 fn dr_lab() -> (tokio::runtime::Runtime, Secrets, client::Target) {
     require_e2e();
-    pgstrap_ok(&["lab", "down"]);
     // PGSTRAP_LAB_RELEASE=12 runs the DR lifecycle on Debian 12 (default: the lab's, 13).
     let release = std::env::var("PGSTRAP_LAB_RELEASE").unwrap_or_else(|_| "13".into());
-    pgstrap_ok(&[
-        "lab",
-        "up",
-        "--release",
-        &release,
-        "--hosts",
-        "5",
-        "--dr-hosts",
-        "5",
-    ]);
-    pgstrap_ok(&["apply", "-i", INVENTORY]);
+    if release == "13" {
+        common::take(&common::DR);
+    } else {
+        let mut up = vec!["--release", &release];
+        up.extend_from_slice(common::DR.up);
+        common::fresh_lab(&up);
+        pgstrap_ok(&["apply", "-i", INVENTORY]);
+    }
     let project =
         pgstrap::render::load_project(std::path::Path::new(INVENTORY), &[]).expect("inventory");
     let secrets = project.secrets(false).expect("secrets");
@@ -183,22 +221,7 @@ fn dr_lab() -> (tokio::runtime::Runtime, Secrets, client::Target) {
 
 /// The address of the member of `cluster` that leads it (status --json).
 fn leader_address(cluster: &str) -> String {
-    let status = pgstrap_ok(&["status", "--json", "-i", INVENTORY]);
-    let json: serde_json::Value = serde_json::from_str(&status).expect("status JSON");
-    json["clusters"]
-        .as_array()
-        .expect("clusters")
-        .iter()
-        .find(|c| c["name"] == cluster)
-        .and_then(|c| {
-            c["patroni"]["members"]
-                .as_array()?
-                .iter()
-                .find(|m| m["role"] == "leader" || m["role"] == "standby_leader")
-                .and_then(|m| m["host"].as_str())
-                .map(str::to_owned)
-        })
-        .expect("a leader")
+    common::leader(INVENTORY, cluster).1
 }
 
 /// `ssh` to a lab host until it answers (after `lab start`).
@@ -400,5 +423,5 @@ fn emergency_promotion_fences_the_old_side_and_apply_rebuilds_it() {
         String::from_utf8_lossy(&output.stderr).contains("done: 0 change(s)"),
         "a second apply changed something"
     );
-    pgstrap_ok(&["lab", "down"]);
+    common::lab_down();
 }

@@ -145,16 +145,7 @@ fn etcd_leader(path: &str) -> String {
 }
 
 fn patroni_leader(path: &str) -> String {
-    let status = pgstrap_ok(&["status", "--json", "-i", path]);
-    let json: serde_json::Value = serde_json::from_str(&status).expect("status JSON");
-    json["clusters"][0]["patroni"]["members"]
-        .as_array()
-        .expect("members")
-        .iter()
-        .find(|m| m["role"] == "leader")
-        .and_then(|m| m["name"].as_str())
-        .expect("a Patroni leader")
-        .to_owned()
+    common::leader(path, "main").0
 }
 
 fn vip_holder(path: &str) -> String {
@@ -183,8 +174,9 @@ struct Layout {
 /// second apply changes nothing. Figures: each step's time and longest time without writes.
 fn membership_cycle(layout: &Layout, name: &str) {
     require_e2e();
-    pgstrap_ok(&["lab", "down"]);
-    pgstrap_ok(&["lab", "up", "--hosts", layout.lab_hosts]);
+    // A lab of its own (its layout is the subject), from the preinstalled image: the new DB
+    // member's PostgreSQL is already installed, so "DB 3 → 4" measures its clone, not apt.
+    common::fresh_lab(&["--preinstalled", "--hosts", layout.lab_hosts]);
     let mut etcd: Vec<&str> = layout.etcd.to_vec();
     let mut postgres: Vec<&str> = layout.postgres.to_vec();
     let mut balancers: Vec<&str> = layout.balancers.to_vec();
@@ -263,7 +255,7 @@ fn membership_cycle(layout: &Layout, name: &str) {
     assert_stopped(&holder, &["keepalived", "haproxy"]);
 
     writer.finish(&format!("{name}: membership changes under load"));
-    pgstrap_ok(&["lab", "down"]);
+    common::lab_down();
 }
 
 #[test]
@@ -300,8 +292,8 @@ fn members_added_and_removed_under_load_lose_nothing_with_dedicated_etcd_hosts()
 #[ignore = "end to end: needs root and the lab; run by tests/run.sh (PGSTRAP_E2E=1 … -- --ignored)"]
 fn removing_etcd_members_while_one_that_stays_is_down_is_refused_with_exit_2() {
     require_e2e();
-    pgstrap_ok(&["lab", "down"]);
-    pgstrap_ok(&["lab", "up", "--hosts", "7"]);
+    // A lab of its own: its layout and the fault it sets up are the subject.
+    common::fresh_lab(&["--preinstalled", "--hosts", "7"]);
     let five = write_inventory(
         &["n1", "n2", "n3", "n6", "n7"],
         &["n1", "n2", "n3"],
@@ -325,7 +317,7 @@ fn removing_etcd_members_while_one_that_stays_is_down_is_refused_with_exit_2() {
         &format!("{ETCDCTL} --endpoints=https://127.0.0.1:2379 member list"),
     );
     assert_eq!(list.lines().count(), 5, "{list}");
-    pgstrap_ok(&["lab", "down"]);
+    common::lab_down();
 }
 
 /// A dead etcd member (its host powered off for good, deleted from the inventory) is replaced
@@ -336,8 +328,8 @@ fn removing_etcd_members_while_one_that_stays_is_down_is_refused_with_exit_2() {
 #[ignore = "end to end: needs root and the lab; run by tests/run.sh (PGSTRAP_E2E=1 … -- --ignored)"]
 fn a_dead_etcd_member_is_replaced_in_one_apply() {
     require_e2e();
-    pgstrap_ok(&["lab", "down"]);
-    pgstrap_ok(&["lab", "up", "--hosts", "6"]);
+    // A lab of its own: its layout and the fault it sets up are the subject.
+    common::fresh_lab(&["--preinstalled", "--hosts", "6"]);
     let path = write_inventory(&["n1", "n2", "n5"], &["n1", "n2", "n3"], &["n4"]);
     apply(&path);
     let mut writer = common::Writer::start(&path, VIP);
@@ -355,7 +347,7 @@ fn a_dead_etcd_member_is_replaced_in_one_apply() {
     members_agree(&["n1", "n2", "n6"], &["n1", "n2", "n3"]);
     reapply_changes_nothing(&replaced);
     writer.finish("a dead etcd member replaced");
-    pgstrap_ok(&["lab", "down"]);
+    common::lab_down();
 }
 
 /// An `apply` interrupted between `member add` (the new member registered as a learner) and the
@@ -366,8 +358,8 @@ fn a_dead_etcd_member_is_replaced_in_one_apply() {
 #[ignore = "end to end: needs root and the lab; run by tests/run.sh (PGSTRAP_E2E=1 … -- --ignored)"]
 fn an_etcd_member_added_but_never_started_is_completed_by_the_next_apply() {
     require_e2e();
-    pgstrap_ok(&["lab", "down"]);
-    pgstrap_ok(&["lab", "up", "--hosts", "6"]);
+    // A lab of its own: its layout and the fault it sets up are the subject.
+    common::fresh_lab(&["--preinstalled", "--hosts", "6"]);
     let path = write_inventory(&["n1", "n2", "n3"], &["n1", "n2", "n3"], &["n6"]);
     apply(&path);
 
@@ -393,5 +385,5 @@ fn an_etcd_member_added_but_never_started_is_completed_by_the_next_apply() {
     apply(&grown);
     members_agree(&["n1", "n2", "n3", "n4", "n5"], &["n1", "n2", "n3"]);
     reapply_changes_nothing(&grown);
-    pgstrap_ok(&["lab", "down"]);
+    common::lab_down();
 }

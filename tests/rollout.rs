@@ -1,7 +1,7 @@
 //! End-to-end: the whole HA stack rolled out on fresh lab hosts with one command, verified with
 //! real clients, idempotent, surviving a power cut of the primary; and a second layout (etcd on
-//! its own hosts, balancers on the DB hosts). `#[ignore]`d: runs only with `--ignored` and
-//! `PGSTRAP_E2E=1` (`tests/run.sh` as root; it takes over the lab). Figures are printed
+//! its own hosts, balancers on the DB hosts; the DR layout's rollout is in tests/dr.rs).
+//! `#[ignore]`d: runs only with `--ignored` and `PGSTRAP_E2E=1` (`tests/run.sh` as root; it takes over the lab). Figures are printed
 //! (`figure: …`), never asserted against a clock.
 
 mod common;
@@ -61,31 +61,23 @@ async fn write_once(
 }
 
 fn leader(inventory: &str) -> String {
-    let status = pgstrap_ok(&["status", "--json", "-i", inventory]);
-    let status: serde_json::Value = serde_json::from_str(&status).expect("status JSON");
-    assert_eq!(status["version"], 1, "status --json shape version");
-    status["clusters"][0]["patroni"]["members"]
-        .as_array()
-        .and_then(|members| members.iter().find(|m| m["role"] == "leader"))
-        .and_then(|m| m["name"].as_str())
-        .expect("a leader")
-        .to_owned()
+    common::leader(inventory, "main").0
 }
 
 #[test]
 #[ignore = "end to end: needs root and takes over the lab; run with PGSTRAP_E2E=1 tests/run.sh"]
 fn rollout_end_to_end() {
     require_e2e();
-    // Fresh hosts: 3 DB hosts with etcd co-located, 2 balancers with a VIP.
-    pgstrap_ok(&["lab", "down"]);
-    pgstrap_ok(&["lab", "up", "--hosts", "5"]);
+    // Fresh hosts from the bare Debian base (this test proves the install path on Debian 13, as
+    // the README's first command does): 3 DB hosts with etcd co-located, 2 balancers with a VIP.
+    common::fresh_lab(&["--hosts", "5"]);
     poison_secrets(INVENTORY);
 
     // One command, with -v: everything printed is checked for secrets.
     let started = Instant::now();
     let (ok, output) = stderr_of(&["-v", "apply", "-i", INVENTORY]);
     eprintln!(
-        "figure: full rollout of 5 fresh hosts (warm package cache): {:.1} s",
+        "figure: full rollout of 5 fresh hosts from the bare base (warm package cache): {:.1} s",
         started.elapsed().as_secs_f64()
     );
     assert!(ok, "rollout failed");
@@ -280,8 +272,8 @@ fn rollout_end_to_end() {
 #[ignore = "end to end: needs root and takes over the lab; run with PGSTRAP_E2E=1 tests/run.sh"]
 fn rollout_with_dedicated_etcd_and_balancers_on_the_db_hosts() {
     require_e2e();
-    pgstrap_ok(&["lab", "down"]);
-    pgstrap_ok(&["lab", "up", "--hosts", "6"]);
+    // A lab of its own (the subject is this layout's first rollout), from the preinstalled image.
+    common::fresh_lab(&["--preinstalled", "--hosts", "6"]);
     let lab = std::fs::read_to_string(INVENTORY).expect("lab inventory");
     // Keep the lab's ssh, apt and hosts; replace the clusters.
     let head = lab.split("clusters:").next().expect("inventory head");
@@ -293,41 +285,12 @@ fn rollout_with_dedicated_etcd_and_balancers_on_the_db_hosts() {
     let started = Instant::now();
     let (ok, output) = stderr_of(&["apply", "-i", &path]);
     eprintln!(
-        "figure: rollout with dedicated etcd (6 fresh hosts): {:.1} s",
+        "figure: rollout with dedicated etcd (6 fresh hosts, preinstalled): {:.1} s",
         started.elapsed().as_secs_f64()
     );
     assert!(ok, "rollout failed");
     assert!(output.contains("verified: all"));
     let (ok, output) = stderr_of(&["apply", "--no-verify", "-i", &path]);
     assert!(ok && output.contains("done: 0 change(s)"));
-    pgstrap_ok(&["lab", "down"]);
-}
-
-/// A disaster-recovery standby cluster in a second datacenter: its own etcd, Patroni
-/// `standby_cluster` streaming through a permanent slot on the primary side, the primary side's
-/// writes visible on every standby host; a second apply changes nothing.
-#[test]
-#[ignore = "end to end: needs root and takes over the lab; run with PGSTRAP_E2E=1 tests/run.sh"]
-fn rollout_with_a_dr_standby_cluster_in_a_second_datacenter() {
-    require_e2e();
-    pgstrap_ok(&["lab", "down"]);
-    pgstrap_ok(&["lab", "up", "--hosts", "5", "--dr-hosts", "3"]);
-    let started = Instant::now();
-    let (ok, output) = stderr_of(&["apply", "-i", INVENTORY]);
-    eprintln!(
-        "figure: rollout of a primary cluster and its DR standby cluster (8 fresh hosts): {:.1} s",
-        started.elapsed().as_secs_f64()
-    );
-    assert!(ok, "rollout failed");
-    assert!(output.contains("verified: all"), "{output}");
-    assert!(output.contains("standby cluster dr streams from slot standby_dr"));
-    assert!(output.contains("standby cluster dr host d3 has the write"));
-    let patronictl = run_on(
-        "10.77.1.11",
-        "patronictl -c /etc/patroni/config.yml list -f json",
-    );
-    assert!(patronictl.contains("Standby Leader"), "{patronictl}");
-    let (ok, output) = stderr_of(&["apply", "--no-verify", "-i", INVENTORY]);
-    assert!(ok && output.contains("done: 0 change(s)"), "{output}");
-    pgstrap_ok(&["lab", "down"]);
+    common::lab_down();
 }

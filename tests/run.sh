@@ -56,12 +56,26 @@ fi
 
 export CARGO_TERM_COLOR=never
 export PGSTRAP_REQUIRE_ALL=1
-cargo fmt --check
-cargo clippy --all-targets --quiet -- -D warnings
-cargo build --quiet
-cargo test --quiet 2>&1 | tee /tmp/pgstrap-test.log
+# Each step's wall time is kept for the table at the end.
+steps=()
+step() {
+  local start=$SECONDS
+  "$@"
+  steps+=("$((SECONDS - start)) $*")
+}
+step cargo fmt --check
+step cargo clippy --all-targets --quiet -- -D warnings
+step cargo build --quiet
+unit_tests() { cargo test --quiet 2>&1 | tee /tmp/pgstrap-test.log; }
+step unit_tests
+print_steps() {
+  local row
+  echo "time per step (s):"
+  for row in "${steps[@]}"; do printf '  %5d  %s\n' "${row%% *}" "${row#* }"; done
+}
 
 if ((quick)); then
+  print_steps
   exit 0
 fi
 if [[ $EUID -ne 0 ]]; then
@@ -82,6 +96,10 @@ trap './target/debug/pgstrap lab down >/dev/null 2>&1 || true' EXIT
 # the end of the log. Each drill also keeps every host's journals of the stack's services in
 # /tmp/pgstrap-e2e-journals/debian-RELEASE-SCENARIO/HOST.log (a figure can be explained later).
 rm -rf /tmp/pgstrap-e2e-journals
+# The preinstalled image the e2e tests that are not about installing start from (`lab up
+# --preinstalled`): built once per release and cached like the Debian base; its own step here so
+# its cost shows (a few seconds when cached, about a minute when the roles' packages changed).
+step ./target/debug/pgstrap lab image --release 13
 # The budget: every e2e test runs on its own (in its file's order) and its wall time is kept;
 # the table at the end shows each test, each file and the sum.
 times=()
@@ -108,8 +126,12 @@ for t in lab engine rollout tls drill members dr; do
   log=/tmp/pgstrap-e2e-$t.log
   : >"$log"
   echo "e2e: tests/$t.rs (log: $log)"
+  # In the order they are written in the file (tests that share a cluster rely on it; see
+  # tests/common/mod.rs `take`), not libtest's alphabetical one.
   mapfile -t names < <(cargo test --quiet --test "$t" -- --ignored --list 2>/dev/null |
-    sed -n 's/: test$//p' | grep -v '^bench_')
+    sed -n 's/: test$//p' | grep -v '^bench_' | while read -r name; do
+      echo "$(grep -n -m1 -E "^fn $name\(" "tests/$t.rs" | cut -d: -f1) $name"
+    done | sort -n | cut -d' ' -f2)
   for name in "${names[@]}"; do
     start=$SECONDS
     if PGSTRAP_E2E=1 cargo test --quiet --test "$t" -- --ignored --exact "$name" --test-threads=1 \
@@ -120,11 +142,13 @@ for t in lab engine rollout tls drill members dr; do
       times+=("$t $name $((SECONDS - start))")
       tail -n 150 "$log"
       echo "error: $t::$name failed (whole output: $log)" >&2
+      print_steps
       print_times
       exit 1
     fi
   done
   grep -E '^figure:' "$log" || true
 done
+print_steps
 print_times
 echo "tests/run.sh: $SECONDS s in all"

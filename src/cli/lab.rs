@@ -30,12 +30,27 @@ pub enum LabCommand {
         /// The Debian release the hosts run: 13 (trixie, the default) or 12 (bookworm).
         #[arg(long, value_name = "RELEASE", default_value = "13")]
         release: String,
+        /// Start the hosts from the preinstalled image: every package the roles install is
+        /// already installed (nothing configured, enabled or started), so `apply` skips
+        /// `apt-get install`. Built once per release from the bare base and cached; rebuilt when
+        /// the roles' package lists change. Without it, hosts start from the bare Debian base.
+        #[arg(long)]
+        preinstalled: bool,
         /// Then roll out the whole stack on the lab (exactly `pgstrap apply -i <lab inventory>`),
         /// print its status and how to connect.
         #[arg(long)]
         deploy: bool,
     },
-    /// Remove everything the lab made (keeps the cached Debian base).
+    /// Build (or find) the preinstalled image `lab up --preinstalled` starts hosts from, without
+    /// starting a lab.
+    Image {
+        #[arg(long, value_name = "DIR", default_value = lab::DEFAULT_CACHE_DIR)]
+        cache_dir: PathBuf,
+        /// The Debian release: 13 (trixie, the default) or 12 (bookworm).
+        #[arg(long, value_name = "RELEASE", default_value = "13")]
+        release: String,
+    },
+    /// Remove everything the lab made (keeps the cached Debian base and images).
     Down,
     /// List the lab's hosts and their state.
     Status,
@@ -64,6 +79,7 @@ pub fn run(args: Args, verbose: u8) -> crate::error::Result<i32> {
             dr_hosts,
             cache_dir,
             release,
+            preinstalled,
             deploy,
         } => {
             let options = lab::UpOptions {
@@ -72,6 +88,7 @@ pub fn run(args: Args, verbose: u8) -> crate::error::Result<i32> {
                 dc1_hosts: hosts,
                 dc2_hosts: dr_hosts,
                 release,
+                preinstalled,
             };
             let info = lab::up(&options)?;
             print_up(&info, started);
@@ -79,6 +96,17 @@ pub fn run(args: Args, verbose: u8) -> crate::error::Result<i32> {
                 return Ok(0);
             }
             return deploy_on(&info, verbose);
+        }
+        LabCommand::Image { cache_dir, release } => {
+            let info = lab::image(&dir, &cache_dir, &release)?;
+            crate::ui::eprintln(&format!(
+                "lab: preinstalled Debian {release} image {} ({}) in {}: {}",
+                info.root.display(),
+                if info.built { "built now" } else { "cached" },
+                lab::elapsed_since(started),
+                info.packages.join(" ")
+            ));
+            return Ok(0);
         }
         LabCommand::Down => {
             let report = lab::down(&dir)?;
@@ -220,6 +248,14 @@ fn print_up(info: &lab::LabInfo, started: Instant) {
             ""
         }
     ));
+    if let Some((image, built)) = &info.image {
+        say(&format!(
+            "lab: hosts start from the preinstalled image {}{} (the stack's packages installed, \
+             nothing configured or started)",
+            image.display(),
+            if *built { ", built now" } else { "" }
+        ));
+    }
     for h in &info.hosts {
         say(&format!(
             "  {:<4} {:<12} {}",

@@ -88,16 +88,7 @@ pub fn ensure_base(cache_dir: &Path, release: &crate::role::Release) -> Result<B
     remove_tree(&staging)?;
     create_dir(&staging)?;
     let built = if tarball.exists() {
-        crate::ui::eprintln(&format!("lab: unpacking the base {}", tarball.display()));
-        Cmd::new("tar")
-            .args(["--zstd", "--numeric-owner", "--xattrs", "-xpf"])
-            .arg(tarball.to_string_lossy())
-            .arg("-C")
-            .arg(staging.to_string_lossy())
-            .run(&format!(
-                "the cached base may be damaged: remove {} and run `pgstrap lab up` again",
-                tarball.display()
-            ))?;
+        unpack(&tarball, &staging)?;
         false
     } else {
         crate::ui::eprintln(&format!(
@@ -192,7 +183,22 @@ fn build(dir: &Path, suite: &str) -> Result<()> {
     Ok(())
 }
 
-fn pack(root: &Path, tarball: &Path) -> Result<()> {
+/// Unpack a cached tarball (a base or an image) into `dir`.
+pub(crate) fn unpack(tarball: &Path, dir: &Path) -> Result<()> {
+    crate::ui::eprintln(&format!("lab: unpacking {}", tarball.display()));
+    Cmd::new("tar")
+        .args(["--zstd", "--numeric-owner", "--xattrs", "-xpf"])
+        .arg(tarball.to_string_lossy())
+        .arg("-C")
+        .arg(dir.to_string_lossy())
+        .run(&format!(
+            "the cached tarball may be damaged: remove {} and run `pgstrap lab up` again",
+            tarball.display()
+        ))
+        .map(|_| ())
+}
+
+pub(crate) fn pack(root: &Path, tarball: &Path) -> Result<()> {
     let partial = tarball.with_extension("zst.partial");
     Cmd::new("tar")
         .args(["--zstd", "--numeric-owner", "--xattrs", "-cpf"])
@@ -211,7 +217,7 @@ fn pack(root: &Path, tarball: &Path) -> Result<()> {
 
 /// Remove a directory tree, first unmounting anything left mounted inside it (a debootstrap
 /// that was interrupted leaves /proc and /sys mounted in its target).
-fn remove_tree(dir: &Path) -> Result<()> {
+pub(crate) fn remove_tree(dir: &Path) -> Result<()> {
     if !dir.exists() {
         return Ok(());
     }

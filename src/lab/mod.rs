@@ -4,13 +4,15 @@
 //! Map: [`up`], [`down`], [`status`] and [`fault`] are the API (used by `cli/lab.rs`, tests and
 //! benchmarks). `base.rs` installs this machine's tools and builds the cached Debian base;
 //! `net.rs` owns bridges, netns, veths, the nft egress filter and `ip_forward`; `host.rs` owns a
-//! host's overlay, cgroup, supervisor and faults; `cache.rs` runs apt-cacher-ng;
+//! host's overlay, cgroup, supervisor and faults; `cache.rs` runs apt-cacher-ng; `image.rs`
+//! builds the preinstalled image (`--preinstalled`: the stack's packages already installed);
 //! `inventory.rs` names the hosts and writes the inventory; `command.rs` runs the tools.
 
 mod base;
 mod cache;
 mod command;
 mod host;
+mod image;
 mod inventory;
 mod net;
 
@@ -43,6 +45,9 @@ pub struct UpOptions {
     pub dc2_hosts: usize,
     /// The Debian release the hosts run (`12` or `13`).
     pub release: String,
+    /// Hosts start from the preinstalled image (every package the roles install already
+    /// installed, nothing configured or started) instead of the bare base.
+    pub preinstalled: bool,
 }
 
 impl UpOptions {
@@ -54,6 +59,7 @@ impl UpOptions {
             dc1_hosts,
             dc2_hosts,
             release: crate::role::releases().default.clone(),
+            preinstalled: false,
         }
     }
 
@@ -84,6 +90,9 @@ pub struct LabInfo {
     pub removed: Vec<String>,
     /// Whether the Debian base was built by this run (debootstrap).
     pub base_built: bool,
+    /// The preinstalled image the hosts start from (`--preinstalled`), and whether this run
+    /// built it.
+    pub image: Option<(PathBuf, bool)>,
     /// Packages this run installed on the machine.
     pub installed_packages: Vec<String>,
 }
@@ -203,11 +212,40 @@ pub fn up(opts: &UpOptions) -> Result<LabInfo> {
     let mut installed_packages = base::install_missing(&packages)?;
     base::create_dir(dir)?;
     let base = base::ensure_base(&opts.cache_dir, release)?;
-    let public_key = ensure_key(dir)?;
+    // The image's package list comes from the roles; a bad role fails here, before any change.
+    let contents = if opts.preinstalled {
+        Some(image::contents(dir, &opts.release)?)
+    } else {
+        None
+    };
     let hosts = inventory::hosts_for(opts.dc1_hosts, opts.dc2_hosts);
+    let wanted_root = match &contents {
+        Some(contents) => image::root(&opts.cache_dir, release, contents),
+        None => base.root.clone(),
+    };
+    if let Some(previous) = load_state(dir).ok().filter(|s| s.base_root != wanted_root) {
+        let running: Vec<&str> = previous
+            .hosts
+            .iter()
+            .filter(|h| host::state(&h.name) != HostState::Stopped)
+            .map(|h| h.name.as_str())
+            .collect();
+        if !running.is_empty() {
+            return Err(Error::usage(
+                format!(
+                    "the lab's running hosts ({}) started from {}; asked for {}",
+                    running.join(", "),
+                    describe_root(&previous.base_root),
+                    describe_root(&wanted_root)
+                ),
+                Some("`pgstrap lab down` first: one lab starts from one image".into()),
+            ));
+        }
+    }
+    let public_key = ensure_key(dir)?;
     let state = LabState {
         hosts: hosts.clone(),
-        base_root: base.root.clone(),
+        base_root: wanted_root,
         cache_dir: opts.cache_dir.clone(),
         release: opts.release.clone(),
     };
@@ -231,6 +269,16 @@ pub fn up(opts: &UpOptions) -> Result<LabInfo> {
             (None, Some(problem))
         }
     };
+    let image = match &contents {
+        Some(contents) => Some(image::ensure(
+            &opts.cache_dir,
+            release,
+            &base,
+            contents,
+            apt_proxy.as_deref(),
+        )?),
+        None => None,
+    };
 
     let (left_alone, to_boot): (Vec<&LabHost>, Vec<&LabHost>) = hosts
         .iter()
@@ -240,7 +288,7 @@ pub fn up(opts: &UpOptions) -> Result<LabInfo> {
     }
     let context = host::HostContext {
         lab_dir: dir,
-        base_root: &base.root,
+        base_root: &state.base_root,
         hosts: &hosts,
         authorized_key: &public_key,
     };
@@ -280,8 +328,52 @@ pub fn up(opts: &UpOptions) -> Result<LabInfo> {
         left_alone: left_alone.iter().map(|h| h.name.clone()).collect(),
         removed,
         base_built: base.built,
+        image: image.map(|i| (i.root, i.built)),
         installed_packages,
     })
+}
+
+/// What `lab image` made.
+pub struct ImageInfo {
+    pub root: PathBuf,
+    pub built: bool,
+    pub packages: Vec<String>,
+}
+
+/// Build (or find) the preinstalled image of `release` without starting a lab (`lab image`): a
+/// step of its own for machines that bake it ahead, e.g. before a test run.
+pub fn image(work_dir: &Path, cache_dir: &Path, release: &str) -> Result<ImageInfo> {
+    require_root()?;
+    let releases = crate::role::releases();
+    let Some(found) = releases.get(release) else {
+        return Err(Error::usage(
+            format!("--release: Debian `{release}` is not supported"),
+            Some(format!("supported releases: {}", releases.supported())),
+        ));
+    };
+    let contents = image::contents(work_dir, release)?;
+    let packages: Vec<&str> = base::MACHINE_PACKAGES.iter().map(|(p, _)| *p).collect();
+    base::install_missing(&packages)?;
+    let base = base::ensure_base(cache_dir, found)?;
+    let built = image::ensure(cache_dir, found, &base, &contents, None)?;
+    Ok(ImageInfo {
+        root: built.root,
+        built: built.built,
+        packages: contents.packages,
+    })
+}
+
+/// A lower layer as a person reads it: the bare base or the preinstalled image.
+fn describe_root(root: &Path) -> String {
+    let name = root
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if name.starts_with("stack-") {
+        format!("the preinstalled image ({name})")
+    } else {
+        format!("the bare base ({name})")
+    }
 }
 
 /// Run `job` for every host on its own thread; every host's error is reported.
