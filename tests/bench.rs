@@ -9,6 +9,7 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use common::cli::runtime;
 use common::{pgstrap_ok, DIR};
 use pgstrap::connect::{RemoteCommand, Session, Target};
 use pgstrap::exec::{self, Options};
@@ -22,13 +23,6 @@ fn require_bench() {
         std::env::var("PGSTRAP_BENCH").as_deref() == Ok("1"),
         "this benchmark takes over the lab on this machine: run scripts/bench.sh (root)"
     );
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
 }
 
 fn figure(what: &str, value: impl std::fmt::Display) {

@@ -3,8 +3,10 @@
 
 use std::process::Command;
 
+mod common;
+
 fn pgstrap() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_pgstrap"));
+    let mut command = common::cli::command();
     command
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .env_remove("PGSTRAP_TEST_UNSET_PASSWORD")

@@ -31,6 +31,8 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+mod common;
+
 /// The example inventories every check runs on.
 const INVENTORIES: &[&str] = &["single-dc", "two-dc"];
 
@@ -79,7 +81,7 @@ fn render(name: &str, extra: &str) -> Rendered {
     let inventory = dir.path().join(format!("{name}.yaml"));
     fs::write(&inventory, text).expect("copy the inventory");
     let out = dir.path().join("out");
-    let output = Command::new(env!("CARGO_BIN_EXE_pgstrap"))
+    let output = common::cli::command()
         .arg("render")
         .arg("-i")
         .arg(&inventory)

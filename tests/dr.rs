@@ -205,7 +205,7 @@ fn dr_lab() -> (tokio::runtime::Runtime, Secrets, client::Target) {
     let project =
         pgstrap::render::load_project(std::path::Path::new(INVENTORY), &[]).expect("inventory");
     let secrets = project.secrets(false).expect("secrets");
-    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let runtime = common::cli::runtime();
     let main_vip = client::Target {
         address: "10.77.0.250".into(),
         port: 5000,

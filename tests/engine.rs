@@ -18,16 +18,10 @@ use pgstrap::state::{DesiredState, Directory, HostState, ManagedFile, RoleState}
 
 mod common;
 
+use common::cli::runtime;
 use common::{pgstrap_ok, require_e2e};
 
 const POISON: &str = "poison-Password-7Q2";
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 // ------------------------------------------------------------------------------------------------
 // Loopback sshd

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{known_hosts, pgstrap_ok, require_e2e, run_on, ssh, DIR};
+use common::{cli, known_hosts, pgstrap_ok, require_e2e, run_on, ssh, DIR};
 
 fn reachable(address: &str) -> bool {
     ssh(address, &known_hosts(), "true").status.success()
@@ -36,7 +36,7 @@ fn text(program: &str, args: &[&str]) -> String {
 fn lab_up_rejects_zero_hosts_with_exit_2() {
     // Exit 2 either way: not root (bad input) or no hosts asked for; nothing is touched.
     let dir = tempfile::tempdir().expect("tempdir");
-    let output = Command::new(env!("CARGO_BIN_EXE_pgstrap"))
+    let output = cli::command()
         .args(["lab", "up", "--hosts", "0", "--dir"])
         .arg(dir.path())
         .output()

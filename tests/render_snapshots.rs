@@ -3,9 +3,8 @@
 //! world-readable) and never in anything printed.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-use pgstrap::inventory::secrets::KNOWN;
+mod common;
 
 /// Copy an example inventory into a temp dir with fixed secrets, so snapshots are stable and
 /// nothing is written into the repository.
@@ -19,10 +18,7 @@ fn staged(inventory: &str, secret_value: impl Fn(&str) -> String) -> (tempfile::
         .expect("stem")
         .to_string_lossy()
         .into_owned();
-    let mut secrets = String::new();
-    for (name, _, _) in KNOWN {
-        secrets.push_str(&format!("{name}: \"{}\"\n", secret_value(name)));
-    }
+    let secrets = common::cli::secrets_yaml(|name, _| secret_value(name));
     let store = target.with_file_name(format!("{stem}.secrets.yaml"));
     std::fs::write(&store, secrets).expect("write secrets");
     (dir, target)
@@ -83,7 +79,6 @@ fn poison_secrets_only_appear_in_sensitive_files_and_never_in_output() {
     for inventory in ["inventories/two-dc.yaml", "inventories/single-dc.yaml"] {
         let (dir, path) = staged(inventory, |name| format!("{POISON}-{name}"));
         let out = dir.path().join("out");
-        let binary = env!("CARGO_BIN_EXE_pgstrap");
         let mut printed = String::new();
         for args in [
             vec!["check", "-i"],
@@ -92,7 +87,7 @@ fn poison_secrets_only_appear_in_sensitive_files_and_never_in_output() {
             vec!["-vv", "vars", "pg1", "--json", "-i"],
             vec!["templates", "list", "-i"],
         ] {
-            let output = Command::new(binary)
+            let output = common::cli::command()
                 .args(&args)
                 .arg(&path)
                 .output()

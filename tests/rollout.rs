@@ -26,20 +26,13 @@ fn stderr_of(args: &[&str]) -> (bool, String) {
 /// Every secret set to a recognisable poison value before the first apply.
 fn poison_secrets(inventory: &str) {
     let store = inventory.replace(".yaml", ".secrets.yaml");
-    let mut text = String::new();
-    for (name, _, length) in pgstrap::inventory::secrets::KNOWN {
-        let value = format!("{POISON}{name}");
-        let value: String = value.chars().take((*length).max(8)).collect();
-        text.push_str(&format!("{name}: \"{value}\"\n"));
-    }
+    let text = common::cli::secrets_yaml(|name, length| {
+        format!("{POISON}{name}")
+            .chars()
+            .take(length.max(8))
+            .collect()
+    });
     std::fs::write(&store, text).expect("write secrets");
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
 }
 
 /// One write through the VIP's write port; Ok when it landed on a primary.
@@ -161,7 +154,7 @@ fn rollout_end_to_end() {
     let project =
         pgstrap::render::load_project(std::path::Path::new(INVENTORY), &[]).expect("inventory");
     let secrets = project.secrets(false).expect("secrets");
-    let runtime = runtime();
+    let runtime = common::cli::runtime();
     runtime
         .block_on(write_once("10.77.0.250", &secrets))
         .expect("writes work before the cut");

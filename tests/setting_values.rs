@@ -12,6 +12,8 @@ use std::path::Path;
 use proptest::prelude::*;
 use serde_json::{json, Value};
 
+mod common;
+
 /// Two clusters (a primary with balancers and a VIP, and its DR standby), so every template and
 /// role renders. `@@…@@` are replaced by the value under test or a plain one.
 const INVENTORY: &str = r#"
@@ -108,10 +110,7 @@ fn render(target: &Target, value: &Value) -> Option<Files> {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("inventory.yaml");
     std::fs::write(&path, inventory_text(target, value)).expect("write inventory");
-    let mut secrets = String::new();
-    for (name, _, _) in pgstrap::inventory::secrets::KNOWN {
-        secrets.push_str(&format!("{name}: \"{name}x\"\n"));
-    }
+    let secrets = common::cli::secrets_yaml(|name, _| format!("{name}x"));
     std::fs::write(dir.path().join("inventory.secrets.yaml"), secrets).expect("write secrets");
     let project = pgstrap::render::load_project(&path, &[]).ok()?;
     let secrets = project.secrets(false).ok()?;

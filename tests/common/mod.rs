@@ -3,6 +3,8 @@
 //! strict host-key checking). Only lab addresses (10.77.x.x) are ever contacted.
 #![allow(dead_code)]
 
+pub mod cli;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -25,22 +27,127 @@ pub fn require_e2e() {
     );
 }
 
+/// The lab inventory's path.
+pub fn inventory() -> String {
+    format!("{DIR}/inventory.yaml")
+}
+
 /// A lab of fresh hosts (`pgstrap lab down`, then `pgstrap lab up ARGS`): what a test finds does
-/// not depend on what ran before. Returns the lab inventory's path.
+/// not depend on what ran before. Returns the lab inventory's path. Tests whose subject is not
+/// the install path pass `--preinstalled` (hosts start with the stack's packages installed).
 pub fn fresh_lab(up_args: &[&str]) -> String {
-    pgstrap_ok(&["lab", "down"]);
+    lab_down();
     let mut args = vec!["lab", "up"];
     args.extend_from_slice(up_args);
     pgstrap_ok(&args);
-    format!("{DIR}/inventory.yaml")
+    inventory()
+}
+
+/// `pgstrap lab down` (a shared cluster goes with it).
+pub fn lab_down() {
+    unshare();
+    pgstrap_ok(&["lab", "down"]);
+}
+
+/// A rolled-out cluster that tests in a row share instead of each bringing up its own. A test
+/// [`take`]s it and [`give_back`]s it at its end when it left it as it found it (healthy, a
+/// second apply changing nothing); a test that fails or changes it for good does not, and the
+/// next test rolls out a fresh one. `up` are the `lab up` arguments.
+pub struct Shared {
+    pub name: &'static str,
+    pub up: &'static [&'static str],
+}
+
+/// Debian 13, the README's layout: 3 DB hosts with etcd, 2 balancers with a VIP.
+pub const MAIN: Shared = Shared {
+    name: "main (Debian 13, 5 hosts)",
+    up: &["--preinstalled", "--hosts", "5"],
+};
+
+/// Debian 13, cluster `main` (5 hosts, VIP) and its DR standby cluster `dr` (5 hosts, VIP) in a
+/// second datacenter.
+pub const DR: Shared = Shared {
+    name: "main + dr (Debian 13, 5 + 5 hosts)",
+    up: &["--preinstalled", "--hosts", "5", "--dr-hosts", "5"],
+};
+
+/// The marker of a cluster given back: its name and the lab's host keys (a fresh lab has new
+/// ones, so a marker never outlives the hosts it was written for).
+fn marker() -> std::path::PathBuf {
+    Path::new(DIR).join("e2e-shared-cluster")
+}
+
+fn marker_text(shared: &Shared) -> Option<String> {
+    let keys = std::fs::read_to_string(known_hosts()).ok()?;
+    Some(format!("{}\n{keys}", shared.name))
+}
+
+/// Take the shared cluster: the one the lab holds when the last test gave it back and `pgstrap
+/// verify` passes; otherwise a fresh lab, rolled out (verified). Returns the inventory's path.
+pub fn take(shared: &Shared) -> String {
+    let marked = std::fs::read_to_string(marker()).ok();
+    unshare();
+    if marked.is_some() && marked == marker_text(shared) {
+        if pgstrap(&["verify", "-i", &inventory()]).status.success() {
+            eprintln!("shared cluster {}: reused", shared.name);
+            return inventory();
+        }
+        eprintln!(
+            "shared cluster {}: verify failed, rolling out afresh",
+            shared.name
+        );
+    }
+    let inventory = fresh_lab(shared.up);
+    let output = pgstrap(&["apply", "-i", &inventory]);
+    assert!(output.status.success(), "rollout of {} failed", shared.name);
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("verified: all"),
+        "verification of {} failed",
+        shared.name
+    );
+    inventory
+}
+
+/// Give the cluster back for the next test: call it last, once the test has left the cluster as
+/// it found it (or, for the test that rolled it out itself, once it has checked the rollout).
+pub fn give_back(shared: &Shared) {
+    let text = marker_text(shared).expect("the lab's known_hosts");
+    std::fs::write(marker(), text).expect("write the shared-cluster marker");
+}
+
+/// Forget any cluster given back (the lab is about to be replaced).
+fn unshare() {
+    let _ = std::fs::remove_file(marker());
+}
+/// The member that leads `cluster` (its leader or standby leader), by `pgstrap status --json`:
+/// its name and its address.
+pub fn leader(inventory: &str, cluster: &str) -> (String, String) {
+    let status = pgstrap_ok(&["status", "--json", "-i", inventory]);
+    let json: serde_json::Value = serde_json::from_str(&status).expect("status JSON");
+    assert_eq!(json["version"], 1, "status --json shape version");
+    json["clusters"]
+        .as_array()
+        .expect("clusters")
+        .iter()
+        .find(|c| c["name"] == cluster)
+        .and_then(|c| {
+            c["patroni"]["members"]
+                .as_array()?
+                .iter()
+                .find(|m| m["role"] == "leader" || m["role"] == "standby_leader")
+        })
+        .and_then(|m| {
+            Some((
+                m["name"].as_str()?.to_owned(),
+                m["host"].as_str()?.to_owned(),
+            ))
+        })
+        .unwrap_or_else(|| panic!("no leader of {cluster} in status: {status}"))
 }
 
 /// Run the real binary; its output is echoed for the test log.
 pub fn pgstrap(args: &[&str]) -> Output {
-    let output = Command::new(env!("CARGO_BIN_EXE_pgstrap"))
-        .args(args)
-        .output()
-        .expect("run pgstrap");
+    let output = cli::command().args(args).output().expect("run pgstrap");
     eprintln!(
         "$ pgstrap {}\n{}{}",
         args.join(" "),
@@ -102,7 +209,7 @@ impl Writer {
         use pgstrap::stack::drill::client;
         let project = pgstrap::render::load_project(Path::new(inventory), &[]).expect("inventory");
         let secrets = project.secrets(false).expect("secrets");
-        let runtime = tokio::runtime::Runtime::new().expect("runtime");
+        let runtime = cli::runtime();
         let target = client::Target {
             address: vip.into(),
             port: 5000,
