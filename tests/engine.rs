@@ -371,6 +371,8 @@ fn lab(sets: &[&str], mode: Mode) -> Report {
 fn lab_common_and_pgbouncer_converge_idempotently_and_handlers_follow_files() {
     require_e2e();
     let _lab = LAB.lock().unwrap_or_else(|e| e.into_inner());
+    // Bare hosts of its own: the engine's first apply installs the packages (its package step
+    // and the handlers that follow it are the subject).
     common::fresh_lab(&["--hosts", "3"]);
     let first = lab(&[], Mode::Apply);
     assert_eq!(first.exit_code(), 0, "{first:#?}");
@@ -447,6 +449,7 @@ fn lab_common_and_pgbouncer_converge_idempotently_and_handlers_follow_files() {
 fn lab_stopped_host_gives_a_connect_error_and_the_others_stay_consistent() {
     require_e2e();
     let _lab = LAB.lock().unwrap_or_else(|e| e.into_inner());
+    // Hosts of its own: a first apply with one host down is the subject.
     common::fresh_lab(&["--hosts", "3"]);
     pgstrap_ok(&["lab", "stop", "n3"]);
     let report = lab(&[], Mode::Apply);

@@ -49,7 +49,8 @@ fn lab_up_rejects_zero_hosts_with_exit_2() {
 fn lab_end_to_end() {
     require_e2e();
     let _lab = take_lab();
-    // Read after a first `down`: an earlier lab has ip_forward on and restores it on down.
+    // The lab itself is the subject: it starts with none. Read after a first `down`: an earlier
+    // lab has ip_forward on and restores it on down.
     pgstrap_ok(&["lab", "down"]);
     let forward_before = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward")
         .expect("ip_forward")
