@@ -73,34 +73,52 @@ pub struct Base {
 /// exists, because running hosts' overlays sit on it.
 pub fn ensure_base(cache_dir: &Path, release: &crate::role::Release) -> Result<Base> {
     let suite = release.codename.as_str();
-    let unpacked = format!("base-{suite}");
-    let root = cache_dir.join(&unpacked);
-    let ready_marker = cache_dir.join(format!("{unpacked}.ready"));
-    let tarball = cache_dir.join(format!("debian-{suite}-base.tar.zst"));
     create_dir(cache_dir)?;
+    cached_tree(
+        &cache_dir.join(format!("base-{suite}")),
+        &cache_dir.join(format!("debian-{suite}-base.tar.zst")),
+        |staging| {
+            crate::ui::eprintln(&format!(
+                "lab: building the {} base with debootstrap (about a minute)",
+                release.name
+            ));
+            build(staging, suite)
+        },
+    )
+}
+
+/// A tree cached as a tarball and unpacked next to it (a base, an image): the unpacked copy
+/// when it is complete (`ROOT.ready`); else the tarball unpacked; else `build` into a staging
+/// directory, packed. The unpacked copy is only ever replaced whole, by a rename.
+pub(crate) fn cached_tree(
+    root: &Path,
+    tarball: &Path,
+    build: impl FnOnce(&Path) -> Result<()>,
+) -> Result<Base> {
+    let name = root.to_string_lossy();
+    let ready_marker = PathBuf::from(format!("{name}.ready"));
     if root.is_dir() && ready_marker.exists() {
         if !tarball.exists() {
-            pack(&root, &tarball)?;
+            pack(root, tarball)?;
         }
-        return Ok(Base { root, built: false });
+        return Ok(Base {
+            root: root.to_path_buf(),
+            built: false,
+        });
     }
-    let staging = cache_dir.join(format!("{unpacked}.tmp"));
+    let staging = PathBuf::from(format!("{name}.tmp"));
     remove_tree(&staging)?;
     create_dir(&staging)?;
     let built = if tarball.exists() {
-        unpack(&tarball, &staging)?;
+        unpack(tarball, &staging)?;
         false
     } else {
-        crate::ui::eprintln(&format!(
-            "lab: building the {} base with debootstrap (about a minute)",
-            release.name
-        ));
-        build(&staging, suite)?;
-        pack(&staging, &tarball)?;
+        build(&staging)?;
+        pack(&staging, tarball)?;
         true
     };
-    remove_tree(&root)?;
-    std::fs::rename(&staging, &root).map_err(|error| {
+    remove_tree(root)?;
+    std::fs::rename(&staging, root).map_err(|error| {
         Error::failure(
             format!(
                 "could not move {} to {}: {error}",
@@ -111,7 +129,10 @@ pub fn ensure_base(cache_dir: &Path, release: &crate::role::Release) -> Result<B
         )
     })?;
     write(&ready_marker, "")?;
-    Ok(Base { root, built })
+    Ok(Base {
+        root: root.to_path_buf(),
+        built,
+    })
 }
 
 fn build(dir: &Path, suite: &str) -> Result<()> {

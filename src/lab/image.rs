@@ -18,7 +18,7 @@ use super::base::{self, Base};
 use super::command::Cmd;
 use super::host::unmount;
 use super::inventory;
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// Lab hosts of this layout carry every role: DB hosts with etcd, balancers with a VIP.
 const LAYOUT_HOSTS: usize = 5;
@@ -111,45 +111,19 @@ pub fn ensure(
     let suite = release.codename.as_str();
     let key = contents.key(suite);
     let root = root(cache_dir, release, contents);
-    let unpacked = format!("stack-{suite}-{key}");
-    let ready = cache_dir.join(format!("{unpacked}.ready"));
-    let tarball = cache_dir.join(format!("debian-{suite}-stack-{key}.tar.zst"));
-    remove_stale(cache_dir, suite, &unpacked)?;
-    if root.is_dir() && ready.exists() {
-        if !tarball.exists() {
-            base::pack(&root, &tarball)?;
-        }
-        return Ok(Base { root, built: false });
-    }
-    let staging = cache_dir.join(format!("{unpacked}.tmp"));
-    base::remove_tree(&staging)?;
-    base::create_dir(&staging)?;
-    let built = if tarball.exists() {
-        base::unpack(&tarball, &staging)?;
-        false
-    } else {
-        crate::ui::eprintln(&format!(
-            "lab: building the preinstalled {} image ({} packages; about a minute, once)",
-            release.name,
-            contents.packages.len()
-        ));
-        build(&base.root, &staging, contents, proxy)?;
-        base::pack(&staging, &tarball)?;
-        true
-    };
-    base::remove_tree(&root)?;
-    std::fs::rename(&staging, &root).map_err(|error| {
-        Error::failure(
-            format!(
-                "could not move {} to {}: {error}",
-                staging.display(),
-                root.display()
-            ),
-            None,
-        )
-    })?;
-    base::write(&ready, "")?;
-    Ok(Base { root, built })
+    remove_stale(cache_dir, suite, &format!("stack-{suite}-{key}"))?;
+    base::cached_tree(
+        &root,
+        &cache_dir.join(format!("debian-{suite}-stack-{key}.tar.zst")),
+        |staging| {
+            crate::ui::eprintln(&format!(
+                "lab: building the preinstalled {} image ({} packages; about a minute, once)",
+                release.name,
+                contents.packages.len()
+            ));
+            build(&base.root, staging, contents, proxy)
+        },
+    )
 }
 
 /// A copy of the base, the roles' early files written, the packages installed with the engine's

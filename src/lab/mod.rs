@@ -190,12 +190,7 @@ pub fn up(opts: &UpOptions) -> Result<LabInfo> {
     };
     let dir = &opts.dir;
     if let Some(running) = load_state(dir).ok().filter(|s| s.release != opts.release) {
-        let up: Vec<&str> = running
-            .hosts
-            .iter()
-            .filter(|h| host::state(&h.name) != HostState::Stopped)
-            .map(|h| h.name.as_str())
-            .collect();
+        let up = running_hosts(&running);
         if !up.is_empty() {
             return Err(Error::usage(
                 format!(
@@ -224,12 +219,7 @@ pub fn up(opts: &UpOptions) -> Result<LabInfo> {
         None => base.root.clone(),
     };
     if let Some(previous) = load_state(dir).ok().filter(|s| s.base_root != wanted_root) {
-        let running: Vec<&str> = previous
-            .hosts
-            .iter()
-            .filter(|h| host::state(&h.name) != HostState::Stopped)
-            .map(|h| h.name.as_str())
-            .collect();
+        let running = running_hosts(&previous);
         if !running.is_empty() {
             return Err(Error::usage(
                 format!(
@@ -361,6 +351,16 @@ pub fn image(work_dir: &Path, cache_dir: &Path, release: &str) -> Result<ImageIn
         built: built.built,
         packages: contents.packages,
     })
+}
+
+/// The hosts of a lab that are not stopped.
+fn running_hosts(state: &LabState) -> Vec<&str> {
+    state
+        .hosts
+        .iter()
+        .filter(|h| host::state(&h.name) != HostState::Stopped)
+        .map(|h| h.name.as_str())
+        .collect()
 }
 
 /// A lower layer as a person reads it: the bare base or the preinstalled image.
