@@ -20,6 +20,7 @@
 //! - `lab/`: `pgstrap lab`: real systemd hosts in systemd-nspawn containers on this machine.
 //! - `tls/`: the inventory's CA and the certificates pgstrap issues (`tls/pki.rs`), and the one
 //!   TLS client configuration pgstrap's own HTTP and PostgreSQL connections use.
+//! - `text.rs`: the rule of what may go on one line of a configuration file (a leaf).
 //! - `ui/`: the only code that prints to the terminal: progress, summaries, diffs.
 //! - `cli/`: one thin file per subcommand: parse, build options, call one library function.
 
@@ -35,5 +36,6 @@ pub mod render;
 pub mod role;
 pub mod stack;
 pub mod state;
+pub mod text;
 pub mod tls;
 pub mod ui;

@@ -112,6 +112,8 @@ pub struct ManagedFile {
     pub mode: u32,
     /// The file holds secrets: diffs of it are masked and its mode must not be world-readable.
     pub sensitive: bool,
+    /// The file carries the cluster's identity (see [`Identity`]).
+    pub identity: Option<Identity>,
     /// Handlers (by name, in this role) to run when this file changes.
     pub notify: Vec<String>,
 }
@@ -127,6 +129,17 @@ impl std::fmt::Debug for ManagedFile {
             .field("sensitive", &self.sensitive)
             .finish_non_exhaustive()
     }
+}
+
+/// What identity a file carries. A host holding another one than the inventory would write is
+/// a running cluster the inventory lost its material for: the write is refused, never made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Identity {
+    /// The CA certificate the host trusts (the whole file).
+    Ca,
+    /// The cluster's passwords (the lines holding a secret value).
+    Secrets,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]

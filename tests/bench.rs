@@ -163,6 +163,7 @@ fn bench_rollout_on_lab_hosts() {
     pgstrap_ok(&["lab", "up", "--hosts", "5"]);
     let project = pgstrap::render::load_project(Path::new(&inventory), &[]).expect("inventory");
     let secrets = project.secrets(true).expect("secrets");
+    project.persist(&secrets).expect("secrets stored");
     let desired = pgstrap::render::desired_state(&project, &secrets, None).expect("desired");
     let started = Instant::now();
     rt.block_on(async {

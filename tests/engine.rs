@@ -113,6 +113,7 @@ fn file(path: PathBuf, content: &str, sensitive: bool) -> ManagedFile {
         group: "root".into(),
         mode: if sensitive { 0o600 } else { 0o640 },
         sensitive,
+        identity: None,
         notify: vec![],
     }
 }

@@ -15,7 +15,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use crate::connect::{CommandError, RemoteCommand, Session, Target};
 use crate::error::{Error, Result};
 use crate::facts::{self, Facts, PathState};
-use crate::inventory::secrets::Masker;
+use crate::inventory::secrets::{Masker, Secrets};
 use crate::ops::{self, Kind, Planned};
 use crate::render::Project;
 use crate::state::{DesiredState, HostState, ManagedFile};
@@ -220,15 +220,19 @@ impl Report {
     }
 }
 
-/// Plan: what `apply` would change on each host of the project (reads facts only).
+/// Plan: what `apply` would change on each host of the project (reads facts only; writes nothing,
+/// not even locally: secrets or certificates it would make up stay in memory).
 pub async fn plan(project: &Project, options: Options) -> Result<Report> {
-    let prepared = prepare(project, &options).await?;
+    let secrets = project.secrets(true)?;
+    let prepared = prepare(project, &secrets, &options).await?;
     Ok(prepared.run(Mode::Plan, options).await)
 }
 
 /// Apply: bring each host of the project to its desired state.
 pub async fn apply(project: &Project, options: Options) -> Result<Report> {
-    let prepared = prepare(project, &options).await?;
+    let secrets = project.secrets(true)?;
+    let prepared = prepare(project, &secrets, &options).await?;
+    project.persist(&secrets)?;
     Ok(prepared.run(Mode::Apply, options).await)
 }
 
@@ -252,9 +256,11 @@ impl Prepared {
 }
 
 /// Check the options, connect to the selected hosts (in parallel, reusing connections in
-/// `options.sessions`), learn each host's release from `/etc/os-release` (one short command), and
-/// render the desired state for those releases.
-pub async fn prepare(project: &Project, options: &Options) -> Result<Prepared> {
+/// `options.sessions`), learn each host's release from `/etc/os-release` (one short command),
+/// render the desired state for those releases with `secrets`, and refuse when a host holds
+/// another identity than it would write ([`identity`]). Before changing anything, the caller
+/// persists what `secrets` made up (`Project::persist`).
+pub async fn prepare(project: &Project, secrets: &Secrets, options: &Options) -> Result<Prepared> {
     if let Some(hosts) = &options.hosts {
         for name in hosts {
             if !project.inventory.hosts.contains_key(name) {
@@ -276,7 +282,6 @@ pub async fn prepare(project: &Project, options: &Options) -> Result<Prepared> {
             }
         }
     }
-    let secrets = project.secrets(true)?;
     let targets: Vec<Target> = project
         .inventory
         .hosts
@@ -291,7 +296,8 @@ pub async fn prepare(project: &Project, options: &Options) -> Result<Prepared> {
         .collect();
     let (sessions, unreachable) = connect_all(&targets, &options.sessions, &secrets.masker()).await;
     project.learn_releases(releases(&sessions).await);
-    let mut desired = crate::render::desired_state(project, &secrets, options.hosts.as_deref())?;
+    let mut desired = crate::render::desired_state(project, secrets, options.hosts.as_deref())?;
+    identity::check(&desired, &sessions, secrets, &project.identity_store()).await?;
     if let Some(roles) = &options.roles {
         for host in &mut desired.hosts {
             host.roles.retain(|r| roles.contains(&r.role));
@@ -804,6 +810,8 @@ pub async fn run(
         duration_ms: started.elapsed().as_millis() as u64,
     }
 }
+
+pub mod identity;
 
 #[cfg(test)]
 mod tests {

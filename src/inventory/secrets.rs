@@ -69,9 +69,54 @@ pub struct Secrets {
     pub values: BTreeMap<String, Secret>,
     /// The inventory's CA and certificates, when its clusters use TLS (keys are secrets too).
     pub tls: Option<std::sync::Arc<crate::tls::Pki>>,
+    /// Local files this load made up and has not written yet: generated secrets, a new CA,
+    /// certificates issued. Written by [`Secrets::persist`] only once the hosts were checked
+    /// (identity material is never made for a cluster that has its own).
+    pub pending: Vec<PendingWrite>,
+}
+
+/// A local file to write: its path, content (secret), mode and what it holds.
+#[derive(Clone)]
+pub struct PendingWrite {
+    pub path: PathBuf,
+    pub content: Secret,
+    pub mode: u32,
+    pub what: Generated,
+}
+
+/// What a pending local write makes up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Generated {
+    /// Generated secrets (their names) in the secrets file.
+    Secrets(Vec<String>),
+    /// A new certificate authority.
+    Ca,
+    /// A certificate issued for this name.
+    Certificate(String),
 }
 
 impl Secrets {
+    /// Write what this load made up (parent directories created 0700). Idempotent.
+    pub fn persist(&self) -> Result<(), SecretError> {
+        persist(&self.pending)
+    }
+
+    /// The names of the generated secrets a load made up (not yet in the secrets file).
+    pub fn generated_now(&self) -> Vec<String> {
+        self.pending
+            .iter()
+            .flat_map(|w| match &w.what {
+                Generated::Secrets(names) => names.clone(),
+                _ => Vec::new(),
+            })
+            .collect()
+    }
+
+    /// Whether this load made up a new CA.
+    pub fn new_ca(&self) -> bool {
+        self.pending.iter().any(|w| w.what == Generated::Ca)
+    }
+
     pub fn get(&self, name: &str) -> Option<&Secret> {
         self.values.get(name)
     }
@@ -90,6 +135,34 @@ impl Secrets {
                 .collect(),
         )
     }
+}
+
+/// Write pending local files (parent directories created 0700), each atomically with its mode.
+pub fn persist(writes: &[PendingWrite]) -> Result<(), SecretError> {
+    use std::os::unix::fs::DirBuilderExt;
+    for write in writes {
+        let failed = |e: std::io::Error| {
+            SecretError {
+            name: String::new(),
+            message: format!("cannot write `{}`: {e}", write.path.display()),
+            hint: "pgstrap keeps generated secrets and the CA next to the inventory; make that directory writable".into(),
+        }
+        };
+        if let Some(parent) = write.path.parent() {
+            match std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(parent)
+            {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(failed(e)),
+            }
+        }
+        write_atomically(&write.path, write.content.expose().as_bytes(), write.mode)
+            .map_err(failed)?;
+    }
+    Ok(())
 }
 
 /// Replaces every secret value with `***`. Longer values are replaced first so that a secret
@@ -145,8 +218,9 @@ pub struct SecretError {
 }
 
 /// Load every known secret from its source. Generated secrets are read from the store file, and
-/// when `generate` is true the missing ones are created and the store written (mode 0600); when it
-/// is false (e.g. `check`), a missing generated secret is not an error.
+/// when `generate` is true the missing ones are created, and the store to write (mode 0600) is
+/// left pending ([`Secrets::persist`]); when it is false (e.g. `check`), a missing generated
+/// secret is not an error.
 pub fn load(
     sources: &BTreeMap<String, SecretSource>,
     store: &Path,
@@ -154,7 +228,7 @@ pub fn load(
 ) -> Result<Secrets, SecretError> {
     let mut stored = read_store(store)?;
     let mut secrets = Secrets::default();
-    let mut store_changed = false;
+    let mut made_up = Vec::new();
     for &(name, _, length) in KNOWN {
         let source = sources.get(name).unwrap_or(&SecretSource::Generated);
         let value = match source {
@@ -209,7 +283,7 @@ pub fn load(
                 None if generate => {
                     let v = generate_password(length);
                     stored.insert(name.to_owned(), v.clone());
-                    store_changed = true;
+                    made_up.push(name.to_owned());
                     v
                 }
                 None => continue,
@@ -217,13 +291,18 @@ pub fn load(
         };
         secrets.values.insert(name.to_owned(), Secret::new(value));
     }
-    if store_changed {
-        write_store(store, &stored).map_err(|e| SecretError {
+    if !made_up.is_empty() {
+        let text = store_text(&stored).map_err(|e| SecretError {
             name: String::new(),
             message: format!("cannot write the secrets file `{}`: {e}", store.display()),
-            hint: "pgstrap keeps generated secrets next to the inventory; make that directory writable"
-                .into(),
+            hint: "report this: the generated secrets do not serialize".into(),
         })?;
+        secrets.pending.push(PendingWrite {
+            path: store.to_owned(),
+            content: Secret::new(text),
+            mode: 0o600,
+            what: Generated::Secrets(made_up),
+        });
     }
     Ok(secrets)
 }
@@ -273,8 +352,10 @@ fn place_in_store(text: &str, line: Option<u64>) -> String {
 /// value. Secrets are written into configuration files: no newline or control character may
 /// split a line, and keepalived's `auth_pass` is a bare word.
 fn check_value(name: &str, value: &str, source: &str) -> Result<(), SecretError> {
-    let problem = if value.chars().any(char::is_control) {
-        Some("contains a newline or another control character")
+    let problem = if value.is_empty() {
+        Some("is empty")
+    } else if value.chars().any(crate::text::breaks_line) {
+        Some("contains a newline, another control character or U+2028/U+2029 (line breaks to YAML)")
     } else if name == "keepalived_password"
         && !value
             .chars()
@@ -294,10 +375,10 @@ fn check_value(name: &str, value: &str, source: &str) -> Result<(), SecretError>
     }
 }
 
-/// Write the store atomically with mode 0600 from the start (never briefly world-readable). The
-/// mapping is serialized by the YAML library (any value round-trips, quotes and all) and read
-/// back before it replaces the old file.
-fn write_store(store: &Path, values: &BTreeMap<String, String>) -> std::io::Result<()> {
+/// The store's text: the mapping serialized by the YAML library (any value round-trips, quotes
+/// and all) and read back before it may replace the old file (written atomically, 0600 from the
+/// start, by [`Secrets::persist`]).
+fn store_text(values: &BTreeMap<String, String>) -> std::io::Result<String> {
     let invalid = |what: String| std::io::Error::new(std::io::ErrorKind::InvalidData, what);
     let body = serde_saphyr::to_string(values)
         .map_err(|e| invalid(format!("cannot serialize the secrets: {e}")))?;
@@ -308,10 +389,9 @@ fn write_store(store: &Path, values: &BTreeMap<String, String>) -> std::io::Resu
             "the serialized secrets do not read back the same".into(),
         ));
     }
-    let text = format!(
+    Ok(format!(
         "# Secrets generated by pgstrap for the inventory next to this file. Keep it private (0600).\n{body}"
-    );
-    write_atomically(store, text.as_bytes(), 0o600)
+    ))
 }
 
 /// Write `path` through a temporary file created with its final `mode` (never briefly readable
@@ -347,6 +427,10 @@ pub fn generate_password(length: usize) -> String {
 mod tests {
     use super::*;
 
+    fn write_store(store: &Path, values: &BTreeMap<String, String>) -> std::io::Result<()> {
+        write_atomically(store, store_text(values)?.as_bytes(), 0o600)
+    }
+
     #[test]
     fn secret_prints_stars() {
         let s = Secret::new("hunter2".into());
@@ -364,7 +448,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = dir.path().join("inv.secrets.yaml");
         let first = load(&BTreeMap::new(), &store, true).unwrap();
+        // Nothing is written until the caller persists it.
+        assert!(!store.exists());
+        assert_eq!(first.generated_now().len(), KNOWN.len());
+        first.persist().unwrap();
         let second = load(&BTreeMap::new(), &store, true).unwrap();
+        assert!(second.pending.is_empty());
         for (name, _, _) in KNOWN {
             assert_eq!(
                 first.get(name).unwrap().expose(),
@@ -421,11 +510,30 @@ mod tests {
         write_store(&store, &values).unwrap();
         // The next run generates the missing ones and rewrites the file.
         let secrets = load(&BTreeMap::new(), &store, true).unwrap();
+        secrets.persist().unwrap();
         assert_eq!(
             secrets.get("superuser_password").unwrap().expose(),
             "a\"b'c: #d {e} \\f"
         );
         assert_eq!(read_store(&store).unwrap().len(), KNOWN.len());
+    }
+
+    #[test]
+    fn an_empty_or_line_breaking_stored_secret_is_refused() {
+        // Issue 20: `keepalived_password: ""` gave `auth_pass ` with no value; U+2028 became a
+        // line break in Patroni's config.yml.
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("inv.secrets.yaml");
+        for (text, problem) in [
+            ("keepalived_password: \"\"\n", "is empty"),
+            ("superuser_password: \"ab\u{2028}  cd\"\n", "U+2028"),
+            ("superuser_password: \"a\u{2029}b\"\n", "U+2028"),
+        ] {
+            std::fs::write(&store, text).unwrap();
+            let error = load(&BTreeMap::new(), &store, true).err().expect("refused");
+            assert!(error.message.contains(problem), "{}", error.message);
+            assert!(!error.message.contains("ab") || problem == "is empty");
+        }
     }
 
     #[test]

@@ -482,6 +482,7 @@ pub fn sysctl_file(host: &HostState) -> Option<ManagedFile> {
         group: "root".into(),
         mode: 0o644,
         sensitive: false,
+        identity: None,
         notify: vec![],
     })
 }

@@ -21,6 +21,7 @@ fn managed(path: &str, content: &str, sensitive: bool, notify: &[&str]) -> Manag
         group: "postgres".into(),
         mode: 0o640,
         sensitive,
+        identity: None,
         notify: notify.iter().map(|s| s.to_string()).collect(),
     }
 }

@@ -61,6 +61,8 @@ pub fn render_to_dir(
     }
     let secrets = project.secrets(true)?;
     let state = desired_state(&project, &secrets, only)?;
+    // Every check passed: what was made up is kept (the rendered files hold it).
+    project.persist(&secrets)?;
     let mut output = OutputDir::open(out).map_err(write_error)?;
     let mut files = 0;
     for host in &state.hosts {

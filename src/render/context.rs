@@ -27,6 +27,21 @@ pub fn standby_slot(standby: &str) -> String {
     format!("standby_{name}")
 }
 
+/// The replication slot Patroni names after member `member` (its `slot_name_from_member_name`):
+/// lowercased, `-` and `.` as `_`, any other character not in `[a-z0-9_]` as `u` and its code
+/// point in four digits, at most 63 characters. `pg-x` and `pg_x`, or `PG1` and `pg1`, share one.
+pub fn patroni_slot(member: &str) -> String {
+    let mut slot = String::new();
+    for c in member.to_lowercase().chars() {
+        match c {
+            'a'..='z' | '0'..='9' | '_' => slot.push(c),
+            '-' | '.' => slot.push('_'),
+            other => slot.push_str(&format!("u{:04}", other as u32)),
+        }
+    }
+    slot.chars().take(63).collect()
+}
+
 /// The Patroni member name of `host`: `patroni.name` when set, else the host's name.
 pub fn member_name(project: &Project, host: &Host, cluster: &Cluster) -> String {
     match project.setting(Some(host), Some(cluster), "patroni.name") {
@@ -140,6 +155,14 @@ pub fn clusters(project: &Project) -> Result<BTreeMap<String, Value>> {
     let inventory = &project.inventory;
     let mut errors = Vec::new();
     let mut members: BTreeMap<String, (String, String)> = BTreeMap::new();
+    // Replication slots: one per member (Patroni's mapping of its name) and one per standby
+    // cluster on its primary side; none may be another's.
+    let mut slots: BTreeMap<String, String> = inventory
+        .clusters
+        .values()
+        .filter(|c| c.standby_of.is_some())
+        .map(|c| (standby_slot(&c.name), format!("standby cluster `{}`", c.name)))
+        .collect();
     let mut router_ids: BTreeMap<(String, u64), String> = BTreeMap::new();
     for cluster in inventory.clusters.values() {
         for name in &cluster.postgres {
@@ -161,6 +184,20 @@ pub fn clusters(project: &Project) -> Result<BTreeMap<String, Value>> {
                             "this host",
                         )
                         .hint("member names must be unique across all clusters (a DR standby shares names with its primary side in replication): change `patroni.name` in one host's vars"),
+                );
+                continue;
+            }
+            let slot = patroni_slot(&member);
+            let this = format!("member `{member}` (host `{}`)", host.name);
+            if let Some(other) = slots.insert(slot.clone(), this.clone()) {
+                errors.push(
+                    inventory
+                        .error_at(
+                            Some(host.location_of("patroni.name")),
+                            format!("{other} and {this} would use the same replication slot `{slot}`"),
+                            "this host",
+                        )
+                        .hint("Patroni names a member's slot by lowercasing its name and writing `-` and `.` as `_`; a standby cluster's slot is `standby_<name>`: change `patroni.name` in this host's vars"),
                 );
             }
         }

@@ -379,9 +379,10 @@ impl Project {
         })
     }
 
-    /// Load the secrets; `generate` creates and stores missing generated ones. When the
-    /// inventory uses TLS, also its CA and certificates (`generate`: created, issued or renewed as
-    /// needed), and this run's clients are set up to use them.
+    /// Load the secrets; `generate` makes up missing generated ones. When the inventory uses TLS,
+    /// also its CA and certificates (`generate`: created, issued or renewed as needed), and this
+    /// run's clients are set up to use them. What was made up is only in memory (`pending`) until
+    /// the caller persists it, once the hosts were checked (`exec::identity`).
     pub fn secrets(&self, generate: bool) -> Result<Secrets> {
         let mut secrets = secrets::load(
             &self.inventory.secret_sources,
@@ -397,7 +398,8 @@ impl Project {
                 generate,
             )
             .map_err(|e| Error::usage(e.message, Some(e.hint)))?;
-            if let Some(pki) = pki {
+            if let Some(mut pki) = pki {
+                secrets.pending.append(&mut pki.pending);
                 crate::tls::install(&pki).map_err(|e| Error::usage(e, None))?;
                 secrets.tls = Some(std::sync::Arc::new(pki));
             }
@@ -405,6 +407,22 @@ impl Project {
             crate::tls::clear();
         }
         Ok(secrets)
+    }
+
+    /// Write what `secrets` made up (generated secrets, a new CA, issued certificates): after the
+    /// hosts were checked, before the first change.
+    pub fn persist(&self, secrets: &Secrets) -> Result<()> {
+        secrets
+            .persist()
+            .map_err(|e| Error::failure(e.message, Some(e.hint)))
+    }
+
+    /// Where the inventory keeps its identity material: the CA directory and the secrets file.
+    pub fn identity_store(&self) -> crate::exec::identity::Store {
+        crate::exec::identity::Store {
+            tls_dir: crate::tls::pki::store_dir(&self.inventory.path),
+            secrets_file: self.inventory.secrets_store(),
+        }
     }
 
     /// Whether the inventory's clusters use TLS (`tls.enabled`, one value for the inventory:
@@ -765,6 +783,12 @@ fn role_state(
         }
         let content = engine.render(&spec.template, ctx)?;
         let file_mode = mode(&spec.mode, &format!("{whose} file {}", spec.dest))?;
+        if spec.identity == Some(crate::state::Identity::Secrets) && !spec.sensitive {
+            return Err(Error::usage(
+                format!("{whose}: {} carries passwords (`identity: secrets`) but is not marked `sensitive: true`", spec.dest),
+                Some("mark it `sensitive: true` (mode 0600 or 0640, diffs masked)".into()),
+            ));
+        }
         if spec.sensitive && file_mode & 0o007 != 0 {
             return Err(Error::usage(
                 format!(
@@ -787,6 +811,7 @@ fn role_state(
             group: spec.group.clone(),
             mode: file_mode,
             sensitive: spec.sensitive,
+            identity: spec.identity,
             notify: spec.notify.clone(),
         });
     }

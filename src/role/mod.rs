@@ -99,6 +99,10 @@ pub struct FileSpec {
     /// The file holds secrets (mode must not be world-readable; diffs are masked).
     #[serde(default)]
     pub sensitive: bool,
+    /// The file carries the cluster's identity (the CA it trusts, or its passwords): a host that
+    /// holds another one is never overwritten from an inventory without it (`exec::identity`).
+    #[serde(default)]
+    pub identity: Option<crate::state::Identity>,
     /// Handlers to run when this file changes.
     #[serde(default)]
     pub notify: Vec<String>,

@@ -189,7 +189,9 @@ impl SettingType {
             Self::BindAddress => "`*` or an IPv4 address".into(),
             Self::Version => "a version such as \"1.24\" (digits and dots, quoted)".into(),
             Self::Package => "a Debian package name (lowercase letters, digits, `+`, `-`, `.`)".into(),
-            Self::Text => "a single line of text (no newlines or control characters)".into(),
+            Self::Text => {
+                "a single line of text (no newlines, control characters or U+2028/U+2029)".into()
+            }
             Self::Internal => "left unset: pgstrap sets it itself".into(),
             Self::Optional(inner) => format!("empty or {}", inner.describe()),
             Self::List(inner) => format!("a list, each item {}", inner.describe()),
@@ -356,10 +358,10 @@ impl SettingType {
                 _ => fail("e.g. curl or postgresql-contrib".into()),
             },
             Self::Text => match value {
-                Value::String(s) if !s.chars().any(char::is_control) => Ok(()),
+                Value::String(s) if !s.chars().any(crate::text::breaks_line) => Ok(()),
                 Value::Number(_) | Value::Bool(_) => Ok(()),
                 Value::String(_) => fail(
-                    "a newline or control character would split the line it is written on".into(),
+                    "a newline, a control character or U+2028/U+2029 would split the line it is written on (YAML readers break lines at all of them)".into(),
                 ),
                 _ => fail("write a single value (a string, number or boolean)".into()),
             },
@@ -791,6 +793,9 @@ mod tests {
             .is_err());
         assert!(ty("text").check(&json!("%m [%p] '#{};ü")).is_ok());
         assert!(ty("text").check(&json!("a\nb")).is_err());
+        // Patroni's YAML loader breaks lines at the Unicode separators too (issue 20).
+        assert!(ty("text").check(&json!("a\u{2028}--- b")).is_err());
+        assert!(ty("text").check(&json!("ab\u{2029}  cd")).is_err());
         assert!(ty("bind_address").check(&json!("fd00::1")).is_err());
     }
 

@@ -123,10 +123,12 @@ pub async fn rollout(project: &Project, options: Options) -> Result<RolloutRepor
     // The desired state is rendered once, for each host's release: preflight judges it, the
     // engine applies it, over the connections opened here.
     super::live::learn(project).await;
-    let prepared = exec::prepare(project, &options.engine).await?;
+    let prepared = exec::prepare(project, &secrets, &options.engine).await?;
     if let Some((_, error)) = prepared.unreachable.first() {
         return Err(Error::failure(error.to_string(), error.hint.clone()));
     }
+    // Every host agreed with the inventory's identity: what was made up may be kept now.
+    project.persist(&secrets)?;
     let open = prepared.sessions;
     let result = converge(
         project,

@@ -16,7 +16,7 @@ use rcgen::{
 };
 use time::{Duration, OffsetDateTime};
 
-use crate::inventory::secrets::{write_atomically, Secret};
+use crate::inventory::secrets::{Generated, PendingWrite, Secret};
 
 /// Years the generated CA is valid.
 const CA_YEARS: i64 = 10;
@@ -55,6 +55,8 @@ pub struct Pki {
     pub issued: BTreeMap<String, Issued>,
     /// What this load issued: (name, why).
     pub changes: Vec<(String, String)>,
+    /// The files this load made up, not written yet (see `Secrets::persist`).
+    pub pending: Vec<PendingWrite>,
 }
 
 /// Why the certificates could not be had (never with a key in it).
@@ -80,8 +82,9 @@ pub fn store_dir(inventory: &Path) -> PathBuf {
 }
 
 /// Load the CA and a certificate for every `wanted`. With `generate`, a missing CA is created
-/// and missing, changed or expiring certificates are issued and stored; without it, what is
-/// stored is used as is and a missing CA gives `None`.
+/// and missing, changed or expiring certificates are issued, their files left pending (written
+/// once the caller has checked the hosts); without it, what is stored is used as is and a
+/// missing CA gives `None`.
 pub fn load(
     dir: &Path,
     wanted: &[Wanted],
@@ -90,14 +93,14 @@ pub fn load(
 ) -> Result<Option<Pki>, PkiError> {
     let now = OffsetDateTime::now_utc();
     let (ca_cert_path, ca_key_path) = (dir.join("ca.crt"), dir.join("ca.key"));
+    let mut pending = Vec::new();
     let (ca_pem, ca_key_pem) = match (read(&ca_cert_path)?, read(&ca_key_path)?) {
         (Some(cert), Some(key)) => (cert, key),
         (None, None) if !generate => return Ok(None),
         (None, None) => {
             let (cert, key) = new_ca(dir, now)?;
-            create_dir(dir)?;
-            write(&ca_key_path, &key, 0o600)?;
-            write(&ca_cert_path, &cert, 0o644)?;
+            pending.push(pending_write(&ca_key_path, &key, 0o600, Generated::Ca));
+            pending.push(pending_write(&ca_cert_path, &cert, 0o644, Generated::Ca));
             (cert, key)
         }
         _ => {
@@ -147,6 +150,7 @@ pub fn load(
         ca: ca_pem.clone(),
         issued: BTreeMap::new(),
         changes: Vec::new(),
+        pending,
     };
     for want in wanted {
         // Hosts in `hosts/`, pgstrap's own next to the CA: no host name can clash with them.
@@ -181,8 +185,11 @@ pub fn load(
                         "check the host's name and address in the inventory",
                     )
                 })?;
-                write(&key_path, &key, 0o600)?;
-                write(&cert_path, &cert, 0o644)?;
+                let what = || Generated::Certificate(want.name.clone());
+                pki.pending
+                    .push(pending_write(&key_path, &key, 0o600, what()));
+                pki.pending
+                    .push(pending_write(&cert_path, &cert, 0o644, what()));
                 pki.changes.push((want.name.clone(), why));
                 Some((cert, key))
             }
@@ -354,28 +361,13 @@ fn read(path: &Path) -> Result<Option<String>, PkiError> {
     }
 }
 
-fn create_dir(dir: &Path) -> Result<(), PkiError> {
-    use std::os::unix::fs::DirBuilderExt;
-    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(error(
-            format!("cannot create `{}`: {e}", dir.display()),
-            "pgstrap keeps the CA next to the inventory; make that directory writable",
-        )),
+fn pending_write(path: &Path, text: &str, mode: u32, what: Generated) -> PendingWrite {
+    PendingWrite {
+        path: path.to_owned(),
+        content: Secret::new(text.to_owned()),
+        mode,
+        what,
     }
-}
-
-fn write(path: &Path, text: &str, mode: u32) -> Result<(), PkiError> {
-    if let Some(parent) = path.parent() {
-        create_dir(parent)?;
-    }
-    write_atomically(path, text.as_bytes(), mode).map_err(|e| {
-        error(
-            format!("cannot write `{}`: {e}", path.display()),
-            "pgstrap keeps the CA next to the inventory; make that directory writable",
-        )
-    })
 }
 
 #[cfg(test)]
@@ -396,6 +388,13 @@ mod tests {
         renew_before_days: 30,
     };
 
+    /// Load with `generate` and write what it made up, as a command does once the hosts agree.
+    fn stored(dir: &Path, wanted: &[Wanted], policy: Policy) -> Pki {
+        let pki = load(dir, wanted, policy, true).unwrap().unwrap();
+        crate::inventory::secrets::persist(&pki.pending).unwrap();
+        pki
+    }
+
     #[test]
     fn a_ca_is_generated_once_and_certificates_are_reused() {
         let tmp = tempfile::tempdir().unwrap();
@@ -406,6 +405,12 @@ mod tests {
         let first = load(&dir, &[want("n1", "10.0.0.1")], POLICY, true)
             .unwrap()
             .unwrap();
+        // Nothing is written before the caller persists it.
+        assert!(!dir.exists());
+        let first = {
+            crate::inventory::secrets::persist(&first.pending).unwrap();
+            first
+        };
         assert_eq!(first.changes, vec![("n1".into(), "new".into())]);
         use std::os::unix::fs::PermissionsExt;
         for (file, mode) in [
@@ -416,9 +421,7 @@ mod tests {
             let meta = std::fs::metadata(dir.join(file)).unwrap();
             assert_eq!(meta.permissions().mode() & 0o777, mode, "{file}");
         }
-        let again = load(&dir, &[want("n1", "10.0.0.1")], POLICY, true)
-            .unwrap()
-            .unwrap();
+        let again = stored(&dir, &[want("n1", "10.0.0.1")], POLICY);
         assert!(again.changes.is_empty());
         assert_eq!(again.ca, first.ca);
         assert_eq!(again.issued["n1"].cert, first.issued["n1"].cert);
@@ -428,26 +431,20 @@ mod tests {
     fn a_changed_address_an_expiring_certificate_or_another_ca_means_a_new_one() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("inv.tls");
-        load(&dir, &[want("n1", "10.0.0.1")], POLICY, true).unwrap();
-        let moved = load(&dir, &[want("n1", "10.0.0.2")], POLICY, true)
-            .unwrap()
-            .unwrap();
+        stored(&dir, &[want("n1", "10.0.0.1")], POLICY);
+        let moved = stored(&dir, &[want("n1", "10.0.0.2")], POLICY);
         assert_eq!(moved.changes[0].1, "names or addresses changed");
         // A renewal window longer than the certificate's life renews it.
         let long = Policy {
             days: 365,
             renew_before_days: 400,
         };
-        let renewed = load(&dir, &[want("n1", "10.0.0.2")], long, true)
-            .unwrap()
-            .unwrap();
+        let renewed = stored(&dir, &[want("n1", "10.0.0.2")], long);
         assert!(renewed.changes[0].1.starts_with("renewed: expires in 36"));
         // A CA replaced by the user: every certificate is issued again by the new one.
         std::fs::remove_file(dir.join("ca.crt")).unwrap();
         std::fs::remove_file(dir.join("ca.key")).unwrap();
-        let other = load(&dir, &[want("n1", "10.0.0.2")], POLICY, true)
-            .unwrap()
-            .unwrap();
+        let other = stored(&dir, &[want("n1", "10.0.0.2")], POLICY);
         assert_eq!(other.changes[0].1, "not signed by this CA");
     }
 
@@ -455,7 +452,7 @@ mod tests {
     fn half_a_ca_is_refused() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("inv.tls");
-        load(&dir, &[], POLICY, true).unwrap();
+        stored(&dir, &[], POLICY);
         std::fs::remove_file(dir.join("ca.key")).unwrap();
         let e = load(&dir, &[], POLICY, true).err().unwrap();
         assert!(e.message.contains("only one of ca.crt and ca.key"));

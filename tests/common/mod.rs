@@ -251,6 +251,22 @@ impl Writer {
     /// Stop, read back every acknowledged write through the VIP, print the figure (`what`) and
     /// insist that the client wrote and lost nothing.
     pub fn finish(self, what: &str) {
+        self.finish_counting(what);
+    }
+
+    /// `finish`, and insist that no write failed either: every attempt was acknowledged (but the
+    /// one in flight when the client stopped).
+    pub fn finish_uninterrupted(self, what: &str) {
+        let (attempted, acknowledged) = self.finish_counting(what);
+        assert!(
+            attempted <= acknowledged + 1,
+            "{} of {attempted} writes failed",
+            attempted - acknowledged
+        );
+    }
+
+    /// `finish`, returning the writes attempted and acknowledged.
+    fn finish_counting(self, what: &str) -> (u64, u64) {
         use std::collections::BTreeSet;
         let log = self.runtime.block_on(self.running.stop());
         let acknowledged: BTreeSet<u64> = log.acknowledged.iter().map(|(id, _)| *id).collect();
@@ -276,7 +292,8 @@ impl Writer {
             );
         }
         eprintln!(
-            "figure: {what}: {} writes acknowledged, {lost} lost, longest time without writes {:.1} s",
+            "figure: {what}: {} writes attempted, {} acknowledged, {lost} lost, longest time without writes {:.1} s",
+            log.attempted,
             acknowledged.len(),
             log.longest_gap(std::time::Duration::ZERO, self.epoch.elapsed())
                 .as_secs_f64()
@@ -286,5 +303,6 @@ impl Writer {
             .block_on(pgstrap::stack::drill::client::cleanup(target));
         assert!(!acknowledged.is_empty(), "the client wrote nothing");
         assert_eq!(lost, 0, "acknowledged writes lost");
+        (log.attempted, acknowledged.len() as u64)
     }
 }

@@ -1,0 +1,192 @@
+//! End-to-end: an operator's mistakes with the inventory never touch a running cluster. On the
+//! shared Debian 13 cluster, under a client writing through the VIP, `plan` and `apply` from
+//! copies of the inventory that lack its CA directory, or its secrets file, and a membership
+//! change from such a copy: each refused with exit 2 before anything changes — nothing made up
+//! locally, every managed file's hash and every service's PID unchanged on every host, no write
+//! failed. Then the original inventory still applies with 0 changes. `#[ignore]`d: runs only with
+//! `--ignored` and `PGSTRAP_E2E=1` (`tests/run.sh`).
+
+mod common;
+
+use std::path::Path;
+
+use common::{pgstrap, require_e2e, run_on, DIR};
+
+const VIP: &str = "10.77.0.250";
+const HOSTS: [&str; 5] = [
+    "10.77.0.11",
+    "10.77.0.12",
+    "10.77.0.13",
+    "10.77.0.14",
+    "10.77.0.15",
+];
+
+/// What a refused command must leave as it was: per host, the hash of every file under the
+/// stack's configuration directories and the main PID of every service of the stack.
+fn hosts_state() -> Vec<String> {
+    HOSTS
+        .iter()
+        .map(|address| {
+            run_on(
+                address,
+                "find /etc/etcd /etc/patroni /etc/pgbouncer /etc/haproxy /etc/keepalived \
+                 /etc/default/etcd -type f -exec sha256sum {} + 2>/dev/null | sort; \
+                 for s in etcd patroni pgbouncer haproxy keepalived; do \
+                 echo \"$s $(systemctl show -p MainPID --value $s)\"; done",
+            )
+        })
+        .collect()
+}
+
+/// A copy of the lab's inventory in `dir`, with its secrets file and CA directory or not, and
+/// its text changed by `edit`. Returns the copy's path.
+fn copy_inventory(dir: &Path, secrets: bool, ca: bool, edit: impl Fn(String) -> String) -> String {
+    let lab = Path::new(DIR);
+    let text = std::fs::read_to_string(lab.join("inventory.yaml")).expect("lab inventory");
+    let copy = dir.join("inventory.yaml");
+    std::fs::write(&copy, edit(text)).expect("write the copy");
+    let _ = std::fs::remove_file(dir.join("inventory.secrets.yaml"));
+    let _ = std::fs::remove_dir_all(dir.join("inventory.tls"));
+    if secrets {
+        std::fs::copy(
+            lab.join("inventory.secrets.yaml"),
+            dir.join("inventory.secrets.yaml"),
+        )
+        .expect("copy the secrets file");
+    }
+    if ca {
+        let status = std::process::Command::new("cp")
+            .args([
+                "-a",
+                &format!("{DIR}/inventory.tls"),
+                &dir.display().to_string(),
+            ])
+            .status()
+            .expect("cp");
+        assert!(status.success(), "copy the CA directory");
+    }
+    copy.display().to_string()
+}
+
+/// Run `command` on the copy and insist it is refused as bad input, naming `names`, with no
+/// secret in its output.
+fn refused(command: &str, copy: &str, names: &[&str], secret_values: &[String]) {
+    let output = pgstrap(&[command, "-i", copy]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        output.status.code(),
+        Some(2),
+        "{command} not refused:\n{text}"
+    );
+    assert!(text.contains("nothing was changed"), "{text}");
+    for name in names {
+        assert!(
+            text.contains(name),
+            "the refusal does not name {name}:\n{text}"
+        );
+    }
+    for value in secret_values {
+        assert!(
+            !text.contains(value.as_str()),
+            "a secret in the output:\n{text}"
+        );
+    }
+    eprintln!("{command} from {copy}: refused\n{text}");
+}
+
+#[test]
+#[ignore = "e2e: needs real lab hosts (PGSTRAP_E2E=1, tests/run.sh)"]
+fn an_inventory_copy_without_its_ca_or_secrets_is_refused_and_changes_nothing() {
+    require_e2e();
+    let inventory = common::take(&common::MAIN);
+    let secrets: Vec<String> = std::fs::read_to_string(format!("{DIR}/inventory.secrets.yaml"))
+        .expect("secrets file")
+        .lines()
+        .filter_map(|l| {
+            l.split_once(": ")
+                .map(|(_, v)| v.trim_matches('"').to_owned())
+        })
+        .filter(|v| v.len() >= 8)
+        .collect();
+    let before = hosts_state();
+    let copies = tempfile::tempdir().expect("a directory for the copies");
+    let mut writer = common::Writer::start(&inventory, VIP);
+    std::thread::sleep(std::time::Duration::from_secs(1));
+
+    // A copy with the secrets file but without the CA directory: a new CA would be made.
+    let copy = copy_inventory(copies.path(), true, false, |t| t);
+    writer.step(
+        "plan and apply from a copy without the CA (refused)",
+        || {
+            for command in ["plan", "apply"] {
+                refused(
+                    command,
+                    &copy,
+                    &[
+                        "inventory.tls` is missing",
+                        "/etc/etcd/tls/ca.crt",
+                        "\"pgstrap CA inventory\" (sha256 ",
+                    ],
+                    &secrets,
+                );
+            }
+        },
+    );
+    assert!(
+        !copies.path().join("inventory.tls").exists(),
+        "a CA was written"
+    );
+
+    // With the CA but without the secrets file: new passwords would be generated.
+    let copy = copy_inventory(copies.path(), false, true, |t| t);
+    writer.step(
+        "apply from a copy without the secrets file (refused)",
+        || {
+            refused(
+                "apply",
+                &copy,
+                &[
+                    "inventory.secrets.yaml` is missing",
+                    "`superuser_password`",
+                    "/etc/patroni/config.yml",
+                    "`keepalived_password`",
+                ],
+                &secrets,
+            );
+        },
+    );
+    assert!(
+        !copies.path().join("inventory.secrets.yaml").exists(),
+        "a secrets file was written"
+    );
+
+    // A membership change (n3 leaves the DB members) from a copy without the CA.
+    let copy = copy_inventory(copies.path(), true, false, |t| {
+        t.replacen("postgres: [n1, n2, n3]", "postgres: [n1, n2]", 1)
+    });
+    writer.step(
+        "a membership change from a copy without the CA (refused)",
+        || {
+            refused("apply", &copy, &["inventory.tls` is missing"], &secrets);
+        },
+    );
+    assert!(
+        !copies.path().join("inventory.tls").exists(),
+        "a CA was written"
+    );
+
+    writer.finish_uninterrupted("refused applies from inventory copies");
+    assert_eq!(hosts_state(), before, "a refused command changed a host");
+
+    let output = pgstrap(&["apply", "-i", &inventory]);
+    let text = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success() && text.contains("done: 0 change(s)"),
+        "the original inventory does not apply cleanly afterwards:\n{text}"
+    );
+    common::give_back(&common::MAIN);
+}
