@@ -220,6 +220,19 @@ fn render_refuses_a_symlink_planted_in_the_output_directory() {
         "{stderr}"
     );
     assert_eq!(std::fs::read_dir(&elsewhere).expect("read").count(), 0);
+    // All or nothing (issue 20): no other host's files, no CA, the secrets file as it was.
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("out"))
+            .expect("out")
+            .count(),
+        1,
+        "files written before the refusal"
+    );
+    assert!(!dir.path().join("inventory.tls").exists(), "a CA was made");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("inventory.secrets.yaml")).expect("secrets"),
+        "superuser_password: \"P0ison-super\"\n"
+    );
 
     // Without the link, every file has its mode; sensitive ones are not readable by others.
     std::fs::remove_file(dir.path().join("out/pg1/etc/patroni")).expect("unlink");
@@ -239,4 +252,28 @@ fn render_refuses_a_symlink_planted_in_the_output_directory() {
     assert_eq!(mode("out/pg1/etc/patroni/config.yml"), 0o600);
     assert_eq!(mode("out/lb1/etc/keepalived/keepalived.conf"), 0o600);
     assert_eq!(mode("out/pg1/etc/pgbouncer/userlist.txt"), 0o640);
+}
+
+#[test]
+fn render_refused_by_a_later_check_leaves_the_directory_untouched() {
+    // Issue 20: `render` (documented to touch nothing) made a secrets file, a CA and host keys,
+    // then exited 2 on a port clash.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let source =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("inventories/broken/port-clash.yaml");
+    std::fs::copy(source, dir.path().join("inventory.yaml")).expect("copy inventory");
+    let (code, stderr) = run_in(
+        dir.path(),
+        &["render", "-i", "inventory.yaml", "--out", "out"],
+    );
+    assert_eq!(code, Some(2), "{stderr}");
+    let left: Vec<String> = std::fs::read_dir(dir.path())
+        .expect("read")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        left,
+        vec!["inventory.yaml".to_owned()],
+        "render wrote {left:?}"
+    );
 }

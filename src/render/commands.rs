@@ -61,9 +61,16 @@ pub fn render_to_dir(
     }
     let secrets = project.secrets(true)?;
     let state = desired_state(&project, &secrets, only)?;
+    let mut output = OutputDir::open(out).map_err(write_error)?;
+    // All or nothing: every path is checked before the first file is written.
+    for host in &state.hosts {
+        for file in host.files() {
+            let relative = format!("{}/{}", host.host, file.path.trim_start_matches('/'));
+            output.check(&relative).map_err(write_error)?;
+        }
+    }
     // Every check passed: what was made up is kept (the rendered files hold it).
     project.persist(&secrets)?;
-    let mut output = OutputDir::open(out).map_err(write_error)?;
     let mut files = 0;
     for host in &state.hosts {
         for file in host.files() {

@@ -161,7 +161,12 @@ pub fn clusters(project: &Project) -> Result<BTreeMap<String, Value>> {
         .clusters
         .values()
         .filter(|c| c.standby_of.is_some())
-        .map(|c| (standby_slot(&c.name), format!("standby cluster `{}`", c.name)))
+        .map(|c| {
+            (
+                standby_slot(&c.name),
+                format!("standby cluster `{}`", c.name),
+            )
+        })
         .collect();
     let mut router_ids: BTreeMap<(String, u64), String> = BTreeMap::new();
     for cluster in inventory.clusters.values() {
@@ -480,5 +485,18 @@ impl Shared {
             inventory => self.inventory.clone(),
             pgstrap => self.pgstrap.clone(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slot_names_follow_patronis_mapping() {
+        assert_eq!(patroni_slot("pg-x"), "pg_x");
+        assert_eq!(patroni_slot("PG1.dc2"), "pg1_dc2");
+        assert_eq!(patroni_slot("a+b"), "au0043b");
+        assert_eq!(patroni_slot(&"n".repeat(70)).len(), 63);
     }
 }

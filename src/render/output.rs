@@ -136,6 +136,51 @@ impl OutputDir {
         Ok(())
     }
 
+    /// Whether `relative` can be written, without writing or creating anything: every part of
+    /// it that exists is a directory (the last a regular file), none a link. `render --out`
+    /// checks every file first, so a refusal leaves the output directory as it was.
+    pub fn check(&self, relative: &str) -> Result<(), WriteError> {
+        let parts: Vec<&str> = relative.split('/').filter(|p| !p.is_empty()).collect();
+        if parts.is_empty() || parts.iter().any(|p| *p == "." || *p == "..") {
+            return Err(self.error(relative, "an empty path, or `.` or `..` in it".into(), true));
+        }
+        let mut directory: Option<OwnedFd> = None;
+        let mut walked = PathBuf::new();
+        for (i, part) in parts.iter().enumerate() {
+            walked.push(part);
+            let parent = directory
+                .as_ref()
+                .map_or(self.root.as_fd(), |fd| fd.as_fd());
+            let kind = match rfs::statat(parent, *part, AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(stat) => FileType::from_raw_mode(stat.st_mode),
+                // The rest is created.
+                Err(Errno::NOENT) => return Ok(()),
+                Err(e) => return Err(self.error(&walked, e.to_string(), false)),
+            };
+            let last = i + 1 == parts.len();
+            match kind {
+                FileType::Symlink => {
+                    return Err(self.error(&walked, "it is a symbolic link".into(), true))
+                }
+                FileType::RegularFile if last => return Ok(()),
+                FileType::Directory if !last => {}
+                _ if last => {
+                    return Err(self.error(&walked, "it is not a regular file".into(), true))
+                }
+                _ => return Err(self.error(&walked, "it is not a directory".into(), true)),
+            }
+            let opened = rfs::openat(
+                parent,
+                *part,
+                OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::RDONLY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(|e| self.explain(parent, part, &walked, e))?;
+            directory = Some(opened);
+        }
+        Ok(())
+    }
+
     /// The directory the last path ended in (the output directory at first).
     fn current(&self) -> BorrowedFd<'_> {
         self.open
@@ -207,6 +252,11 @@ mod tests {
         assert!(error.path.ends_with("pg1/etc/patroni"), "{error:?}");
         let error = out.write("pg1/etc/leaf", b"secret", 0o600).unwrap_err();
         assert!(error.refused, "{error:?}");
+        // The check before any write finds both, and writes nothing.
+        assert!(out.check("pg1/etc/patroni/config.yml").unwrap_err().refused);
+        assert!(out.check("pg1/etc/leaf").unwrap_err().refused);
+        out.check("pg2/etc/patroni/config.yml").unwrap();
+        assert!(!root.join("pg2").exists());
         assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0);
     }
 }
