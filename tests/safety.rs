@@ -190,3 +190,89 @@ fn an_inventory_copy_without_its_ca_or_secrets_is_refused_and_changes_nothing() 
     );
     common::give_back(&common::MAIN);
 }
+
+/// `SHOW name` on each DB host of the lab's cluster (as postgres, over its socket).
+fn shown_everywhere(name: &str) -> Vec<String> {
+    HOSTS[..3]
+        .iter()
+        .map(|address| {
+            run_on(
+                address,
+                &format!("runuser -u postgres -- psql -XAtc 'SHOW {name}'"),
+            )
+        })
+        .collect()
+}
+
+/// `pgstrap plan` (stdout and stderr) must succeed.
+fn plan(inventory: &str) -> String {
+    let output = pgstrap(&["plan", "-i", inventory]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.status.success(), "plan failed:\n{text}");
+    text
+}
+
+#[test]
+#[ignore = "e2e: needs real lab hosts (PGSTRAP_E2E=1, tests/run.sh)"]
+fn a_parameter_removed_from_the_inventory_returns_to_its_default_and_others_are_left() {
+    require_e2e();
+    let inventory = common::take(&common::MAIN);
+    let default = shown_everywhere("work_mem");
+    let writer = common::Writer::start(&inventory, VIP);
+
+    // Set by an apply, then gone from the inventory: plan shows the removal, apply makes it.
+    common::pgstrap_ok(&[
+        "apply",
+        "-i",
+        &inventory,
+        "--set",
+        "postgresql.parameters.work_mem=8MB",
+    ]);
+    assert_eq!(shown_everywhere("work_mem"), vec!["8MB"; 3]);
+    let text = plan(&inventory);
+    assert!(
+        text.contains("postgresql.parameters.work_mem (removed: back to its default)"),
+        "plan does not show the removal:\n{text}"
+    );
+    common::pgstrap_ok(&["apply", "-i", &inventory]);
+    assert_eq!(
+        shown_everywhere("work_mem"),
+        default,
+        "work_mem kept its old value"
+    );
+
+    // Set by someone else (patronictl): listed by plan, left alone by apply.
+    let patronictl = "patronictl -c /etc/patroni/config.yml edit-config --force";
+    run_on(
+        HOSTS[0],
+        &format!("{patronictl} -p track_io_timing=on >/dev/null"),
+    );
+    let text = plan(&inventory);
+    assert!(
+        text.contains("parameters set outside the inventory") && text.contains("track_io_timing"),
+        "plan does not list the unmanaged parameter:\n{text}"
+    );
+    common::pgstrap_ok(&["apply", "-i", &inventory]);
+    let text = plan(&inventory);
+    assert!(
+        text.contains("track_io_timing"),
+        "apply removed someone else's parameter"
+    );
+    run_on(
+        HOSTS[0],
+        &format!("{patronictl} -s postgresql.parameters.track_io_timing=null >/dev/null"),
+    );
+    writer.finish("a parameter set, removed, and one set outside the inventory");
+
+    let output = pgstrap(&["apply", "-i", &inventory]);
+    let text = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success() && text.contains("done: 0 change(s)"),
+        "a second apply changed something:\n{text}"
+    );
+    common::give_back(&common::MAIN);
+}

@@ -653,11 +653,66 @@ impl Renderer<'_> {
             }
         }
         roles.sort_by_key(|r| r.phase);
+        self.refuse_shared_paths(host, &roles)?;
         Ok(HostState {
             host: host.name.clone(),
             address: host.address.to_string(),
             roles,
         })
+    }
+}
+
+impl Renderer<'_> {
+    /// Two role instances on one host (a balancer or etcd host in two clusters) that would write
+    /// one path with different content: the last would silently win and the other cluster lose
+    /// its configuration (its VIP, its backends, its etcd). Refused, both clusters named. The
+    /// same content (the CA, a role's helper scripts) is fine.
+    fn refuse_shared_paths(&self, host: &Host, roles: &[crate::state::RoleState]) -> Result<()> {
+        let mut written: BTreeMap<&str, (&crate::state::RoleState, &str)> = BTreeMap::new();
+        for role in roles {
+            for file in &role.files {
+                let Some((other, sha)) = written.insert(&file.path, (role, &file.sha256)) else {
+                    continue;
+                };
+                if sha == file.sha256 {
+                    continue;
+                }
+                let name = |r: &crate::state::RoleState| {
+                    r.cluster
+                        .as_deref()
+                        .map_or_else(|| "every host".to_owned(), |c| format!("cluster `{c}`"))
+                };
+                let location = role
+                    .cluster
+                    .as_deref()
+                    .and_then(|c| self.project.inventory.clusters.get(c))
+                    .map(|c| c.location);
+                return Err(Error::bad_input(
+                    self.project
+                        .inventory
+                        .error_at(
+                            location,
+                            format!(
+                                "host `{}` would get two different {} (role {} of {} and of {}): one host serves one cluster per role",
+                                host.name,
+                                file.path,
+                                role.role,
+                                name(other),
+                                name(role)
+                            ),
+                            "this cluster",
+                        )
+                        .hint(format!(
+                            "give each cluster its own {} hosts (a host in the `{}` group of two clusters is not supported yet)",
+                            role.role,
+                            self.manifests
+                                .get(role.role.as_str())
+                                .map_or("same", |m| group_name(m.applies_to))
+                        )),
+                ));
+            }
+        }
+        Ok(())
     }
 }
 

@@ -639,6 +639,14 @@ impl Schema {
 
     /// Check one setting as written (`key` dotted, `value` as set): `Err` with what is wrong.
     pub fn check(&self, key: &str, value: &Value) -> Result<(), Problem> {
+        // `null` unsets an entry of a map (a parameter a lower layer or an earlier apply set,
+        // typed or not).
+        let in_map = key.rsplit_once('.').is_some_and(|(parent, _)| {
+            matches!(self.lookup(parent), Lookup::Setting(SettingType::Map(_)))
+        });
+        if value.is_null() && in_map {
+            return Ok(());
+        }
         match self.lookup(key) {
             Lookup::Setting(ty) | Lookup::Entry { ty, .. } => {
                 ty.check(value).map_err(Problem::Value)

@@ -51,7 +51,7 @@ pub async fn wait_applied(
         .map(|k| format!("'{}'", k.replace('\'', "''")))
         .collect();
     let sql = format!(
-        "SELECT name, current_setting(name), pending_restart FROM pg_settings WHERE name IN ({})",
+        "SELECT name, current_setting(name), pending_restart, source FROM pg_settings WHERE name IN ({})",
         names.join(",")
     );
     wait_for(
@@ -72,9 +72,14 @@ pub async fn wait_applied(
                 };
                 for (name, wanted) in parameters {
                     let row = rows.iter().find(|r| r.first() == Some(name));
+                    // A removed parameter (`null`) is applied once no configuration file sets it.
                     let applied = row.is_some_and(|r| {
                         r.get(2).map(String::as_str) == Some("t")
-                            || r.get(1).is_some_and(|shown| same_setting(shown, wanted))
+                            || if wanted.is_null() {
+                                r.get(3).is_some_and(|source| source != "configuration file")
+                            } else {
+                                r.get(1).is_some_and(|shown| same_setting(shown, wanted))
+                            }
                     });
                     if !applied {
                         let seen = match row {

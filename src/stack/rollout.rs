@@ -474,9 +474,9 @@ async fn converge_cluster(
     let mut pg_pending = Vec::new();
     {
         let leader_address = project.address(&leader);
-        if let Some(change) =
-            dynamic_config_change(project, cluster, &patroni, &leader_address, rest_port).await?
-        {
+        let (change, _) =
+            dynamic_config_change(project, cluster, &patroni, &leader_address, rest_port).await?;
+        if let Some(change) = change {
             patroni
                 .patch_config(&leader_address, rest_port, &change)
                 .await
@@ -673,12 +673,22 @@ pub async fn plan_orchestration(project: &Project, secrets: &Secrets) -> Vec<Str
         }
         let address = leader.host.clone().unwrap_or_default();
         match dynamic_config_change(project, cluster, &patroni, &address, port).await {
-            Ok(Some(change)) => lines.push(format!(
-                "cluster {}: dynamic configuration would change: {}",
-                cluster.name,
-                keys(&change)
-            )),
-            Ok(None) => {}
+            Ok((change, unmanaged)) => {
+                if let Some(change) = change {
+                    lines.push(format!(
+                        "cluster {}: dynamic configuration would change: {}",
+                        cluster.name,
+                        keys(&change)
+                    ));
+                }
+                if !unmanaged.is_empty() {
+                    lines.push(format!(
+                        "cluster {}: parameters set outside the inventory (left alone; name them in the inventory to manage them): {}",
+                        cluster.name,
+                        unmanaged.join(", ")
+                    ));
+                }
+            }
             Err(e) => lines.push(format!("cluster {}: {e}", cluster.name)),
         }
         let pending = super::restart::pending(project, cluster, &patroni).await;
@@ -701,15 +711,29 @@ fn keys(change: &Value) -> String {
                 ("postgresql", Value::Object(pg)) => {
                     for (pk, pv) in pg {
                         if let (true, Value::Object(params)) = (pk == "parameters", pv) {
-                            out.extend(params.keys().map(|p| format!("postgresql.parameters.{p}")));
+                            out.extend(params.iter().map(|(p, v)| {
+                                if v.is_null() {
+                                    format!(
+                                        "postgresql.parameters.{p} (removed: back to its default)"
+                                    )
+                                } else {
+                                    format!("postgresql.parameters.{p}")
+                                }
+                            }));
                         } else {
                             out.push(format!("postgresql.{pk}"));
                         }
                     }
                 }
+                // What pgstrap records about itself is not a setting of the cluster.
+                (MANAGED, _) => {}
                 _ => out.push(k.clone()),
             }
         }
+    }
+    if out.is_empty() {
+        // Only the record of what pgstrap manages.
+        out.push("the record of the parameters pgstrap manages".into());
     }
     out.join(", ")
 }
@@ -918,12 +942,75 @@ async fn dynamic_config_change(
     patroni: &Patroni,
     leader: &str,
     port: u16,
-) -> Result<Option<Value>> {
+) -> Result<(Option<Value>, Vec<String>)> {
     let live = patroni
         .get_config(leader, port)
         .await
         .map_err(|e| Error::failure(format!("cluster {}: GET /config: {e}", cluster.name), None))?;
-    Ok(config_diff(&desired_dynamic(project, cluster), &live))
+    let desired = with_removals(desired_dynamic(project, cluster), &live);
+    let unmanaged = unmanaged_parameters(&desired, &live);
+    Ok((config_diff(&desired, &live), unmanaged))
+}
+
+/// Where pgstrap keeps, in the dynamic configuration itself, the parameters it set: a key
+/// Patroni does not read. A parameter it set that the inventory no longer names is removed
+/// (PostgreSQL's default again); one set by someone else (`patronictl edit-config`) is left.
+const MANAGED: &str = "pgstrap";
+
+/// The parameters pgstrap set in `live` (recorded by an earlier apply).
+fn managed_parameters(live: &Value) -> Vec<String> {
+    live[MANAGED]["managed_parameters"]
+        .as_array()
+        .map(|names| {
+            names
+                .iter()
+                .filter_map(|n| n.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `desired` with what it manages recorded and, as `null` (removed by PATCH), each parameter
+/// pgstrap set before that the inventory no longer names, or unsets with `null`.
+fn with_removals(mut desired: Value, live: &Value) -> Value {
+    let parameters = desired["postgresql"]["parameters"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+    let mut names: Vec<String> = parameters
+        .iter()
+        .filter(|(_, v)| !v.is_null())
+        .map(|(k, _)| k.clone())
+        .collect();
+    names.sort();
+    for old in managed_parameters(live) {
+        if !parameters.contains_key(&old) {
+            desired["postgresql"]["parameters"][old.as_str()] = Value::Null;
+        }
+    }
+    desired[MANAGED] = json!({ "managed_parameters": names });
+    desired
+}
+
+/// The parameters set in `live` that neither the inventory nor an earlier apply set: someone
+/// else's (listed by `plan`, never changed).
+fn unmanaged_parameters(desired: &Value, live: &Value) -> Vec<String> {
+    let managed = managed_parameters(live);
+    live["postgresql"]["parameters"]
+        .as_object()
+        .map(|params| {
+            params
+                .keys()
+                .filter(|k| {
+                    desired["postgresql"]["parameters"]
+                        .get(k.as_str())
+                        .is_none()
+                })
+                .filter(|k| !managed.contains(k))
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -940,6 +1027,48 @@ mod tests {
         );
         let same_live = json!({"ttl": "30", "postgresql": {"use_slots": "on", "parameters": {"max_connections": "200", "hot_standby": true}}});
         assert_eq!(config_diff(&desired, &same_live), None);
+    }
+
+    #[test]
+    fn a_parameter_pgstrap_set_and_the_inventory_dropped_is_removed_and_others_are_left() {
+        // Issue 20: `apply --set …work_mem=8MB`, then a plain apply, kept work_mem live.
+        let live = json!({"ttl": 30, "postgresql": {"parameters": {"work_mem": "8MB", "max_connections": 100, "theirs": "x"}},
+            "pgstrap": {"managed_parameters": ["max_connections", "work_mem"]}});
+        let desired = with_removals(
+            json!({"ttl": 30, "postgresql": {"parameters": {"max_connections": 100}}}),
+            &live,
+        );
+        assert_eq!(
+            config_diff(&desired, &live),
+            Some(json!({"postgresql": {"parameters": {"work_mem": null}},
+                "pgstrap": {"managed_parameters": ["max_connections"]}}))
+        );
+        assert_eq!(
+            unmanaged_parameters(&desired, &live),
+            vec!["theirs".to_owned()]
+        );
+        assert_eq!(
+            keys(&config_diff(&desired, &live).unwrap()),
+            "postgresql.parameters.work_mem (removed: back to its default)"
+        );
+        // `null` in the inventory unsets one; a parameter already absent needs nothing.
+        let desired = with_removals(
+            json!({"postgresql": {"parameters": {"max_connections": 100, "theirs": null, "gone": null}}}),
+            &live,
+        );
+        let change = config_diff(&desired, &live).unwrap();
+        assert_eq!(
+            change["postgresql"]["parameters"],
+            json!({"work_mem": null, "theirs": null})
+        );
+        // Once applied, nothing more to do.
+        let after = json!({"ttl": 30, "postgresql": {"parameters": {"max_connections": 100}},
+            "pgstrap": {"managed_parameters": ["max_connections"]}});
+        let desired = with_removals(
+            json!({"ttl": 30, "postgresql": {"parameters": {"max_connections": 100}}}),
+            &after,
+        );
+        assert_eq!(config_diff(&desired, &after), None);
     }
 
     #[test]
