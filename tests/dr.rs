@@ -239,7 +239,7 @@ fn wait_for_ssh(address: &str) {
     panic!("{address} did not come back");
 }
 
-/// Emergency promotion: the whole primary side loses power, `dr promote --force` promotes the
+/// Emergency promotion: the whole primary side loses power, `dr promote --emergency-may-lose-data` promotes the
 /// standby side from what it replayed and fences the old side; when the old side's hosts come
 /// back they do not start Patroni (no write accepted through its VIP, `status` shows the fence);
 /// `apply` refuses until the inventory names the old side a standby of the promoted one, then
@@ -273,7 +273,7 @@ fn emergency_promotion_fences_the_old_side_and_apply_rebuilds_it() {
     for host in ["n1", "n2", "n3", "n4", "n5"] {
         pgstrap_ok(&["lab", "kill", host]);
     }
-    // The planned promotion needs the primary side; --force does not.
+    // The planned promotion needs the primary side; --emergency-may-lose-data does not.
     let output = pgstrap(&["dr", "promote", "--cluster", "dr", "-i", INVENTORY]);
     assert!(
         !output.status.success(),
@@ -282,14 +282,17 @@ fn emergency_promotion_fences_the_old_side_and_apply_rebuilds_it() {
     let output = pgstrap(&[
         "dr",
         "promote",
-        "--force",
+        "--emergency-may-lose-data",
         "--cluster",
         "dr",
         "--json",
         "-i",
         INVENTORY,
     ]);
-    assert!(output.status.success(), "dr promote --force failed");
+    assert!(
+        output.status.success(),
+        "dr promote --emergency-may-lose-data failed"
+    );
     let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("report JSON");
     assert_eq!(report["fence"]["fenced"], "main", "{report}");
     assert!(
@@ -300,7 +303,7 @@ fn emergency_promotion_fences_the_old_side_and_apply_rebuilds_it() {
         "{report}"
     );
     eprintln!(
-        "figure: dr promote --force: {:.1} s until writes land on dr",
+        "figure: dr promote --emergency-may-lose-data: {:.1} s until writes land on dr",
         report["seconds"].as_f64().unwrap_or(f64::NAN)
     );
     let dr_leader = leader_address("dr");

@@ -20,6 +20,9 @@ pub struct Args {
     /// Allow removing DB members down to one (a cluster with no replica cannot fail over).
     #[arg(long)]
     pub allow_no_replica: bool,
+    /// Do not ask before removing members (on a terminal, `apply` shows the removals and asks).
+    #[arg(long, short = 'y')]
+    pub yes: bool,
 }
 
 pub fn run(args: Args, verbose: u8) -> Result<i32> {
@@ -28,8 +31,19 @@ pub fn run(args: Args, verbose: u8) -> Result<i32> {
         no_verify,
         rolling_restart,
         allow_no_replica,
+        yes,
     } = args;
     let project = crate::render::load_project(&args.inventory.inventory, &args.inventory.set)?;
+    if !yes && std::io::IsTerminal::is_terminal(&std::io::stdin()) && args.roles.is_empty() {
+        // Removing members interrupts writes on a leader that leaves: ask first.
+        let secrets = super::running_secrets(&project)?;
+        let removals = super::block_on(crate::stack::rollout::removals(&project, &secrets))?;
+        if !removals.is_empty()
+            && !crate::ui::confirm("apply will remove members", &removals, false)
+        {
+            return Err(super::declined());
+        }
+    }
     let options = args.options();
     if options.roles.is_some() {
         let report =

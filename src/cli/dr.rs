@@ -25,11 +25,18 @@ pub enum DrCommand {
         #[arg(long)]
         json: bool,
         /// Emergency: the primary side is gone (refused while any of its members answers).
-        /// Promote from what the standby side has replayed and fence the old side: its hosts
-        /// will not start Patroni when they come back. Then edit the inventory as the command
-        /// says; `apply` rebuilds the old side as a standby cluster.
+        /// Promote from what the standby side has replayed — writes it had not received are
+        /// lost — and fence the old side: its hosts will not start Patroni when they come back.
+        /// Then edit the inventory as the command says; `apply` rebuilds the old side as a
+        /// standby cluster.
         #[arg(long)]
+        emergency_may_lose_data: bool,
+        /// Renamed to `--emergency-may-lose-data` (patronictl's `--force` means "do not ask").
+        #[arg(long, hide = true)]
         force: bool,
+        /// Do not ask (on a terminal, the promotion is shown and confirmed first).
+        #[arg(long, short = 'y')]
+        yes: bool,
     },
 }
 
@@ -39,12 +46,31 @@ pub fn run(args: Args) -> Result<i32> {
             inventory,
             cluster,
             json,
+            emergency_may_lose_data,
             force,
+            yes,
         } => {
+            if force {
+                return Err(crate::error::Error::usage(
+                    "`dr promote --force` is now `dr promote --emergency-may-lose-data`",
+                    Some("the emergency promotion may lose the writes the standby side had not received; the planned one (without the flag) loses none".into()),
+                ));
+            }
             let project = crate::render::load_project(&inventory.inventory, &inventory.set)?;
             let secrets = super::running_secrets(&project)?;
-            if force {
-                let report = super::block_on(crate::stack::dr::force::promote(
+            let steps = if emergency_may_lose_data {
+                vec![
+                    format!("promote `{cluster}` from what it has replayed: writes its primary side acknowledged and it had not received are lost"),
+                    "fence the old primary side: its hosts will not start Patroni when they come back".to_owned(),
+                ]
+            } else {
+                vec![format!("promote `{cluster}` and demote its primary side to its standby cluster: writes pause until the promoted side takes them (no acknowledged write lost)")]
+            };
+            if !crate::ui::confirm(&format!("dr promote {cluster}"), &steps, yes) {
+                return Err(super::declined());
+            }
+            if emergency_may_lose_data {
+                let report = super::block_on(crate::stack::dr::emergency::promote(
                     &project, &secrets, &cluster,
                 ))??;
                 if json {

@@ -150,6 +150,14 @@ pub(crate) fn running_secrets(
     Ok(secrets)
 }
 
+/// The user answered no: nothing was done.
+pub(crate) fn declined() -> Error {
+    Error::failure(
+        "not confirmed: nothing was changed",
+        Some("run it again and answer y, or pass --yes".into()),
+    )
+}
+
 /// Print every report of an error to stderr, once.
 pub fn report(error: &Error) {
     for report in &error.reports {

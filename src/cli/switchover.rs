@@ -17,11 +17,28 @@ pub struct Args {
     /// Print the result as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Do not ask (on a terminal, the switchover is shown and confirmed first).
+    #[arg(long, short = 'y')]
+    pub yes: bool,
 }
 
 pub fn run(args: Args) -> Result<i32> {
     let project = crate::render::load_project(&args.inventory.inventory, &args.inventory.set)?;
     let secrets = super::running_secrets(&project)?;
+    let cluster = crate::stack::primary_cluster(&project, args.cluster.as_deref())?;
+    let to = args
+        .to
+        .as_deref()
+        .map_or_else(|| "the healthiest replica".to_owned(), |h| format!("`{h}`"));
+    if !crate::ui::confirm(
+        &format!("switchover of cluster {}", cluster.name),
+        &[format!(
+            "the primary hands over to {to}; writes through the VIP pause for a few seconds (sessions are cut)"
+        )],
+        args.yes,
+    ) {
+        return Err(super::declined());
+    }
     let report = super::block_on(crate::stack::switchover::switchover(
         &project,
         &secrets,

@@ -299,7 +299,7 @@ pub fn clusters(project: &Project) -> Result<BTreeMap<String, Value>> {
             "peers": peers,
             "keepalived_router_id": router_id(project, cluster),
             // The etcd of every other cluster of its DR pair, where a fence on it would be
-            // (`dr promote --force`; Patroni checks before it starts).
+            // (`dr promote --emergency-may-lose-data`; Patroni checks before it starts).
             "fence_endpoints": dr_pair(project, cluster)
                 .into_iter()
                 .flat_map(|other| project.etcd_endpoints(other))

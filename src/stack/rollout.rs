@@ -599,6 +599,56 @@ async fn converge_cluster(
 /// What `apply` would change beyond the engine, read-only: per primary cluster, the dynamic
 /// configuration keys that differ from the inventory, members pending a restart, or that the
 /// cluster is not bootstrapped yet. For `plan`.
+///
+/// See also [`removals`]: the subset `apply` asks about on a terminal.
+/// The members an `apply` would remove (etcd and Patroni), as `plan` says them: what `apply` asks
+/// about on a terminal before it starts.
+pub async fn removals(project: &Project, secrets: &Secrets) -> Vec<String> {
+    let Ok(patroni) = Patroni::from_secrets(secrets) else {
+        return Vec::new();
+    };
+    let mut lines = Vec::new();
+    for cluster in project.inventory.clusters.values() {
+        if let Some(change) = members::etcd::change(project, cluster).await {
+            lines.extend(
+                change
+                    .steps(&cluster.name, project)
+                    .into_iter()
+                    .filter(|s| s.contains(": remove ")),
+            );
+        }
+        if let Some((leaving, view)) =
+            members::retire::leaving_db_members(project, cluster, &patroni).await
+        {
+            lines.extend(leaving_lines(cluster, &leaving, &view));
+        }
+    }
+    lines
+}
+
+/// What happens to each DB member that leaves `cluster`.
+fn leaving_lines(
+    cluster: &Cluster,
+    leaving: &[String],
+    view: &super::patroni::ClusterView,
+) -> Vec<String> {
+    let leader = view.leader().map(|m| m.name.clone()).unwrap_or_default();
+    leaving
+        .iter()
+        .map(|member| {
+            let handover = if *member == leader {
+                "switch over to a member that stays, then "
+            } else {
+                ""
+            };
+            format!(
+                "patroni {}: {member} leaves: {handover}stop and disable Patroni and PgBouncer on it after the others' pg_hba and HAProxy are updated; its data directory stays",
+                cluster.name
+            )
+        })
+        .collect()
+}
+
 pub async fn plan_orchestration(project: &Project, secrets: &Secrets) -> Vec<String> {
     let Ok(patroni) = Patroni::from_secrets(secrets) else {
         return Vec::new();
@@ -626,18 +676,7 @@ pub async fn plan_orchestration(project: &Project, secrets: &Secrets) -> Vec<Str
         if let Some((leaving, view)) =
             members::retire::leaving_db_members(project, cluster, &patroni).await
         {
-            let leader = view.leader().map(|m| m.name.clone()).unwrap_or_default();
-            for member in leaving {
-                let handover = if member == leader {
-                    "switch over to a member that stays, then "
-                } else {
-                    ""
-                };
-                lines.push(format!(
-                    "patroni {}: {member} leaves: {handover}stop and disable Patroni and PgBouncer on it after the others' pg_hba and HAProxy are updated; its data directory stays",
-                    cluster.name
-                ));
-            }
+            lines.extend(leaving_lines(cluster, &leaving, &view));
             let joining: Vec<&String> = cluster
                 .postgres
                 .iter()

@@ -116,7 +116,7 @@ pub struct ClusterStatus {
     /// NAME}`), from its dynamic configuration; `null` when no member answers.
     pub live_role: Option<crate::stack::dr::LiveRole>,
     /// The fence on this cluster after an emergency promotion of another cluster of its DR pair
-    /// (`dr promote --force`): its hosts do not start Patroni; `null` when not fenced.
+    /// (`dr promote --emergency-may-lose-data`): its hosts do not start Patroni; `null` when not fenced.
     pub fence: Option<crate::stack::dr::fence::Fence>,
     /// For a standby cluster: how far its standby leader's replay is behind the primary side, in
     /// bytes and seconds (`pg_stat_replication` there); `null` when unknown.
@@ -488,7 +488,7 @@ pub fn render_table(status: &Status) -> String {
         if let Some(fence) = &cluster.fence {
             let _ = writeln!(
                 out,
-                "  FENCED     since {}: {} was promoted in its place (dr promote --force); its hosts do not start Patroni. Set `standby_of: {}` on it in the inventory and apply to rebuild it as a standby cluster",
+                "  FENCED     since {}: {} was promoted in its place (dr promote --emergency-may-lose-data); its hosts do not start Patroni. Set `standby_of: {}` on it in the inventory and apply to rebuild it as a standby cluster",
                 fence.at, fence.by, fence.by
             );
         }

@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use crate::stack::dr::force::ForcedReport;
+use crate::stack::dr::emergency::ForcedReport;
 use crate::stack::dr::{PromoteReport, Step};
 
 fn steps_text(out: &mut String, steps: &[Step]) {

@@ -116,6 +116,26 @@ pub fn print_warnings(warnings: &[crate::inventory::diag::InventoryError]) {
 }
 
 /// Print data as pretty JSON on stdout.
+/// Before an action that interrupts writes or can lose data: on a terminal, show what it will do
+/// and ask (`y` goes on); `yes` (`--yes`, for scripts) or no terminal on stdin goes on without
+/// asking. Returns whether to go on.
+pub fn confirm(action: &str, steps: &[String], yes: bool) -> bool {
+    use std::io::{BufRead, IsTerminal, Write};
+    if yes || !std::io::stdin().is_terminal() {
+        return true;
+    }
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(err, "{action}:");
+    for step in steps {
+        let _ = writeln!(err, "  {step}");
+    }
+    let _ = write!(err, "Go on? [y/N] ");
+    let _ = err.flush();
+    let mut answer = String::new();
+    let _ = std::io::stdin().lock().read_line(&mut answer);
+    matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes")
+}
+
 pub fn print_json<T: serde::Serialize>(value: &T) {
     match serde_json::to_string_pretty(value) {
         Ok(text) => println!("{text}"),

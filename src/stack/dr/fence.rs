@@ -1,4 +1,4 @@
-//! Fencing the old primary side after an emergency promotion (`dr promote --force`).
+//! Fencing the old primary side after an emergency promotion (`dr promote --emergency-may-lose-data`).
 //!
 //! The promoted cluster's etcd holds a fence key naming the cluster it replaced
 //! (`/pgstrap/fence/<cluster>`). Every DB host of a DR pair runs a check before Patroni starts

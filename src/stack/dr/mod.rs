@@ -25,8 +25,8 @@ use crate::inventory::Cluster;
 use crate::render::context::standby_slot;
 use crate::render::Project;
 
+pub mod emergency;
 pub mod fence;
-pub mod force;
 pub mod rebuild;
 
 /// What a running cluster is, from its dynamic configuration.
@@ -319,7 +319,7 @@ pub async fn promote(project: &Project, secrets: &Secrets, name: &str) -> Result
         old.answering("/primary").await.ok_or_else(|| {
             Error::failure(
                 format!("cluster {}: no member answers /primary", primary.name),
-                Some(format!("a planned promotion needs the primary side up; when it is gone: `pgstrap dr promote --force --cluster {}`", standby.name)),
+                Some(format!("a planned promotion needs the primary side up; when it is gone: `pgstrap dr promote --emergency-may-lose-data --cluster {}`", standby.name)),
             )
         })?
     };

@@ -28,7 +28,7 @@ pub async fn prepare_fenced(
         if cluster.standby_of.as_deref() != Some(fence.by.as_str()) {
             return Err(Error::usage(
                 format!(
-                    "cluster {} is fenced: {} was promoted in its place (dr promote --force, {})",
+                    "cluster {} is fenced: {} was promoted in its place (dr promote --emergency-may-lose-data, {})",
                     cluster.name, fence.by, fence.at
                 ),
                 Some(format!(

@@ -1,4 +1,4 @@
-//! Emergency promotion (`pgstrap dr promote --force`): the primary side is gone (no member of it
+//! Emergency promotion (`pgstrap dr promote --emergency-may-lose-data`): the primary side is gone (no member of it
 //! answers). The standby side is promoted from what it has replayed, and the old side is fenced
 //! first (see `fence`), so that its hosts, when they come back, never run a primary. What the
 //! old primary acknowledged after the last replayed transaction may be missing: the report says
@@ -16,7 +16,7 @@ use crate::inventory::secrets::Secrets;
 use crate::render::Project;
 use crate::stack::patroni::Patroni;
 
-/// What `dr promote --force` did.
+/// What `dr promote --emergency-may-lose-data` did.
 #[derive(Debug, Clone, Serialize)]
 pub struct ForcedReport {
     pub promoted: String,
@@ -45,7 +45,7 @@ pub async fn promote(project: &Project, secrets: &Secrets, name: &str) -> Result
                     primary.name
                 ),
                 Some(format!(
-                    "use the planned promotion, which loses nothing: `pgstrap dr promote --cluster {name}` (without --force)"
+                    "use the planned promotion, which loses nothing: `pgstrap dr promote --cluster {name}` (without --emergency-may-lose-data)"
                 )),
             ));
         }
