@@ -276,3 +276,74 @@ fn a_parameter_removed_from_the_inventory_returns_to_its_default_and_others_are_
     );
     common::give_back(&common::MAIN);
 }
+
+/// The secrets file as a map (name → value).
+fn stored_secrets() -> std::collections::BTreeMap<String, String> {
+    let text = std::fs::read_to_string(format!("{DIR}/inventory.secrets.yaml")).expect("secrets");
+    serde_saphyr::from_str(&text).expect("secrets file")
+}
+
+#[test]
+#[ignore = "e2e: needs real lab hosts (PGSTRAP_E2E=1, tests/run.sh)"]
+fn every_password_is_rotated_under_load_without_losing_a_write() {
+    require_e2e();
+    let inventory = common::take(&common::MAIN);
+    let before = stored_secrets();
+    // A session opened before the rotation (an application's pool): it must never be cut.
+    let mut writer = common::Writer::start_with(
+        &inventory,
+        VIP,
+        pgstrap::stack::drill::client::Style::LongLived,
+    );
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let report = writer.step("rotate every password", || {
+        common::pgstrap_ok(&["rotate", "passwords", "--json", "-i", &inventory])
+    });
+    let report: serde_json::Value = serde_json::from_str(&report).expect("report JSON");
+    let after = stored_secrets();
+    for (name, old) in &before {
+        assert_ne!(after.get(name), Some(old), "{name} was not rotated");
+    }
+    assert_eq!(
+        report["roles"].as_array().map(Vec::len),
+        Some(4),
+        "the four database roles: {report}"
+    );
+    assert!(
+        report["rollout"]["verify"]["checks"]
+            .as_array()
+            .is_some_and(|c| !c.is_empty()),
+        "verified with the new passwords: {report}"
+    );
+    // The old superuser password no longer opens a session; the new one does.
+    let runtime = common::cli::runtime();
+    let secrets = |value: &str| pgstrap::inventory::secrets::Secrets {
+        values: [(
+            "superuser_password".to_owned(),
+            pgstrap::inventory::secrets::Secret::new(value.to_owned()),
+        )]
+        .into(),
+        ..Default::default()
+    };
+    let old = runtime.block_on(pgstrap::stack::verify::connect(
+        VIP,
+        5000,
+        &secrets(&before["superuser_password"]),
+    ));
+    assert!(old.is_err(), "the old superuser password still works");
+    let new = runtime.block_on(pgstrap::stack::verify::connect(
+        VIP,
+        5000,
+        &secrets(&after["superuser_password"]),
+    ));
+    assert!(new.is_ok(), "the new superuser password does not work");
+    writer.finish_uninterrupted("rotating every password under a session opened before");
+
+    let output = pgstrap(&["apply", "-i", &inventory]);
+    let text = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success() && text.contains("done: 0 change(s)"),
+        "an apply after the rotation changed something:\n{text}"
+    );
+    common::give_back(&common::MAIN);
+}

@@ -12,6 +12,7 @@ mod drill;
 mod lab;
 mod plan;
 mod render;
+mod rotate;
 mod status;
 mod switchover;
 mod templates;
@@ -99,6 +100,8 @@ pub enum Command {
     Drill(drill::Args),
     /// The DR lifecycle: promote a standby cluster (planned; also the fail back).
     Dr(dr::Args),
+    /// Deliberate rotation of a running cluster's identity material (passwords).
+    Rotate(rotate::Args),
     /// Real test hosts on this machine (systemd-nspawn containers reached over SSH).
     Lab(lab::Args),
 }
@@ -119,6 +122,7 @@ pub fn main() -> i32 {
         Command::Switchover(args) => switchover::run(args),
         Command::Drill(args) => drill::run(args),
         Command::Dr(args) => dr::run(args),
+        Command::Rotate(args) => rotate::run(args, cli.verbose),
         Command::Lab(args) => lab::run(args, cli.verbose),
     };
     match result {

@@ -153,15 +153,24 @@ pub fn describe_ca(pem: &str) -> String {
 
 /// Read every host's identity files (one round trip per host, in parallel) and refuse when any
 /// host holds another identity than `desired` would write. `store` names the local material.
+/// `rotating_passwords`: only the CA is compared (a deliberate rotation brings the passwords).
 pub async fn check(
     desired: &DesiredState,
     sessions: &BTreeMap<String, Session>,
     secrets: &Secrets,
     store: &Store,
+    rotating_passwords: bool,
 ) -> Result<()> {
     let reads = desired.hosts.iter().filter_map(|host| {
         let session = sessions.get(&host.host)?;
-        let files: Vec<&ManagedFile> = host.files().filter(|f| f.identity.is_some()).collect();
+        let files: Vec<&ManagedFile> = host
+            .files()
+            .filter(|f| match f.identity {
+                Some(Identity::Ca) => true,
+                Some(Identity::Secrets) => !rotating_passwords,
+                None => false,
+            })
+            .collect();
         Some(async move {
             let paths: Vec<String> = files.iter().map(|f| f.path.clone()).collect();
             let read = crate::facts::read_files(session, &paths).await;

@@ -41,6 +41,9 @@ pub struct Options {
     pub events: Option<UnboundedSender<Event>>,
     /// Connections already open (by an orchestration), reused instead of connecting again.
     pub sessions: BTreeMap<String, Session>,
+    /// A deliberate password rotation (`rotate passwords`): hosts holding other passwords than
+    /// the inventory are brought to it instead of refused (another CA still is).
+    pub rotating_passwords: bool,
 }
 
 impl Default for Options {
@@ -51,6 +54,7 @@ impl Default for Options {
             roles: None,
             events: None,
             sessions: BTreeMap::new(),
+            rotating_passwords: false,
         }
     }
 }
@@ -297,7 +301,15 @@ pub async fn prepare(project: &Project, secrets: &Secrets, options: &Options) ->
     let (sessions, unreachable) = connect_all(&targets, &options.sessions, &secrets.masker()).await;
     project.learn_releases(releases(&sessions).await);
     let mut desired = crate::render::desired_state(project, secrets, options.hosts.as_deref())?;
-    identity::check(&desired, &sessions, secrets, &project.identity_store()).await?;
+    let store = project.identity_store();
+    identity::check(
+        &desired,
+        &sessions,
+        secrets,
+        &store,
+        options.rotating_passwords,
+    )
+    .await?;
     if let Some(roles) = &options.roles {
         for host in &mut desired.hosts {
             host.roles.retain(|r| roles.contains(&r.role));

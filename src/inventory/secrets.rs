@@ -307,6 +307,56 @@ pub fn load(
     Ok(secrets)
 }
 
+/// For a deliberate rotation: new values for the generated secrets `names` in the store, written
+/// at once (0600). Every other stored value stays. A secret from the environment or a file is
+/// refused: its new value is set at its source.
+pub fn regenerate(
+    sources: &BTreeMap<String, SecretSource>,
+    store: &Path,
+    names: &[String],
+) -> Result<(), SecretError> {
+    let mut stored = read_store(store)?;
+    for name in names {
+        let Some(&(_, _, length)) = KNOWN.iter().find(|(n, _, _)| n == name) else {
+            return Err(SecretError {
+                name: name.clone(),
+                message: format!("no secret `{name}`"),
+                hint: format!(
+                    "secrets are: {}",
+                    KNOWN
+                        .iter()
+                        .map(|(n, _, _)| *n)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            });
+        };
+        let at = match sources.get(name.as_str()) {
+            None | Some(SecretSource::Generated) => None,
+            Some(SecretSource::Env(var)) => Some(format!("environment variable `{var}`")),
+            Some(SecretSource::File(path)) => Some(format!("file `{}`", path.display())),
+        };
+        if let Some(at) = at {
+            return Err(SecretError {
+                name: name.clone(),
+                message: format!("secret `{name}` comes from the {at}, not the secrets file"),
+                hint: "set its new value there, then rotate with --keep-values (the cluster takes the values the sources hold)".into(),
+            });
+        }
+        stored.insert(name.clone(), generate_password(length));
+    }
+    let text = store_text(&stored).map_err(|e| SecretError {
+        name: String::new(),
+        message: format!("cannot write the secrets file `{}`: {e}", store.display()),
+        hint: "report this: the generated secrets do not serialize".into(),
+    })?;
+    write_atomically(store, text.as_bytes(), 0o600).map_err(|e| SecretError {
+        name: String::new(),
+        message: format!("cannot write the secrets file `{}`: {e}", store.display()),
+        hint: "make the inventory's directory writable".into(),
+    })
+}
+
 fn read_store(store: &Path) -> Result<BTreeMap<String, String>, SecretError> {
     match std::fs::read_to_string(store) {
         Ok(text) => serde_saphyr::from_str(&text).map_err(|e| SecretError {

@@ -13,6 +13,7 @@ pub mod postgres;
 pub mod preflight;
 pub mod restart;
 pub mod rollout;
+pub mod rotate;
 pub mod scram;
 pub mod status;
 pub mod switchover;

@@ -115,6 +115,21 @@ impl Patroni {
             .map_err(|e| describe(&e))
     }
 
+    /// The view of `cluster` from its first DB member that answers (`None`: none does).
+    pub async fn view(
+        &self,
+        project: &crate::render::Project,
+        cluster: &crate::inventory::Cluster,
+    ) -> Option<ClusterView> {
+        let port = project.cluster_port(cluster, "patroni.restapi_port", 8008);
+        for host in &cluster.postgres {
+            if let Ok(view) = self.cluster(&project.address(host), port).await {
+                return Some(view);
+            }
+        }
+        None
+    }
+
     pub async fn cluster(&self, address: &str, port: u16) -> Result<ClusterView, String> {
         let response = self
             .http

@@ -163,11 +163,11 @@ pub async fn ensure_pgbouncer_auth(
     Ok(changed)
 }
 
-fn quote_literal(text: &str) -> String {
+pub(crate) fn quote_literal(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''"))
 }
 
-fn quote_ident(text: &str) -> String {
+pub(crate) fn quote_ident(text: &str) -> String {
     format!("\"{}\"", text.replace('"', "\"\""))
 }
 

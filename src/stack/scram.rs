@@ -36,20 +36,31 @@ fn salted_password(password: &str, salt: &[u8], iterations: u32) -> [u8; 32] {
 }
 
 fn base64_decode(text: &str) -> Option<Vec<u8>> {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = Vec::new();
-    let mut buffer = 0u32;
-    let mut bits = 0;
-    for c in text.bytes().filter(|c| *c != b'=') {
-        let value = ALPHABET.iter().position(|a| *a == c)? as u32;
-        buffer = (buffer << 6) | value;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((buffer >> bits) as u8);
-        }
-    }
-    Some(out)
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.decode(text).ok()
+}
+
+/// A new verifier of `password` (random salt, 4096 iterations, PostgreSQL's default), in
+/// pg_authid's format: what `ALTER ROLE … PASSWORD` is given, so that the password itself never
+/// reaches the server, its logs or `pg_stat_statements`. Passwords are taken as they are (no
+/// SASLprep: pgstrap's generated ones are ASCII, where SASLprep changes nothing).
+pub fn verifier(password: &str) -> String {
+    use base64::Engine;
+    use rand::RngExt;
+    const ITERATIONS: u32 = 4096;
+    let mut salt = [0u8; 16];
+    rand::rng().fill(&mut salt);
+    let salted = salted_password(password, &salt, ITERATIONS);
+    let client_key = hmac(&salted, b"Client Key");
+    let stored_key: [u8; 32] = Sha256::digest(client_key).into();
+    let server_key = hmac(&salted, b"Server Key");
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+    format!(
+        "SCRAM-SHA-256${ITERATIONS}:{}${}:{}",
+        b64(&salt),
+        b64(&stored_key),
+        b64(&server_key)
+    )
 }
 
 /// Whether `verifier` (`SCRAM-SHA-256$<iter>:<salt>$<StoredKey>:<ServerKey>`, as in pg_authid)
@@ -98,5 +109,14 @@ mod tests {
         assert!(matches(VERIFIER, "secret"));
         assert!(!matches(VERIFIER, "Secret"));
         assert!(!matches("md5abc", "secret"));
+    }
+
+    #[test]
+    fn a_new_verifier_matches_its_password_and_is_salted() {
+        let (one, two) = (verifier("Pw-1"), verifier("Pw-1"));
+        assert!(matches(&one, "Pw-1") && matches(&two, "Pw-1"));
+        assert!(!matches(&one, "Pw-2"));
+        assert_ne!(one, two);
+        assert!(one.starts_with("SCRAM-SHA-256$4096:"));
     }
 }

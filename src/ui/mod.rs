@@ -190,6 +190,25 @@ pub fn verify_text(report: &crate::stack::verify::VerifyReport) -> String {
 
 /// The rollout's outcome for people: preflight problems, the engine's table, what the
 /// orchestration did, pending restarts, the verification, and one closing line.
+pub fn rotate_text(report: &crate::stack::rotate::RotateReport, verbose: u8) -> String {
+    let mut out = rollout_text(&report.rollout, verbose);
+    let roles: Vec<String> = report
+        .roles
+        .iter()
+        .map(|(cluster, role)| format!("{cluster}/{role}"))
+        .collect();
+    out.push_str(&format!(
+        "rotated: {}{}\n",
+        report.secrets.join(", "),
+        if roles.is_empty() {
+            String::new()
+        } else {
+            format!(" (set in PostgreSQL: {})", roles.join(", "))
+        }
+    ));
+    out
+}
+
 pub fn rollout_text(report: &crate::stack::rollout::RolloutReport, verbose: u8) -> String {
     use std::fmt::Write;
     let mut out = String::new();

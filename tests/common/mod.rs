@@ -199,13 +199,29 @@ pub struct Writer {
     target: pgstrap::stack::drill::client::Target,
     running: pgstrap::stack::drill::client::Running,
     epoch: std::time::Instant,
+    /// The inventory: its secrets are read again for the read back (a rotation changes them).
+    inventory: String,
     /// Named steps taken while writing (drill time at start and end), each reported by `finish`.
     steps: Vec<(String, std::time::Duration, std::time::Duration)>,
 }
 
 impl Writer {
-    /// Start writing every 100 ms through `vip:5000`, with the inventory's secrets (and TLS).
+    /// Start writing every 100 ms through `vip:5000`, with the inventory's secrets (and TLS), a
+    /// new connection for every write.
     pub fn start(inventory: &str, vip: &str) -> Self {
+        Self::start_with(
+            inventory,
+            vip,
+            pgstrap::stack::drill::client::Style::Reconnecting,
+        )
+    }
+
+    /// `start` with another client style (`LongLived`: one session, replaced when it breaks).
+    pub fn start_with(
+        inventory: &str,
+        vip: &str,
+        style: pgstrap::stack::drill::client::Style,
+    ) -> Self {
         use pgstrap::stack::drill::client;
         let project = pgstrap::render::load_project(Path::new(inventory), &[]).expect("inventory");
         let secrets = project.secrets(false).expect("secrets");
@@ -224,7 +240,7 @@ impl Writer {
         let running = runtime.block_on(async {
             client::start(
                 target.clone(),
-                client::Style::Reconnecting,
+                style,
                 std::sync::Arc::new(std::sync::atomic::AtomicU64::new(1)),
                 epoch,
             )
@@ -234,6 +250,7 @@ impl Writer {
             target,
             running,
             epoch,
+            inventory: inventory.to_owned(),
             steps: Vec::new(),
         }
     }
@@ -270,7 +287,13 @@ impl Writer {
         use std::collections::BTreeSet;
         let log = self.runtime.block_on(self.running.stop());
         let acknowledged: BTreeSet<u64> = log.acknowledged.iter().map(|(id, _)| *id).collect();
-        let target = &self.target;
+        // The secrets as they are now (a rotation during the test changed them).
+        let project =
+            pgstrap::render::load_project(Path::new(&self.inventory), &[]).expect("inventory");
+        let target = &pgstrap::stack::drill::client::Target {
+            secrets: project.secrets(false).expect("secrets"),
+            ..self.target.clone()
+        };
         let present: BTreeSet<u64> = self.runtime.block_on(async {
             let client =
                 pgstrap::stack::verify::connect(&target.address, target.port, &target.secrets)
