@@ -277,3 +277,38 @@ fn render_refused_by_a_later_check_leaves_the_directory_untouched() {
         "render wrote {left:?}"
     );
 }
+
+#[test]
+fn a_closed_pipe_or_a_full_disk_ends_a_command_cleanly_never_with_a_panic() {
+    // Issue 22: `pgstrap vars … | head -1` panicked (exit 101).
+    let inventory =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("inventories/single-dc.yaml");
+    let inventory = inventory.to_str().expect("path");
+    let mut child = pgstrap()
+        .args(["vars", "pg1", "-i", inventory])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run pgstrap");
+    // The reader goes away before the first line is written.
+    drop(child.stdout.take());
+    let output = child.wait_with_output().expect("wait");
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .expect("/dev/full");
+    let output = pgstrap()
+        .args(["vars", "pg1", "-i", inventory])
+        .stdout(full)
+        .output()
+        .expect("run pgstrap");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("cannot write the output"), "{stderr}");
+}

@@ -377,7 +377,7 @@ fn emergency_promotion_fences_the_old_side_and_apply_rebuilds_it() {
         through_old_vip.is_err(),
         "a write through the fenced side's VIP was accepted"
     );
-    let status = pgstrap_ok(&["status", "--json", "-i", INVENTORY]);
+    let status = common::status(&["--json", "-i", INVENTORY]);
     let json: serde_json::Value = serde_json::from_str(&status).expect("status JSON");
     let main = json["clusters"]
         .as_array()

@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{pgstrap, pgstrap_ok, require_e2e};
+use common::{pgstrap, require_e2e};
 
 const INVENTORY: &str = "/var/lib/pgstrap/lab/inventory.yaml";
 
@@ -46,7 +46,7 @@ fn cluster(release: &str) {
         "figure: Debian {release}: no-op re-apply with verification: {:.1} s",
         started.elapsed().as_secs_f64()
     );
-    let status = pgstrap_ok(&["status", "--json", "-i", INVENTORY]);
+    let status = common::status(&["--json", "-i", INVENTORY]);
     let json: serde_json::Value = serde_json::from_str(&status).expect("status JSON");
     let hosts = json["hosts"].as_array().expect("hosts");
     assert_eq!(hosts.len(), 5);

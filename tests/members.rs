@@ -136,7 +136,7 @@ fn address(host: &str) -> String {
 }
 
 fn etcd_leader(path: &str) -> String {
-    let status = pgstrap_ok(&["status", "--json", "-i", path]);
+    let status = common::status(&["--json", "-i", path]);
     let json: serde_json::Value = serde_json::from_str(&status).expect("status JSON");
     json["clusters"][0]["etcd"]["leader"]
         .as_str()
@@ -149,7 +149,7 @@ fn patroni_leader(path: &str) -> String {
 }
 
 fn vip_holder(path: &str) -> String {
-    let status = pgstrap_ok(&["status", "--json", "-i", path]);
+    let status = common::status(&["--json", "-i", path]);
     let json: serde_json::Value = serde_json::from_str(&status).expect("status JSON");
     json["clusters"][0]["vip"]["holders"][0]
         .as_str()
@@ -376,7 +376,7 @@ fn an_etcd_member_added_but_never_started_is_completed_by_the_next_apply() {
         &["n6"],
     );
     let status = String::from_utf8_lossy(&pgstrap(&["status", "-i", &grown]).stderr).into_owned()
-        + &pgstrap_ok(&["status", "-i", &grown]);
+        + &common::status(&["-i", &grown]);
     assert!(
         status.contains("LEARNER"),
         "status does not show the learner:\n{status}"

@@ -103,7 +103,7 @@ fn rollout_end_to_end() {
         &format!("{ETCDCTL} --endpoints=https://10.77.0.11:2379,https://10.77.0.12:2379,https://10.77.0.13:2379 endpoint health 2>&1"),
     );
     assert_eq!(health.matches("is healthy").count(), 3, "{health}");
-    let status = pgstrap_ok(&["status", "--json", "-i", INVENTORY]);
+    let status = common::status(&["--json", "-i", INVENTORY]);
     let status: serde_json::Value = serde_json::from_str(&status).expect("status JSON");
     let etcd = status["clusters"][0]["etcd"]["members"]
         .as_array()

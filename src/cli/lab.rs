@@ -126,19 +126,19 @@ pub fn run(args: Args, verbose: u8) -> crate::error::Result<i32> {
                 ));
                 return Ok(0);
             }
-            println!(
-                "{:<6} {:<4} {:<12} {:<8} NETWORK",
+            crate::ui::out(&format!(
+                "{:<6} {:<4} {:<12} {:<8} NETWORK\n",
                 "HOST", "DC", "ADDRESS", "STATE"
-            );
+            ));
             for h in hosts {
                 let network = if h.isolated { "isolated" } else { "ok" };
-                println!(
-                    "{:<6} {:<4} {:<12} {:<8} {network}",
+                crate::ui::out(&format!(
+                    "{:<6} {:<4} {:<12} {:<8} {network}\n",
                     h.host.name,
                     h.host.datacenter,
                     h.host.address.to_string(),
                     h.state.to_string()
-                );
+                ));
             }
             return Ok(0);
         }
@@ -170,7 +170,7 @@ fn deploy_on(info: &lab::LabInfo, verbose: u8) -> crate::error::Result<i32> {
     let project = crate::render::load_project(&info.inventory, &[])?;
     let secrets = super::running_secrets(&project)?;
     let status = super::block_on(crate::stack::status::status(&project, &secrets))?;
-    print!("{}", crate::stack::status::render_table(&status));
+    crate::ui::out(&crate::stack::status::render_table(&status));
     let say = crate::ui::eprintln;
     for cluster in project
         .inventory
@@ -279,5 +279,5 @@ fn print_up(info: &lab::LabInfo, started: Instant) {
         info.inventory.display()
     ));
     // stdout is for data: the inventory path, for scripts.
-    println!("{}", info.inventory.display());
+    crate::ui::out(&format!("{}\n", info.inventory.display()));
 }

@@ -1,4 +1,5 @@
-//! `pgstrap status -i INV`: etcd, Patroni, PgBouncer, HAProxy and the VIP in one table.
+//! `pgstrap status -i INV`: etcd, Patroni, PgBouncer, HAProxy and the VIP in one table. Exit 0
+//! when every cluster is healthy, 1 when one is degraded (its problems on stderr).
 
 use crate::cli::InventoryArgs;
 use crate::error::Result;
@@ -19,7 +20,11 @@ pub fn run(args: Args) -> Result<i32> {
     if args.json {
         crate::ui::print_json(&status);
     } else {
-        print!("{}", crate::stack::status::render_table(&status));
+        crate::ui::out(&crate::stack::status::render_table(&status));
     }
-    Ok(0)
+    let problems = status.problems();
+    for problem in &problems {
+        crate::ui::eprintln(&format!("degraded: {problem}"));
+    }
+    Ok(if problems.is_empty() { 0 } else { 1 })
 }

@@ -33,13 +33,13 @@ pub fn run(args: Args) -> Result<i32> {
     match args.command {
         Command::List(place) => {
             for (name, origin) in crate::render::template_list(place.inventory.as_deref())? {
-                println!("{name}\t{origin}");
+                crate::ui::out(&format!("{name}\t{origin}\n"));
             }
         }
         Command::Show { name, place } => {
             let (text, origin) = crate::render::template_show(place.inventory.as_deref(), &name)?;
             crate::ui::eprintln(&format!("# {name}: {origin}"));
-            print!("{text}");
+            crate::ui::out(&text);
         }
     }
     Ok(0)

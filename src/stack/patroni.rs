@@ -115,16 +115,28 @@ impl Patroni {
             .map_err(|e| describe(&e))
     }
 
-    /// The view of `cluster` from its first DB member that answers (`None`: none does).
+    /// The view of `cluster` from its first DB member that answers (`None`: none does): the
+    /// one place that asks "any member" of a cluster.
     pub async fn view(
         &self,
         project: &crate::render::Project,
         cluster: &crate::inventory::Cluster,
     ) -> Option<ClusterView> {
+        self.view_with_host(project, cluster)
+            .await
+            .map(|(_, view)| view)
+    }
+
+    /// [`Patroni::view`] and the inventory host whose REST API answered.
+    pub async fn view_with_host(
+        &self,
+        project: &crate::render::Project,
+        cluster: &crate::inventory::Cluster,
+    ) -> Option<(String, ClusterView)> {
         let port = project.cluster_port(cluster, "patroni.restapi_port", 8008);
         for host in &cluster.postgres {
             if let Ok(view) = self.cluster(&project.address(host), port).await {
-                return Some(view);
+                return Some((host.clone(), view));
             }
         }
         None

@@ -392,7 +392,7 @@ async fn converge_cluster(
         "/primary"
     };
     let running = patroni_running(cluster, open).await?;
-    let view = first_view(project, cluster, &patroni, rest_port).await;
+    let view = patroni.view(project, cluster).await;
     let has_leader = view.as_ref().is_some_and(|v| v.leader().is_some());
     let mut to_start: Vec<String> = cluster
         .postgres
@@ -451,7 +451,7 @@ async fn converge_cluster(
                 .push(action(Some(host), "started Patroni".into()));
         }
     }
-    let leader = wait_streaming(project, cluster, &patroni, rest_port, open, options).await?;
+    let leader = wait_streaming(project, cluster, &patroni, open, options).await?;
     stage(
         options,
         format!(
@@ -649,7 +649,28 @@ fn leaving_lines(
         .collect()
 }
 
-pub async fn plan_orchestration(project: &Project, secrets: &Secrets) -> Vec<String> {
+/// One cluster-level line of a plan: a step `apply` would take (`change`), or what it found and
+/// leaves (`note`: a pending restart, parameters set by others, a cluster without a leader).
+#[derive(Debug, Clone, Serialize)]
+pub struct PlanStep {
+    pub text: String,
+    pub change: bool,
+}
+
+impl PlanStep {
+    fn change(text: String) -> Self {
+        Self { text, change: true }
+    }
+
+    fn note(text: String) -> Self {
+        Self {
+            text,
+            change: false,
+        }
+    }
+}
+
+pub async fn plan_orchestration(project: &Project, secrets: &Secrets) -> Vec<PlanStep> {
     let Ok(patroni) = Patroni::from_secrets(secrets) else {
         return Vec::new();
     };
@@ -657,26 +678,35 @@ pub async fn plan_orchestration(project: &Project, secrets: &Secrets) -> Vec<Str
     for cluster in project.inventory.clusters.values() {
         if let Some(fence) = super::dr::fence::find(project, cluster).await {
             lines.push(if cluster.standby_of.as_deref() == Some(fence.by.as_str()) {
-                format!(
+                PlanStep::change(format!(
                     "cluster {}: fenced by {}'s emergency promotion: stop Patroni, move its data directories aside (kept), clear its Patroni state, lift the fence, bootstrap it as a standby cluster of {}",
                     cluster.name, fence.by, fence.by
-                )
+                ))
             } else {
-                format!(
+                PlanStep::note(format!(
                     "cluster {}: fenced by {}'s emergency promotion ({}): apply refuses until the inventory sets `standby_of: {}` on it",
                     cluster.name, fence.by, fence.at, fence.by
-                )
+                ))
             });
             continue;
         }
         // Membership, in the order apply takes the steps.
         if let Some(change) = members::etcd::change(project, cluster).await {
-            lines.extend(change.steps(&cluster.name, project));
+            lines.extend(
+                change
+                    .steps(&cluster.name, project)
+                    .into_iter()
+                    .map(PlanStep::change),
+            );
         }
         if let Some((leaving, view)) =
             members::retire::leaving_db_members(project, cluster, &patroni).await
         {
-            lines.extend(leaving_lines(cluster, &leaving, &view));
+            lines.extend(
+                leaving_lines(cluster, &leaving, &view)
+                    .into_iter()
+                    .map(PlanStep::change),
+            );
             let joining: Vec<&String> = cluster
                 .postgres
                 .iter()
@@ -688,23 +718,23 @@ pub async fn plan_orchestration(project: &Project, secrets: &Secrets) -> Vec<Str
                 })
                 .collect();
             for host in joining {
-                lines.push(format!(
+                lines.push(PlanStep::change(format!(
                     "patroni {}: add {host} after pg_hba and HAProxy are updated on the others; gate: it streams",
                     cluster.name
-                ));
+                )));
             }
         }
         let port = project.cluster_port(cluster, "patroni.restapi_port", 8008);
-        let Some(view) = first_view(project, cluster, &patroni, port).await else {
-            lines.push(format!("cluster {}: Patroni is not running: apply will bootstrap it (leader first, then replicas)", cluster.name));
+        let Some(view) = patroni.view(project, cluster).await else {
+            lines.push(PlanStep::change(format!("cluster {}: Patroni is not running: apply will bootstrap it (leader first, then replicas)", cluster.name)));
             continue;
         };
         let Some(leader) = view.leader() else {
-            lines.push(format!(
+            lines.push(PlanStep::note(format!(
                 "cluster {}: no leader now {}",
                 cluster.name,
                 view.describe()
-            ));
+            )));
             continue;
         };
         if cluster.standby_of.is_some() {
@@ -714,29 +744,29 @@ pub async fn plan_orchestration(project: &Project, secrets: &Secrets) -> Vec<Str
         match dynamic_config_change(project, cluster, &patroni, &address, port).await {
             Ok((change, unmanaged)) => {
                 if let Some(change) = change {
-                    lines.push(format!(
+                    lines.push(PlanStep::change(format!(
                         "cluster {}: dynamic configuration would change: {}",
                         cluster.name,
                         keys(&change)
-                    ));
+                    )));
                 }
                 if !unmanaged.is_empty() {
-                    lines.push(format!(
+                    lines.push(PlanStep::note(format!(
                         "cluster {}: parameters set outside the inventory (left alone; name them in the inventory to manage them): {}",
                         cluster.name,
                         unmanaged.join(", ")
-                    ));
+                    )));
                 }
             }
-            Err(e) => lines.push(format!("cluster {}: {e}", cluster.name)),
+            Err(e) => lines.push(PlanStep::note(format!("cluster {}: {e}", cluster.name))),
         }
         let pending = super::restart::pending(project, cluster, &patroni).await;
         if !pending.is_empty() {
-            lines.push(format!(
+            lines.push(PlanStep::note(format!(
                 "cluster {}: restart pending on {} (apply --rolling-restart)",
                 cluster.name,
                 pending.join(", ")
-            ));
+            )));
         }
     }
     lines
@@ -807,20 +837,6 @@ async fn patroni_running(
     Ok(running)
 }
 
-async fn first_view(
-    project: &Project,
-    cluster: &Cluster,
-    patroni: &Patroni,
-    port: u16,
-) -> Option<super::patroni::ClusterView> {
-    for host in &cluster.postgres {
-        if let Ok(view) = patroni.cluster(&project.address(host), port).await {
-            return Some(view);
-        }
-    }
-    None
-}
-
 async fn start_patroni(open: &BTreeMap<String, Session>, host: &str) -> Result<()> {
     let session = open
         .get(host)
@@ -839,7 +855,6 @@ async fn wait_streaming(
     project: &Project,
     cluster: &Cluster,
     patroni: &Patroni,
-    rest_port: u16,
     open: &BTreeMap<String, Session>,
     options: &Options,
 ) -> Result<String> {
@@ -850,7 +865,7 @@ async fn wait_streaming(
         Duration::from_secs(1),
         "see `journalctl -u patroni` on the replicas (pg_basebackup, pg_hba, passwords)",
         || async {
-            let Some(view) = first_view(project, cluster, patroni, rest_port).await else {
+            let Some(view) = patroni.view(project, cluster).await else {
                 return Poll::NotYet("no Patroni REST API answers".into());
             };
             let Some(leader) = view.leader() else {

@@ -130,6 +130,83 @@ pub struct ClusterStatus {
 }
 
 /// The cluster's etcd, from its API.
+impl Status {
+    /// Every cluster's problems, each as `cluster: what` (empty: every cluster is healthy).
+    pub fn problems(&self) -> Vec<String> {
+        self.clusters
+            .iter()
+            .flat_map(|c| {
+                c.problems()
+                    .into_iter()
+                    .map(move |p| format!("{}: {p}", c.name))
+            })
+            .collect()
+    }
+}
+
+impl ClusterStatus {
+    /// What is not as a healthy cluster has it: etcd without quorum health or a leader, Patroni
+    /// without a running leader or with a replica not streaming, a PgBouncer that does not
+    /// answer, a VIP held by no balancer or by several, a fence.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if let Some(error) = &self.etcd.error {
+            problems.push(format!("etcd: {error}"));
+        } else {
+            for member in self.etcd.members.iter().filter(|m| !m.healthy) {
+                problems.push(format!("etcd member {} unhealthy", member.name));
+            }
+            if self.etcd.leader.is_none() {
+                problems.push("etcd has no leader".into());
+            }
+        }
+        if let Some(error) = &self.patroni.error {
+            problems.push(format!("patroni: {error}"));
+        } else {
+            let leaders = self
+                .patroni
+                .members
+                .iter()
+                .filter(|m| {
+                    (m.role == "leader" || m.role == "standby_leader") && m.state == "running"
+                })
+                .count();
+            if leaders != 1 {
+                problems.push(format!("{leaders} running Patroni leaders (one expected)"));
+            }
+            for member in &self.patroni.members {
+                let leader = member.role == "leader" || member.role == "standby_leader";
+                if !leader
+                    && member.state != "streaming"
+                    && member.replication_state.as_deref() != Some("streaming")
+                {
+                    problems.push(format!(
+                        "replica {} is {}, not streaming",
+                        member.name, member.state
+                    ));
+                }
+            }
+        }
+        for probe in self.pgbouncer.iter().filter(|p| !p.ok) {
+            problems.push(format!("pgbouncer on {}: {}", probe.host, probe.detail));
+        }
+        if let Some(vip) = &self.vip {
+            if vip.holders.len() != 1 {
+                problems.push(format!(
+                    "VIP {} held by {} balancers ({})",
+                    vip.address,
+                    vip.holders.len(),
+                    vip.holders.join(", ")
+                ));
+            }
+        }
+        if let Some(fence) = &self.fence {
+            problems.push(format!("fenced by {}'s emergency promotion", fence.by));
+        }
+        problems
+    }
+}
+
 #[derive(Debug, Serialize, PartialEq, Eq)]
 pub struct EtcdStatus {
     /// Why no member could be asked (then `members` is empty); `None` when the API answered.
@@ -342,16 +419,8 @@ pub async fn status(project: &Project, secrets: &Secrets) -> Status {
         let endpoints = project.etcd_endpoints(cluster);
         let etcd = EtcdStatus::from_health(etcd::health(&endpoints).await);
 
-        let rest_port = project.cluster_port(cluster, "patroni.restapi_port", 8008);
         let bouncer_port = project.cluster_port(cluster, "pgbouncer.port", 6432);
-        let mut view = None;
-        for host in &cluster.postgres {
-            if let Ok(answer) = patroni.cluster(&project.address(host), rest_port).await {
-                view = Some(answer);
-                break;
-            }
-        }
-        let patroni_status = match view {
+        let patroni_status = match patroni.view(project, cluster).await {
             None => PatroniStatus::unreachable("no Patroni REST API answered".to_owned()),
             Some(view) => {
                 // Lag as verify measures it: live, in the leader's pg_stat_replication.

@@ -56,19 +56,15 @@ pub async fn switchover(
         .get_u64("patroni.restapi_port")
         .unwrap_or(8008) as u16;
     let patroni = Patroni::from_secrets(secrets)?;
-    let mut view = None;
-    for host in &cluster.postgres {
-        if let Ok(v) = patroni.cluster(&project.address(host), rest_port).await {
-            view = Some((host.clone(), v));
-            break;
-        }
-    }
-    let (api_host, view) = view.ok_or_else(|| {
-        Error::failure(
-            format!("no Patroni REST API of cluster {} answers", cluster.name),
-            Some("`pgstrap status -i INV`".into()),
-        )
-    })?;
+    let (api_host, view) = patroni
+        .view_with_host(project, cluster)
+        .await
+        .ok_or_else(|| {
+            Error::failure(
+                format!("no Patroni REST API of cluster {} answers", cluster.name),
+                Some("`pgstrap status -i INV`".into()),
+            )
+        })?;
     let leader = view.leader().map(|m| m.name.clone()).ok_or_else(|| {
         Error::failure(format!("cluster {} has no leader now", cluster.name), None)
     })?;

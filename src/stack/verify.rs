@@ -183,15 +183,7 @@ pub async fn verify(project: &Project, secrets: &Secrets, max_lag_bytes: u64) ->
         }
 
         // Patroni: a leader, every replica streaming with bounded lag.
-        let rest_port = project.cluster_port(cluster, "patroni.restapi_port", 8008);
-        let mut view = None;
-        for member in &cluster.postgres {
-            if let Ok(v) = patroni.cluster(&project.address(member), rest_port).await {
-                view = Some(v);
-                break;
-            }
-        }
-        let Some(view) = view else {
+        let Some(view) = patroni.view(project, cluster).await else {
             add(
                 "patroni leader",
                 false,

@@ -103,6 +103,24 @@ fn headline(diagnostic: &dyn miette::Diagnostic) -> String {
     text
 }
 
+/// Write `text` to stdout (data). A closed pipe (`pgstrap vars … | head -1`) ends the command
+/// quietly with exit 0 (the reader has what it wanted); another write error (`> /dev/full`) is
+/// reported and exits 1. Never a panic.
+pub fn out(text: &str) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        let _ = writeln!(std::io::stderr(), "error: cannot write the output: {e}");
+        std::process::exit(1);
+    }
+}
+
 /// Print a line to stderr (messages for people; stdout is only for data).
 pub fn eprintln(line: &str) {
     eprintln!("{line}");
@@ -115,7 +133,6 @@ pub fn print_warnings(warnings: &[crate::inventory::diag::InventoryError]) {
     }
 }
 
-/// Print data as pretty JSON on stdout.
 /// Before an action that interrupts writes or can lose data: on a terminal, show what it will do
 /// and ask (`y` goes on); `yes` (`--yes`, for scripts) or no terminal on stdin goes on without
 /// asking. Returns whether to go on.
@@ -136,9 +153,10 @@ pub fn confirm(action: &str, steps: &[String], yes: bool) -> bool {
     matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes")
 }
 
+/// Print data as pretty JSON on stdout.
 pub fn print_json<T: serde::Serialize>(value: &T) {
     match serde_json::to_string_pretty(value) {
-        Ok(text) => println!("{text}"),
+        Ok(text) => out(&format!("{text}\n")),
         Err(e) => eprintln!("error: cannot encode JSON: {e}"),
     }
 }
@@ -147,8 +165,8 @@ pub fn print_json<T: serde::Serialize>(value: &T) {
 pub fn print_vars(views: &[crate::render::VarsView]) {
     for view in views {
         match &view.cluster {
-            Some(cluster) => println!("# host {} in cluster {cluster}", view.host),
-            None => println!("# host {} (in no cluster)", view.host),
+            Some(cluster) => out(&format!("# host {} in cluster {cluster}\n", view.host)),
+            None => out(&format!("# host {} (in no cluster)\n", view.host)),
         }
         let width = view.vars.iter().map(|v| v.key.len()).max().unwrap_or(0);
         for entry in &view.vars {
@@ -156,7 +174,10 @@ pub fn print_vars(views: &[crate::render::VarsView]) {
                 serde_json::Value::String(s) => s.clone(),
                 other => other.to_string(),
             };
-            println!("{:width$}  {value}  ({})", entry.key, entry.origin);
+            out(&format!(
+                "{:width$}  {value}  ({})\n",
+                entry.key, entry.origin
+            ));
         }
     }
 }

@@ -122,7 +122,7 @@ fn unshare() {
 /// The member that leads `cluster` (its leader or standby leader), by `pgstrap status --json`:
 /// its name and its address.
 pub fn leader(inventory: &str, cluster: &str) -> (String, String) {
-    let status = pgstrap_ok(&["status", "--json", "-i", inventory]);
+    let status = status(&["--json", "-i", inventory]);
     let json: serde_json::Value = serde_json::from_str(&status).expect("status JSON");
     assert_eq!(json["version"], 1, "status --json shape version");
     json["clusters"]
@@ -155,6 +155,20 @@ pub fn pgstrap(args: &[&str]) -> Output {
         String::from_utf8_lossy(&output.stderr)
     );
     output
+}
+
+/// `pgstrap status …`: exit 0 (healthy) or 1 (degraded: the tests that call it look at the
+/// state themselves), never anything else; returns stdout.
+pub fn status(args: &[&str]) -> String {
+    let mut all = vec!["status"];
+    all.extend_from_slice(args);
+    let output = pgstrap(&all);
+    assert!(
+        matches!(output.status.code(), Some(0 | 1)),
+        "pgstrap {all:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
 /// Run the binary and insist on success; returns stdout.

@@ -112,23 +112,13 @@ struct Reach<'a> {
     cluster: &'a Cluster,
     secrets: Secrets,
     patroni: Patroni,
-    rest_port: u16,
     /// Member name → host name.
     hosts_by_member: BTreeMap<String, String>,
 }
 
 impl Reach<'_> {
     async fn view(&self) -> Option<super::patroni::ClusterView> {
-        for host in &self.cluster.postgres {
-            if let Ok(view) = self
-                .patroni
-                .cluster(&self.project.address(host), self.rest_port)
-                .await
-            {
-                return Some(view);
-            }
-        }
-        None
+        self.patroni.view(self.project, self.cluster).await
     }
 
     fn host_of(&self, member: &str) -> String {
@@ -213,7 +203,6 @@ pub async fn drill(project: &Project, options: &Options) -> Result<DrillReport> 
         cluster,
         secrets: secrets.clone(),
         patroni: Patroni::from_secrets(&secrets)?,
-        rest_port: port("patroni.restapi_port"),
         hosts_by_member,
     };
 

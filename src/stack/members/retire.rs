@@ -21,15 +21,7 @@ pub async fn leaving_db_members(
     cluster: &Cluster,
     patroni: &Patroni,
 ) -> Option<(Vec<String>, ClusterView)> {
-    let port = project.cluster_port(cluster, "patroni.restapi_port", 8008);
-    let mut view = None;
-    for host in &cluster.postgres {
-        if let Ok(v) = patroni.cluster(&project.address(host), port).await {
-            view = Some(v);
-            break;
-        }
-    }
-    let view = view?;
+    let view = patroni.view(project, cluster).await?;
     let staying: Vec<String> = cluster
         .postgres
         .iter()
