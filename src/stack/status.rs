@@ -666,6 +666,77 @@ pub fn render_table(status: &Status) -> String {
 mod tests {
     use super::*;
 
+    fn member_status(name: &str, role: &str, state: &str) -> MemberStatus {
+        MemberStatus {
+            name: name.into(),
+            host: None,
+            role: role.into(),
+            state: state.into(),
+            timeline: Some(1),
+            replication_state: None,
+            lag_bytes: Some(0),
+        }
+    }
+
+    fn cluster(members: Vec<MemberStatus>, holders: &[&str]) -> ClusterStatus {
+        ClusterStatus {
+            name: "main".into(),
+            standby_of: None,
+            live_role: None,
+            fence: None,
+            standby_lag_bytes: None,
+            standby_lag_seconds: None,
+            etcd: EtcdStatus {
+                error: None,
+                leader: Some("n1".into()),
+                members: vec![],
+            },
+            patroni: PatroniStatus {
+                error: None,
+                replication_error: None,
+                members,
+            },
+            pgbouncer: vec![],
+            haproxy: vec![],
+            vip: Some(VipStatus {
+                address: "10.0.0.100".into(),
+                holders: holders.iter().map(|h| (*h).to_owned()).collect(),
+            }),
+        }
+    }
+
+    #[test]
+    fn a_healthy_cluster_has_no_problem_and_a_degraded_one_says_why() {
+        let healthy = cluster(
+            vec![
+                member_status("n1", "leader", "running"),
+                member_status("n2", "replica", "streaming"),
+            ],
+            &["n4"],
+        );
+        assert!(healthy.problems().is_empty(), "{:?}", healthy.problems());
+        let degraded = cluster(
+            vec![
+                member_status("n1", "leader", "running"),
+                member_status("n2", "replica", "starting"),
+            ],
+            &["n4", "n5"],
+        );
+        let problems = degraded.problems();
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains("replica n2 is starting")),
+            "{problems:?}"
+        );
+        assert!(
+            problems.iter().any(|p| p.contains("held by 2 balancers")),
+            "{problems:?}"
+        );
+        let leaderless = cluster(vec![member_status("n2", "replica", "streaming")], &["n4"]);
+        assert!(leaderless.problems()[0].contains("0 running Patroni leaders"));
+    }
+
     #[test]
     fn host_info_parses_captured_output() {
         // Captured from a Debian 13 lab host with the whole stack.
