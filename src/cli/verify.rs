@@ -26,7 +26,8 @@ pub fn run(args: Args) -> Result<i32> {
     if args.json {
         crate::ui::print_json(&report);
     } else {
-        eprint!("{}", crate::ui::verify_text(&report));
+        // The report is the command's output: stdout (`pgstrap verify > report.txt`).
+        crate::ui::out(&crate::ui::verify_text(&report));
     }
     Ok(if report.ok() { 0 } else { 1 })
 }
