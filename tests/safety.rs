@@ -238,6 +238,18 @@ fn a_parameter_removed_from_the_inventory_returns_to_its_default_and_others_are_
         text.contains("postgresql.parameters.work_mem (removed: back to its default)"),
         "plan does not show the removal:\n{text}"
     );
+    // For automation: one JSON document carrying the step, and the detailed exit code.
+    let output = pgstrap(&["plan", "--json", "-i", &inventory]);
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).expect("plan --json");
+    assert!(
+        json["cluster_steps"]
+            .as_array()
+            .is_some_and(|s| s.iter().any(|s| s["change"] == true
+                && s["text"].as_str().is_some_and(|t| t.contains("work_mem")))),
+        "{json}"
+    );
+    let output = pgstrap(&["plan", "--detailed-exitcode", "-i", &inventory]);
+    assert_eq!(output.status.code(), Some(2), "a pending change is exit 2");
     common::pgstrap_ok(&["apply", "-i", &inventory]);
     assert_eq!(
         shown_everywhere("work_mem"),
@@ -273,6 +285,15 @@ fn a_parameter_removed_from_the_inventory_returns_to_its_default_and_others_are_
     assert!(
         output.status.success() && text.contains("done: 0 change(s)"),
         "a second apply changed something:\n{text}"
+    );
+    let output = pgstrap(&["plan", "--detailed-exitcode", "-i", &inventory]);
+    assert_eq!(output.status.code(), Some(0), "nothing to change is exit 0");
+    let output = pgstrap(&["status", "-i", &inventory]);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "a healthy cluster is exit 0: {}",
+        String::from_utf8_lossy(&output.stderr)
     );
     common::give_back(&common::MAIN);
 }
