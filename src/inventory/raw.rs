@@ -122,18 +122,18 @@ pub struct RawInventory {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawSsh {
-    pub user: Option<String>,
-    pub port: Option<u16>,
-    pub identity_file: Option<String>,
-    pub known_hosts: Option<String>,
+    pub user: Option<Spanned<String>>,
+    pub port: Option<Spanned<u16>>,
+    pub identity_file: Option<Spanned<String>>,
+    pub known_hosts: Option<Spanned<String>>,
     /// Use `sudo -n` for remote commands (default: when `user` is not root).
     #[serde(rename = "become")]
     pub become_root: Option<bool>,
     /// Seconds to wait for a connection.
-    pub connect_timeout: Option<u64>,
+    pub connect_timeout: Option<Spanned<u64>>,
     /// Extra `ssh -o` options, e.g. `{ProxyJump: bastion}`.
     #[serde(default)]
-    pub options: BTreeMap<String, String>,
+    pub options: BTreeMap<String, Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

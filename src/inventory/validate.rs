@@ -54,6 +54,7 @@ pub(super) fn validate(
         warnings: Vec::new(),
     };
 
+    check_ssh(&mut c, &raw.ssh);
     let hosts = check_hosts(&mut c, &raw, schema);
     let known: Vec<&str> = raw.hosts.keys().map(String::as_str).collect();
     // The default `networks` of a cluster: every host's own /32 (built once, not per cluster).
@@ -90,18 +91,20 @@ pub(super) fn validate(
     }
 
     let ssh = raw.ssh;
-    let user = ssh.user.unwrap_or_else(|| "root".into());
+    let user = ssh.user.map_or_else(|| "root".into(), |u| u.value);
     let become_root = ssh.become_root.unwrap_or(user != "root");
     let templates_dir =
         super::resolve_path(&dir, raw.templates_dir.as_deref().unwrap_or("templates"));
     Ok(Inventory {
         ssh: Ssh {
-            port: ssh.port.unwrap_or(22),
-            identity_file: ssh.identity_file.map(|p| super::resolve_path(&dir, &p)),
-            known_hosts: ssh.known_hosts.map(|p| super::resolve_path(&dir, &p)),
+            port: ssh.port.map_or(22, |p| p.value),
+            identity_file: ssh
+                .identity_file
+                .map(|p| super::resolve_path(&dir, &p.value)),
+            known_hosts: ssh.known_hosts.map(|p| super::resolve_path(&dir, &p.value)),
             become_root,
-            connect_timeout: ssh.connect_timeout.unwrap_or(10),
-            options: ssh.options,
+            connect_timeout: ssh.connect_timeout.map_or(10, |t| t.value),
+            options: ssh.options.into_iter().map(|(k, v)| (k, v.value)).collect(),
             user,
         },
         apt,
@@ -115,6 +118,78 @@ pub(super) fn validate(
         path,
         dir,
     })
+}
+
+/// `ssh:` values go into `ssh`'s argument list and `-o` options: none may start an option of
+/// its own (`-oProxyCommand=…` as a user name), split a line, or be out of range. Refused here,
+/// with their place, not at the first connect.
+fn check_ssh(c: &mut Checker, ssh: &super::raw::RawSsh) {
+    let plain =
+        |s: &str| !s.is_empty() && !s.starts_with('-') && !s.chars().any(crate::text::breaks_line);
+    if let Some(user) = &ssh.user {
+        let ok = plain(&user.value)
+            && user
+                .value
+                .chars()
+                .all(|ch| ch.is_alphanumeric() || "._-@\\".contains(ch));
+        if !ok {
+            c.error(
+                user.referenced,
+                "ssh.user is not a user name".into(),
+                "this value",
+                Some("letters, digits, `.`, `_`, `-` (not first), `@` and `\\` only: it is given to ssh as `-l USER`".into()),
+            );
+        }
+    }
+    if let Some(port) = &ssh.port {
+        if port.value == 0 {
+            c.error(
+                port.referenced,
+                "ssh.port 0 is not a port".into(),
+                "this value",
+                Some("1 to 65535 (22 by default)".into()),
+            );
+        }
+    }
+    for (key, path) in [
+        ("identity_file", &ssh.identity_file),
+        ("known_hosts", &ssh.known_hosts),
+    ] {
+        if let Some(path) = path {
+            if !plain(&path.value) {
+                c.error(
+                    path.referenced,
+                    format!("ssh.{key} is not a usable path"),
+                    "this value",
+                    Some(
+                        "a path on this machine, not empty, not starting with `-`, on one line"
+                            .into(),
+                    ),
+                );
+            }
+        }
+    }
+    if let Some(timeout) = &ssh.connect_timeout {
+        if !(1..=3600).contains(&timeout.value) {
+            c.error(
+                timeout.referenced,
+                format!("ssh.connect_timeout {} is out of range", timeout.value),
+                "this value",
+                Some("seconds, 1 to 3600 (10 by default)".into()),
+            );
+        }
+    }
+    for (key, value) in &ssh.options {
+        let key_ok = !key.is_empty() && key.chars().all(|ch| ch.is_ascii_alphanumeric());
+        if !key_ok || value.value.is_empty() || value.value.chars().any(crate::text::breaks_line) {
+            c.error(
+                value.referenced,
+                format!("ssh.options: `{}` is not an ssh option with a value", key.escape_debug()),
+                "this option",
+                Some("an option name of letters and digits (as in ssh_config, e.g. ProxyJump) and a non-empty value on one line".into()),
+            );
+        }
+    }
 }
 
 fn check_hosts(c: &mut Checker, raw: &RawInventory, schema: &Schema) -> BTreeMap<String, Host> {
@@ -150,6 +225,18 @@ fn check_hosts(c: &mut Checker, raw: &RawInventory, schema: &Schema) -> BTreeMap
                 ),
                 "IPv6",
                 Some(IPV6_HINT.into()),
+            );
+            continue;
+        }
+        if address.is_unspecified()
+            || address.is_multicast()
+            || address == IpAddr::from([255, 255, 255, 255])
+        {
+            c.error(
+                host.address.referenced,
+                format!("host `{name}`: `{address}` is not a host's address"),
+                "not a host address",
+                Some("0.0.0.0, multicast and broadcast addresses name no single host: write the address pgstrap connects to".into()),
             );
             continue;
         }
@@ -563,6 +650,29 @@ fn check_vip(
             format!("cluster `{name}`: VIP `{net}` is IPv6; pgstrap supports IPv4 only"),
             "IPv6",
             Some(IPV6_HINT.into()),
+        );
+        return None;
+    }
+    // A VIP is one host address inside a real network: not /0 or /31–/32 (no neighbour can take
+    // it over), not the network's own or its broadcast address, not 0.0.0.0 or multicast.
+    let (addr, prefix) = (net.addr(), net.prefix_len());
+    let problem = if addr.is_unspecified() || addr.is_multicast() {
+        Some("0.0.0.0 or a multicast address is no VIP")
+    } else if prefix == 0 || prefix >= 31 {
+        Some("its prefix must be that of the balancers' network (1–30), e.g. /24")
+    } else if addr == net.network() {
+        Some("it is the network's own address")
+    } else if addr == net.broadcast() {
+        Some("it is the network's broadcast address")
+    } else {
+        None
+    };
+    if let Some(problem) = problem {
+        c.error(
+            vip.referenced,
+            format!("cluster `{name}`: VIP `{net}`: {problem}"),
+            "this VIP",
+            Some("a free host address in the balancers' network, with the network's prefix, e.g. 10.0.0.100/24".into()),
         );
         return None;
     }
