@@ -149,6 +149,38 @@ fn patroni_timeouts(project: &Project, cluster: &Cluster) -> Option<InventoryErr
     None
 }
 
+/// Role names that pg_hba.conf reads as keywords (`all`, `replication`, `sameuser`…): a rule
+/// written for such a role would match other roles or connections.
+fn hba_keyword_roles(
+    project: &Project,
+    cluster: &Cluster,
+) -> Vec<crate::inventory::diag::InventoryError> {
+    const KEYS: &[&str] = &[
+        "patroni.superuser_username",
+        "patroni.replication_username",
+        "patroni.rewind_username",
+        "pgbouncer.auth_user",
+    ];
+    const KEYWORDS: &[&str] = &["all", "replication", "sameuser", "samerole", "samegroup"];
+    KEYS.iter()
+        .filter_map(|key| {
+            let Some(Value::String(role)) = project.setting(None, Some(cluster), key) else {
+                return None;
+            };
+            KEYWORDS.contains(&role.to_ascii_lowercase().as_str()).then(|| {
+                project
+                    .inventory
+                    .error_at(
+                        Some(cluster.location_of(key)),
+                        format!("cluster `{}`: {key} `{role}` is a pg_hba.conf keyword", cluster.name),
+                        "this value",
+                    )
+                    .hint("pg_hba.conf reads all, replication, sameuser, samerole and samegroup as keywords, not role names: choose another name")
+            })
+        })
+        .collect()
+}
+
 /// The `cluster` value of every cluster, with the checks that need resolved settings
 /// (unique Patroni member names, unique VRRP router ids per datacenter).
 pub fn clusters(project: &Project) -> Result<BTreeMap<String, Value>> {
@@ -209,6 +241,7 @@ pub fn clusters(project: &Project) -> Result<BTreeMap<String, Value>> {
         if let Some(problem) = patroni_timeouts(project, cluster) {
             errors.push(problem);
         }
+        errors.extend(hba_keyword_roles(project, cluster));
         if cluster.vip.is_some() {
             let id = router_id(project, cluster);
             if let Some(other) =
