@@ -903,6 +903,20 @@ fn check_secrets(
             continue;
         }
         let source = if let Some(var) = &secret.env {
+            let portable = !var.is_empty()
+                && !var.starts_with(|ch: char| ch.is_ascii_digit())
+                && var
+                    .chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || ch == '_');
+            if !portable {
+                c.error(
+                    spanned.referenced,
+                    format!("secret `{name}`: `{}` is not an environment variable name", var.escape_debug()),
+                    "read from the environment",
+                    Some("letters, digits and `_`, not starting with a digit (e.g. PG_SUPERUSER_PASSWORD)".into()),
+                );
+                continue;
+            }
             if std::env::var_os(var).is_none_or(|v| v.is_empty()) {
                 c.error(
                     spanned.referenced,
