@@ -553,7 +553,49 @@ pub fn render_table(status: &Status) -> String {
             (None, Some(primary)) => format!(" (standby of {primary})"),
             (None, None) => String::new(),
         };
-        let _ = writeln!(out, "cluster {}{kind}", cluster.name);
+        // One verdict line first: what an operator looks for before the table.
+        let leader = cluster
+            .patroni
+            .members
+            .iter()
+            .find(|m| m.role == "leader" || m.role == "standby_leader")
+            .map_or_else(|| "no leader".to_owned(), |m| format!("leader {}", m.name));
+        let replicas: Vec<&MemberStatus> = cluster
+            .patroni
+            .members
+            .iter()
+            .filter(|m| m.role != "leader" && m.role != "standby_leader")
+            .collect();
+        let streaming = replicas
+            .iter()
+            .filter(|m| {
+                m.state == "streaming" || m.replication_state.as_deref() == Some("streaming")
+            })
+            .count();
+        let etcd_healthy = cluster.etcd.members.iter().filter(|m| m.healthy).count();
+        let vip = cluster.vip.as_ref().map_or_else(String::new, |v| {
+            format!(
+                ", VIP on {}",
+                if v.holders.is_empty() {
+                    "nobody".to_owned()
+                } else {
+                    v.holders.join(", ")
+                }
+            )
+        });
+        let problems = cluster.problems();
+        let verdict = if problems.is_empty() {
+            "healthy".to_owned()
+        } else {
+            format!("DEGRADED ({})", problems.join("; "))
+        };
+        let _ = writeln!(
+            out,
+            "cluster {}{kind}: {verdict}: {leader}, {streaming}/{} replicas streaming, etcd {etcd_healthy}/{} healthy{vip}",
+            cluster.name,
+            replicas.len(),
+            cluster.etcd.members.len()
+        );
         if let Some(fence) = &cluster.fence {
             let _ = writeln!(
                 out,
