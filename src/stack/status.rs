@@ -168,7 +168,9 @@ impl ClusterStatus {
                 .members
                 .iter()
                 .filter(|m| {
-                    (m.role == "leader" || m.role == "standby_leader") && m.state == "running"
+                    // A standby leader streams from the primary side (Patroni 4 says so).
+                    (m.role == "leader" || m.role == "standby_leader")
+                        && (m.state == "running" || m.state == "streaming")
                 })
                 .count();
             if leaders != 1 {
