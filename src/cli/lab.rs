@@ -36,6 +36,10 @@ pub enum LabCommand {
         /// the roles' package lists change. Without it, hosts start from the bare Debian base.
         #[arg(long)]
         preinstalled: bool,
+        /// Give the primary cluster backups (pgBackRest; the repository on n4, or on n3 with
+        /// fewer than 5 hosts).
+        #[arg(long)]
+        backup: bool,
         /// Then roll out the whole stack on the lab (exactly `pgstrap apply -i <lab inventory>`),
         /// print its status and how to connect.
         #[arg(long)]
@@ -80,6 +84,7 @@ pub fn run(args: Args, verbose: u8) -> crate::error::Result<i32> {
             cache_dir,
             release,
             preinstalled,
+            backup,
             deploy,
         } => {
             let options = lab::UpOptions {
@@ -89,6 +94,7 @@ pub fn run(args: Args, verbose: u8) -> crate::error::Result<i32> {
                 dc2_hosts: dr_hosts,
                 release,
                 preinstalled,
+                backup,
             };
             let info = lab::up(&options)?;
             print_up(&info, started);

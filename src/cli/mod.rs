@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 use crate::error::{Error, ErrorKind};
 
 mod apply;
+mod backup;
 mod check;
 mod dr;
 mod drill;
@@ -96,6 +97,8 @@ pub enum Command {
     Status(status::Args),
     /// A planned switchover to another database host.
     Switchover(switchover::Args),
+    /// Take a backup now (pgBackRest, on the cluster's repository host).
+    Backup(backup::Args),
     /// A failure drill under write clients: lost writes, time without writes, divergence.
     Drill(drill::Args),
     /// The DR lifecycle: promote a standby cluster (planned; also the fail back).
@@ -120,6 +123,7 @@ pub fn main() -> i32 {
         Command::Verify(args) => verify::run(args),
         Command::Status(args) => status::run(args),
         Command::Switchover(args) => switchover::run(args),
+        Command::Backup(args) => backup::run(args),
         Command::Drill(args) => drill::run(args),
         Command::Dr(args) => dr::run(args),
         Command::Rotate(args) => rotate::run(args, cli.verbose),

@@ -79,6 +79,9 @@ pub struct Cluster {
     pub etcd: Vec<String>,
     pub postgres: Vec<String>,
     pub balancers: Vec<String>,
+    /// The pgBackRest repository host of the cluster's backups and WAL archive (`backup:
+    /// {repository: [host]}`); empty: no backups.
+    pub backup: Vec<String>,
     pub vip: Option<IpNet>,
     /// Networks allowed to connect (pg_hba); the hosts' own /32s when not given.
     pub networks: Vec<IpNet>,
@@ -111,13 +114,19 @@ impl Cluster {
         self.sets(key).unwrap_or(self.location)
     }
 
-    /// Every host of the cluster, DB hosts first, then etcd, then balancers (a host in two
-    /// groups comes twice).
+    /// Every host of the cluster, DB hosts first, then etcd, then balancers, then the backup
+    /// repository (a host in two groups comes twice).
     pub fn hosts(&self) -> impl Iterator<Item = &String> {
         self.postgres
             .iter()
             .chain(&self.etcd)
             .chain(&self.balancers)
+            .chain(&self.backup)
+    }
+
+    /// The pgBackRest repository host, when the cluster has backups.
+    pub fn repository(&self) -> Option<&str> {
+        self.backup.first().map(String::as_str)
     }
 }
 

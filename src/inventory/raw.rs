@@ -179,6 +179,10 @@ pub struct RawCluster {
     /// Patroni settings (shorthand for `vars: {patroni: …}`).
     #[serde(default)]
     pub patroni: RawVars,
+    /// Backups with pgBackRest: `repository: [host]` and its settings (shorthand for
+    /// `vars: {pgbackrest: …}`). A cluster without it has no backups and no WAL archive.
+    #[serde(default)]
+    pub backup: Option<Spanned<RawVars>>,
     #[serde(default)]
     pub vars: RawVars,
     /// This cluster is a disaster-recovery standby of the named cluster.

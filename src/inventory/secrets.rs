@@ -26,7 +26,18 @@ pub const KNOWN: &[(&str, &str, usize)] = &[
     ),
     // VRRP simple-password authentication uses at most 8 characters.
     ("keepalived_password", "keepalived VRRP authentication", 8),
+    // Encrypts a cluster's backup repository; only its repository host holds it.
+    (
+        "backup_cipher_passphrase",
+        "pgBackRest repository encryption (never rotated)",
+        64,
+    ),
 ];
+
+/// Secrets `pgstrap rotate` never replaces: the repository's encryption passphrase (every backup
+/// and archived segment written so far is encrypted with it; pgBackRest cannot re-key a
+/// repository).
+pub const NOT_ROTATED: &[&str] = &["backup_cipher_passphrase"];
 
 /// Where a secret's value comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]

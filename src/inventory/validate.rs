@@ -465,6 +465,9 @@ fn check_cluster(
     let etcd = group(c, &raw.etcd, "etcd");
     let postgres = group(c, &raw.postgres, "postgres");
     let balancers = group(c, &raw.balancers, "balancers");
+    let (repository, backup_settings) = split_backup(c, name, raw.backup.as_ref());
+    let backup = group(c, &repository, "backup.repository");
+    check_backup(c, name, raw, &repository, &backup, &postgres);
 
     if postgres.is_empty() {
         c.error(
@@ -565,6 +568,7 @@ fn check_cluster(
         &raw.postgres_parameters,
     );
     check_settings(c, context.schema, &whose, "patroni", &raw.patroni);
+    check_settings(c, context.schema, &whose, "pgbackrest", &backup_settings);
     let mut settings = raw::vars_to_json(&raw.vars);
     merge_into(
         &mut settings,
@@ -573,6 +577,7 @@ fn check_cluster(
         &raw.postgres_parameters,
     );
     merge_into(&mut settings, "patroni", "", &raw.patroni);
+    merge_into(&mut settings, "pgbackrest", "", &backup_settings);
     let vars_layer = Layer::from_nested(Origin::Cluster(name.to_owned()), &settings);
 
     ok.then(|| Cluster {
@@ -581,6 +586,7 @@ fn check_cluster(
         etcd,
         postgres,
         balancers,
+        backup,
         vip,
         networks,
         vars: vars_layer,
@@ -588,10 +594,118 @@ fn check_cluster(
             ("", &raw.vars),
             ("postgresql.parameters", &raw.postgres_parameters),
             ("patroni", &raw.patroni),
+            ("pgbackrest", &backup_settings),
         ]),
         standby_of: raw.standby_of.as_ref().map(|s| s.value.clone()),
         location: at,
     })
+}
+
+/// `backup:` as written: the repository host list (each name with its place) and the rest, which
+/// are `pgbackrest.*` settings.
+fn split_backup(
+    c: &mut Checker,
+    name: &str,
+    backup: Option<&Spanned<RawVars>>,
+) -> (Vec<Spanned<String>>, RawVars) {
+    let Some(backup) = backup else {
+        return (Vec::new(), RawVars::new());
+    };
+    let mut settings = backup.value.clone();
+    let mut repository = Vec::new();
+    match settings.remove("repository") {
+        None => c.error(
+            backup.referenced,
+            format!("cluster `{name}`: `backup` names no `repository`"),
+            "no repository",
+            Some("name the pgBackRest repository host, e.g. `backup: {repository: [backup1]}` (a host of its own, or a balancer)".into()),
+        ),
+        Some(node) => {
+            let items = match node.value {
+                RawValue::List(items) => items,
+                RawValue::Scalar(_) => vec![node],
+                RawValue::Map(_) => {
+                    c.error(
+                        node.referenced,
+                        format!("cluster `{name}`: `backup.repository` is a mapping"),
+                        "not a host list",
+                        Some("write the repository host as a list, e.g. `repository: [backup1]`".into()),
+                    );
+                    Vec::new()
+                }
+            };
+            for item in items {
+                match &item.value {
+                    RawValue::Scalar(Value::String(host)) => repository.push(Spanned::new(
+                        host.clone(),
+                        item.referenced,
+                        item.defined,
+                    )),
+                    _ => c.error(
+                        item.referenced,
+                        format!("cluster `{name}`: `backup.repository` lists something that is not a host name"),
+                        "not a host name",
+                        Some("list host names defined under `hosts:`".into()),
+                    ),
+                }
+            }
+        }
+    }
+    (repository, settings)
+}
+
+/// What a `backup:` section must be: one repository host (pgBackRest's repository is one
+/// directory on one host here), TLS on (its hosts talk through pgBackRest's TLS server), not on
+/// a standby cluster (a DR pair's backups are its primary side's), and a warning when the
+/// repository sits on one of the cluster's own DB hosts (lost with it).
+fn check_backup(
+    c: &mut Checker,
+    name: &str,
+    raw: &RawCluster,
+    written: &[Spanned<String>],
+    repository: &[String],
+    postgres: &[String],
+) {
+    let Some(backup) = &raw.backup else {
+        return;
+    };
+    if written.is_empty() && backup.value.contains_key("repository") {
+        c.error(
+            backup.referenced,
+            format!("cluster `{name}`: `backup.repository` is empty"),
+            "no repository",
+            Some("name the pgBackRest repository host, e.g. `repository: [backup1]`".into()),
+        );
+    }
+    if let Some(second) = written.get(1) {
+        c.error(
+            second.referenced,
+            format!("cluster `{name}`: `backup.repository` lists {} hosts; pgstrap supports one repository host per cluster", written.len()),
+            "a second repository",
+            Some("keep one repository host (a second copy of the repository is not supported yet)".into()),
+        );
+    }
+    if let Some(standby) = &raw.standby_of {
+        c.error(
+            backup.referenced,
+            format!(
+                "cluster `{name}` is a standby of `{}` and has its own `backup`",
+                standby.value
+            ),
+            "on a standby cluster",
+            Some(format!("a DR pair is backed up on its primary side: move `backup:` to cluster `{}`", standby.value)),
+        );
+    }
+    for (host, item) in repository.iter().zip(written) {
+        if postgres.contains(host) {
+            c.warn(
+                item.referenced,
+                format!("cluster `{name}`: the backup repository `{host}` is one of the cluster's own DB hosts: losing that host loses the backups too"),
+                "a DB host of this cluster",
+                Some("put the repository on a host of its own, or on a balancer".into()),
+            );
+        }
+    }
 }
 
 /// Put `values` under `settings[role][sub]` (or `settings[role]` when `sub` is empty).

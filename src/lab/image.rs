@@ -20,7 +20,8 @@ use super::host::unmount;
 use super::inventory;
 use crate::error::Result;
 
-/// Lab hosts of this layout carry every role: DB hosts with etcd, balancers with a VIP.
+/// Lab hosts of this layout carry every role: DB hosts with etcd, balancers with a VIP, a
+/// backup repository.
 const LAYOUT_HOSTS: usize = 5;
 
 /// What goes into the image of a release: the packages and the files written before them.
@@ -53,9 +54,11 @@ impl Contents {
 /// memory like `pgstrap check`: nothing is generated or written next to it but the inventory).
 pub fn contents(work_dir: &Path, release: &str) -> Result<Contents> {
     let path = work_dir.join(format!("image-{release}.inventory.yaml"));
+    let mut clusters = inventory::layout(LAYOUT_HOSTS, 0);
+    inventory::with_backup(&mut clusters);
     let text = inventory::render(
         &inventory::hosts_for(LAYOUT_HOSTS, 0),
-        &inventory::layout(LAYOUT_HOSTS, 0),
+        &clusters,
         &inventory::InventoryPaths {
             identity_file: &work_dir.join("id_ed25519"),
             known_hosts: &work_dir.join("known_hosts"),

@@ -48,6 +48,22 @@ pub struct ClusterLayout {
     pub postgres: Vec<String>,
     pub balancers: Vec<String>,
     pub vip: Option<String>,
+    /// The backup repository host (`backup: {repository: …}`), when the lab has backups.
+    pub backup: Vec<String>,
+}
+
+/// Backups for the lab's primary cluster (`lab up --backup`): the repository on the first
+/// balancer when it is a host of its own (5 hosts), else on the last DB host (`check` warns).
+pub fn with_backup(clusters: &mut [ClusterLayout]) {
+    if let Some(main) = clusters.iter_mut().find(|c| c.standby_of.is_none()) {
+        let repository = main
+            .balancers
+            .iter()
+            .find(|b| !main.postgres.contains(b))
+            .or(main.postgres.last())
+            .cloned();
+        main.backup = repository.into_iter().collect();
+    }
 }
 
 /// Which lab host plays which role. dc1 with 3 or more hosts gets cluster `main` (etcd and
@@ -74,6 +90,7 @@ pub fn layout(dc1: usize, dc2: usize) -> Vec<ClusterLayout> {
         postgres: names("n", 1..=3),
         vip: (!balancers.is_empty()).then(|| "10.77.0.250/24".to_string()),
         balancers,
+        backup: Vec::new(),
     });
     if dc2 >= 3 {
         // With 5 hosts in dc2 the standby side has its own balancers and VIP, like the primary
@@ -91,6 +108,7 @@ pub fn layout(dc1: usize, dc2: usize) -> Vec<ClusterLayout> {
             postgres: names("d", 1..=3),
             vip: (!balancers.is_empty()).then(|| "10.77.1.250/24".to_string()),
             balancers,
+            backup: Vec::new(),
         });
     }
     clusters
@@ -147,6 +165,9 @@ pub fn render(hosts: &[LabHost], clusters: &[ClusterLayout], paths: &InventoryPa
         }
         if let Some(vip) = &cluster.vip {
             let _ = writeln!(out, "    vip: {vip}");
+        }
+        if !cluster.backup.is_empty() {
+            let _ = writeln!(out, "    backup: {{repository: {}}}", list(&cluster.backup));
         }
         let _ = writeln!(out, "    networks: {networks}");
     }

@@ -48,6 +48,8 @@ pub struct UpOptions {
     /// Hosts start from the preinstalled image (every package the roles install already
     /// installed, nothing configured or started) instead of the bare base.
     pub preinstalled: bool,
+    /// The primary cluster has backups (`backup: {repository: …}` in the inventory).
+    pub backup: bool,
 }
 
 impl UpOptions {
@@ -60,6 +62,7 @@ impl UpOptions {
             dc2_hosts,
             release: crate::role::releases().default.clone(),
             preinstalled: false,
+            backup: false,
         }
     }
 
@@ -295,7 +298,10 @@ pub fn up(opts: &UpOptions) -> Result<LabInfo> {
         host::wait_ready(dir, h, &ssh, BOOT_TIMEOUT)
     })?;
 
-    let clusters = inventory::layout(opts.dc1_hosts, opts.dc2_hosts);
+    let mut clusters = inventory::layout(opts.dc1_hosts, opts.dc2_hosts);
+    if opts.backup {
+        inventory::with_backup(&mut clusters);
+    }
     let text = inventory::render(
         &hosts,
         &clusters,

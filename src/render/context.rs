@@ -242,6 +242,19 @@ pub fn clusters(project: &Project) -> Result<BTreeMap<String, Value>> {
             errors.push(problem);
         }
         errors.extend(hba_keyword_roles(project, cluster));
+        if cluster.repository().is_some()
+            && project.setting(None, Some(cluster), "tls.enabled") == Some(Value::Bool(false))
+        {
+            errors.push(
+                inventory
+                    .error_at(
+                        Some(cluster.location_of("pgbackrest")),
+                        format!("cluster `{}` has `backup` but `tls.enabled` is false", cluster.name),
+                        "this cluster",
+                    )
+                    .hint("pgBackRest's hosts talk through its TLS server (client certificates from the inventory's CA): keep `tls.enabled: true`"),
+            );
+        }
         if cluster.vip.is_some() {
             let id = router_id(project, cluster);
             if let Some(other) =
@@ -324,6 +337,11 @@ pub fn clusters(project: &Project) -> Result<BTreeMap<String, Value>> {
             "etcd": host_list(project, cluster, &cluster.etcd, false),
             "postgres": postgres_of(cluster),
             "balancers": host_list(project, cluster, &cluster.balancers, false),
+            // pgBackRest: the stanza is the cluster's name, the repository its one host.
+            "backup": cluster.repository().map(|_| json!({
+                "stanza": cluster.name,
+                "repository": host_list(project, cluster, &cluster.backup, false)[0],
+            })),
             "vip": cluster.vip.map(|v| json!({"address": v.addr().to_string(), "prefix": v.prefix_len(), "cidr": v.to_string()})),
             "networks": cluster.networks.iter().map(ToString::to_string).collect::<Vec<_>>(),
             "is_standby": cluster.standby_of.is_some(),

@@ -496,6 +496,9 @@ pub(crate) fn groups_of(cluster: &Cluster, host: &str) -> Vec<&'static str> {
     if cluster.balancers.contains(&name) {
         groups.push("balancers");
     }
+    if cluster.backup.contains(&name) {
+        groups.push("backup");
+    }
     groups
 }
 
@@ -547,6 +550,7 @@ fn instances_by_host(project: &Project) -> BTreeMap<&str, Vec<Instance<'_>>> {
             (AppliesTo::Etcd, &cluster.etcd),
             (AppliesTo::Postgres, &cluster.postgres),
             (AppliesTo::Balancers, &cluster.balancers),
+            (AppliesTo::Backup, &cluster.backup),
         ] {
             for (position, name) in list.iter().enumerate() {
                 index
@@ -726,6 +730,7 @@ fn group_name(group: AppliesTo) -> &'static str {
         AppliesTo::Etcd => "etcd",
         AppliesTo::Postgres => "postgres",
         AppliesTo::Balancers => "balancers",
+        AppliesTo::Backup => "backup",
         AppliesTo::All => "all",
     }
 }
@@ -994,7 +999,8 @@ fn health_check(spec: &role::CheckSpec, whose: &str, host: &Host) -> Result<Heal
 fn check_ports(project: &Project, hosts: &[HostState]) -> Result<()> {
     let mut errors = Vec::new();
     for state in hosts {
-        let mut used: BTreeMap<u64, String> = BTreeMap::new();
+        // port → (the port's name, its cluster, who uses it)
+        let mut used: BTreeMap<u64, (&str, Option<&str>, String)> = BTreeMap::new();
         let Some(host) = project.inventory.hosts.get(&state.host) else {
             continue;
         };
@@ -1006,7 +1012,13 @@ fn check_ports(project: &Project, hosts: &[HostState]) -> Result<()> {
                     Some(c) => format!("{role_name} {name} (cluster {c})"),
                     None => format!("{role_name} {name}"),
                 };
-                if let Some(previous) = used.insert(port, owner.clone()) {
+                let key = (name.as_str(), role_state.cluster.as_deref(), owner.clone());
+                if let Some((previous_name, previous_cluster, previous)) = used.insert(port, key) {
+                    // One server two roles of a cluster share (pgBackRest's, on a repository
+                    // host that is also a DB host).
+                    if previous_name == name && previous_cluster == role_state.cluster.as_deref() {
+                        continue;
+                    }
                     errors.push(
                         project
                             .inventory

@@ -21,6 +21,8 @@ pub const ROLES: &[&str] = &[
     "etcd",
     "postgresql",
     "patroni",
+    "pgbackrest",
+    "backup",
     "pgbouncer",
     "haproxy",
     "keepalived",
@@ -35,6 +37,8 @@ pub enum AppliesTo {
     Etcd,
     Postgres,
     Balancers,
+    /// The cluster's backup repository host (`backup: {repository: [host]}`).
+    Backup,
 }
 
 /// `roles/<name>/role.yaml`, after rendering.

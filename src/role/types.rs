@@ -57,6 +57,8 @@ pub enum SettingType {
     Version,
     Package,
     Text,
+    /// A systemd calendar event (`OnCalendar=`): `daily`, `Sun 01:00`, `Mon..Sat *-*-* 02:30:00`.
+    Calendar,
     Internal,
     Optional(Box<SettingType>),
     List(Box<SettingType>),
@@ -118,6 +120,7 @@ impl SettingType {
             "version" => simple(Self::Version),
             "package" => simple(Self::Package),
             "text" => simple(Self::Text),
+            "calendar" => simple(Self::Calendar),
             "internal" => simple(Self::Internal),
             "integer" => {
                 if rest.is_empty() {
@@ -192,6 +195,7 @@ impl SettingType {
             Self::Text => {
                 "a single line of text (no newlines, control characters or U+2028/U+2029)".into()
             }
+            Self::Calendar => "a systemd calendar event such as `daily`, `Sun 01:00` or `Mon..Sat *-*-* 02:30:00`".into(),
             Self::Internal => "left unset: pgstrap sets it itself".into(),
             Self::Optional(inner) => format!("empty or {}", inner.describe()),
             Self::List(inner) => format!("a list, each item {}", inner.describe()),
@@ -365,6 +369,10 @@ impl SettingType {
                 ),
                 _ => fail("write a single value (a string, number or boolean)".into()),
             },
+            Self::Calendar => match value {
+                Value::String(s) if crate::text::is_calendar(s) => Ok(()),
+                _ => fail("systemd's OnCalendar forms: a word (hourly, daily, weekly, monthly), or [weekdays] [year-month-day] hour:minute[:second], e.g. `Sun 01:00`, `Mon..Sat 02:30`, `*-*-* 00/6:00` (check with `systemd-analyze calendar`)".into()),
+            },
             Self::Internal => match value {
                 Value::String(s) if s.is_empty() => Ok(()),
                 _ => fail("remove it from the inventory (roles/*/defaults.yaml says what sets it)".into()),
@@ -445,6 +453,7 @@ impl fmt::Display for SettingType {
             Self::Version => f.write_str("version"),
             Self::Package => f.write_str("package"),
             Self::Text => f.write_str("text"),
+            Self::Calendar => f.write_str("calendar"),
             Self::Internal => f.write_str("internal"),
             Self::Optional(inner) => write!(f, "optional {inner}"),
             Self::List(inner) => write!(f, "list of {inner}"),

@@ -1,6 +1,7 @@
 //! The HA stack on top of the engine: the rollout order and its health gates, verification with
 //! real clients, and (later) the day-2 orchestrations: membership changes and the DR standby.
 
+pub mod backup;
 pub mod dr;
 pub mod drill;
 pub mod etcd;

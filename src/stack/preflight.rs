@@ -173,7 +173,10 @@ pub fn judge(
                 continue;
             };
             if let Some(process) = facts.listening.get(&port) {
-                if !owners(&role.role).contains(&process.as_str()) {
+                // The role's own services (a re-run), and the processes they start.
+                let own = role.services.iter().any(|s| s.name == *process)
+                    || owners(&role.role).contains(&process.as_str());
+                if !own {
                     let holder = if process.is_empty() {
                         "another process".to_owned()
                     } else {

@@ -593,6 +593,37 @@ async fn converge_cluster(
             );
         }
     }
+
+    // Backups: the stanza and a first full backup, once the primary archives.
+    if cluster.repository().is_some() && cluster.standby_of.is_none() {
+        // The leader now (a rolling restart above may have switched over).
+        let leader = patroni
+            .view(project, cluster)
+            .await
+            .and_then(|v| v.leader().map(|m| m.name.clone()))
+            .and_then(|member| crate::render::context::member_hosts(project, cluster).remove(&member))
+            .unwrap_or(leader);
+        let archiving = match open.get(&leader) {
+            Some(session) => {
+                postgres::psql(session, "postgres", "SHOW archive_mode", "is the WAL archive on")
+                    .await?
+                    .trim()
+                    == "on"
+            }
+            None => false,
+        };
+        stage(
+            options,
+            if archiving {
+                format!("{}: backups: the stanza and a first full backup", cluster.name)
+            } else {
+                format!("{}: backups wait for archive_mode, which needs a restart (`pgstrap apply --rolling-restart`)", cluster.name)
+            },
+        );
+        for what in super::backup::converge(project, cluster, open, archiving).await? {
+            report.actions.push(action(None, what));
+        }
+    }
     Ok(())
 }
 

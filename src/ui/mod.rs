@@ -211,6 +211,23 @@ pub fn verify_text(report: &crate::stack::verify::VerifyReport) -> String {
 
 /// The rollout's outcome for people: preflight problems, the engine's table, what the
 /// orchestration did, pending restarts, the verification, and one closing line.
+/// `pgstrap backup`'s report.
+pub fn backup_text(taken: &crate::stack::backup::Taken) -> String {
+    let b = &taken.backup;
+    format!(
+        "cluster {}: {} backup {} on {} in {:.1} s: database {}, in the repository {} (WAL {} … {})\n",
+        taken.cluster,
+        b.kind,
+        b.label,
+        taken.repository,
+        taken.seconds,
+        crate::stack::backup::info::human_bytes(b.size),
+        crate::stack::backup::info::human_bytes(b.repo_size),
+        b.wal_start.as_deref().unwrap_or("?"),
+        b.wal_stop.as_deref().unwrap_or("?"),
+    )
+}
+
 pub fn rotate_text(report: &crate::stack::rotate::RotateReport, verbose: u8) -> String {
     let mut out = rollout_text(&report.rollout, verbose);
     let roles: Vec<String> = report

@@ -140,9 +140,20 @@ pub async fn passwords(project: &Project, options: Options) -> Result<RotateRepo
 /// The secrets to rotate: the named ones (each must be known), or all.
 fn chosen(names: &[String]) -> Result<Vec<String>> {
     if names.is_empty() {
-        return Ok(KNOWN.iter().map(|(n, _, _)| (*n).to_owned()).collect());
+        return Ok(KNOWN
+            .iter()
+            .map(|(n, _, _)| *n)
+            .filter(|n| !secrets::NOT_ROTATED.contains(n))
+            .map(str::to_owned)
+            .collect());
     }
     for name in names {
+        if secrets::NOT_ROTATED.contains(&name.as_str()) {
+            return Err(Error::usage(
+                format!("--secret {name}: pgstrap does not rotate it"),
+                Some("every backup and archived WAL segment is encrypted with it, and pgBackRest cannot re-key a repository: a new passphrase needs a new repository (a new stanza) and a new full backup".into()),
+            ));
+        }
         if !KNOWN.iter().any(|(n, _, _)| n == name) {
             return Err(Error::usage(
                 format!("--secret: no secret `{name}`"),
