@@ -102,7 +102,9 @@ fn is_field(field: &str, (low, high): (u32, u32)) -> bool {
                 None => number(base),
             };
         let step_ok = step.is_none_or(|s| {
-            !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) && s.parse::<u32>().is_ok_and(|n| n > 0)
+            !s.is_empty()
+                && s.bytes().all(|b| b.is_ascii_digit())
+                && s.parse::<u32>().is_ok_and(|n| n > 0)
         });
         base_ok && step_ok
     })

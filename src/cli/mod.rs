@@ -13,6 +13,7 @@ mod drill;
 mod lab;
 mod plan;
 mod render;
+mod restore;
 mod rotate;
 mod status;
 mod switchover;
@@ -99,6 +100,8 @@ pub enum Command {
     Switchover(switchover::Args),
     /// Take a backup now (pgBackRest, on the cluster's repository host).
     Backup(backup::Args),
+    /// Restore a cluster's backups to a point in time into another cluster of the inventory.
+    Restore(restore::Args),
     /// A failure drill under write clients: lost writes, time without writes, divergence.
     Drill(drill::Args),
     /// The DR lifecycle: promote a standby cluster (planned; also the fail back).
@@ -124,6 +127,7 @@ pub fn main() -> i32 {
         Command::Status(args) => status::run(args),
         Command::Switchover(args) => switchover::run(args),
         Command::Backup(args) => backup::run(args),
+        Command::Restore(args) => restore::run(args, cli.verbose),
         Command::Drill(args) => drill::run(args),
         Command::Dr(args) => dr::run(args),
         Command::Rotate(args) => rotate::run(args, cli.verbose),

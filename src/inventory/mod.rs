@@ -90,6 +90,8 @@ pub struct Cluster {
     /// Where each of its settings is written (dotted key → the value's place), for diagnostics.
     pub setting_locations: BTreeMap<String, Location>,
     pub standby_of: Option<String>,
+    /// Created from this cluster's backups (`pgstrap restore --into`), not by initdb.
+    pub restore_of: Option<String>,
     pub location: Location,
 }
 

@@ -188,6 +188,10 @@ pub struct RawCluster {
     /// This cluster is a disaster-recovery standby of the named cluster.
     #[serde(default)]
     pub standby_of: Option<Spanned<String>>,
+    /// This cluster is created from the named cluster's backups (`pgstrap restore --into`), not
+    /// by initdb: `apply` prepares its hosts and waits for the restore.
+    #[serde(default)]
+    pub restore_of: Option<Spanned<String>>,
     /// Accept an even number of etcd members (not recommended: no gain in fault tolerance).
     #[serde(default)]
     pub allow_even_etcd: bool,

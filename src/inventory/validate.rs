@@ -78,6 +78,7 @@ pub(super) fn validate(
     }
     check_across_clusters(&mut c, &raw, &clusters);
     check_standby_links(&mut c, &raw);
+    check_restore_links(&mut c, &raw);
     let secret_sources = check_secrets(&mut c, &raw, &dir);
     let apt = check_apt(&mut c, &raw);
 
@@ -597,6 +598,7 @@ fn check_cluster(
             ("pgbackrest", &backup_settings),
         ]),
         standby_of: raw.standby_of.as_ref().map(|s| s.value.clone()),
+        restore_of: raw.restore_of.as_ref().map(|s| s.value.clone()),
         location: at,
     })
 }
@@ -693,7 +695,10 @@ fn check_backup(
                 standby.value
             ),
             "on a standby cluster",
-            Some(format!("a DR pair is backed up on its primary side: move `backup:` to cluster `{}`", standby.value)),
+            Some(format!(
+                "a DR pair is backed up on its primary side: move `backup:` to cluster `{}`",
+                standby.value
+            )),
         );
     }
     for (host, item) in repository.iter().zip(written) {
@@ -876,6 +881,70 @@ fn check_across_clusters(
                     Some("give each cluster its own VIP".into()),
                 );
             }
+        }
+    }
+}
+
+/// `restore_of` names another primary cluster of this inventory that has backups; the restored
+/// cluster is a primary of its own (no `standby_of`) without backups of its own yet (its
+/// pgBackRest configuration is the source's repository until it is restored).
+fn check_restore_links(c: &mut Checker, raw: &RawInventory) {
+    for (name, cluster) in &raw.clusters {
+        let Some(source) = &cluster.value.restore_of else {
+            continue;
+        };
+        let hint = |m: &str| Some(m.to_owned());
+        if &source.value == name {
+            c.error(
+                source.referenced,
+                format!("cluster `{name}` is restored from itself"),
+                "its own name",
+                hint("`restore_of` names the cluster whose backups this one is created from (an in-place restore is `pgstrap restore --cluster NAME --in-place`)"),
+            );
+            continue;
+        }
+        let Some(origin) = raw.clusters.get(&source.value) else {
+            let names: Vec<&str> = raw.clusters.keys().map(String::as_str).collect();
+            c.error(
+                source.referenced,
+                format!(
+                    "cluster `{name}`: `restore_of` names unknown cluster `{}`",
+                    source.value
+                ),
+                "no such cluster",
+                Some(format!("clusters defined here: {}", names.join(", "))),
+            );
+            continue;
+        };
+        if origin.value.backup.is_none() {
+            c.error(
+                source.referenced,
+                format!(
+                    "cluster `{name}`: `restore_of` names cluster `{}`, which has no backups",
+                    source.value
+                ),
+                "no backup: section there",
+                hint("give that cluster `backup: {repository: [HOST]}` first"),
+            );
+        }
+        if cluster.value.standby_of.is_some() || cluster.value.backup.is_some() {
+            c.error(
+                source.referenced,
+                format!("cluster `{name}`: a restored cluster has neither `standby_of` nor `backup` of its own while it is a restore target"),
+                "restore target",
+                hint("restore first; then remove `restore_of` and add what the new cluster needs"),
+            );
+        }
+        if origin.value.restore_of.is_some() {
+            c.error(
+                source.referenced,
+                format!(
+                    "cluster `{name}`: `restore_of` names `{}`, itself a restore target",
+                    source.value
+                ),
+                "a restore target",
+                hint("restore from the cluster whose backups these are"),
+            );
         }
     }
 }

@@ -337,11 +337,29 @@ pub fn clusters(project: &Project) -> Result<BTreeMap<String, Value>> {
             "etcd": host_list(project, cluster, &cluster.etcd, false),
             "postgres": postgres_of(cluster),
             "balancers": host_list(project, cluster, &cluster.balancers, false),
-            // pgBackRest: the stanza is the cluster's name, the repository its one host.
+            // pgBackRest: the stanza is the cluster's name, the repository its one host; the DB
+            // hosts of the clusters restored from it may read it too.
             "backup": cluster.repository().map(|_| json!({
                 "stanza": cluster.name,
                 "repository": host_list(project, cluster, &cluster.backup, false)[0],
+                "restore_clients": inventory
+                    .clusters
+                    .values()
+                    .filter(|c| c.restore_of.as_deref() == Some(cluster.name.as_str()))
+                    .flat_map(|c| c.postgres.iter().cloned())
+                    .collect::<Vec<_>>(),
             })),
+            // Created from another cluster's backups (`pgstrap restore --into`).
+            "restore_of": cluster
+                .restore_of
+                .as_ref()
+                .and_then(|name| inventory.clusters.get(name))
+                .filter(|source| source.repository().is_some())
+                .map(|source| json!({
+                    "name": source.name,
+                    "stanza": source.name,
+                    "repository": host_list(project, source, &source.backup, false)[0],
+                })),
             "vip": cluster.vip.map(|v| json!({"address": v.addr().to_string(), "prefix": v.prefix_len(), "cidr": v.to_string()})),
             "networks": cluster.networks.iter().map(ToString::to_string).collect::<Vec<_>>(),
             "is_standby": cluster.standby_of.is_some(),

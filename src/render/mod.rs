@@ -887,11 +887,15 @@ fn role_state(
             })
         })
         .collect::<Result<Vec<_>>>()?;
-    let checks = manifest
-        .checks
-        .iter()
-        .map(|c| health_check(c, &whose, host))
-        .collect::<Result<Vec<_>>>()?;
+    let mut checks = Vec::new();
+    for spec in &manifest.checks {
+        if let Some(when) = &spec.when {
+            if !engine.truthy(when, ctx, &format!("{whose} check {}", spec.name))? {
+                continue;
+            }
+        }
+        checks.push(health_check(spec, &whose, host)?);
+    }
     let mut services = Vec::new();
     for spec in &manifest.services {
         if let Some(when) = &spec.when {
@@ -945,7 +949,10 @@ fn role_state(
                         )
                     })
             })
-            .collect::<Result<Vec<_>>>()?,
+            .collect::<Result<Vec<_>>>()?
+            .into_iter()
+            .filter(|(_, port)| *port != 0)
+            .collect(),
         before_packages,
     })
 }

@@ -69,6 +69,8 @@ pub struct Manifest {
     pub checks: Vec<CheckSpec>,
     /// Ports this role listens on (`name: number`), for the port-clash check.
     #[serde(default)]
+    /// Ports the role listens on, by name (0: none here, e.g. a server the role starts only
+    /// on some hosts).
     pub ports: BTreeMap<String, serde_json::Value>,
 }
 
@@ -155,6 +157,9 @@ pub struct CheckSpec {
     pub tcp: Option<String>,
     #[serde(default)]
     pub command: Option<Vec<String>>,
+    /// A Jinja expression; the check runs only where it is true.
+    #[serde(default)]
+    pub when: Option<String>,
 }
 
 fn root() -> String {

@@ -42,7 +42,10 @@ use serde_json::Value;
 pub enum SettingType {
     Bool,
     PgBool,
-    Integer { min: Option<i64>, max: Option<i64> },
+    Integer {
+        min: Option<i64>,
+        max: Option<i64>,
+    },
     Port,
     Size,
     Duration(Vec<String>),

@@ -70,13 +70,10 @@ async fn learn_dcs(project: &Project) {
         .clusters
         .values()
         .map(|cluster| async move {
-            let key = super::patroni::dcs_key(project, cluster, "initialize");
-            let etcd = Etcd::new(&project.etcd_endpoints(cluster));
-            let dcs = match etcd.has_key(&key).await {
-                Ok(true) => Some("etcd3"),
-                Ok(false) if etcd.has_v2_key(&key).await => Some("etcd"),
-                _ => None,
-            };
+            let dcs = super::patroni::initialized(project, cluster)
+                .await
+                .ok()
+                .flatten();
             dcs.map(|dcs| {
                 (
                     cluster.name.clone(),

@@ -25,6 +25,21 @@ pub fn dcs_key(
     )
 }
 
+/// Whether Patroni initialised `cluster` in its etcd (its `initialize` key exists), and through
+/// which of Patroni's etcd clients: `Some("etcd3")` (v3 keyspace), `Some("etcd")` (v2), `None`
+/// (never bootstrapped, or its state was cleared); an error when no etcd member answered.
+pub async fn initialized(
+    project: &crate::render::Project,
+    cluster: &crate::inventory::Cluster,
+) -> Result<Option<&'static str>, String> {
+    let key = dcs_key(project, cluster, "initialize");
+    let etcd = super::etcd::Etcd::new(&project.etcd_endpoints(cluster));
+    if etcd.has_key(&key).await? {
+        return Ok(Some("etcd3"));
+    }
+    Ok(etcd.has_v2_key(&key).await.then_some("etcd"))
+}
+
 /// A client for one cluster's Patroni REST APIs.
 #[derive(Clone)]
 pub struct Patroni {

@@ -8,7 +8,28 @@ use crate::inventory::secrets::Secret;
 
 /// Run SQL (on stdin) in `database` as postgres; returns unaligned, tuples-only output.
 pub async fn psql(session: &Session, database: &str, sql: &str, what: &str) -> Result<String> {
-    let command = RemoteCommand::new(&[
+    psql_at(session, database, None, sql, what).await
+}
+
+/// [`psql`] to the server on `port` (its Unix socket).
+pub async fn psql_port(
+    session: &Session,
+    database: &str,
+    port: &str,
+    sql: &str,
+    what: &str,
+) -> Result<String> {
+    psql_at(session, database, Some(port), sql, what).await
+}
+
+async fn psql_at(
+    session: &Session,
+    database: &str,
+    port: Option<&str>,
+    sql: &str,
+    what: &str,
+) -> Result<String> {
+    let mut argv = vec![
         "runuser",
         "-u",
         "postgres",
@@ -24,8 +45,11 @@ pub async fn psql(session: &Session, database: &str, sql: &str, what: &str) -> R
         database,
         "-f",
         "-",
-    ])
-    .with_stdin(sql.as_bytes().to_vec());
+    ];
+    if let Some(port) = port {
+        argv.extend(["-p", port]);
+    }
+    let command = RemoteCommand::new(&argv).with_stdin(sql.as_bytes().to_vec());
     let command = RemoteCommand {
         display: format!("psql -d {database}  # {what}"),
         ..command

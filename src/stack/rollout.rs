@@ -73,7 +73,7 @@ pub struct Action {
 }
 
 /// The outcome of a rollout.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Default, Serialize)]
 pub struct RolloutReport {
     pub preflight: Vec<Problem>,
     pub engine: Option<exec::Report>,
@@ -349,6 +349,40 @@ async fn close(open: BTreeMap<String, Session>) {
     futures::future::join_all(open.into_values().map(Session::close)).await;
 }
 
+/// A cluster whose leader was just started on a restored data directory (`pgstrap restore`):
+/// gate on that leader, then the rest as for any cluster (the other members clone from it).
+pub(crate) async fn converge_restored(
+    project: &Project,
+    cluster: &Cluster,
+    secrets: &Secrets,
+    open: &BTreeMap<String, Session>,
+    options: &Options,
+    report: &mut RolloutReport,
+) -> Result<()> {
+    let patroni = Patroni::from_secrets(secrets)?;
+    let rest_port = project.cluster_port(cluster, "patroni.restapi_port", 8008);
+    let first = &cluster.postgres[0];
+    let address = project.address(first);
+    wait_for(
+        &format!(
+            "Patroni on {first} to lead the restored cluster {} (/primary → 200)",
+            cluster.name
+        ),
+        options.gate_timeout,
+        Duration::from_secs(1),
+        "see `journalctl -u patroni` on that host",
+        || async {
+            match patroni.probe(&address, rest_port, "/primary").await {
+                Ok(200) => Poll::Ready(()),
+                Ok(code) => Poll::NotYet(format!("/primary answered {code}")),
+                Err(e) => Poll::NotYet(e),
+            }
+        },
+    )
+    .await?;
+    converge_cluster(project, cluster, secrets, open, options, report).await
+}
+
 async fn converge_cluster(
     project: &Project,
     cluster: &Cluster,
@@ -400,6 +434,19 @@ async fn converge_cluster(
         .filter(|h| !running.contains(*h))
         .cloned()
         .collect();
+    if !has_leader && running.is_empty() && cluster.restore_of.is_some() {
+        // A restore target is created by `pgstrap restore --into`, never by initdb.
+        stage(
+            options,
+            format!(
+                "{}: prepared; waits for `pgstrap restore --cluster {} --into {}`",
+                cluster.name,
+                cluster.restore_of.as_deref().unwrap_or("?"),
+                cluster.name
+            ),
+        );
+        return Ok(());
+    }
     if !has_leader && running.is_empty() {
         // A new cluster: the designated first member bootstraps it alone.
         let first = cluster.postgres[0].clone();
@@ -601,13 +648,20 @@ async fn converge_cluster(
             .view(project, cluster)
             .await
             .and_then(|v| v.leader().map(|m| m.name.clone()))
-            .and_then(|member| crate::render::context::member_hosts(project, cluster).remove(&member))
+            .and_then(|member| {
+                crate::render::context::member_hosts(project, cluster).remove(&member)
+            })
             .unwrap_or(leader);
         let archiving = match open.get(&leader) {
             Some(session) => {
-                postgres::psql(session, "postgres", "SHOW archive_mode", "is the WAL archive on")
-                    .await?
-                    .trim()
+                postgres::psql(
+                    session,
+                    "postgres",
+                    "SHOW archive_mode",
+                    "is the WAL archive on",
+                )
+                .await?
+                .trim()
                     == "on"
             }
             None => false,
@@ -615,12 +669,15 @@ async fn converge_cluster(
         stage(
             options,
             if archiving {
-                format!("{}: backups: the stanza and a first full backup", cluster.name)
+                format!(
+                    "{}: backups: the stanza and a first full backup",
+                    cluster.name
+                )
             } else {
                 format!("{}: backups wait for archive_mode, which needs a restart (`pgstrap apply --rolling-restart`)", cluster.name)
             },
         );
-        for what in super::backup::converge(project, cluster, open, archiving).await? {
+        for what in super::backup::converge(cluster, open, archiving).await? {
             report.actions.push(action(None, what));
         }
     }
@@ -868,7 +925,7 @@ async fn patroni_running(
     Ok(running)
 }
 
-async fn start_patroni(open: &BTreeMap<String, Session>, host: &str) -> Result<()> {
+pub(crate) async fn start_patroni(open: &BTreeMap<String, Session>, host: &str) -> Result<()> {
     let session = open
         .get(host)
         .ok_or_else(|| Error::failure(format!("{host}: not connected"), None))?;

@@ -182,6 +182,25 @@ pub async fn verify(project: &Project, secrets: &Secrets, max_lag_bytes: u64) ->
             Err(e) => add("etcd healthy", false, e),
         }
 
+        // A restore target that was never restored (no Patroni state in its etcd) has nothing
+        // to verify beyond etcd yet.
+        if cluster.restore_of.is_some()
+            && matches!(
+                super::patroni::initialized(project, cluster).await,
+                Ok(None)
+            )
+        {
+            add(
+                "restore target",
+                true,
+                format!(
+                    "not restored yet: `pgstrap restore --cluster {} --into {}` creates it",
+                    cluster.restore_of.as_deref().unwrap_or("?"),
+                    cluster.name
+                ),
+            );
+            continue;
+        }
         // Patroni: a leader, every replica streaming with bounded lag.
         let Some(view) = patroni.view(project, cluster).await else {
             add(

@@ -228,6 +228,31 @@ pub fn backup_text(taken: &crate::stack::backup::Taken) -> String {
     )
 }
 
+/// `pgstrap restore`'s report.
+pub fn restore_text(r: &crate::stack::backup::restore::RestoreReport) -> String {
+    let mut out = String::new();
+    for (host, path) in &r.moved_aside {
+        out.push_str(&format!(
+            "{host}: the data directory there was moved aside to {path}\n"
+        ));
+    }
+    for step in &r.steps {
+        out.push_str(&format!("{}: {step}\n", r.into));
+    }
+    out.push_str(&format!(
+        "restored cluster {} into {} to {}: {} in {:.1} s (files {:.1} s, WAL replay {:.1} s); leader {}\n",
+        r.source,
+        r.into,
+        r.target_text,
+        crate::stack::backup::info::human_bytes(r.bytes),
+        r.total_seconds,
+        r.restore_seconds,
+        r.recovery_seconds,
+        r.leader,
+    ));
+    out
+}
+
 pub fn rotate_text(report: &crate::stack::rotate::RotateReport, verbose: u8) -> String {
     let mut out = rollout_text(&report.rollout, verbose);
     let roles: Vec<String> = report

@@ -43,9 +43,13 @@ pub struct BackupSet {
     /// The database's size, and what the backup takes in the repository (compressed).
     pub size: u64,
     pub repo_size: u64,
+    /// What this backup added to the repository (all of it for a full backup).
+    pub repo_delta: u64,
     /// The first and last WAL segment a restore of it needs.
     pub wal_start: Option<String>,
     pub wal_stop: Option<String>,
+    /// Where the backup ends in the WAL: a restore reaches no earlier point.
+    pub lsn_stop: Option<String>,
     /// pgBackRest found a problem in it (e.g. a page checksum).
     pub error: bool,
 }
@@ -87,6 +91,8 @@ struct RawBackup {
     info: RawSizes,
     #[serde(default)]
     archive: RawRange,
+    #[serde(default)]
+    lsn: RawRange,
 }
 
 #[derive(Deserialize)]
@@ -107,6 +113,8 @@ struct RawSizes {
 struct RawRepoSize {
     #[serde(default)]
     size: u64,
+    #[serde(default)]
+    delta: u64,
 }
 
 #[derive(Deserialize, Default)]
@@ -149,8 +157,10 @@ pub fn parse(text: &str, stanza: &str) -> Result<StanzaInfo> {
             stopped: b.timestamp.stop,
             size: b.info.size,
             repo_size: b.info.repository.size,
+            repo_delta: b.info.repository.delta,
             wal_start: b.archive.start,
             wal_stop: b.archive.stop,
+            lsn_stop: b.lsn.stop,
             error: b.error,
         })
         .collect();

@@ -5,6 +5,7 @@
 //! server (the roles `pgbackrest` and `backup` configure both sides).
 
 pub mod info;
+pub mod restore;
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -46,7 +47,7 @@ pub struct Taken {
 }
 
 /// `pgbackrest ARGS…` as `postgres` on the repository host, for `what` (said in errors).
-fn pgbackrest(stanza: &str, args: &[&str], what: &str) -> RemoteCommand {
+pub(crate) fn pgbackrest(stanza: &str, args: &[&str], what: &str) -> RemoteCommand {
     let mut argv = vec![
         "runuser".to_owned(),
         "-u".into(),
@@ -64,7 +65,7 @@ fn pgbackrest(stanza: &str, args: &[&str], what: &str) -> RemoteCommand {
 }
 
 /// Run a pgBackRest command on the repository host; a failure carries its stderr and a hint.
-async fn run(session: &Session, command: &RemoteCommand, hint: &str) -> Result<String> {
+pub(crate) async fn run(session: &Session, command: &RemoteCommand, hint: &str) -> Result<String> {
     let output = session
         .output(command)
         .await
@@ -80,7 +81,11 @@ async fn run(session: &Session, command: &RemoteCommand, hint: &str) -> Result<S
 pub async fn info(session: &Session, cluster: &Cluster) -> Result<StanzaInfo> {
     let text = run(
         session,
-        &pgbackrest(&cluster.name, &["--output=json", "info"], "what the repository holds"),
+        &pgbackrest(
+            &cluster.name,
+            &["--output=json", "info"],
+            "what the repository holds",
+        ),
         "check `systemctl status pgbackrest` and /var/log/pgbackrest on the repository host",
     )
     .await?;
@@ -93,7 +98,6 @@ pub async fn info(session: &Session, cluster: &Cluster) -> Result<StanzaInfo> {
 /// `archiving` is whether the primary runs with `archive_mode = on` (it waits for a restart when
 /// backups were added to a running cluster; then nothing is done yet).
 pub async fn converge(
-    project: &Project,
     cluster: &Cluster,
     open: &BTreeMap<String, Session>,
     archiving: bool,
@@ -110,7 +114,6 @@ pub async fn converge(
             None,
         )
     })?;
-    let _ = project;
     let mut done = Vec::new();
     let hint = "the repository reaches every DB host through pgBackRest's TLS server: check `systemctl status pgbackrest` on each, and /var/log/pgbackrest/ on the repository host";
     let mut state = info(session, cluster).await?;
@@ -165,7 +168,10 @@ async fn take(
     let state = info(session, cluster).await?;
     let backup = state.backups.last().cloned().ok_or_else(|| {
         Error::failure(
-            format!("pgBackRest reported no backup of {} after taking one", cluster.name),
+            format!(
+                "pgBackRest reported no backup of {} after taking one",
+                cluster.name
+            ),
             None,
         )
     })?;
@@ -189,8 +195,14 @@ pub async fn backup_now(
     let state = info(&session, cluster).await;
     let result = match state {
         Ok(state) if !state.exists() => Err(Error::failure(
-            format!("the repository on {repository} has no stanza {} yet", cluster.name),
-            Some("run `pgstrap apply` first: it creates the stanza and takes the first full backup".into()),
+            format!(
+                "the repository on {repository} has no stanza {} yet",
+                cluster.name
+            ),
+            Some(
+                "run `pgstrap apply` first: it creates the stanza and takes the first full backup"
+                    .into(),
+            ),
         )),
         Ok(_) => take(&session, cluster, repository, kind).await,
         Err(e) => Err(e),
