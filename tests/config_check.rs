@@ -1,7 +1,7 @@
 //! The rendered configuration passes the real programs' own checks: `pgstrap render` is run on
 //! the example inventories and its output is fed to `haproxy -c`, `keepalived -t`,
 //! `patroni --validate-config`, a PgBouncer start-up, `etcd --help` (every `ETCD_*` variable is a
-//! flag etcd knows), `pg_conftool` and `apt-config`.
+//! flag etcd knows), `pgbackrest info`, `pg_conftool` and `apt-config`.
 //!
 //! The configuration is rendered for this machine's Debian release (`--release`), so the programs
 //! here check the files meant for their own versions; the lab's end-to-end tests check the files
@@ -191,6 +191,58 @@ fn is_root() -> bool {
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
         .unwrap_or(false)
+}
+
+/// pgBackRest reads every rendered /etc/pgbackrest.conf without a warning (an unknown or
+/// misplaced option is one) and runs `info` with it. Rewritten in the copy: the repository path
+/// (a temporary directory) and, on a DB host, the repository host (`repo1-host*`: `info` would
+/// connect to it), so that it reads a local empty repository.
+#[test]
+fn pgbackrest_reads_the_rendered_configuration() {
+    let Some(pgbackrest) = program("pgbackrest", "pgbackrest", "pgbackrest info") else {
+        return;
+    };
+    let mut checked = 0;
+    for rendered in render_all() {
+        for (host, file) in rendered.files("/etc/pgbackrest.conf") {
+            let text = fs::read_to_string(&file).expect("read pgbackrest.conf");
+            let repository = tempfile::tempdir().expect("a repository directory");
+            let mut copy: Vec<String> = text
+                .lines()
+                .filter(|l| !l.starts_with("repo1-host") && !l.starts_with("repo1-path="))
+                .map(str::to_owned)
+                .collect();
+            let global = copy.iter().position(|l| l == "[global]").expect("[global]");
+            copy.insert(
+                global + 1,
+                format!("repo1-path={}", repository.path().display()),
+            );
+            let local = file.with_extension("conf.local");
+            fs::write(&local, copy.join("\n") + "\n").expect("write the copy");
+            let stanza = text
+                .lines()
+                .rev()
+                .find_map(|l| l.strip_prefix('[').and_then(|l| l.strip_suffix(']')))
+                .expect("a stanza section");
+            let output = run(Command::new(&pgbackrest)
+                .arg(format!("--config={}", local.display()))
+                .arg(format!("--stanza={stanza}"))
+                .args(["--log-level-file=off", "--log-level-console=warn"])
+                .arg(format!("--lock-path={}", repository.path().display()))
+                .args(["--output=json", "info"]));
+            assert!(
+                output.status.success() && output.stderr.is_empty(),
+                "{}/{host}: pgbackrest does not read pgbackrest.conf cleanly: {}",
+                rendered.inventory,
+                describe(&output)
+            );
+            let info: serde_json::Value =
+                serde_json::from_slice(&output.stdout).expect("info as JSON");
+            assert_eq!(info[0]["name"], stanza, "{}/{host}", rendered.inventory);
+            checked += 1;
+        }
+    }
+    assert!(checked >= 4, "only {checked} pgbackrest.conf checked");
 }
 
 #[test]

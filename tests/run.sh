@@ -14,7 +14,7 @@ quick=0
 [[ "${1:-}" == "--quick" ]] && quick=1
 
 # Packages: the config checks run the real programs; the TLS test uses curl, openssl and psql.
-packages=(haproxy keepalived psmisc patroni python3-etcd pgbouncer
+packages=(haproxy keepalived psmisc patroni python3-etcd pgbouncer pgbackrest
   etcd-server etcd-client postgresql postgresql-common openssh-server curl openssl)
 missing=()
 for p in "${packages[@]}"; do
@@ -121,7 +121,7 @@ print_times() {
   printf '  %5d  tests/%s.rs (file)\n' "$file_total" "$file"
   printf '  %5d  every e2e test (%d tests; wall %d s)\n' "$total" "${#times[@]}" $((SECONDS - e2e_start))
 }
-for t in lab engine rollout tls safety drill members dr; do
+for t in lab engine rollout tls safety drill members dr backup; do
   [[ -f "tests/$t.rs" ]] || continue
   log=/tmp/pgstrap-e2e-$t.log
   : >"$log"

@@ -127,6 +127,10 @@ pub struct ClusterStatus {
     pub pgbouncer: Vec<Probe>,
     pub haproxy: Vec<Backend>,
     pub vip: Option<VipStatus>,
+    /// The cluster's backups (`null`: it has none configured).
+    pub backup: Option<crate::stack::backup::BackupStatus>,
+    /// A restore target (`restore_of`) not restored yet: the cluster it waits for.
+    pub waits_for_restore: Option<String>,
 }
 
 /// The cluster's etcd, from its API.
@@ -150,6 +154,7 @@ impl ClusterStatus {
     /// answer, a VIP held by no balancer or by several, a fence.
     pub fn problems(&self) -> Vec<String> {
         let mut problems = Vec::new();
+        let etcd_only = self.waits_for_restore.is_some();
         if let Some(error) = &self.etcd.error {
             problems.push(format!("etcd: {error}"));
         } else {
@@ -159,6 +164,10 @@ impl ClusterStatus {
             if self.etcd.leader.is_none() {
                 problems.push("etcd has no leader".into());
             }
+        }
+        if etcd_only {
+            // Nothing runs there but etcd until `pgstrap restore --into` creates the cluster.
+            return problems;
         }
         if let Some(error) = &self.patroni.error {
             problems.push(format!("patroni: {error}"));
@@ -204,6 +213,9 @@ impl ClusterStatus {
         }
         if let Some(fence) = &self.fence {
             problems.push(format!("fenced by {}'s emergency promotion", fence.by));
+        }
+        if let Some(backup) = &self.backup {
+            problems.extend(backup.problems());
         }
         problems
     }
@@ -436,6 +448,39 @@ pub async fn status(project: &Project, secrets: &Secrets) -> Status {
             }
         };
 
+        let waits_for_restore = match &cluster.restore_of {
+            Some(source)
+                if matches!(
+                    crate::stack::patroni::initialized(project, cluster).await,
+                    Ok(None)
+                ) =>
+            {
+                Some(source.clone())
+            }
+            _ => None,
+        };
+        let leader_address = patroni_status
+            .members
+            .iter()
+            .find(|m| m.role == "leader")
+            .and_then(|m| {
+                crate::render::context::member_hosts(project, cluster)
+                    .get(&m.name)
+                    .map(|h| project.address(h))
+            });
+        let backup = match cluster.standby_of {
+            None => {
+                crate::stack::backup::status(
+                    project,
+                    secrets,
+                    cluster,
+                    leader_address.as_deref(),
+                    bouncer_port,
+                )
+                .await
+            }
+            Some(_) => None,
+        };
         let mut pgbouncer = Vec::new();
         for host in &cluster.postgres {
             let result = match verify::connect(&project.address(host), bouncer_port, secrets).await
@@ -489,6 +534,8 @@ pub async fn status(project: &Project, secrets: &Secrets) -> Status {
             pgbouncer,
             haproxy,
             vip,
+            backup,
+            waits_for_restore,
         });
     }
     Status {
@@ -530,6 +577,52 @@ async fn vip_holders(
         .into_iter()
         .flatten()
         .collect()
+}
+
+/// A cluster's backups in one line: the repository, the newest backup of each type (when, size
+/// in the repository, how long it took), and the WAL archive.
+fn backup_line(backup: &crate::stack::backup::BackupStatus) -> String {
+    use crate::stack::backup::info::human_bytes;
+    let mut parts = vec![format!("repository {}", backup.repository)];
+    if let Some(error) = &backup.error {
+        parts.push(format!("UNREACHABLE {error}"));
+    }
+    if let Some(stanza) = &backup.stanza {
+        for kind in ["full", "diff", "incr"] {
+            parts.push(match stanza.newest(kind) {
+                Some(b) => format!(
+                    "{kind} {} ({}, {} added, {} s)",
+                    b.label,
+                    time::OffsetDateTime::from_unix_timestamp(b.stopped)
+                        .ok()
+                        .and_then(|t| t
+                            .format(time::macros::format_description!(
+                                "[year]-[month]-[day] [hour]:[minute] UTC"
+                            ))
+                            .ok())
+                        .unwrap_or_default(),
+                    human_bytes(b.repo_delta),
+                    b.seconds()
+                ),
+                None => format!("{kind} none"),
+            });
+        }
+    }
+    if let Some(a) = &backup.archiver {
+        parts.push(format!(
+            "WAL archived to {}{}",
+            a.last_archived_wal.as_deref().unwrap_or("nothing yet"),
+            if a.failing {
+                format!(
+                    ", FAILING since {}",
+                    a.last_failed_time.as_deref().unwrap_or("?")
+                )
+            } else {
+                format!(", {} failures", a.failed_count)
+            }
+        ));
+    }
+    parts.join("; ")
 }
 
 /// The status as a table for people.
@@ -586,10 +679,13 @@ pub fn render_table(status: &Status) -> String {
             )
         });
         let problems = cluster.problems();
-        let verdict = if problems.is_empty() {
-            "healthy".to_owned()
-        } else {
-            format!("DEGRADED ({})", problems.join("; "))
+        let verdict = match (&cluster.waits_for_restore, problems.is_empty()) {
+            (Some(source), true) => format!(
+                "prepared, waits for `pgstrap restore --cluster {source} --into {}`",
+                cluster.name
+            ),
+            (None, true) => "healthy".to_owned(),
+            (_, false) => format!("DEGRADED ({})", problems.join("; ")),
         };
         let _ = writeln!(
             out,
@@ -598,6 +694,9 @@ pub fn render_table(status: &Status) -> String {
             replicas.len(),
             cluster.etcd.members.len()
         );
+        if let Some(backup) = &cluster.backup {
+            let _ = writeln!(out, "  backups    {}", backup_line(backup));
+        }
         if let Some(fence) = &cluster.fence {
             let _ = writeln!(
                 out,
@@ -746,6 +845,8 @@ mod tests {
                 address: "10.0.0.100".into(),
                 holders: holders.iter().map(|h| (*h).to_owned()).collect(),
             }),
+            backup: None,
+            waits_for_restore: None,
         }
     }
 
@@ -840,6 +941,8 @@ mod tests {
                     address: "10.0.0.100".into(),
                     holders: vec!["lb1".into()],
                 }),
+                backup: None,
+                waits_for_restore: None,
             }],
             hosts: vec![],
         }
@@ -882,6 +985,8 @@ mod tests {
                         {"balancer": "lb1", "proxy": "primary", "server": "n2", "status": "DOWN"},
                     ],
                     "vip": {"address": "10.0.0.100", "holders": ["lb1"]},
+                    "backup": null,
+                    "waits_for_restore": null,
                 }],
             })
         );

@@ -220,3 +220,116 @@ pub fn repository_of(cluster: &Cluster) -> Result<&str> {
         )
     })
 }
+
+/// What `status` shows of a cluster's backups: the newest backup of each type, the primary's
+/// WAL archiver, and whether the repository answered.
+#[derive(Debug, Clone, Serialize)]
+pub struct BackupStatus {
+    pub repository: String,
+    /// Why the repository could not be read (`None`: it answered).
+    pub error: Option<String>,
+    pub stanza: Option<StanzaInfo>,
+    pub archiver: Option<Archiver>,
+}
+
+/// The primary's `pg_stat_archiver`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Archiver {
+    pub archived_count: u64,
+    pub last_archived_wal: Option<String>,
+    pub last_archived_time: Option<String>,
+    pub failed_count: u64,
+    pub last_failed_wal: Option<String>,
+    pub last_failed_time: Option<String>,
+    /// The last attempt failed (a failure newer than the last success).
+    pub failing: bool,
+}
+
+impl BackupStatus {
+    /// What is wrong with the cluster's backups (empty: nothing).
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if let Some(error) = &self.error {
+            problems.push(format!("backup repository {}: {error}", self.repository));
+        }
+        match &self.stanza {
+            Some(stanza) if !stanza.exists() => problems.push(format!(
+                "backup repository {}: {} ({})",
+                self.repository, stanza.message, stanza.code
+            )),
+            Some(stanza) if stanza.backups.is_empty() => {
+                problems.push("no backup in the repository yet".into())
+            }
+            _ => {}
+        }
+        if let Some(archiver) = self.archiver.as_ref().filter(|a| a.failing) {
+            problems.push(format!(
+                "WAL archiving fails (last failed {} at {})",
+                archiver.last_failed_wal.as_deref().unwrap_or("?"),
+                archiver.last_failed_time.as_deref().unwrap_or("?")
+            ));
+        }
+        problems
+    }
+}
+
+/// The backups of `cluster` as `status` shows them; `leader` is the primary's address, asked
+/// through PgBouncer on `bouncer_port` for its archiver.
+pub async fn status(
+    project: &Project,
+    secrets: &crate::inventory::secrets::Secrets,
+    cluster: &Cluster,
+    leader: Option<&str>,
+    bouncer_port: u16,
+) -> Option<BackupStatus> {
+    let repository = cluster.repository()?;
+    let (stanza, error) = match super::connect_host(project, repository, secrets).await {
+        Ok(session) => {
+            let state = info(&session, cluster).await;
+            session.close().await;
+            match state {
+                Ok(s) => (Some(s), None),
+                Err(e) => (None, Some(e.to_string())),
+            }
+        }
+        Err(e) => (None, Some(e.to_string())),
+    };
+    let archiver = match leader {
+        Some(address) => archiver(address, bouncer_port, secrets).await.ok(),
+        None => None,
+    };
+    Some(BackupStatus {
+        repository: repository.to_owned(),
+        error,
+        stanza,
+        archiver,
+    })
+}
+
+async fn archiver(
+    address: &str,
+    port: u16,
+    secrets: &crate::inventory::secrets::Secrets,
+) -> std::result::Result<Archiver, String> {
+    let client = super::verify::connect(address, port, secrets).await?;
+    let rows = super::verify::rows(
+        &client,
+        "SELECT archived_count, coalesce(last_archived_wal, ''), coalesce(last_archived_time::text, ''), \
+         failed_count, coalesce(last_failed_wal, ''), coalesce(last_failed_time::text, ''), \
+         coalesce(last_failed_time > coalesce(last_archived_time, '-infinity'), false) \
+         FROM pg_stat_archiver",
+    )
+    .await?;
+    let row = rows.first().ok_or("pg_stat_archiver has no row")?;
+    let text = |i: usize| row.get(i).filter(|v| !v.is_empty()).cloned();
+    let number = |i: usize| row.get(i).and_then(|v| v.parse().ok()).unwrap_or(0);
+    Ok(Archiver {
+        archived_count: number(0),
+        last_archived_wal: text(1),
+        last_archived_time: text(2),
+        failed_count: number(3),
+        last_failed_wal: text(4),
+        last_failed_time: text(5),
+        failing: row.get(6).is_some_and(|v| v == "t"),
+    })
+}

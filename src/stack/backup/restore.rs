@@ -374,6 +374,22 @@ async fn run_restore(
         }
     }
 
+    // The archive made current: when the source runs, its current WAL segment is switched and
+    // archived (`pgbackrest check` waits for it), so a target in the last minutes is reachable.
+    let current = super::run(
+        session(repository)?,
+        &super::pgbackrest(&source.name, &["check"], "archive the source's current WAL"),
+        "",
+    )
+    .await;
+    stage(
+        options,
+        match current {
+            Ok(_) => format!("{}: the archive holds {}'s WAL up to now", cluster.name, source.name),
+            Err(_) => format!("{}: {} did not archive its current WAL (not running?): restoring what the archive holds", cluster.name, source.name),
+        },
+    );
+
     // 2. Data directories left on the target's hosts moved aside; the restore on the first one.
     let stamp = time::OffsetDateTime::now_utc().unix_timestamp();
     let aside = format!("{data_dir}.pgstrap-before-restore-{stamp}");

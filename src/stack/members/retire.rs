@@ -285,6 +285,10 @@ mod tests {
                 "pgstrap-postmaster-watch",
                 "pgstrap-etcd-leader-away",
                 "patroni",
+                "pgstrap-backup-incr.timer",
+                "pgstrap-backup-diff.timer",
+                "pgstrap-backup-full.timer",
+                "pgbackrest",
                 "etcd",
             ]
         );
@@ -303,13 +307,16 @@ mod tests {
         ]
         .map(str::to_owned)
         .into();
-        assert_eq!(
-            retired_services(&stoppable, &db, true),
-            ["keepalived", "haproxy", "pgstrap-etcd-leader-away"]
-        );
-        assert_eq!(
-            retired_services(&stoppable, &db, false),
-            ["keepalived", "haproxy", "pgstrap-etcd-leader-away", "etcd"]
-        );
+        let backup = [
+            "pgstrap-backup-incr.timer",
+            "pgstrap-backup-diff.timer",
+            "pgstrap-backup-full.timer",
+            "pgbackrest",
+        ];
+        let mut expected = vec!["keepalived", "haproxy", "pgstrap-etcd-leader-away"];
+        expected.extend(backup);
+        assert_eq!(retired_services(&stoppable, &db, true), expected);
+        expected.push("etcd");
+        assert_eq!(retired_services(&stoppable, &db, false), expected);
     }
 }

@@ -1,0 +1,207 @@
+//! End-to-end: backups and point-in-time recovery with pgBackRest, under a client writing through
+//! the VIP. A lab of 6 hosts: cluster `main` (n1–n3, balancers n4 n5, the repository on n4) and
+//! `scratch` (n6, `restore_of: main`). `apply` creates the stanza and the first full backup;
+//! rows are written, the time noted, a table created and one dropped after it; a backup on
+//! demand and a switchover happen while the client writes (archiving goes on from the new
+//! primary); `pgstrap restore --into scratch --to TIME` brings back every row committed before
+//! the time and nothing after it, the dropped table included; refused restores change nothing; a
+//! second apply changes nothing. `#[ignore]`d: runs only with `--ignored` and `PGSTRAP_E2E=1`.
+
+mod common;
+
+use std::collections::BTreeSet;
+
+use common::{pgstrap, pgstrap_ok, require_e2e, run_on};
+
+const VIP: &str = "10.77.0.250";
+const REPOSITORY: &str = "10.77.0.14";
+const SCRATCH: &str = "10.77.0.16";
+
+/// SQL as postgres on `address` (its socket), unaligned, tuples only.
+fn sql(address: &str, database: &str, query: &str) -> String {
+    run_on(
+        address,
+        &format!(
+            "runuser -u postgres -- psql -XAt -v ON_ERROR_STOP=1 -d {database} -c {}",
+            shell_quote(query)
+        ),
+    )
+}
+
+fn shell_quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "'\\''"))
+}
+
+fn ids(address: &str) -> BTreeSet<u64> {
+    sql(address, "postgres", "SELECT id FROM pgstrap_drill.writes")
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+#[test]
+#[ignore = "e2e: needs real lab hosts (PGSTRAP_E2E=1, tests/run.sh)"]
+fn a_restore_to_a_time_brings_back_exactly_what_was_committed_before_it() {
+    require_e2e();
+    let inventory = common::fresh_lab(&["--preinstalled", "--hosts", "6", "--backup"]);
+    let text = std::fs::read_to_string(&inventory).expect("lab inventory");
+    std::fs::write(
+        &inventory,
+        format!(
+            "{text}  scratch:\n    datacenter: dc1\n    etcd: [n6]\n    postgres: [n6]\n    restore_of: main\n    networks: [10.77.0.0/24]\n"
+        ),
+    )
+    .expect("add the restore target");
+    let output = pgstrap(&["apply", "-i", &inventory]);
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "rollout with backups failed:\n{log}"
+    );
+    assert!(
+        log.contains("took the first full backup")
+            && log.contains("created the pgBackRest stanza main"),
+        "apply did not create the stanza and the first backup:\n{log}"
+    );
+    assert!(log.contains("restore target: not restored yet"), "{log}");
+    let (_, primary) = common::leader(&inventory, "main");
+
+    let mut writer = common::Writer::start(&inventory, VIP);
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    sql(
+        &primary,
+        "postgres",
+        "CREATE TABLE precious (id int PRIMARY KEY, note text); \
+         INSERT INTO precious SELECT g, 'row ' || g FROM generate_series(1, 1000) g",
+    );
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    // The moment to restore to, from the server's clock, with the newest write committed then.
+    let noted = sql(
+        &primary,
+        "postgres",
+        "SELECT clock_timestamp(), (SELECT max(id) FROM pgstrap_drill.writes)",
+    );
+    let (at, newest) = noted.split_once('|').expect("time|id");
+    let newest: u64 = newest.trim().parse().expect("an id");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    sql(
+        &primary,
+        "postgres",
+        "CREATE TABLE late (id int); DROP TABLE precious",
+    );
+    let taken = writer.step("a differential backup on demand", || {
+        pgstrap_ok(&["backup", "-i", &inventory, "--type", "diff"])
+    });
+    assert!(taken.contains("diff backup"), "{taken}");
+    writer.step("a switchover, archiving from the new primary", || {
+        pgstrap_ok(&["switchover", "-i", &inventory, "--yes"]);
+        // A WAL segment from the new primary through the archive, end to end.
+        run_on(
+            REPOSITORY,
+            "runuser -u postgres -- pgbackrest --stanza=main check",
+        );
+    });
+
+    // Refused before anything changes: a time in the future, one before the oldest backup,
+    // a target cluster that is not a restore target.
+    for (to, into) in [
+        ("2999-01-01 00:00:00", "scratch"),
+        ("2001-01-01 00:00:00", "scratch"),
+        ("latest", "main"),
+    ] {
+        let output = pgstrap(&[
+            "restore",
+            "-i",
+            &inventory,
+            "--cluster",
+            "main",
+            "--into",
+            into,
+            "--to",
+            to,
+        ]);
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "restore --to {to} --into {into} was not refused:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    assert!(
+        run_on(
+            SCRATCH,
+            "ls -A /var/lib/postgresql/17/scratch 2>/dev/null | wc -l"
+        ) == "0",
+        "a refused restore wrote on the target"
+    );
+
+    let report = writer.step("the restore into another cluster", || {
+        pgstrap_ok(&[
+            "restore",
+            "-i",
+            &inventory,
+            "--cluster",
+            "main",
+            "--into",
+            "scratch",
+            "--to",
+            at.trim(),
+            "--json",
+        ])
+    });
+    let report: serde_json::Value = serde_json::from_str(&report).expect("restore --json");
+    writer.finish("backups, a switchover and a restore into another cluster");
+
+    // Exactly what was committed before the time: the dropped table back whole, the later one
+    // absent, every write up to the noted one and none the source does not hold.
+    assert_eq!(
+        sql(SCRATCH, "postgres", "SELECT count(*) FROM precious"),
+        "1000"
+    );
+    assert_eq!(
+        sql(SCRATCH, "postgres", "SELECT to_regclass('late') IS NULL"),
+        "t",
+        "a table created after the target time was restored"
+    );
+    let restored = ids(SCRATCH);
+    let (_, primary) = common::leader(&inventory, "main");
+    let source = ids(&primary);
+    assert!(
+        restored.is_subset(&source),
+        "the restore holds writes the source never had"
+    );
+    let before: BTreeSet<u64> = source.iter().copied().filter(|id| *id <= newest).collect();
+    assert!(
+        before.is_subset(&restored),
+        "writes committed before the target time are missing: {:?}",
+        before.difference(&restored).collect::<Vec<_>>()
+    );
+    let after = restored.iter().filter(|id| **id > newest).count();
+    assert!(
+        after <= 1,
+        "{after} writes from after the target time were restored"
+    );
+    eprintln!(
+        "figure: restore to a time: {} rows of the client restored (of {} in the source), {} bytes in {:.1} s (files {:.1} s, WAL replay {:.1} s)",
+        restored.len(),
+        source.len(),
+        report["bytes"],
+        report["total_seconds"].as_f64().unwrap_or(0.0),
+        report["restore_seconds"].as_f64().unwrap_or(0.0),
+        report["recovery_seconds"].as_f64().unwrap_or(0.0),
+    );
+    // The restored cluster archives nothing into the source's repository.
+    assert_eq!(sql(SCRATCH, "postgres", "SHOW archive_mode"), "off");
+
+    let output = pgstrap(&["apply", "-i", &inventory]);
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success() && log.contains("done: 0 change(s)"),
+        "the second apply changed something:\n{log}"
+    );
+    let status = common::status(&["-i", &inventory]);
+    assert!(
+        status.contains("backup"),
+        "status shows no backups:\n{status}"
+    );
+}
