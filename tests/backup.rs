@@ -150,6 +150,9 @@ fn a_restore_to_a_time_brings_back_exactly_what_was_committed_before_it() {
         ])
     });
     let report: serde_json::Value = serde_json::from_str(&report).expect("restore --json");
+    // The source's writes, read before the client stops (it drops its table then).
+    let (_, primary) = common::leader(&inventory, "main");
+    let source = ids(&primary);
     writer.finish("backups, a switchover and a restore into another cluster");
 
     // Exactly what was committed before the time: the dropped table back whole, the later one
@@ -164,8 +167,6 @@ fn a_restore_to_a_time_brings_back_exactly_what_was_committed_before_it() {
         "a table created after the target time was restored"
     );
     let restored = ids(SCRATCH);
-    let (_, primary) = common::leader(&inventory, "main");
-    let source = ids(&primary);
     assert!(
         restored.is_subset(&source),
         "the restore holds writes the source never had"

@@ -22,7 +22,20 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<i32> {
     let project = crate::render::load_project(&args.inventory.inventory, &args.inventory.set)?;
-    let cluster = crate::stack::primary_cluster(&project, args.cluster.as_deref())?;
+    // Without --cluster: the only cluster with backups.
+    let with_backups: Vec<&str> = project
+        .inventory
+        .clusters
+        .values()
+        .filter(|c| c.repository().is_some())
+        .map(|c| c.name.as_str())
+        .collect();
+    let name = match (args.cluster.as_deref(), with_backups.as_slice()) {
+        (Some(name), _) => Some(name),
+        (None, [one]) => Some(*one),
+        (None, _) => None,
+    };
+    let cluster = crate::stack::primary_cluster(&project, name)?;
     crate::stack::backup::repository_of(cluster)?;
     let secrets = super::running_secrets(&project)?;
     let taken = super::block_on(crate::stack::backup::backup_now(

@@ -34,10 +34,11 @@ pub fn primary_cluster<'a>(project: &'a Project, name: Option<&str>) -> Result<&
             .get(name)
             .ok_or_else(|| Error::usage(format!("no cluster `{name}` in the inventory"), None))?,
         None => {
+            // A restore target (`restore_of`) is never the one meant without its name.
             let primaries: Vec<_> = inventory
                 .clusters
                 .values()
-                .filter(|c| c.standby_of.is_none())
+                .filter(|c| c.standby_of.is_none() && c.restore_of.is_none())
                 .collect();
             match primaries.as_slice() {
                 [one] => *one,
