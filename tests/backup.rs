@@ -206,3 +206,121 @@ fn a_restore_to_a_time_brings_back_exactly_what_was_committed_before_it() {
         "status shows no backups:\n{status}"
     );
 }
+
+/// Seconds of a `pgstrap … --json` report field.
+fn seconds(report: &serde_json::Value, field: &str) -> f64 {
+    report[field].as_f64().unwrap_or(f64::NAN)
+}
+
+/// Figures for the README (scripts/bench-backup.sh, not a timed test): a full and an incremental
+/// backup of a pgbench database of scale 50, the WAL archive's throughput under pgbench, and a
+/// restore of it all into another cluster (RTO per GB).
+#[test]
+#[ignore = "benchmark: scripts/bench-backup.sh"]
+fn bench_backup_and_restore() {
+    assert_eq!(
+        std::env::var("PGSTRAP_BENCH").as_deref(),
+        Ok("1"),
+        "run scripts/bench-backup.sh"
+    );
+    let scale: u32 = std::env::var("PGSTRAP_BENCH_SCALE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(50);
+    let inventory = common::fresh_lab(&["--preinstalled", "--hosts", "6", "--backup"]);
+    let text = std::fs::read_to_string(&inventory).expect("lab inventory");
+    std::fs::write(
+        &inventory,
+        format!("{text}  scratch:\n    datacenter: dc1\n    etcd: [n6]\n    postgres: [n6]\n    restore_of: main\n    networks: [10.77.0.0/24]\n"),
+    )
+    .expect("add the restore target");
+    pgstrap_ok(&["apply", "-i", &inventory]);
+    let (_, primary) = common::leader(&inventory, "main");
+    let pgbench = "runuser -u postgres -- /usr/lib/postgresql/17/bin/pgbench";
+    let started = std::time::Instant::now();
+    run_on(
+        &primary,
+        &format!("{pgbench} -q -i -s {scale} postgres 2>&1 | tail -1"),
+    );
+    let size: f64 = sql(&primary, "postgres", "SELECT pg_database_size('postgres')")
+        .parse()
+        .unwrap_or(0.0);
+    eprintln!(
+        "figure: pgbench scale {scale}: {:.0} MB database, loaded in {:.1} s",
+        size / 1e6,
+        started.elapsed().as_secs_f64()
+    );
+    let backup = |kind: &str| -> serde_json::Value {
+        serde_json::from_str(&pgstrap_ok(&[
+            "backup", "-i", &inventory, "--type", kind, "--json",
+        ]))
+        .expect("backup --json")
+    };
+    let full = backup("full");
+    eprintln!(
+        "figure: full backup: {:.1} s, {:.0} MB database, {:.0} MB in the repository (zst, encrypted)",
+        seconds(&full, "seconds"),
+        full["backup"]["size"].as_f64().unwrap_or(0.0) / 1e6,
+        full["backup"]["repo_size"].as_f64().unwrap_or(0.0) / 1e6
+    );
+    // WAL written by pgbench and archived by the time `pgbackrest check` returns.
+    let lsn = |a: &str| sql(a, "postgres", "SELECT pg_current_wal_lsn() - '0/0'::pg_lsn");
+    let from: f64 = lsn(&primary).parse().unwrap_or(0.0);
+    let started = std::time::Instant::now();
+    run_on(
+        &primary,
+        &format!("{pgbench} -n -c 4 -j 2 -T 30 postgres 2>&1 | grep -E '^tps' | head -1"),
+    );
+    run_on(
+        REPOSITORY,
+        "runuser -u postgres -- pgbackrest --stanza=main check",
+    );
+    let to: f64 = lsn(&primary).parse().unwrap_or(0.0);
+    eprintln!(
+        "figure: WAL archive: {:.0} MB of WAL written by pgbench in 30 s, all archived {:.1} s after the start ({:.1} MB/s)",
+        (to - from) / 1e6,
+        started.elapsed().as_secs_f64(),
+        (to - from) / 1e6 / started.elapsed().as_secs_f64()
+    );
+    let incr = backup("incr");
+    eprintln!(
+        "figure: incremental backup after it: {:.1} s, {:.0} MB added to the repository",
+        seconds(&incr, "seconds"),
+        incr["backup"]["repo_delta"].as_f64().unwrap_or(0.0) / 1e6
+    );
+    let report: serde_json::Value = serde_json::from_str(&pgstrap_ok(&[
+        "restore",
+        "-i",
+        &inventory,
+        "--cluster",
+        "main",
+        "--into",
+        "scratch",
+        "--to",
+        "latest",
+        "--json",
+    ]))
+    .expect("restore --json");
+    let gigabytes = report["bytes"].as_f64().unwrap_or(0.0) / 1e9;
+    let total = seconds(&report, "total_seconds");
+    eprintln!(
+        "figure: restore (latest) into another cluster: {:.2} GB in {total:.1} s (files {:.1} s, WAL replay {:.1} s): RTO {:.0} s per GB",
+        gigabytes,
+        seconds(&report, "restore_seconds"),
+        seconds(&report, "recovery_seconds"),
+        total / gigabytes
+    );
+    let count = |a: &str| {
+        sql(
+            a,
+            "postgres",
+            "SELECT count(*), sum(abalance) FROM pgbench_accounts",
+        )
+    };
+    assert_eq!(
+        count(SCRATCH),
+        count(&primary),
+        "the restore differs from the source"
+    );
+    common::lab_down();
+}

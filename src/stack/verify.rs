@@ -256,6 +256,31 @@ pub async fn verify(project: &Project, secrets: &Secrets, max_lag_bytes: u64) ->
             }
         }
 
+        // Backups: the repository answers with backups in it, and the primary's archive works.
+        if cluster.standby_of.is_none() {
+            let leader_address = leader.and_then(|m| m.host.clone());
+            if let Some(backup) = crate::stack::backup::status(
+                project,
+                secrets,
+                cluster,
+                leader_address.as_deref(),
+                bouncer_port,
+            )
+            .await
+            {
+                let problems = backup.problems();
+                add(
+                    "backups and WAL archive",
+                    problems.is_empty(),
+                    if problems.is_empty() {
+                        backup.summary()
+                    } else {
+                        problems.join("; ")
+                    },
+                );
+            }
+        }
+
         // PgBouncer on every DB host.
         for member in &cluster.postgres {
             let result = match connect(&project.address(member), bouncer_port, secrets).await {

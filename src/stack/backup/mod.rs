@@ -243,16 +243,46 @@ pub struct Archiver {
     pub last_failed_time: Option<String>,
     /// The last attempt failed (a failure newer than the last success).
     pub failing: bool,
+    /// The primary's `archive_mode` (`on` once the restart that backups need has happened).
+    pub archive_mode: String,
 }
 
 impl BackupStatus {
+    /// In a few words: the newest backup and the last archived segment.
+    pub fn summary(&self) -> String {
+        let newest = self
+            .stanza
+            .as_ref()
+            .and_then(|s| s.backups.last())
+            .map_or_else(
+                || "no backup yet".to_owned(),
+                |b| format!("newest {} backup {}", b.kind, b.label),
+            );
+        let archived = match &self.archiver {
+            Some(a) if a.archive_mode != "on" => "archive_mode waits for a restart".to_owned(),
+            Some(a) => format!(
+                "WAL archived to {}",
+                a.last_archived_wal.as_deref().unwrap_or("nothing yet")
+            ),
+            None => "the primary's archiver not read".to_owned(),
+        };
+        format!("repository {}: {newest}, {archived}", self.repository)
+    }
+
     /// What is wrong with the cluster's backups (empty: nothing).
     pub fn problems(&self) -> Vec<String> {
         let mut problems = Vec::new();
         if let Some(error) = &self.error {
             problems.push(format!("backup repository {}: {error}", self.repository));
         }
+        // Backups added to a running cluster wait for the restart archive_mode needs: the
+        // stanza comes with the `apply` after it.
+        let archiving = self
+            .archiver
+            .as_ref()
+            .is_none_or(|a| a.archive_mode == "on");
         match &self.stanza {
+            Some(_) if !archiving => {}
             Some(stanza) if !stanza.exists() => problems.push(format!(
                 "backup repository {}: {} ({})",
                 self.repository, stanza.message, stanza.code
@@ -316,8 +346,8 @@ async fn archiver(
         &client,
         "SELECT archived_count, coalesce(last_archived_wal, ''), coalesce(last_archived_time::text, ''), \
          failed_count, coalesce(last_failed_wal, ''), coalesce(last_failed_time::text, ''), \
-         coalesce(last_failed_time > coalesce(last_archived_time, '-infinity'), false) \
-         FROM pg_stat_archiver",
+         coalesce(last_failed_time > coalesce(last_archived_time, '-infinity'), false), \
+         current_setting('archive_mode') FROM pg_stat_archiver",
     )
     .await?;
     let row = rows.first().ok_or("pg_stat_archiver has no row")?;
@@ -331,5 +361,6 @@ async fn archiver(
         last_failed_wal: text(4),
         last_failed_time: text(5),
         failing: row.get(6).is_some_and(|v| v == "t"),
+        archive_mode: row.get(7).cloned().unwrap_or_default(),
     })
 }
