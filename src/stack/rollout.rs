@@ -814,7 +814,14 @@ pub async fn plan_orchestration(project: &Project, secrets: &Secrets) -> Vec<Pla
         }
         let port = project.cluster_port(cluster, "patroni.restapi_port", 8008);
         let Some(view) = patroni.view(project, cluster).await else {
-            lines.push(PlanStep::change(format!("cluster {}: Patroni is not running: apply will bootstrap it (leader first, then replicas)", cluster.name)));
+            lines.push(match &cluster.restore_of {
+                // Nothing for apply to do there but prepare the hosts: not a pending change.
+                Some(source) => PlanStep::note(format!(
+                    "cluster {}: waits for `pgstrap restore --cluster {source} --into {}` (apply prepares its hosts only)",
+                    cluster.name, cluster.name
+                )),
+                None => PlanStep::change(format!("cluster {}: Patroni is not running: apply will bootstrap it (leader first, then replicas)", cluster.name)),
+            });
             continue;
         };
         let Some(leader) = view.leader() else {

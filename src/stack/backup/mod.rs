@@ -364,3 +364,98 @@ async fn archiver(
         archive_mode: row.get(7).cloned().unwrap_or_default(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::state::HostState;
+
+    /// The desired state of a cluster with backups (repository on a balancer) and a restore
+    /// target, rendered like `check` (secrets and CA made up in a temporary directory).
+    fn rendered() -> (tempfile::TempDir, Vec<HostState>) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("inventory.yaml");
+        std::fs::write(
+            &path,
+            "hosts:\n  pg1: {address: 10.0.0.11}\n  pg2: {address: 10.0.0.12}\n  pg3: {address: 10.0.0.13}\n  lb1: {address: 10.0.0.21}\n  pg4: {address: 10.0.0.14}\n\
+             clusters:\n  main:\n    etcd: [pg1, pg2, pg3]\n    postgres: [pg1, pg2, pg3]\n    balancers: [lb1]\n    vip: 10.0.0.100/24\n    backup: {repository: [lb1], schedule: {incr: \"*-*-* 00/6:00\"}}\n\
+             \x20 scratch:\n    etcd: [pg4]\n    postgres: [pg4]\n    restore_of: main\n",
+        )
+        .unwrap();
+        let project = crate::render::load_project(&path, &[]).unwrap();
+        let secrets = project.secrets(false).unwrap();
+        let state = crate::render::desired_state(&project, &secrets, None).unwrap();
+        (dir, state.hosts)
+    }
+
+    fn file<'a>(hosts: &'a [HostState], host: &str, path: &str) -> Option<&'a str> {
+        hosts
+            .iter()
+            .find(|h| h.host == host)?
+            .roles
+            .iter()
+            .flat_map(|r| &r.files)
+            .find(|f| f.path == path)
+            .map(|f| f.content.as_str())
+    }
+
+    fn services(hosts: &[HostState], host: &str) -> Vec<String> {
+        hosts
+            .iter()
+            .find(|h| h.host == host)
+            .map(|h| {
+                h.roles
+                    .iter()
+                    .flat_map(|r| r.services.iter().map(|s| s.name.clone()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn the_repository_db_hosts_and_a_restore_target_each_get_their_part() {
+        let (_dir, hosts) = rendered();
+        let repo = file(&hosts, "lb1", "/etc/pgbackrest.conf").expect("repository config");
+        assert!(repo.contains("repo1-path=/var/lib/pgbackrest\n"), "{repo}");
+        assert!(repo.contains("repo1-cipher-type=aes-256-cbc\n"));
+        for client in ["pg1", "pg2", "pg3", "pg4"] {
+            assert!(
+                repo.contains(&format!("tls-server-auth={client}=main\n")),
+                "{client}: {repo}"
+            );
+        }
+        assert!(repo.contains("pg3-host=10.0.0.13\n") && repo.contains("backup-standby=y\n"));
+        for timer in ["full", "diff", "incr"] {
+            let path = format!("/etc/systemd/system/pgstrap-backup-{timer}.timer");
+            assert!(file(&hosts, "lb1", &path).is_some(), "{timer} timer");
+        }
+        assert!(services(&hosts, "lb1").contains(&"pgbackrest".to_owned()));
+
+        let db = file(&hosts, "pg1", "/etc/pgbackrest.conf").expect("DB host config");
+        assert!(
+            db.contains("repo1-host=10.0.0.21\n") && db.contains("archive-async=y\n"),
+            "{db}"
+        );
+        assert!(
+            db.contains("tls-server-auth=lb1=main\n") && !db.contains("cipher-pass"),
+            "{db}"
+        );
+        let patroni = file(&hosts, "pg1", "/etc/patroni/config.yml").unwrap();
+        assert!(patroni.contains("archive_command: pgbackrest --stanza=main archive-push %p"));
+
+        // The restore target reads main's repository for main's stanza into its own data
+        // directory; it serves nothing and archives nothing.
+        let target = file(&hosts, "pg4", "/etc/pgbackrest.conf").expect("restore target config");
+        assert!(target.contains("repo1-host=10.0.0.21\n"), "{target}");
+        assert!(
+            target.contains("[main]\npg1-path=/var/lib/postgresql/17/scratch\n"),
+            "{target}"
+        );
+        assert!(
+            !target.contains("tls-server") && !target.contains("archive-async"),
+            "{target}"
+        );
+        assert!(!services(&hosts, "pg4").contains(&"pgbackrest".to_owned()));
+        let patroni = file(&hosts, "pg4", "/etc/patroni/config.yml").unwrap();
+        assert!(!patroni.contains("archive_mode"), "{patroni}");
+    }
+}
