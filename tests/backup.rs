@@ -32,6 +32,17 @@ fn shell_quote(text: &str) -> String {
     format!("'{}'", text.replace('\'', "'\\''"))
 }
 
+/// The lab's Debian release for this test: `PGSTRAP_E2E_RELEASE` (13 by default; 12 runs the
+/// same test on Debian 12, PostgreSQL 15 and pgBackRest 2.45).
+fn release() -> String {
+    std::env::var("PGSTRAP_E2E_RELEASE").unwrap_or_else(|_| "13".into())
+}
+
+/// The PostgreSQL major the lab's hosts run.
+fn major(address: &str) -> String {
+    run_on(address, "ls /usr/lib/postgresql | sort -n | tail -1")
+}
+
 fn ids(address: &str) -> BTreeSet<u64> {
     sql(address, "postgres", "SELECT id FROM pgstrap_drill.writes")
         .lines()
@@ -43,7 +54,15 @@ fn ids(address: &str) -> BTreeSet<u64> {
 #[ignore = "e2e: needs real lab hosts (PGSTRAP_E2E=1, tests/run.sh)"]
 fn a_restore_to_a_time_brings_back_exactly_what_was_committed_before_it() {
     require_e2e();
-    let inventory = common::fresh_lab(&["--preinstalled", "--hosts", "6", "--backup"]);
+    let release = release();
+    let inventory = common::fresh_lab(&[
+        "--preinstalled",
+        "--hosts",
+        "6",
+        "--backup",
+        "--release",
+        &release,
+    ]);
     let text = std::fs::read_to_string(&inventory).expect("lab inventory");
     std::fs::write(
         &inventory,
@@ -130,7 +149,10 @@ fn a_restore_to_a_time_brings_back_exactly_what_was_committed_before_it() {
     assert!(
         run_on(
             SCRATCH,
-            "ls -A /var/lib/postgresql/17/scratch 2>/dev/null | wc -l"
+            &format!(
+                "ls -A /var/lib/postgresql/{}/scratch 2>/dev/null | wc -l",
+                major(SCRATCH)
+            )
         ) == "0",
         "a refused restore wrote on the target"
     );
@@ -236,7 +258,10 @@ fn bench_backup_and_restore() {
     .expect("add the restore target");
     pgstrap_ok(&["apply", "-i", &inventory]);
     let (_, primary) = common::leader(&inventory, "main");
-    let pgbench = "runuser -u postgres -- /usr/lib/postgresql/17/bin/pgbench";
+    let pgbench = format!(
+        "runuser -u postgres -- /usr/lib/postgresql/{}/bin/pgbench",
+        major(&primary)
+    );
     let started = std::time::Instant::now();
     run_on(
         &primary,
