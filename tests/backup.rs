@@ -227,6 +227,50 @@ fn a_restore_to_a_time_brings_back_exactly_what_was_committed_before_it() {
         status.contains("backup"),
         "status shows no backups:\n{status}"
     );
+
+    // In place, to the same time: main gets its dropped table back and loses what came after
+    // the time (kept in the moved-aside data directories); it archives and backs up again.
+    let report = pgstrap_ok(&[
+        "restore",
+        "-i",
+        &inventory,
+        "--cluster",
+        "main",
+        "--in-place",
+        "--to",
+        at.trim(),
+        "--yes",
+        "--json",
+    ]);
+    let report: serde_json::Value = serde_json::from_str(&report).expect("restore --json");
+    assert_eq!(
+        report["moved_aside"].as_array().map(Vec::len),
+        Some(3),
+        "every member's data directory kept: {report}"
+    );
+    let (_, primary) = common::leader(&inventory, "main");
+    assert_eq!(
+        sql(&primary, "postgres", "SELECT count(*) FROM precious"),
+        "1000"
+    );
+    assert_eq!(
+        sql(&primary, "postgres", "SELECT to_regclass('late') IS NULL"),
+        "t"
+    );
+    run_on(
+        REPOSITORY,
+        "runuser -u postgres -- pgbackrest --stanza=main check",
+    );
+    eprintln!(
+        "figure: restore in place to a time: {:.1} s until every member streams and a full backup is taken",
+        seconds(&report, "total_seconds")
+    );
+    let output = pgstrap(&["apply", "-i", &inventory]);
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success() && log.contains("done: 0 change(s)"),
+        "apply after the in-place restore changed something or failed:\n{log}"
+    );
 }
 
 /// Seconds of a `pgstrap … --json` report field.

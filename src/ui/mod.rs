@@ -239,10 +239,14 @@ pub fn restore_text(r: &crate::stack::backup::restore::RestoreReport) -> String 
     for step in &r.steps {
         out.push_str(&format!("{}: {step}\n", r.into));
     }
+    let how = if r.source == r.into {
+        "in place".to_owned()
+    } else {
+        format!("into {}", r.into)
+    };
     out.push_str(&format!(
-        "restored cluster {} into {} to {}: {} in {:.1} s (files {:.1} s, WAL replay {:.1} s); leader {}\n",
+        "restored cluster {} {how} to {}: {} in {:.1} s (files {:.1} s, WAL replay {:.1} s); leader {}\n",
         r.source,
-        r.into,
         r.target_text,
         crate::stack::backup::info::human_bytes(r.bytes),
         r.total_seconds,

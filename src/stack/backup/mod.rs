@@ -150,7 +150,7 @@ pub async fn converge(
 }
 
 /// Take one backup now, on the repository host, and return it as the repository lists it.
-async fn take(
+pub(crate) async fn take(
     session: &Session,
     cluster: &Cluster,
     repository: &str,

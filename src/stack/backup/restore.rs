@@ -175,6 +175,10 @@ pub fn clusters<'a>(
 ) -> Result<(&'a Cluster, &'a Cluster)> {
     let source = crate::stack::primary_cluster(project, Some(source))?;
     super::repository_of(source)?;
+    if into == source.name {
+        // In place: the caller asked for it explicitly (`--in-place`).
+        return Ok((source, source));
+    }
     let target = project.inventory.clusters.get(into).ok_or_else(|| {
         Error::usage(
             format!("--into: no cluster `{into}` in the inventory"),
@@ -309,6 +313,7 @@ async fn run_restore(
         open.get(host)
             .ok_or_else(|| Error::failure(format!("{host}: not connected"), None))
     };
+    let in_place = cluster.name == source.name;
     let info = super::info(session(repository)?, source).await.map_err(|e| {
         Error::usage(
             format!("the repository on {repository} does not answer: {e}"),
@@ -329,6 +334,7 @@ async fn run_restore(
     let now = time::OffsetDateTime::now_utc().unix_timestamp() * 1_000_000;
     judge_target(target, &info, now)?;
     match crate::stack::patroni::initialized(project, cluster).await {
+        _ if in_place => {}
         Ok(None) => {}
         Ok(Some(_)) => {
             return Err(Error::usage(
@@ -366,7 +372,8 @@ async fn run_restore(
     });
     for result in futures::future::join_all(prepared).await {
         let (host, state) = result?;
-        if state != "ready" {
+        // In place, Patroni runs there until it is stopped below.
+        if state != "ready" && !(in_place && state == "Patroni is running") {
             return Err(Error::usage(
                 format!("{host} is not ready for the restore: {state}"),
                 Some(format!("run `pgstrap apply` (it prepares cluster {}'s hosts and leaves Patroni stopped there); nothing was changed", cluster.name)),
@@ -389,6 +396,13 @@ async fn run_restore(
             Err(_) => format!("{}: {} did not archive its current WAL (not running?): restoring what the archive holds", cluster.name, source.name),
         },
     );
+
+    // In place: the cluster stops (replicas first, the primary last: its shutdown archives
+    // what is left of its WAL), and its Patroni state goes, so that Patroni adopts the restored
+    // data directory as a new leader.
+    if in_place {
+        stop_cluster(project, secrets, cluster, open).await?;
+    }
 
     // 2. Data directories left on the target's hosts moved aside; the restore on the first one.
     let stamp = time::OffsetDateTime::now_utc().unix_timestamp();
@@ -451,6 +465,10 @@ async fn run_restore(
                 version.as_str(),
                 port.as_str(),
                 cluster.name.as_str(),
+                // In place the promoted timeline is archived into the cluster's own stanza, its
+                // history file first: a later restore sees it. Into another cluster, nothing may
+                // reach the source's archive.
+                if in_place { "on" } else { "off" },
             ],
             "start PostgreSQL for the recovery",
         ))
@@ -529,6 +547,27 @@ async fn run_restore(
     });
     crate::stack::rollout::converge_restored(project, cluster, secrets, open, options, &mut report)
         .await?;
+    if in_place {
+        stage(
+            options,
+            format!("{}: a full backup of the restored cluster", cluster.name),
+        );
+        let taken = super::take(
+            session(repository)?,
+            cluster,
+            repository,
+            super::BackupType::Full,
+        )
+        .await?;
+        report.actions.push(crate::stack::rollout::Action {
+            cluster: cluster.name.clone(),
+            host: Some(repository.to_owned()),
+            what: format!(
+                "took a full backup of the restored cluster: {} ({:.1} s)",
+                taken.backup.label, taken.seconds
+            ),
+        });
+    }
     Ok(RestoreReport {
         source: source.name.clone(),
         into: cluster.name.clone(),
@@ -542,6 +581,52 @@ async fn run_restore(
         bytes,
         steps: report.actions.into_iter().map(|a| a.what).collect(),
     })
+}
+
+/// Stop Patroni (and with it PostgreSQL) on every member of `cluster`, replicas first and the
+/// leader last, then clear its Patroni state in its etcd.
+async fn stop_cluster(
+    project: &Project,
+    secrets: &Secrets,
+    cluster: &Cluster,
+    open: &BTreeMap<String, Session>,
+) -> Result<()> {
+    let patroni = crate::stack::patroni::Patroni::from_secrets(secrets)?;
+    let leader = patroni
+        .view(project, cluster)
+        .await
+        .and_then(|v| v.leader().map(|m| m.name.clone()))
+        .and_then(|m| crate::render::context::member_hosts(project, cluster).remove(&m));
+    let mut order: Vec<&String> = cluster
+        .postgres
+        .iter()
+        .filter(|h| Some(*h) != leader.as_ref())
+        .collect();
+    order.extend(leader.as_ref());
+    for host in order {
+        let session = open
+            .get(host)
+            .ok_or_else(|| Error::failure(format!("{host}: not connected"), None))?;
+        session
+            .run(&RemoteCommand::stdin_script(
+                "systemctl stop patroni\nsystemctl reset-failed patroni 2>/dev/null || true\n"
+                    .into(),
+                "stop Patroni",
+            ))
+            .await
+            .map_err(|e| Error::failure(format!("{host}: {e}"), None))?;
+    }
+    let prefix = crate::stack::patroni::dcs_key(project, cluster, "");
+    crate::stack::etcd::Etcd::new(&project.etcd_endpoints(cluster))
+        .delete_prefix(&prefix)
+        .await
+        .map_err(|e| {
+            Error::failure(
+                format!("cluster {}: cannot clear its Patroni state in its etcd: {e}", cluster.name),
+                Some("its etcd must be up; run the restore again once it is (the data directories are kept)".into()),
+            )
+        })?;
+    Ok(())
 }
 
 fn stage(options: &crate::stack::rollout::Options, message: String) {
@@ -574,15 +659,16 @@ fi
 install -d -o postgres -g postgres -m 0700 "$dir"
 "#;
 
-/// Start PostgreSQL on the restored data directory for its recovery only: Unix socket only, no
-/// WAL archiving (nothing may reach the source's archive), its log beside the others, and
+/// Start PostgreSQL on the restored data directory for its recovery only: Unix socket only,
+/// WAL archiving on or off as asked (off into another cluster: nothing may reach the source's
+/// archive), its log beside the others, and
 /// pg_hba/pg_ident from this data directory (Patroni's postgresql.conf names the source's).
 const RECOVER: &str = r#"set -eu
-dir="$1"; version="$2"; port="$3"; name="$4"
+dir="$1"; version="$2"; port="$3"; name="$4"; archive="$5"
 log="/var/log/postgresql/pgstrap-restore-$name.log"
 install -o postgres -g postgres -m 0640 /dev/null "$log"
 runuser -u postgres -- "/usr/lib/postgresql/$version/bin/pg_ctl" -D "$dir" -l "$log" -W \
-  -o "-c listen_addresses='' -c port=$port -c unix_socket_directories=/var/run/postgresql -c archive_mode=off -c logging_collector=off -c hba_file=$dir/pg_hba.conf -c ident_file=$dir/pg_ident.conf" start
+  -o "-c listen_addresses='' -c port=$port -c unix_socket_directories=/var/run/postgresql -c archive_mode=$archive -c logging_collector=off -c hba_file=$dir/pg_hba.conf -c ident_file=$dir/pg_ident.conf" start
 "#;
 
 /// Stop it cleanly (a shutdown checkpoint), waiting.
