@@ -191,7 +191,7 @@ pub fn clusters<'a>(
                 "cluster `{into}` is not a restore target of `{}`",
                 source.name
             ),
-            Some(format!("add `restore_of: {}` to cluster `{into}` and run `pgstrap apply` (it prepares the hosts and lets them read the repository); restoring over a running cluster in place is not built yet", source.name)),
+            Some(format!("add `restore_of: {}` to cluster `{into}` and run `pgstrap apply` (it prepares the hosts and lets them read the repository), or restore over the cluster itself with `--in-place`", source.name)),
         ));
     }
     Ok((source, target))
@@ -339,7 +339,7 @@ async fn run_restore(
         Ok(Some(_)) => {
             return Err(Error::usage(
                 format!("cluster `{}` already holds a database (Patroni's state is in its etcd)", cluster.name),
-                Some("restore into a cluster that was never bootstrapped; restoring over a running cluster in place is not built yet".into()),
+                Some("restore into a cluster that was never bootstrapped, or over this one with `--in-place` (its data directories are moved aside)".into()),
             ))
         }
         Err(e) => {
