@@ -187,6 +187,9 @@ pub struct Release {
     pub codename: String,
     /// PostgreSQL majors the release ships.
     pub postgresql: Vec<u32>,
+    /// Why `backup:` cannot be used on this release yet (none: it can).
+    #[serde(default)]
+    pub backups_unsupported: Option<String>,
 }
 
 /// `roles/common/releases.yaml`: the supported releases and the default one.

@@ -227,6 +227,24 @@ pub fn judge_releases(project: &crate::render::Project) -> Vec<Problem> {
                 warning: false,
             });
         }
+        if cluster.repository().is_some() || cluster.restore_of.is_some() {
+            for (release_id, on) in &by_release {
+                if let Some(why) = releases
+                    .get(release_id)
+                    .and_then(|r| r.backups_unsupported.as_ref())
+                {
+                    problems.push(Problem {
+                        host: format!("cluster {}", cluster.name),
+                        message: format!(
+                            "backups are not supported on Debian {release_id} yet ({}): {why}",
+                            on.join(", ")
+                        ),
+                        hint: "remove `backup:` (and `restore_of`) from this cluster, or run it on Debian 13".into(),
+                        warning: false,
+                    });
+                }
+            }
+        }
         for name in &cluster.postgres {
             let Some(host) = project.inventory.hosts.get(name) else {
                 continue;
