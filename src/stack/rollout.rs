@@ -98,7 +98,7 @@ impl RolloutReport {
 }
 
 /// Tell the UI what the orchestration is doing.
-fn stage(options: &Options, message: impl Into<String>) {
+pub(crate) fn stage(options: &Options, message: impl Into<String>) {
     let message = message.into();
     if let Some(events) = &options.engine.events {
         let _ = events.send(exec::Event::Stage { message });

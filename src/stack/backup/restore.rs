@@ -29,6 +29,7 @@ use crate::inventory::Cluster;
 use crate::render::Project;
 use crate::stack::gate::{wait_for, Poll};
 use crate::stack::postgres;
+use crate::stack::rollout::stage;
 
 /// How far a restore replays the WAL archive.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -627,12 +628,6 @@ async fn stop_cluster(
             )
         })?;
     Ok(())
-}
-
-fn stage(options: &crate::stack::rollout::Options, message: String) {
-    if let Some(events) = &options.engine.events {
-        let _ = events.send(crate::exec::Event::Stage { message });
-    }
 }
 
 /// `ready` when the host can take the restore: pgstrap's Patroni configuration there, Patroni
