@@ -44,17 +44,9 @@ fn major(address: &str) -> String {
     run_on(address, "ls /usr/lib/postgresql | sort -n | tail -1")
 }
 
-fn ids(address: &str) -> BTreeSet<u64> {
-    sql(address, "postgres", "SELECT id FROM pgstrap_drill.writes")
-        .lines()
-        .filter_map(|l| l.trim().parse().ok())
-        .collect()
-}
-
-#[test]
-#[ignore = "e2e: needs real lab hosts (PGSTRAP_E2E=1, tests/run.sh)"]
-fn a_restore_to_a_time_brings_back_exactly_what_was_committed_before_it() {
-    require_e2e();
+/// A fresh 6-host lab of the test's release: cluster `main` with backups (repository n4) and
+/// the restore target `scratch` on n6. Returns the inventory's path.
+fn backup_lab() -> String {
     let release = release();
     let inventory = common::fresh_lab(&[
         "--preinstalled",
@@ -72,6 +64,21 @@ fn a_restore_to_a_time_brings_back_exactly_what_was_committed_before_it() {
         ),
     )
     .expect("add the restore target");
+    inventory
+}
+
+fn ids(address: &str) -> BTreeSet<u64> {
+    sql(address, "postgres", "SELECT id FROM pgstrap_drill.writes")
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+#[test]
+#[ignore = "e2e: needs real lab hosts (PGSTRAP_E2E=1, tests/run.sh)"]
+fn a_restore_to_a_time_brings_back_exactly_what_was_committed_before_it() {
+    require_e2e();
+    let inventory = backup_lab();
     let output = pgstrap(&["apply", "-i", &inventory]);
     let log = String::from_utf8_lossy(&output.stderr);
     assert!(
@@ -294,13 +301,7 @@ fn bench_backup_and_restore() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(50);
-    let inventory = common::fresh_lab(&["--preinstalled", "--hosts", "6", "--backup"]);
-    let text = std::fs::read_to_string(&inventory).expect("lab inventory");
-    std::fs::write(
-        &inventory,
-        format!("{text}  scratch:\n    datacenter: dc1\n    etcd: [n6]\n    postgres: [n6]\n    restore_of: main\n    networks: [10.77.0.0/24]\n"),
-    )
-    .expect("add the restore target");
+    let inventory = backup_lab();
     pgstrap_ok(&["apply", "-i", &inventory]);
     let (_, primary) = common::leader(&inventory, "main");
     let pgbench = format!(

@@ -360,27 +360,71 @@ pub(crate) async fn converge_restored(
     report: &mut RolloutReport,
 ) -> Result<()> {
     let patroni = Patroni::from_secrets(secrets)?;
-    let rest_port = project.cluster_port(cluster, "patroni.restapi_port", 8008);
     let first = &cluster.postgres[0];
+    wait_leading(
+        project,
+        cluster,
+        &patroni,
+        first,
+        "/primary",
+        options.gate_timeout,
+        "see `journalctl -u patroni` on that host",
+    )
+    .await?;
+    // Patroni writes the dynamic configuration of a cluster it adopted a moment after it leads
+    // (until then GET /config has no JSON body); the convergence below reads it.
+    let rest_port = project.cluster_port(cluster, "patroni.restapi_port", 8008);
     let address = project.address(first);
     wait_for(
         &format!(
-            "Patroni on {first} to lead the restored cluster {} (/primary → 200)",
+            "Patroni on {first} to write cluster {}'s dynamic configuration",
             cluster.name
         ),
         options.gate_timeout,
-        Duration::from_secs(1),
+        Duration::from_millis(500),
         "see `journalctl -u patroni` on that host",
         || async {
-            match patroni.probe(&address, rest_port, "/primary").await {
-                Ok(200) => Poll::Ready(()),
-                Ok(code) => Poll::NotYet(format!("/primary answered {code}")),
-                Err(e) => Poll::NotYet(e),
+            match patroni.get_config(&address, rest_port).await {
+                Ok(config) if config.is_object() => Poll::Ready(()),
+                Ok(config) => Poll::NotYet(format!("GET /config answered {config}")),
+                Err(e) => Poll::NotYet(e.to_string()),
             }
         },
     )
     .await?;
     converge_cluster(project, cluster, secrets, open, options, report).await
+}
+
+/// Gate: Patroni on `host` leads `cluster` (its REST API answers 200 on `path`: `/primary` or
+/// `/standby-leader`).
+async fn wait_leading(
+    project: &Project,
+    cluster: &Cluster,
+    patroni: &Patroni,
+    host: &str,
+    path: &str,
+    timeout: Duration,
+    hint: &str,
+) -> Result<()> {
+    let rest_port = project.cluster_port(cluster, "patroni.restapi_port", 8008);
+    let address = project.address(host);
+    wait_for(
+        &format!(
+            "Patroni on {host} to lead cluster {} ({path} → 200)",
+            cluster.name
+        ),
+        timeout,
+        Duration::from_secs(1),
+        hint,
+        || async {
+            match patroni.probe(&address, rest_port, path).await {
+                Ok(200) => Poll::Ready(()),
+                Ok(code) => Poll::NotYet(format!("{path} answered {code}")),
+                Err(e) => Poll::NotYet(e),
+            }
+        },
+    )
+    .await
 }
 
 async fn converge_cluster(
@@ -463,19 +507,14 @@ async fn converge_cluster(
             "started Patroni (bootstraps the cluster)".into(),
         ));
         to_start.retain(|h| h != &first);
-        let first_address = project.address(&first);
-        wait_for(
-            &format!("Patroni on {first} to lead cluster {} ({leader_path} → 200)", cluster.name),
+        wait_leading(
+            project,
+            cluster,
+            &patroni,
+            &first,
+            leader_path,
             options.gate_timeout,
-            Duration::from_secs(1),
             "see `journalctl -u patroni` on that host; for a standby cluster, check that the primary side is reachable and its slot exists",
-            || async {
-                match patroni.probe(&first_address, rest_port, leader_path).await {
-                    Ok(200) => Poll::Ready(()),
-                    Ok(code) => Poll::NotYet(format!("{leader_path} answered {code}")),
-                    Err(e) => Poll::NotYet(e),
-                }
-            },
         )
         .await?;
     }

@@ -463,11 +463,7 @@ pub async fn status(project: &Project, secrets: &Secrets) -> Status {
             .members
             .iter()
             .find(|m| m.role == "leader")
-            .and_then(|m| {
-                crate::render::context::member_hosts(project, cluster)
-                    .get(&m.name)
-                    .map(|h| project.address(h))
-            });
+            .and_then(|m| m.host.clone());
         let backup = match cluster.standby_of {
             None => {
                 crate::stack::backup::status(
