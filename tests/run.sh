@@ -121,7 +121,7 @@ print_times() {
   printf '  %5d  tests/%s.rs (file)\n' "$file_total" "$file"
   printf '  %5d  every e2e test (%d tests; wall %d s)\n' "$total" "${#times[@]}" $((SECONDS - e2e_start))
 }
-for t in lab engine rollout tls safety drill members dr backup; do
+for t in lab engine rollout tls safety ops drill members dr backup; do
   [[ -f "tests/$t.rs" ]] || continue
   log=/tmp/pgstrap-e2e-$t.log
   : >"$log"

@@ -11,6 +11,7 @@ mod check;
 mod dr;
 mod drill;
 mod lab;
+mod ops;
 mod plan;
 mod render;
 mod restore;
@@ -98,6 +99,18 @@ pub enum Command {
     Status(status::Args),
     /// A planned switchover to another database host.
     Switchover(switchover::Args),
+    /// A leader for a cluster that has none: shows what each candidate holds, then promotes one.
+    Failover(ops::FailoverArgs),
+    /// A rolling restart (replicas first, one switchover), of pending members only, or of one.
+    Restart(ops::RestartArgs),
+    /// Rebuild a replica (its old data directory kept aside).
+    Reinit(ops::ReinitArgs),
+    /// Maintenance mode on: Patroni does not fail over on its own until `resume`.
+    Pause(ops::Plain),
+    /// Maintenance mode off.
+    Resume(ops::Plain),
+    /// The cluster's timeline switches (failovers, switchovers, restores) as Patroni recorded them.
+    History(ops::Plain),
     /// Take a backup now (pgBackRest, on the cluster's repository host).
     Backup(backup::Args),
     /// Restore a cluster's backups to a point in time into another cluster of the inventory.
@@ -126,6 +139,12 @@ pub fn main() -> i32 {
         Command::Verify(args) => verify::run(args),
         Command::Status(args) => status::run(args),
         Command::Switchover(args) => switchover::run(args),
+        Command::Failover(args) => ops::failover(args),
+        Command::Restart(args) => ops::restart(args),
+        Command::Reinit(args) => ops::reinit(args),
+        Command::Pause(args) => ops::pause(args, true),
+        Command::Resume(args) => ops::pause(args, false),
+        Command::History(args) => ops::history(args),
         Command::Backup(args) => backup::run(args),
         Command::Restore(args) => restore::run(args, cli.verbose),
         Command::Drill(args) => drill::run(args),

@@ -9,6 +9,7 @@ pub mod gate;
 pub mod haproxy;
 pub mod live;
 pub mod members;
+pub mod ops;
 pub mod patroni;
 pub mod postgres;
 pub mod preflight;

@@ -72,6 +72,48 @@ fn lag<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ClusterView {
     pub members: Vec<Member>,
+    /// Maintenance mode (`PATCH /config {"pause": true}`): no automatic failover.
+    #[serde(default)]
+    pub pause: bool,
+}
+
+/// One timeline switch in `GET /history`: `[timeline, lsn, reason, time, new leader]` (the last
+/// two since Patroni 1.6; absent on a history written by an older one).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Switch {
+    /// The timeline that ended here (the next one began at `lsn`).
+    pub timeline: u64,
+    pub lsn: u64,
+    pub reason: String,
+    pub time: Option<String>,
+    pub new_leader: Option<String>,
+}
+
+impl Switch {
+    /// Patroni's `GET /history` answer, oldest first.
+    pub fn parse_history(value: &serde_json::Value) -> Vec<Switch> {
+        let Some(rows) = value.as_array() else {
+            return Vec::new();
+        };
+        rows.iter()
+            .filter_map(|row| {
+                let row = row.as_array()?;
+                let text = |i: usize| row.get(i).and_then(|v| v.as_str()).map(str::to_owned);
+                Some(Switch {
+                    timeline: row.first()?.as_u64()?,
+                    lsn: row.get(1)?.as_u64()?,
+                    reason: text(2).unwrap_or_default(),
+                    time: text(3),
+                    new_leader: text(4),
+                })
+            })
+            .collect()
+    }
+}
+
+/// An LSN as PostgreSQL writes it (`0/3000028`).
+pub fn lsn_text(lsn: u64) -> String {
+    format!("{:X}/{:X}", lsn >> 32, lsn & 0xFFFF_FFFF)
 }
 
 impl ClusterView {
@@ -229,6 +271,38 @@ impl Patroni {
             .await
     }
 
+    /// `POST /restart` of this member, unconditionally (answers once PostgreSQL runs again).
+    pub async fn restart(&self, address: &str, port: u16) -> Result<(), String> {
+        self.send(
+            reqwest::Method::POST,
+            address,
+            port,
+            "/restart",
+            &serde_json::json!({}),
+        )
+        .await
+    }
+
+    /// `POST /failover` to `candidate`: works without a leader (a switchover needs one).
+    pub async fn failover(&self, address: &str, port: u16, candidate: &str) -> Result<(), String> {
+        let body = serde_json::json!({"candidate": candidate});
+        self.send(reqwest::Method::POST, address, port, "/failover", &body)
+            .await
+    }
+
+    /// Maintenance mode on or off (`PATCH /config {"pause": …}`, as `patronictl pause` does).
+    pub async fn set_pause(&self, address: &str, port: u16, pause: bool) -> Result<(), String> {
+        self.patch_config(address, port, &serde_json::json!({ "pause": pause }))
+            .await
+    }
+
+    /// `GET /history`: the cluster's timeline switches, oldest first.
+    pub async fn history(&self, address: &str, port: u16) -> Result<Vec<Switch>, String> {
+        Ok(Switch::parse_history(
+            &self.get_json(address, port, "/history").await?,
+        ))
+    }
+
     /// An authenticated (unsafe) request; a non-2xx answer is an error with Patroni's text.
     async fn send(
         &self,
@@ -291,5 +365,22 @@ mod tests {
             view.describe(),
             "[n1=leader/running, n2=replica/streaming, n3=replica/running]"
         );
+        assert!(!view.pause);
+    }
+
+    #[test]
+    fn parses_the_timeline_history() {
+        // Patroni 4.0's `GET /history` after a switchover and a failover.
+        let value: serde_json::Value = serde_json::from_str(
+            r#"[[1, 50331808, "no recovery target specified", "2026-12-06T21:03:11.218457+00:00", "n2"], [2, 83886240, "no recovery target specified", "2026-12-06T21:05:40.019211+00:00", "n1"], [3, 1234]]"#,
+        )
+        .unwrap();
+        let history = Switch::parse_history(&value);
+        assert_eq!(history.len(), 3);
+        assert_eq!(history[0].timeline, 1);
+        assert_eq!(lsn_text(history[0].lsn), "0/30000A0");
+        assert_eq!(history[1].new_leader.as_deref(), Some("n1"));
+        assert_eq!(history[2].time, None);
+        assert!(Switch::parse_history(&serde_json::json!({"x": 1})).is_empty());
     }
 }

@@ -195,6 +195,38 @@ pub(crate) fn quote_ident(text: &str) -> String {
     format!("\"{}\"", text.replace('"', "\"\""))
 }
 
+/// Move the data directory `data_dir` aside to `aside` (kept, never deleted), stopping a
+/// PostgreSQL still running there first, and leave an empty one in its place. Returns whether
+/// there was something to move.
+pub(crate) async fn move_aside(
+    session: &Session,
+    data_dir: &str,
+    aside: &str,
+    version: &str,
+) -> Result<bool> {
+    let output = session
+        .run(&RemoteCommand::script(
+            MOVE_ASIDE,
+            &[data_dir, aside, version],
+            "move a data directory aside",
+        ))
+        .await
+        .map_err(|e| Error::failure(e.to_string(), None))?;
+    Ok(output.stdout_text().trim() == "moved")
+}
+
+const MOVE_ASIDE: &str = r#"set -eu
+dir="$1"; aside="$2"; version="$3"
+if [ -f "$dir/postmaster.pid" ]; then
+  runuser -u postgres -- "/usr/lib/postgresql/$version/bin/pg_ctl" -D "$dir" -m fast -w stop || true
+fi
+if [ -d "$dir" ] && [ -n "$(ls -A "$dir")" ]; then
+  mv "$dir" "$aside"
+  echo moved
+fi
+install -d -o postgres -g postgres -m 0700 "$dir"
+"#;
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -141,16 +141,27 @@ async fn is_pending(project: &Project, cluster: &Cluster, patroni: &Patroni, hos
         .is_ok_and(|s| s.get("pending_restart").and_then(Value::as_bool) == Some(true))
 }
 
+/// Which members a restart takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Restart {
+    /// Only those with a restart pending (a changed parameter that needs one).
+    Pending,
+    /// Every one named, pending or not.
+    Always,
+}
+
 /// Bring one replica to run without a pending restart: ask Patroni to restart it while it is a
-/// running replica with a restart pending (Patroni refuses while it is still changing state, so
-/// this polls), until it runs without one. Never restarts a primary. Returns whether a restart
-/// was requested (a demotion may already have applied the settings).
-async fn restart_replica(
+/// running replica with a restart pending (with [`Restart::Always`]: once, pending or not;
+/// Patroni refuses while it is still changing state, so this polls), until it runs without one
+/// and its PgBouncer serves queries. Never restarts a primary. Returns whether a restart was
+/// requested (a demotion may already have applied the settings).
+pub(crate) async fn restart_replica(
     project: &Project,
     cluster: &Cluster,
     secrets: &Secrets,
     patroni: &Patroni,
     host: &str,
+    mode: Restart,
     timeout: Duration,
 ) -> Result<bool> {
     let port = project.cluster_port(cluster, "patroni.restapi_port", 8008);
@@ -167,11 +178,24 @@ async fn restart_replica(
                 Ok(s) => s,
                 Err(e) => return Poll::NotYet(e),
             };
-            let pending = status.get("pending_restart").and_then(Value::as_bool) == Some(true);
+            let pending = status.get("pending_restart").and_then(Value::as_bool) == Some(true)
+                || (mode == Restart::Always && !requested.load(Ordering::Relaxed));
             let running = status["state"] == "running";
             // Done only as a running replica: during a demotion the former primary reports no
             // pending restart before it has actually restarted as a replica.
             match (running, pending, status["role"] == "replica") {
+                // Streaming again (Patroni reports `replication_state` since 3.0; a replica
+                // reading the WAL archive first is not in service yet).
+                (true, false, true)
+                    if status
+                        .get("replication_state")
+                        .is_some_and(|s| s != "streaming") =>
+                {
+                    Poll::NotYet(format!(
+                        "running, replication {}",
+                        status["replication_state"]
+                    ))
+                }
                 // Back in service: its PgBouncer serves queries again (it holds off logins
                 // for `server_login_retry` after PostgreSQL was down).
                 (true, false, true) => match verify::connect(&address, bouncer, secrets).await {
@@ -181,7 +205,10 @@ async fn restart_replica(
                     },
                     Err(e) => Poll::NotYet(format!("running; PgBouncer: {e}")),
                 },
-                (true, true, true) => match patroni.restart_pending(&address, port).await {
+                (true, true, true) => match match mode {
+                    Restart::Pending => patroni.restart_pending(&address, port).await,
+                    Restart::Always => patroni.restart(&address, port).await,
+                } {
                     Ok(()) => {
                         requested.store(true, Ordering::Relaxed);
                         Poll::NotYet("restarted; waiting for it to run".into())
@@ -199,23 +226,26 @@ async fn restart_replica(
     Ok(requested.load(Ordering::Relaxed))
 }
 
-/// The rolling restart. Returns what was done, one line per step.
+/// The rolling restart of `hosts` (the leader's host among them, or not). Returns what was
+/// done, one line per step.
+#[allow(clippy::too_many_arguments)]
 pub async fn rolling_restart(
     project: &Project,
     cluster: &Cluster,
     secrets: &Secrets,
     patroni: &Patroni,
     leader: &str,
-    pending_hosts: &[String],
+    hosts: &[String],
+    mode: Restart,
     timeout: Duration,
 ) -> Result<Vec<String>> {
     let mut done = Vec::new();
-    for host in pending_hosts.iter().filter(|h| h.as_str() != leader) {
-        if restart_replica(project, cluster, secrets, patroni, host, timeout).await? {
+    for host in hosts.iter().filter(|h| h.as_str() != leader) {
+        if restart_replica(project, cluster, secrets, patroni, host, mode, timeout).await? {
             done.push(format!("restarted replica {host}"));
         }
     }
-    if pending_hosts.iter().any(|h| h == leader) {
+    if hosts.iter().any(|h| h == leader) {
         let candidate = cluster
             .postgres
             .iter()
@@ -236,12 +266,23 @@ pub async fn rolling_restart(
             "switched over {} → {} ({:.1} s)",
             switched.from, switched.to, switched.seconds
         ));
-        // Demotion restarts PostgreSQL as a replica, which often applies the settings already.
-        if restart_replica(project, cluster, secrets, patroni, leader, timeout).await? {
+        // Demotion restarts PostgreSQL as a replica, which often applies the settings already
+        // (and is the restart [`Restart::Always`] asks for).
+        if restart_replica(
+            project,
+            cluster,
+            secrets,
+            patroni,
+            leader,
+            Restart::Pending,
+            timeout,
+        )
+        .await?
+        {
             done.push(format!("restarted former primary {leader}"));
         } else {
             done.push(format!(
-                "former primary {leader} runs the new settings since its demotion"
+                "former primary {leader} restarted as a replica by its demotion"
             ));
         }
     }

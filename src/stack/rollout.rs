@@ -350,14 +350,13 @@ async fn close(open: BTreeMap<String, Session>) {
 }
 
 /// A cluster whose leader was just started on a restored data directory (`pgstrap restore`):
-/// gate on that leader, then the rest as for any cluster (the other members clone from it).
-pub(crate) async fn converge_restored(
+/// gate on that leader until Patroni has adopted it. The rest is [`converge_cluster`]'s (the
+/// other members are created from it, or from the repository).
+pub(crate) async fn wait_adopted(
     project: &Project,
     cluster: &Cluster,
     secrets: &Secrets,
-    open: &BTreeMap<String, Session>,
     options: &Options,
-    report: &mut RolloutReport,
 ) -> Result<()> {
     let patroni = Patroni::from_secrets(secrets)?;
     let first = &cluster.postgres[0];
@@ -391,8 +390,7 @@ pub(crate) async fn converge_restored(
             }
         },
     )
-    .await?;
-    converge_cluster(project, cluster, secrets, open, options, report).await
+    .await
 }
 
 /// Gate: Patroni on `host` leads `cluster` (its REST API answers 200 on `path`: `/primary` or
@@ -427,7 +425,7 @@ async fn wait_leading(
     .await
 }
 
-async fn converge_cluster(
+pub(crate) async fn converge_cluster(
     project: &Project,
     cluster: &Cluster,
     secrets: &Secrets,
@@ -471,6 +469,15 @@ async fn converge_cluster(
     };
     let running = patroni_running(cluster, open).await?;
     let view = patroni.view(project, cluster).await;
+    if view.as_ref().is_some_and(|v| v.pause) {
+        stage(
+            options,
+            format!(
+                "warning: cluster {} is in maintenance mode (`pgstrap pause`): its configuration is applied, but Patroni does not fail over on its own until `pgstrap resume`",
+                cluster.name
+            ),
+        );
+    }
     let has_leader = view.as_ref().is_some_and(|v| v.leader().is_some());
     let mut to_start: Vec<String> = cluster
         .postgres
@@ -665,6 +672,7 @@ async fn converge_cluster(
                 &patroni,
                 &leader,
                 &pending,
+                super::restart::Restart::Pending,
                 options.gate_timeout,
             )
             .await?;

@@ -282,6 +282,8 @@ pub struct PatroniStatus {
     /// `replication_state` and `lag_bytes` are `None`); `None` otherwise.
     pub replication_error: Option<String>,
     pub members: Vec<MemberStatus>,
+    /// Maintenance mode (`pgstrap pause`): Patroni does not fail over on its own.
+    pub paused: bool,
 }
 
 #[derive(Debug, Serialize, PartialEq, Eq)]
@@ -306,7 +308,11 @@ pub struct MemberStatus {
 impl PatroniStatus {
     /// Patroni's members, with the replication of each replica from `replication` (the leader's
     /// `pg_stat_replication`, or why it could not be read).
-    fn new(members: Vec<Member>, replication: Result<Vec<Replication>, String>) -> Self {
+    fn new(
+        members: Vec<Member>,
+        paused: bool,
+        replication: Result<Vec<Replication>, String>,
+    ) -> Self {
         let (seen, replication_error) = match replication {
             Ok(seen) => (seen, None),
             Err(error) => (vec![], Some(error)),
@@ -330,6 +336,7 @@ impl PatroniStatus {
             error: None,
             replication_error,
             members,
+            paused,
         }
     }
 
@@ -338,6 +345,7 @@ impl PatroniStatus {
             error: Some(error),
             replication_error: None,
             members: vec![],
+            paused: false,
         }
     }
 }
@@ -444,7 +452,7 @@ pub async fn status(project: &Project, secrets: &Secrets) -> Status {
                         .map_err(|e| format!("the leader's pg_stat_replication: {e}")),
                     None => Err("no leader".to_owned()),
                 };
-                PatroniStatus::new(view.members, replication)
+                PatroniStatus::new(view.members, view.pause, replication)
             }
         };
 
@@ -690,6 +698,17 @@ pub fn render_table(status: &Status) -> String {
             replicas.len(),
             cluster.etcd.members.len()
         );
+        if cluster.patroni.paused {
+            let _ = writeln!(
+                out,
+                "  MAINTENANCE MODE  Patroni does not fail over on its own (`pgstrap resume` ends it){}",
+                if leader == "no leader" {
+                    "; the cluster has no leader: `pgstrap failover --to HOST` promotes one"
+                } else {
+                    ""
+                }
+            );
+        }
         if let Some(backup) = &cluster.backup {
             let _ = writeln!(out, "  backups    {}", backup_line(backup));
         }
@@ -834,6 +853,7 @@ mod tests {
                 error: None,
                 replication_error: None,
                 members,
+                paused: false,
             },
             pgbouncer: vec![],
             haproxy: vec![],
@@ -926,7 +946,7 @@ mod tests {
                 standby_lag_bytes: None,
                 standby_lag_seconds: None,
                 etcd: EtcdStatus::from_health(Err("no member answered".into())),
-                patroni: PatroniStatus::new(members, Ok(replication)),
+                patroni: PatroniStatus::new(members, false, Ok(replication)),
                 pgbouncer: vec![Probe {
                     host: "n1".into(),
                     ok: true,
@@ -974,6 +994,7 @@ mod tests {
                             {"name": "n3", "host": "10.0.0.3", "role": "replica", "state": "running",
                              "timeline": 1, "replication_state": null, "lag_bytes": null},
                         ],
+                        "paused": false,
                     },
                     "pgbouncer": [{"host": "n1", "ok": true, "detail": "answers"}],
                     "haproxy": [
@@ -1013,7 +1034,7 @@ mod tests {
             member("n1", "leader", "running", serde_json::Value::Null),
             member("n2", "replica", "streaming", 0.into()),
         ];
-        let patroni = PatroniStatus::new(members, Err("connection refused".into()));
+        let patroni = PatroniStatus::new(members, false, Err("connection refused".into()));
         assert_eq!(
             patroni.replication_error.as_deref(),
             Some("connection refused")

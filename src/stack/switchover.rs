@@ -9,6 +9,7 @@ use super::gate::{wait_for, Poll};
 use super::patroni::Patroni;
 use crate::error::{Error, Result};
 use crate::inventory::secrets::Secrets;
+use crate::inventory::Cluster;
 use crate::render::Project;
 
 #[derive(Debug, Serialize)]
@@ -68,6 +69,10 @@ pub async fn switchover(
     let leader = view.leader().map(|m| m.name.clone()).ok_or_else(|| {
         Error::failure(format!("cluster {} has no leader now", cluster.name), None)
     })?;
+    let leader_address = view
+        .leader()
+        .and_then(|m| m.host.clone())
+        .unwrap_or_else(|| project.address(&api_host));
     if candidate.as_deref() == Some(leader.as_str()) {
         return Err(Error::usage(
             format!("`{leader}` is already the primary"),
@@ -81,11 +86,13 @@ pub async fn switchover(
     } else {
         None
     };
-    let handed_over = tokio::sync::OnceCell::new();
     let started = Instant::now();
     patroni
         .switchover(
-            &project.address(&api_host),
+            // To the leader itself: Patroni there acts at once (a replica that takes the
+            // request only records it, and the leader sees it on its next loop, up to
+            // loop_wait later: measured 9 s against 2 s).
+            &leader_address,
             rest_port,
             &leader,
             candidate.as_deref(),
@@ -101,38 +108,73 @@ pub async fn switchover(
             )
         })?;
 
-    // Done when the new leader serves writes through the VIP (or directly).
+    let new_leader = wait_new_primary(
+        project,
+        cluster,
+        secrets,
+        &patroni,
+        &api_host,
+        Some(&leader),
+        balancers.as_ref(),
+    )
+    .await;
+    if let Some(balancers) = balancers {
+        balancers.close().await;
+    }
+    let new_leader = new_leader?;
+    let seconds = started.elapsed().as_secs_f64();
+    keep_etcd_leader_off(project, cluster, &new_leader).await;
+    Ok(SwitchoverReport {
+        cluster: cluster.name.clone(),
+        from: leader,
+        to: new_leader,
+        seconds,
+    })
+}
+
+/// Wait until a member other than `old` (any member when `None`) leads `cluster` and serves
+/// writes through the VIP (or at its own address when the cluster has no VIP); HAProxy is told
+/// the new primary as soon as Patroni names it. Returns the new leader's member name.
+pub(crate) async fn wait_new_primary(
+    project: &Project,
+    cluster: &Cluster,
+    secrets: &Secrets,
+    patroni: &Patroni,
+    api_host: &str,
+    old: Option<&str>,
+    balancers: Option<&super::haproxy::Balancers>,
+) -> Result<String> {
+    let rest_port = project.cluster_port(cluster, "patroni.restapi_port", 8008);
+    let handed_over = tokio::sync::OnceCell::new();
     let (target, port) = match cluster.vip {
         Some(vip) => (
             vip.addr().to_string(),
-            project
-                .cluster_vars(cluster)
-                .get_u64("haproxy.write_port")
-                .unwrap_or(5000) as u16,
+            project.cluster_port(cluster, "haproxy.write_port", 5000),
         ),
         None => (String::new(), 0),
     };
-    let new_leader = wait_for(
+    wait_for(
         &format!("a new primary of {} serving writes", cluster.name),
         Duration::from_secs(120),
         Duration::from_millis(100),
         "see `pgstrap status` and `journalctl -u patroni` on the members",
         || async {
-            let Ok(view) = patroni
-                .cluster(&project.address(&api_host), rest_port)
-                .await
-            else {
+            let Ok(view) = patroni.cluster(&project.address(api_host), rest_port).await else {
                 return Poll::NotYet("REST API not answering".into());
             };
             let Some(now) = view
                 .leader()
-                .filter(|m| m.name != leader && m.state == "running")
+                .filter(|m| Some(m.name.as_str()) != old && m.state == "running")
             else {
-                return Poll::NotYet(format!("leader still {leader}: {}", view.describe()));
+                return Poll::NotYet(format!(
+                    "leader still {}: {}",
+                    old.unwrap_or("none"),
+                    view.describe()
+                ));
             };
-            if let Some(balancers) = &balancers {
+            if let (Some(balancers), Some(old)) = (balancers, old) {
                 handed_over
-                    .get_or_init(|| balancers.hand_over_primary(&leader, &now.name))
+                    .get_or_init(|| balancers.hand_over_primary(old, &now.name))
                     .await;
             }
             let host = now.host.clone().unwrap_or_default();
@@ -162,30 +204,26 @@ pub async fn switchover(
             }
         },
     )
-    .await;
-    if let Some(balancers) = balancers {
-        balancers.close().await;
-    }
-    let new_leader = new_leader?;
-    let seconds = started.elapsed().as_secs_f64();
-    // The etcd leadership off the new primary's host (see etcd::keep_leader_off).
-    let host_of_member = cluster
-        .postgres
-        .iter()
-        .find(|h| member_of(h).as_deref() == Some(new_leader.as_str()))
-        .cloned();
-    if let Some(host) = host_of_member {
+    .await
+}
+
+/// The etcd leadership off the new primary's host (see etcd::keep_leader_off); best effort.
+pub(crate) async fn keep_etcd_leader_off(project: &Project, cluster: &Cluster, member: &str) {
+    let host = cluster.postgres.iter().find(|h| {
+        project
+            .inventory
+            .hosts
+            .get(h.as_str())
+            .map(|host| crate::render::context::member_name(project, host, cluster))
+            .as_deref()
+            == Some(member)
+    });
+    if let Some(host) = host {
         if let Err(e) =
-            super::etcd::keep_leader_off(&project.etcd_endpoints(cluster), &project.address(&host))
+            super::etcd::keep_leader_off(&project.etcd_endpoints(cluster), &project.address(host))
                 .await
         {
             tracing::debug!("etcd leadership left where it is: {e}");
         }
     }
-    Ok(SwitchoverReport {
-        cluster: cluster.name.clone(),
-        from: leader,
-        to: new_leader,
-        seconds,
-    })
 }

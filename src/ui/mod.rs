@@ -2,11 +2,15 @@
 
 mod dr;
 mod drill;
+mod ops;
 pub mod progress;
 pub mod summary;
 
 pub use dr::{dr_forced_text, dr_promote_text};
 pub use drill::drill_text;
+pub use ops::{
+    failover_plan_lines, failover_text, history_text, maintenance_text, reinit_text, restart_text,
+};
 
 /// Set up `tracing` logs on stderr: warnings by default, more with `-v`.
 pub fn init_logging(verbose: u8) {

@@ -138,7 +138,14 @@ pub async fn converge(
         state = info(session, cluster).await?;
     }
     if state.backups.is_empty() {
-        let taken = take(session, cluster, repository, BackupType::Full).await?;
+        let taken = take(
+            session,
+            cluster,
+            repository,
+            BackupType::Full,
+            From::Configured,
+        )
+        .await?;
         done.push(format!(
             "took the first full backup {} ({}, {:.1} s)",
             taken.backup.label,
@@ -149,18 +156,33 @@ pub async fn converge(
     Ok(done)
 }
 
+/// Where a backup's files are read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum From {
+    /// As configured (`backup_standby`: from a replica when the cluster has one).
+    Configured,
+    /// From the primary, whatever is configured (a cluster whose replicas do not run yet).
+    Primary,
+}
+
 /// Take one backup now, on the repository host, and return it as the repository lists it.
 pub(crate) async fn take(
     session: &Session,
     cluster: &Cluster,
     repository: &str,
     kind: BackupType,
+    from: From,
 ) -> Result<Taken> {
     let started = Instant::now();
     let type_arg = format!("--type={}", kind.as_str());
+    let mut args = vec![type_arg.as_str()];
+    if from == From::Primary {
+        args.push("--backup-standby=n");
+    }
+    args.push("backup");
     run(
         session,
-        &pgbackrest(&cluster.name, &[&type_arg, "backup"], "take a backup"),
+        &pgbackrest(&cluster.name, &args, "take a backup"),
         "see /var/log/pgbackrest/ on the repository host; `pgbackrest --stanza=NAME check` there tells whether the archive works",
     )
     .await?;
@@ -204,7 +226,7 @@ pub async fn backup_now(
                     .into(),
             ),
         )),
-        Ok(_) => take(&session, cluster, repository, kind).await,
+        Ok(_) => take(&session, cluster, repository, kind, From::Configured).await,
         Err(e) => Err(e),
     };
     session.close().await;
@@ -423,7 +445,7 @@ mod tests {
                 "{client}: {repo}"
             );
         }
-        assert!(repo.contains("pg3-host=10.0.0.13\n") && repo.contains("backup-standby=y\n"));
+        assert!(repo.contains("pg3-host=10.0.0.13\n") && repo.contains("backup-standby=prefer\n"));
         for timer in ["full", "diff", "incr"] {
             let path = format!("/etc/systemd/system/pgstrap-backup-{timer}.timer");
             assert!(file(&hosts, "lb1", &path).is_some(), "{timer} timer");

@@ -410,15 +410,7 @@ async fn run_restore(
     let aside = format!("{data_dir}.pgstrap-before-restore-{stamp}");
     let mut moved_aside = Vec::new();
     for host in &cluster.postgres {
-        let output = session(host)?
-            .run(&RemoteCommand::script(
-                MOVE_ASIDE,
-                &[data_dir.as_str(), aside.as_str(), version.as_str()],
-                "move a data directory aside",
-            ))
-            .await
-            .map_err(|e| Error::failure(e.to_string(), None))?;
-        if output.stdout_text().trim() == "moved" {
+        if postgres::move_aside(session(host)?, &data_dir, &aside, &version).await? {
             moved_aside.push((host.clone(), aside.clone()));
         }
     }
@@ -546,8 +538,10 @@ async fn run_restore(
         host: Some(leader.clone()),
         what: "started Patroni on the restored data directory".into(),
     });
-    crate::stack::rollout::converge_restored(project, cluster, secrets, open, options, &mut report)
-        .await?;
+    crate::stack::rollout::wait_adopted(project, cluster, secrets, options).await?;
+    // In place, the full backup comes before the other members: they are restored from the
+    // newest backup, and every older one may lie past the point this timeline branched off
+    // (PostgreSQL could not follow it from there). Taken from the primary: no replica runs yet.
     if in_place {
         stage(
             options,
@@ -558,6 +552,7 @@ async fn run_restore(
             cluster,
             repository,
             super::BackupType::Full,
+            super::From::Primary,
         )
         .await?;
         report.actions.push(crate::stack::rollout::Action {
@@ -569,6 +564,8 @@ async fn run_restore(
             ),
         });
     }
+    crate::stack::rollout::converge_cluster(project, cluster, secrets, open, options, &mut report)
+        .await?;
     Ok(RestoreReport {
         source: source.name.clone(),
         into: cluster.name.clone(),
@@ -642,18 +639,6 @@ echo ready
 
 /// Move a non-empty data directory aside (kept, named); `moved` when it did. A PostgreSQL an
 /// interrupted restore left running on it is stopped first.
-const MOVE_ASIDE: &str = r#"set -eu
-dir="$1"; aside="$2"; version="$3"
-if [ -f "$dir/postmaster.pid" ]; then
-  runuser -u postgres -- "/usr/lib/postgresql/$version/bin/pg_ctl" -D "$dir" -m fast -w stop || true
-fi
-if [ -d "$dir" ] && [ -n "$(ls -A "$dir")" ]; then
-  mv "$dir" "$aside"
-  echo moved
-fi
-install -d -o postgres -g postgres -m 0700 "$dir"
-"#;
-
 /// Start PostgreSQL on the restored data directory for its recovery only: Unix socket only,
 /// WAL archiving on or off as asked (off into another cluster: nothing may reach the source's
 /// archive), its log beside the others, and

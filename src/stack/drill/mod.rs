@@ -197,6 +197,7 @@ pub async fn drill(project: &Project, options: &Options) -> Result<DrillReport> 
             Some("a drill writes through the VIP: give the cluster balancers and a `vip`".into()),
         )
     })?;
+    super::ops::maintenance::refuse_when_paused(project, &secrets, cluster, "a drill").await?;
     let hosts_by_member = crate::render::context::member_hosts(project, cluster);
     let reach = Reach {
         project,

@@ -1,0 +1,196 @@
+//! The day-to-day operations: `pause`, `resume`, `history`, `restart`, `reinit`, `failover`
+//! (see `stack::ops`). Each: the cluster as it is, what will happen, the result with its time,
+//! or `--json`.
+
+use std::time::Duration;
+
+use crate::cli::InventoryArgs;
+use crate::error::Result;
+use crate::stack::ops;
+
+/// The arguments every operation takes.
+#[derive(Debug, clap::Args)]
+pub struct Common {
+    #[command(flatten)]
+    pub inventory: InventoryArgs,
+    /// The cluster (needed when the inventory has several primary clusters).
+    #[arg(long)]
+    pub cluster: Option<String>,
+    /// Print the result as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct Plain {
+    #[command(flatten)]
+    pub common: Common,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RestartArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// Only this DB host (the primary: a switchover away from it, which restarts it).
+    #[arg(long, value_name = "HOST", conflicts_with = "pending")]
+    pub member: Option<String>,
+    /// Only the members with a restart pending (a changed parameter that needs one).
+    #[arg(long)]
+    pub pending: bool,
+    /// How long one member may take to come back (seconds).
+    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+    pub timeout: u64,
+    /// Do not ask (on a terminal, the restart is shown and confirmed first).
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ReinitArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// The replica to rebuild (a DB host of the cluster; never its leader).
+    #[arg(long, value_name = "HOST")]
+    pub member: String,
+    /// How long the rebuild may take (seconds).
+    #[arg(long, value_name = "SECONDS", default_value_t = 3600)]
+    pub timeout: u64,
+    /// Do not ask.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct FailoverArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// The DB host to promote.
+    #[arg(long, value_name = "HOST")]
+    pub to: String,
+    /// Do not ask (what the promotion may lose is shown first on a terminal).
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+}
+
+/// Load the inventory and the secrets, and name the cluster.
+fn open(
+    common: &Common,
+) -> Result<(
+    crate::render::Project,
+    crate::inventory::secrets::Secrets,
+    String,
+)> {
+    let project = crate::render::load_project(&common.inventory.inventory, &common.inventory.set)?;
+    let secrets = super::running_secrets(&project)?;
+    let cluster = crate::stack::primary_cluster(&project, common.cluster.as_deref())?
+        .name
+        .clone();
+    Ok((project, secrets, cluster))
+}
+
+fn show<T: serde::Serialize>(json: bool, report: &T, text: impl FnOnce(&T) -> String) {
+    if json {
+        crate::ui::print_json(report);
+    } else {
+        crate::ui::out(&text(report));
+    }
+}
+
+pub fn pause(args: Plain, on: bool) -> Result<i32> {
+    let (project, secrets, name) = open(&args.common)?;
+    let cluster = &project.inventory.clusters[&name];
+    let report = super::block_on(ops::maintenance::set(&project, &secrets, cluster, on))??;
+    show(args.common.json, &report, crate::ui::maintenance_text);
+    Ok(0)
+}
+
+pub fn history(args: Plain) -> Result<i32> {
+    let (project, secrets, name) = open(&args.common)?;
+    let cluster = &project.inventory.clusters[&name];
+    let report = super::block_on(ops::history::history(&project, &secrets, cluster))??;
+    show(args.common.json, &report, crate::ui::history_text);
+    Ok(0)
+}
+
+pub fn restart(args: RestartArgs) -> Result<i32> {
+    let (project, secrets, name) = open(&args.common)?;
+    let cluster = &project.inventory.clusters[&name];
+    let scope = match (&args.member, args.pending) {
+        (Some(host), _) => ops::restart::Scope::Member(host),
+        (None, true) => ops::restart::Scope::Pending,
+        (None, false) => ops::restart::Scope::All,
+    };
+    if let ops::restart::Scope::Member(host) = scope {
+        ops::member_of_host(&project, cluster, host)?;
+    }
+    let what = match scope {
+        ops::restart::Scope::All => "every member: the replicas one at a time, then one switchover to a restarted replica (writes through the VIP pause for a few seconds), the former primary restarted by its demotion".to_owned(),
+        ops::restart::Scope::Pending => "the members with a restart pending, replicas first; a switchover when the primary is one of them".to_owned(),
+        ops::restart::Scope::Member(host) => format!("{host} (when it is the primary: a switchover away from it first)"),
+    };
+    if !crate::ui::confirm(&format!("restart in cluster {name}"), &[what], args.yes) {
+        return Err(super::declined());
+    }
+    let report = super::block_on(ops::restart::restart(
+        &project,
+        &secrets,
+        cluster,
+        scope,
+        Duration::from_secs(args.timeout),
+    ))??;
+    show(args.common.json, &report, crate::ui::restart_text);
+    Ok(0)
+}
+
+pub fn reinit(args: ReinitArgs) -> Result<i32> {
+    let (project, secrets, name) = open(&args.common)?;
+    let cluster = &project.inventory.clusters[&name];
+    super::block_on(ops::reinit::check(
+        &project,
+        &secrets,
+        cluster,
+        &args.member,
+    ))??;
+    let source = if cluster.repository().is_some() {
+        "from the newest backup in the repository and the WAL archive (pg_basebackup from the primary when there is none)"
+    } else {
+        "with pg_basebackup from the primary"
+    };
+    if !crate::ui::confirm(
+        &format!("reinit of {} in cluster {name}", args.member),
+        &[format!(
+            "Patroni stops on {}, its data directory is moved aside (kept), and the replica is rebuilt {source}",
+            args.member
+        )],
+        args.yes,
+    ) {
+        return Err(super::declined());
+    }
+    let report = super::block_on(ops::reinit::reinit(
+        &project,
+        &secrets,
+        cluster,
+        &args.member,
+        Duration::from_secs(args.timeout),
+    ))??;
+    show(args.common.json, &report, crate::ui::reinit_text);
+    Ok(0)
+}
+
+pub fn failover(args: FailoverArgs) -> Result<i32> {
+    let (project, secrets, name) = open(&args.common)?;
+    let cluster = &project.inventory.clusters[&name];
+    let plan = super::block_on(ops::failover::plan(&project, &secrets, cluster, &args.to))??;
+    let lines = crate::ui::failover_plan_lines(&plan);
+    if !args.common.json {
+        for line in &lines {
+            crate::ui::eprintln(line);
+        }
+    }
+    if !crate::ui::confirm(&format!("failover of cluster {name}"), &lines, args.yes) {
+        return Err(super::declined());
+    }
+    let report = super::block_on(ops::failover::failover(&project, &secrets, cluster, plan))??;
+    show(args.common.json, &report, crate::ui::failover_text);
+    Ok(0)
+}

@@ -1,0 +1,207 @@
+//! End-to-end: the day-to-day operations on the shared Debian 13 cluster, under a client writing
+//! through the VIP: `restart` of one replica and of every member (one switchover), `reinit` of a
+//! replica whose data directory was damaged on purpose (the old one kept aside), `pause` and a
+//! power cut of the primary while paused (no failover: the cluster stays without a leader and
+//! `status` says why), `failover --to` a replica, `resume`, the former primary back as a
+//! replica, and `history` counting exactly the two timeline switches made here. No
+//! acknowledged write is lost, no member diverges, and a second apply changes nothing.
+//! `#[ignore]`d: runs only with `--ignored` and `PGSTRAP_E2E=1` (tests/run.sh).
+
+mod common;
+
+use common::{pgstrap, pgstrap_ok, require_e2e, run_on};
+
+const VIP: &str = "10.77.0.250";
+const DATA_DIR: &str = "/var/lib/postgresql/17/main";
+
+fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+/// The cluster's members from `status --json`: (name, address, role).
+fn members(inventory: &str) -> Vec<(String, String, String)> {
+    let status = json(&common::status(&["--json", "-i", inventory]));
+    status["clusters"][0]["patroni"]["members"]
+        .as_array()
+        .map(|members| {
+            members
+                .iter()
+                .map(|m| {
+                    let text = |k: &str| m[k].as_str().unwrap_or_default().to_owned();
+                    (text("name"), text("host"), text("role"))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn timeline_switches(inventory: &str) -> usize {
+    json(&pgstrap_ok(&["history", "-i", inventory, "--json"]))["switches"]
+        .as_array()
+        .map_or(0, Vec::len)
+}
+
+/// Poll (at most `seconds`) until `done` holds; panics with `what` otherwise.
+fn until(seconds: u64, what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+}
+
+#[test]
+#[ignore = "e2e: needs real lab hosts (PGSTRAP_E2E=1, tests/run.sh)"]
+fn day_to_day_operations_lose_no_write() {
+    require_e2e();
+    let inventory = common::take(&common::MAIN);
+    let switches_before = timeline_switches(&inventory);
+    let (leader, _) = common::leader(&inventory, "main");
+    let replica = members(&inventory)
+        .into_iter()
+        .find(|(name, _, role)| *name != leader && role == "replica")
+        .expect("a replica");
+    let mut writer = common::Writer::start(&inventory, VIP);
+
+    // One replica, then every member: the replicas one at a time, one switchover.
+    let one = json(&writer.step("restart of one replica", || {
+        pgstrap_ok(&[
+            "restart", "-i", &inventory, "--member", &replica.0, "--yes", "--json",
+        ])
+    }));
+    assert_eq!(one["steps"][0], format!("restarted replica {}", replica.0));
+    let all = json(&writer.step("rolling restart of every member", || {
+        pgstrap_ok(&["restart", "-i", &inventory, "--yes", "--json"])
+    }));
+    let steps: Vec<&str> = all["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .filter_map(|s| s.as_str())
+        .collect();
+    assert_eq!(steps.len(), 4, "{steps:?}");
+    assert_eq!(
+        steps
+            .iter()
+            .filter(|s| s.starts_with("switched over"))
+            .count(),
+        1,
+        "{steps:?}"
+    );
+
+    // A replica whose data directory is damaged: rebuilt, the damaged one kept.
+    let replica = members(&inventory)
+        .into_iter()
+        .find(|(_, _, role)| role == "replica")
+        .expect("a replica after the restart");
+    let replica_address = replica.1.clone();
+    let output = pgstrap(&[
+        "reinit",
+        "-i",
+        &inventory,
+        "--member",
+        &leader_now(&inventory),
+    ]);
+    assert_eq!(
+        output.status.code(),
+        Some(2),
+        "reinit of the leader was not refused"
+    );
+    run_on(
+        &replica_address,
+        &format!("rm -f {DATA_DIR}/global/pg_control"),
+    );
+    let rebuilt = json(&writer.step("reinit of a damaged replica", || {
+        pgstrap_ok(&[
+            "reinit", "-i", &inventory, "--member", &replica.0, "--yes", "--json",
+        ])
+    }));
+    let aside = rebuilt["moved_aside"].as_str().expect("moved aside");
+    assert_eq!(
+        run_on(&replica_address, &format!("test -d {aside} && echo kept")),
+        "kept"
+    );
+    assert_eq!(rebuilt["method"], "basebackup", "{rebuilt}");
+
+    // Maintenance mode, then the primary's power cut: no failover.
+    pgstrap_ok(&["pause", "-i", &inventory]);
+    let status = common::status(&["-i", &inventory]);
+    assert!(status.contains("MAINTENANCE MODE"), "{status}");
+    let (primary, _) = common::leader(&inventory, "main");
+    let output = pgstrap(&["drill", "kill-patroni", "-i", &inventory]);
+    assert_eq!(output.status.code(), Some(2), "a drill ran while paused");
+    writer.step(
+        "power cut of the primary while paused, then failover",
+        || {
+            pgstrap_ok(&["lab", "kill", &primary]);
+            until(60, "the leader key to expire", || {
+                members(&inventory)
+                    .iter()
+                    .all(|(_, _, role)| role != "leader")
+            });
+            // Nobody took over on their own.
+            std::thread::sleep(std::time::Duration::from_secs(3));
+            assert!(
+                members(&inventory)
+                    .iter()
+                    .all(|(_, _, role)| role == "replica"),
+                "a replica was promoted while paused"
+            );
+            let status = common::status(&["-i", &inventory]);
+            assert!(
+                status.contains("no leader") && status.contains("pgstrap failover"),
+                "{status}"
+            );
+            let to = members(&inventory)
+                .into_iter()
+                .find(|(name, _, _)| *name != primary)
+                .expect("a candidate")
+                .0;
+            let report = json(&pgstrap_ok(&[
+                "failover", "-i", &inventory, "--to", &to, "--yes", "--json",
+            ]));
+            assert_eq!(report["new_leader"], to.as_str());
+            assert_eq!(report["last_leader"], primary.as_str());
+        },
+    );
+    pgstrap_ok(&["resume", "-i", &inventory]);
+    pgstrap_ok(&["lab", "start", &primary]);
+    until(120, "the former primary to stream again", || {
+        pgstrap(&["verify", "-i", &inventory]).status.success()
+    });
+
+    // No member diverged: every one holds the same writes up to a point they all passed.
+    let (_, leader_address) = common::leader(&inventory, "main");
+    let sql = |address: &str, query: &str| {
+        run_on(
+            address,
+            &format!("runuser -u postgres -- psql -XAt -d postgres -c \"{query}\""),
+        )
+    };
+    let upto = sql(&leader_address, "SELECT max(id) FROM pgstrap_drill.writes");
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let count = format!("SELECT count(*) FROM pgstrap_drill.writes WHERE id <= {upto}");
+    let expected = sql(&leader_address, &count);
+    for (name, address, _) in members(&inventory) {
+        assert_eq!(sql(&address, &count), expected, "{name} diverged");
+    }
+    writer.finish("restarts, a reinit, a failover while paused");
+
+    let history = json(&pgstrap_ok(&["history", "-i", &inventory, "--json"]));
+    assert_eq!(
+        history["switches"].as_array().map_or(0, Vec::len),
+        switches_before + 2,
+        "one switchover and one failover: {history}"
+    );
+    let output = pgstrap(&["apply", "-i", &inventory]);
+    assert!(
+        output.status.success()
+            && String::from_utf8_lossy(&output.stderr).contains("done: 0 change(s)"),
+        "the apply after the operations changed something"
+    );
+    common::give_back(&common::MAIN);
+}
+
+fn leader_now(inventory: &str) -> String {
+    common::leader(inventory, "main").0
+}
