@@ -877,3 +877,42 @@ fn apt_reads_the_rendered_proxy_setting() {
         );
     }
 }
+
+/// Every host tells unattended-upgrades to leave the stack's packages alone (apt reads the list
+/// back) and needrestart to leave its services alone (perl compiles and runs the file the way
+/// needrestart does: `%nrconf` filled by `do FILE`).
+#[test]
+fn apt_and_perl_read_the_restart_holds() {
+    let rendered = render("single-dc", "");
+    let hosts = fs::read_dir(&rendered.out).expect("out").count();
+    let apt_files = rendered.expect_files("/etc/apt/apt.conf.d/51pgstrap-unattended-upgrades");
+    let perl_files = rendered.expect_files("/etc/needrestart/conf.d/50-pgstrap.conf");
+    assert_eq!(apt_files.len(), hosts);
+    assert_eq!(perl_files.len(), hosts);
+    if let Some(apt_config) = program("apt-config", "apt", "apt-config") {
+        for (host, file) in apt_files {
+            let output = run(Command::new(&apt_config).arg("-c").arg(&file).arg("dump"));
+            let dump = String::from_utf8_lossy(&output.stdout);
+            assert!(
+                output.status.success()
+                    && dump.contains("Unattended-Upgrade::Package-Blacklist:: \"patroni\";"),
+                "{host}: apt-config does not read the blacklist: {}",
+                describe(&output)
+            );
+        }
+    }
+    if let Some(perl) = program("perl", "perl-base", "perl") {
+        for (host, file) in perl_files {
+            let script = format!(
+                "our %nrconf; do '{}'; die $@ if $@; my @keys = keys %{{$nrconf{{override_rc}}}}; die 'no override' unless grep {{ 'patroni.service' =~ $_ }} @keys; print scalar(@keys)",
+                file.display()
+            );
+            let output = run(Command::new(&perl).arg("-e").arg(&script));
+            assert!(
+                output.status.success() && String::from_utf8_lossy(&output.stdout).trim() == "6",
+                "{host}: perl does not read the needrestart override: {}",
+                describe(&output)
+            );
+        }
+    }
+}

@@ -205,3 +205,147 @@ fn day_to_day_operations_lose_no_write() {
 fn leader_now(inventory: &str) -> String {
     common::leader(inventory, "main").0
 }
+
+/// A local apt repository on a lab host with the stack's packages as Debian ships them, only
+/// re-versioned (`+pgstrap1` appended: newer than the installed ones) and repacked with
+/// `dpkg-deb`, maintainer scripts untouched but for a planted failure: the postinst of patroni
+/// exits 1 while `/etc/pgstrap-break-upgrade` exists. `$@`: the packages.
+const LOCAL_UPDATES: &str = r#"set -eu
+dir=/srv/pgstrap-updates
+rm -rf "$dir" && mkdir -p "$dir/build" && cd "$dir/build"
+apt-get download -q "$@" >/dev/null
+for deb in *.deb; do
+  rm -rf x && dpkg-deb -R "$deb" x
+  sed -i 's/^Version: .*/&+pgstrap1/' x/DEBIAN/control
+  if [ -f x/DEBIAN/postinst ] && grep -q '^Package: patroni$' x/DEBIAN/control; then
+    sed -i '2i [ -e /etc/pgstrap-break-upgrade ] \&\& { echo "planted failure" >&2; exit 1; }' x/DEBIAN/postinst
+  fi
+  dpkg-deb -Znone -b x "$dir/$(basename "$deb" .deb)+pgstrap1.deb" >/dev/null
+done
+cd "$dir" && rm -rf build
+for deb in *.deb; do
+  dpkg-deb -f "$deb"
+  echo "Filename: ./$deb"; echo "Size: $(stat -c %s "$deb")"; echo "SHA256: $(sha256sum "$deb" | cut -d' ' -f1)"; echo
+done > Packages
+echo "deb [trusted=yes] file:$dir ./" > /etc/apt/sources.list.d/pgstrap-updates.list
+"#;
+
+#[test]
+#[ignore = "e2e: needs real lab hosts (PGSTRAP_E2E=1, tests/run.sh)"]
+fn update_costs_one_switchover_and_resumes_after_a_failed_package() {
+    require_e2e();
+    let inventory = common::take(&common::MAIN);
+    let switches_before = timeline_switches(&inventory);
+    let (leader, _) = common::leader(&inventory, "main");
+    let db: Vec<(String, String, String)> = members(&inventory);
+    let broken = db
+        .iter()
+        .find(|(name, _, _)| *name != leader)
+        .expect("a replica")
+        .clone();
+    // Newer versions of PostgreSQL, Patroni and etcd on the DB hosts, of HAProxy on the
+    // balancers, served from each host's own local repository.
+    let project = pgstrap::render::load_project(std::path::Path::new(&inventory), &[]).unwrap();
+    let builds: Vec<_> = project
+        .inventory
+        .hosts
+        .values()
+        .map(|host| {
+            let packages = if host.name.starts_with("n4") || host.name.starts_with("n5") {
+                "haproxy"
+            } else {
+                "postgresql-17 patroni etcd-server"
+            };
+            let address = host.address.to_string();
+            let script = format!("sh -c {} sh {packages}", shell_quote(LOCAL_UPDATES));
+            std::thread::spawn(move || run_on(&address, &script))
+        })
+        .collect();
+    for build in builds {
+        build.join().expect("a local repository");
+    }
+    run_on(&broken.1, "touch /etc/pgstrap-break-upgrade");
+
+    let plan = json(&pgstrap_ok(&[
+        "update", "-i", &inventory, "--plan", "--json",
+    ]));
+    let planned = plan["hosts"].as_array().expect("hosts");
+    assert_eq!(planned.len(), 5, "every host has updates: {plan}");
+    // The balancers first, the primary's host last.
+    assert_eq!(planned[4]["host"], leader.as_str(), "{plan}");
+    let db_host = planned
+        .iter()
+        .find(|h| h["host"] == broken.0.as_str())
+        .expect("the replica in the plan");
+    assert!(db_host["postgresql"].is_array(), "{db_host}");
+
+    let mut writer = common::Writer::start(&inventory, VIP);
+    let output = writer.step("update, stopped by a failing package", || {
+        pgstrap(&["update", "-i", &inventory, "--yes"])
+    });
+    let text = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains(&broken.0) && text.contains("patroni"),
+        "the error names neither the host nor the package: {text}"
+    );
+    run_on(&broken.1, "rm /etc/pgstrap-break-upgrade");
+    let report = json(&writer.step("update resumed", || {
+        pgstrap_ok(&["update", "-i", &inventory, "--yes", "--json"])
+    }));
+    let steps: Vec<&str> = report["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .filter_map(|s| s.as_str())
+        .collect();
+    assert_eq!(
+        steps.iter().filter(|s| s.contains("switched over")).count(),
+        1,
+        "{steps:?}"
+    );
+    until(120, "every member streams", || {
+        pgstrap(&["verify", "-i", &inventory]).status.success()
+    });
+    writer.finish("an update of every host");
+
+    // Every host on the new versions, one new timeline, nothing left to update.
+    let status = json(&common::status(&["--json", "-i", &inventory]));
+    for host in status["hosts"].as_array().expect("hosts") {
+        let packages = &host["packages"];
+        let name = host["name"].as_str().unwrap_or_default();
+        let key = if name == "n4" || name == "n5" {
+            "haproxy"
+        } else {
+            "postgresql-17"
+        };
+        assert!(
+            packages[key]
+                .as_str()
+                .is_some_and(|v| v.ends_with("+pgstrap1")),
+            "{name}: {packages}"
+        );
+    }
+    assert_eq!(timeline_switches(&inventory), switches_before + 1);
+    let again = json(&pgstrap_ok(&[
+        "update", "-i", &inventory, "--plan", "--json",
+    ]));
+    assert_eq!(again["hosts"].as_array().map(Vec::len), Some(0), "{again}");
+    for (_, address, _) in members(&inventory) {
+        run_on(
+            &address,
+            "rm -f /etc/apt/sources.list.d/pgstrap-updates.list",
+        );
+    }
+    for address in ["10.77.0.14", "10.77.0.15"] {
+        run_on(
+            address,
+            "rm -f /etc/apt/sources.list.d/pgstrap-updates.list",
+        );
+    }
+    common::give_back(&common::MAIN);
+}
+
+fn shell_quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "'\\''"))
+}

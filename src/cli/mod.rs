@@ -109,6 +109,8 @@ pub enum Command {
     Pause(ops::Plain),
     /// Maintenance mode off.
     Resume(ops::Plain),
+    /// Debian's updates on every host, planned first, at most one switchover per cluster.
+    Update(ops::UpdateArgs),
     /// The cluster's timeline switches (failovers, switchovers, restores) as Patroni recorded them.
     History(ops::Plain),
     /// Take a backup now (pgBackRest, on the cluster's repository host).
@@ -145,6 +147,7 @@ pub fn main() -> i32 {
         Command::Pause(args) => ops::pause(args, true),
         Command::Resume(args) => ops::pause(args, false),
         Command::History(args) => ops::history(args),
+        Command::Update(args) => ops::update(args),
         Command::Backup(args) => backup::run(args),
         Command::Restore(args) => restore::run(args, cli.verbose),
         Command::Drill(args) => drill::run(args),

@@ -72,6 +72,30 @@ pub struct FailoverArgs {
     pub yes: bool,
 }
 
+#[derive(Debug, clap::Args)]
+pub struct UpdateArgs {
+    #[command(flatten)]
+    pub inventory: InventoryArgs,
+    /// Only the hosts of this cluster.
+    #[arg(long)]
+    pub cluster: Option<String>,
+    /// Only these hosts (repeatable).
+    #[arg(long = "host", value_name = "HOST")]
+    pub hosts: Vec<String>,
+    /// Show what would be upgraded and restarted, in order; change nothing.
+    #[arg(long)]
+    pub plan: bool,
+    /// How long one host's restarts may take (seconds).
+    #[arg(long, value_name = "SECONDS", default_value_t = 600)]
+    pub timeout: u64,
+    /// Print the result as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Do not ask (on a terminal, the plan is shown and confirmed first).
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+}
+
 /// Load the inventory and the secrets, and name the cluster.
 fn open(
     common: &Common,
@@ -182,15 +206,47 @@ pub fn failover(args: FailoverArgs) -> Result<i32> {
     let cluster = &project.inventory.clusters[&name];
     let plan = super::block_on(ops::failover::plan(&project, &secrets, cluster, &args.to))??;
     let lines = crate::ui::failover_plan_lines(&plan);
-    if !args.common.json {
-        for line in &lines {
-            crate::ui::eprintln(line);
-        }
-    }
-    if !crate::ui::confirm(&format!("failover of cluster {name}"), &lines, args.yes) {
+    if !crate::ui::announce_and_confirm(
+        &format!("failover of cluster {name}"),
+        &lines,
+        args.yes,
+        args.common.json,
+    ) {
         return Err(super::declined());
     }
     let report = super::block_on(ops::failover::failover(&project, &secrets, cluster, plan))??;
     show(args.common.json, &report, crate::ui::failover_text);
+    Ok(0)
+}
+
+pub fn update(args: UpdateArgs) -> Result<i32> {
+    let project = crate::render::load_project(&args.inventory.inventory, &args.inventory.set)?;
+    let secrets = super::running_secrets(&project)?;
+    let (plan, sessions) = super::block_on(ops::update::plan(
+        &project,
+        &secrets,
+        args.cluster.as_deref(),
+        &args.hosts,
+    ))??;
+    let lines = crate::ui::update_plan_lines(&plan);
+    if args.plan || plan.hosts.is_empty() {
+        if args.json {
+            crate::ui::print_json(&plan);
+        } else {
+            crate::ui::out(&(lines.join("\n") + "\n"));
+        }
+        return Ok(0);
+    }
+    if !crate::ui::announce_and_confirm("update", &lines, args.yes, args.json) {
+        return Err(super::declined());
+    }
+    let report = super::block_on(ops::update::update(
+        &project,
+        &secrets,
+        plan,
+        sessions,
+        Duration::from_secs(args.timeout),
+    ))??;
+    show(args.json, &report, crate::ui::update_text);
     Ok(0)
 }

@@ -38,9 +38,20 @@ impl Balancers {
     /// every balancer at once. The health
     /// checks keep running and correct a wrong verdict at their next interval.
     pub async fn hand_over_primary(&self, old: &str, new: &str) {
-        let commands = format!(
+        self.run(format!(
             "set server primary/{old} health down; set server primary/{new} health up; set server replicas/{new} health down\n"
-        );
+        ))
+        .await;
+    }
+
+    /// A server of `backend` drained (`drain`: no new sessions, those open finish) or back
+    /// (`ready`), on every balancer at once.
+    pub async fn set_state(&self, backend: &str, server: &str, state: &str) {
+        self.run(format!("set server {backend}/{server} state {state}\n"))
+            .await;
+    }
+
+    async fn run(&self, commands: String) {
         let runs = self.sessions.iter().map(|(host, session)| {
             let command = RemoteCommand::new(&["socat", "stdio", ADMIN_SOCKET])
                 .with_stdin(commands.clone().into_bytes());

@@ -10,6 +10,7 @@ pub use dr::{dr_forced_text, dr_promote_text};
 pub use drill::drill_text;
 pub use ops::{
     failover_plan_lines, failover_text, history_text, maintenance_text, reinit_text, restart_text,
+    update_plan_lines, update_text,
 };
 
 /// Set up `tracing` logs on stderr: warnings by default, more with `-v`.
@@ -155,6 +156,19 @@ pub fn confirm(action: &str, steps: &[String], yes: bool) -> bool {
     let mut answer = String::new();
     let _ = std::io::stdin().lock().read_line(&mut answer);
     matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes")
+}
+
+/// Show what is about to happen on stderr (unless `quiet`), then [`confirm`] it: on a
+/// terminal without `yes` the lines are shown once, with the question.
+pub fn announce_and_confirm(action: &str, steps: &[String], yes: bool, quiet: bool) -> bool {
+    use std::io::IsTerminal;
+    let asks = !yes && std::io::stdin().is_terminal();
+    if !asks && !quiet {
+        for step in steps {
+            eprintln(step);
+        }
+    }
+    confirm(action, steps, yes)
 }
 
 /// Print data as pretty JSON on stdout.

@@ -177,3 +177,64 @@ fn list(items: &[String]) -> String {
         items.join(", ")
     }
 }
+
+/// The update's plan, one line each (shown and confirmed before it runs).
+pub fn update_plan_lines(p: &crate::stack::ops::update::UpdatePlan) -> Vec<String> {
+    let mut lines = Vec::new();
+    if p.hosts.is_empty() {
+        lines.push("every host is up to date: nothing to do".to_owned());
+        return lines;
+    }
+    for (i, h) in p.hosts.iter().enumerate() {
+        let restarts = if h.restarts.is_empty() {
+            "no service of the stack restarts".to_owned()
+        } else {
+            format!(
+                "then restarts {}",
+                h.restarts
+                    .iter()
+                    .map(|r| serde_json::to_value(r)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_owned))
+                        .unwrap_or_default())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        };
+        lines.push(format!(
+            "{}. {}: {} package(s), {restarts}{}{}",
+            i + 1,
+            h.host,
+            h.upgrades.len(),
+            h.postgresql
+                .as_ref()
+                .map_or_else(String::new, |(from, to)| format!(
+                    "; PostgreSQL {from} → {to}"
+                )),
+            if h.reboot_required {
+                "; a reboot is required (not made by this command)"
+            } else {
+                ""
+            }
+        ));
+        for u in &h.upgrades {
+            lines.push(format!("     {} {} → {}", u.package, u.from, u.to));
+        }
+    }
+    lines.extend(p.switchovers.iter().cloned());
+    lines
+}
+
+pub fn update_text(r: &crate::stack::ops::update::UpdateReport) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "updated {} host(s) in {:.1} s",
+        r.plan.hosts.len(),
+        r.seconds
+    );
+    for step in &r.steps {
+        let _ = writeln!(out, "  {step}");
+    }
+    out
+}

@@ -11,13 +11,15 @@
 //!   one member;
 //! - [`reinit`]: a broken replica rebuilt (from the backup repository when the cluster has one,
 //!   else from the primary), its old data directory moved aside and kept;
-//! - [`failover`]: a leader for a cluster that has none, after showing what each candidate holds.
+//! - [`failover`]: a leader for a cluster that has none, after showing what each candidate holds;
+//! - [`update`]: Debian's updates on every host, at most one switchover per cluster.
 
 pub mod failover;
 pub mod history;
 pub mod maintenance;
 pub mod reinit;
 pub mod restart;
+pub mod update;
 
 use crate::error::{Error, Result};
 use crate::inventory::secrets::Secrets;

@@ -1,0 +1,695 @@
+//! `pgstrap update`: Debian's updates (point releases, security) on every host of the stack,
+//! planned first and applied in an order that costs at most one switchover per cluster.
+//!
+//! The plan: on every host at once, `apt-get update` and a simulated `apt-get upgrade`, mapped
+//! onto the roles whose packages change (so onto the services that must restart). The run, one
+//! host at a time:
+//!
+//! 1. hosts that are neither DB nor etcd hosts (balancers, repositories), the VIP holder last,
+//!    so the VIP moves at most once (to a balancer already updated);
+//! 2. etcd-only hosts, the etcd leader last (leadership moved away before its restart);
+//! 3. per cluster, the replicas one at a time (drained from the read port first, back and
+//!    streaming before the next), a switchover to an updated replica, the former primary last.
+//!
+//! On each host the packages are upgraded with every service start held back (a temporary
+//! `policy-rc.d`: Debian's maintainer scripts restart services on upgrade, and a Patroni restart
+//! on the primary is a failover), then pgstrap restarts what changed, in the stack's order
+//! (etcd, pgBackRest, PgBouncer, PostgreSQL through Patroni, HAProxy by a seamless reload,
+//! keepalived), each behind its gate. The restarts still owed are written on the host first
+//! (`/var/lib/pgstrap/update-restarts`) and removed after them, so a run that stopped (a failed
+//! package, a gate) resumes where it stopped.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use super::Reached;
+use crate::connect::{RemoteCommand, Session};
+use crate::error::{Error, Result};
+use crate::inventory::secrets::Secrets;
+use crate::render::Project;
+
+/// The restarts still owed on a host (written before the upgrade, removed after the restarts).
+const OWED: &str = "/var/lib/pgstrap/update-restarts";
+
+/// What a changed package means on a host, in the order the restarts are made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Restart {
+    Etcd,
+    Pgbackrest,
+    Pgbouncer,
+    /// PostgreSQL's binaries: a restart through Patroni.
+    Postgresql,
+    /// Patroni itself: its service restarts (and PostgreSQL with it).
+    Patroni,
+    Haproxy,
+    Keepalived,
+}
+
+impl Restart {
+    fn name(self) -> &'static str {
+        match self {
+            Restart::Etcd => "etcd",
+            Restart::Pgbackrest => "pgbackrest",
+            Restart::Pgbouncer => "pgbouncer",
+            Restart::Postgresql => "postgresql",
+            Restart::Patroni => "patroni",
+            Restart::Haproxy => "haproxy",
+            Restart::Keepalived => "keepalived",
+        }
+    }
+
+    fn parse(name: &str) -> Option<Self> {
+        Some(match name {
+            "etcd" => Restart::Etcd,
+            "pgbackrest" => Restart::Pgbackrest,
+            "pgbouncer" => Restart::Pgbouncer,
+            "postgresql" => Restart::Postgresql,
+            "patroni" => Restart::Patroni,
+            "haproxy" => Restart::Haproxy,
+            "keepalived" => Restart::Keepalived,
+            _ => return None,
+        })
+    }
+
+    /// Whether this restart on the primary's host needs a switchover first.
+    fn moves_the_primary(self) -> bool {
+        matches!(
+            self,
+            Restart::Postgresql | Restart::Patroni | Restart::Pgbouncer
+        )
+    }
+
+    /// The restart a role's changed package asks for (`None`: nothing of the stack restarts).
+    fn of_role(role: &str) -> Option<Self> {
+        Self::parse(role)
+    }
+}
+
+/// One package that `apt-get upgrade` would change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Upgrade {
+    pub package: String,
+    pub from: String,
+    pub to: String,
+}
+
+/// `Inst NAME [OLD] (NEW SUITE [ARCH])` lines of `apt-get -s upgrade`; new installs (no old
+/// version) are left out.
+pub fn parse_simulation(text: &str) -> Vec<Upgrade> {
+    text.lines()
+        .filter_map(|line| {
+            let mut words = line.split_whitespace();
+            if words.next()? != "Inst" {
+                return None;
+            }
+            let package = words.next()?.to_owned();
+            let from = words
+                .next()?
+                .strip_prefix('[')?
+                .strip_suffix(']')?
+                .to_owned();
+            let to = words.next()?.strip_prefix('(')?.to_owned();
+            Some(Upgrade { package, from, to })
+        })
+        .collect()
+}
+
+/// One host's part of the plan.
+#[derive(Debug, Clone, Serialize)]
+pub struct HostUpdate {
+    pub host: String,
+    pub upgrades: Vec<Upgrade>,
+    /// The restarts the upgrades ask for, and those a stopped run still owes.
+    pub restarts: Vec<Restart>,
+    /// PostgreSQL's minor version change (`17.12-0+deb13u1 → 17.13-0+deb13u1`).
+    pub postgresql: Option<(String, String)>,
+    /// `/var/run/reboot-required` exists already (a reboot is not made by this command).
+    pub reboot_required: bool,
+}
+
+impl HostUpdate {
+    pub fn is_empty(&self) -> bool {
+        self.upgrades.is_empty() && self.restarts.is_empty()
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct UpdatePlan {
+    /// In the order the run takes them; hosts with nothing to do are left out.
+    pub hosts: Vec<HostUpdate>,
+    /// Per cluster whose primary's host is in the plan: the switchover it costs.
+    pub switchovers: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct UpdateReport {
+    pub plan: UpdatePlan,
+    /// What was done, in order.
+    pub steps: Vec<String>,
+    pub seconds: f64,
+}
+
+const PLAN_SCRIPT: &str = r#"set -eu
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq >/dev/null
+echo '--simulation'
+apt-get -s -o Debug::NoLocking=1 upgrade 2>/dev/null | grep '^Inst ' || true
+echo '--owed'
+cat /var/lib/pgstrap/update-restarts 2>/dev/null || true
+echo '--reboot'
+if [ -e /var/run/reboot-required ]; then echo yes; fi
+echo '--addresses'
+ip -o -4 addr show | awk '{print $4}'
+"#;
+
+/// The upgrade with every service start and restart held back (`policy-rc.d` answers 101 to
+/// Debian's maintainer scripts; one already there is left alone), the restarts owed written
+/// first. `$1`: the owed restarts, one per line.
+const UPGRADE_SCRIPT: &str = r#"set -eu
+export DEBIAN_FRONTEND=noninteractive
+mkdir -p /var/lib/pgstrap
+{ cat /var/lib/pgstrap/update-restarts 2>/dev/null || true; printf '%s\n' "$1"; } | grep . | sort -u > /var/lib/pgstrap/update-restarts.new
+mv /var/lib/pgstrap/update-restarts.new /var/lib/pgstrap/update-restarts
+created=0
+if [ ! -e /usr/sbin/policy-rc.d ]; then
+  printf '#!/bin/sh\n# pgstrap update: pgstrap restarts the stack itself, in its order\nexit 101\n' > /usr/sbin/policy-rc.d
+  chmod 0755 /usr/sbin/policy-rc.d
+  created=1
+fi
+trap 'if [ "$created" = 1 ]; then rm -f /usr/sbin/policy-rc.d; fi' EXIT
+# A package a stopped run left half-configured is configured first.
+# Everything to stderr: a failure shows its last lines (dpkg names the package there).
+dpkg --configure -a >&2
+apt-get -y -q -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold upgrade >&2
+"#;
+
+/// The connections to the hosts in the plan.
+struct Hosts {
+    sessions: BTreeMap<String, Session>,
+}
+
+impl Hosts {
+    fn session(&self, host: &str) -> Result<&Session> {
+        self.sessions
+            .get(host)
+            .ok_or_else(|| Error::failure(format!("{host}: not connected"), None))
+    }
+
+    async fn systemctl(&self, host: &str, verb: &str, unit: &str) -> Result<()> {
+        self.session(host)?
+            .run(&RemoteCommand::new(&["systemctl", verb, unit]))
+            .await
+            .map(|_| ())
+            .map_err(|e| {
+                Error::failure(
+                    format!("{host}: systemctl {verb} {unit}: {e}"),
+                    Some(format!("see `journalctl -u {unit}` on {host}")),
+                )
+            })
+    }
+}
+
+/// The hosts in scope: every host of the inventory, or those of `cluster`, or `only`.
+fn scope(project: &Project, cluster: Option<&str>, only: &[String]) -> Result<Vec<String>> {
+    let inventory = &project.inventory;
+    for host in only {
+        if !inventory.hosts.contains_key(host) {
+            return Err(Error::usage(
+                format!("no host `{host}` in the inventory"),
+                None,
+            ));
+        }
+    }
+    let of_cluster: Option<BTreeSet<String>> = match cluster {
+        None => None,
+        Some(name) => {
+            let c = inventory.clusters.get(name).ok_or_else(|| {
+                Error::usage(format!("no cluster `{name}` in the inventory"), None)
+            })?;
+            Some(
+                c.etcd
+                    .iter()
+                    .chain(&c.postgres)
+                    .chain(&c.balancers)
+                    .map(String::as_str)
+                    .chain(c.repository())
+                    .map(str::to_owned)
+                    .collect(),
+            )
+        }
+    };
+    Ok(inventory
+        .hosts
+        .keys()
+        .filter(|h| only.is_empty() || only.contains(h))
+        .filter(|h| of_cluster.as_ref().is_none_or(|set| set.contains(*h)))
+        .cloned()
+        .collect())
+}
+
+/// Plan the update: what changes on each host of the scope, in the order it will be done.
+pub async fn plan(
+    project: &Project,
+    secrets: &Secrets,
+    cluster: Option<&str>,
+    only: &[String],
+) -> Result<(UpdatePlan, BTreeMap<String, Session>)> {
+    let hosts = scope(project, cluster, only)?;
+    let desired = crate::render::desired_state(project, secrets, Some(&hosts))?;
+    let connects = hosts.iter().map(|host| async move {
+        let session = crate::stack::connect_host(project, host, secrets).await?;
+        let output = session
+            .run(&RemoteCommand::stdin_script(
+                PLAN_SCRIPT.to_owned(),
+                "apt-get update; apt-get -s upgrade",
+            ))
+            .await
+            .map_err(|e| {
+                Error::failure(
+                    format!("{host}: {e}"),
+                    Some("apt-get update must reach the host's Debian mirror".into()),
+                )
+            })?;
+        Ok::<_, Error>((host.clone(), session, output.stdout_text()))
+    });
+    let mut sessions = BTreeMap::new();
+    let mut found: BTreeMap<String, (HostUpdate, Vec<String>)> = BTreeMap::new();
+    for result in futures::future::join_all(connects).await {
+        let (host, session, text) = result?;
+        let section = |name: &str| -> String {
+            text.split(&format!("--{name}\n"))
+                .nth(1)
+                .map(|rest| rest.split("\n--").next().unwrap_or_default().to_owned())
+                .unwrap_or_default()
+        };
+        let upgrades = parse_simulation(&section("simulation"));
+        let roles = desired
+            .hosts
+            .iter()
+            .find(|h| h.host == host)
+            .map(|h| h.roles.clone())
+            .unwrap_or_default();
+        let mut restarts: BTreeSet<Restart> = section("owed")
+            .lines()
+            .filter_map(|l| Restart::parse(l.trim()))
+            .collect();
+        for upgrade in &upgrades {
+            for role in roles
+                .iter()
+                .filter(|r| r.packages.contains(&upgrade.package))
+            {
+                // A role without a service of its own here (pgBackRest without backups)
+                // restarts nothing.
+                let restart = Restart::of_role(&role.role);
+                let runs = role.services.iter().any(|s| {
+                    matches!(
+                        s.state,
+                        crate::state::ServiceState::Started
+                            | crate::state::ServiceState::Orchestrated
+                    )
+                }) || matches!(restart, Some(Restart::Postgresql));
+                if let (Some(restart), true) = (restart, runs) {
+                    restarts.insert(restart);
+                }
+            }
+        }
+        // Patroni's restart restarts PostgreSQL too.
+        if restarts.contains(&Restart::Patroni) {
+            restarts.remove(&Restart::Postgresql);
+        }
+        let postgresql = upgrades
+            .iter()
+            .find(|u| {
+                u.package.starts_with("postgresql-") && u.package[11..].parse::<u32>().is_ok()
+            })
+            .map(|u| (u.from.clone(), u.to.clone()));
+        let update = HostUpdate {
+            host: host.clone(),
+            upgrades,
+            restarts: restarts.into_iter().collect(),
+            postgresql,
+            reboot_required: section("reboot").trim() == "yes",
+        };
+        let addresses = section("addresses").lines().map(str::to_owned).collect();
+        found.insert(host.clone(), (update, addresses));
+        sessions.insert(host, session);
+    }
+    let order = order(project, &found).await;
+    let switchovers = switchovers(project, secrets, &order).await;
+    Ok((
+        UpdatePlan {
+            hosts: order.into_iter().filter(|h| !h.is_empty()).collect(),
+            switchovers,
+        },
+        sessions,
+    ))
+}
+
+/// The hosts in the run's order (see the module's comment).
+async fn order(
+    project: &Project,
+    found: &BTreeMap<String, (HostUpdate, Vec<String>)>,
+) -> Vec<HostUpdate> {
+    let inventory = &project.inventory;
+    let db: BTreeSet<&String> = inventory
+        .clusters
+        .values()
+        .flat_map(|c| &c.postgres)
+        .collect();
+    let etcd: BTreeSet<&String> = inventory.clusters.values().flat_map(|c| &c.etcd).collect();
+    let vips: Vec<String> = inventory
+        .clusters
+        .values()
+        .filter_map(|c| c.vip.map(|v| format!("{}/", v.addr())))
+        .collect();
+    let holds_vip = |host: &str| {
+        found.get(host).is_some_and(|(_, addresses)| {
+            addresses
+                .iter()
+                .any(|a| vips.iter().any(|v| a.starts_with(v.as_str())))
+        })
+    };
+    let mut order = Vec::new();
+    // 1. Neither DB nor etcd: the VIP holders last.
+    let mut others: Vec<&String> = found
+        .keys()
+        .filter(|h| !db.contains(h) && !etcd.contains(h))
+        .collect();
+    others.sort_by_key(|h| holds_vip(h));
+    order.extend(others);
+    // 2. etcd only: the leader last.
+    let mut etcd_only: Vec<&String> = found
+        .keys()
+        .filter(|h| etcd.contains(h) && !db.contains(h))
+        .collect();
+    let mut leaders = BTreeSet::new();
+    for cluster in inventory.clusters.values() {
+        if let Ok(health) = crate::stack::etcd::health(&project.etcd_endpoints(cluster)).await {
+            leaders.extend(health.leader);
+        }
+    }
+    etcd_only.sort_by_key(|h| leaders.contains(h.as_str()));
+    order.extend(etcd_only);
+    // 3. DB hosts per cluster: the replicas, then the primary (decided again when the run
+    // gets there; this is the order shown).
+    for cluster in inventory.clusters.values() {
+        let leader = leader_host(project, cluster).await;
+        let mut hosts: Vec<&String> = cluster
+            .postgres
+            .iter()
+            .filter(|h| found.contains_key(*h) && !order.contains(h))
+            .collect();
+        hosts.sort_by_key(|h| leader.as_deref() == Some(h.as_str()));
+        order.extend(hosts);
+    }
+    order
+        .into_iter()
+        .filter_map(|h| found.get(h).map(|(u, _)| u.clone()))
+        .collect()
+}
+
+async fn leader_host(project: &Project, cluster: &crate::inventory::Cluster) -> Option<String> {
+    let patroni =
+        crate::stack::patroni::Patroni::from_secrets(&project.secrets(false).ok()?).ok()?;
+    let view = patroni.view(project, cluster).await?;
+    super::host_of_member(project, cluster, &view.leader()?.name)
+}
+
+/// The switchovers the run will make: one per cluster whose primary's host has PostgreSQL,
+/// Patroni or PgBouncer to restart.
+async fn switchovers(project: &Project, _secrets: &Secrets, order: &[HostUpdate]) -> Vec<String> {
+    let mut out = Vec::new();
+    for cluster in project
+        .inventory
+        .clusters
+        .values()
+        .filter(|c| c.standby_of.is_none())
+    {
+        let Some(leader) = leader_host(project, cluster).await else {
+            continue;
+        };
+        if order
+            .iter()
+            .any(|h| h.host == leader && h.restarts.iter().any(|r| r.moves_the_primary()))
+        {
+            out.push(format!(
+                "{}: one switchover away from {leader} before it is updated (its replicas first)",
+                cluster.name
+            ));
+        }
+    }
+    out
+}
+
+/// Run the plan.
+pub async fn update(
+    project: &Project,
+    secrets: &Secrets,
+    plan: UpdatePlan,
+    sessions: BTreeMap<String, Session>,
+    timeout: Duration,
+) -> Result<UpdateReport> {
+    let started = Instant::now();
+    let hosts = Hosts { sessions };
+    let mut steps = Vec::new();
+    for update in &plan.hosts {
+        // A primary is never restarted in place: a switchover to an updated replica first.
+        for cluster in project
+            .inventory
+            .clusters
+            .values()
+            .filter(|c| c.postgres.contains(&update.host) && c.standby_of.is_none())
+        {
+            let touches_postgres = update.restarts.iter().any(|r| r.moves_the_primary());
+            if touches_postgres
+                && leader_host(project, cluster).await.as_deref() == Some(update.host.as_str())
+            {
+                let candidate = plan
+                    .hosts
+                    .iter()
+                    .map(|h| &h.host)
+                    .take_while(|h| **h != update.host)
+                    .find(|h| cluster.postgres.contains(h))
+                    .or_else(|| cluster.postgres.iter().find(|h| **h != update.host));
+                let switched = crate::stack::switchover::switchover(
+                    project,
+                    secrets,
+                    Some(&cluster.name),
+                    candidate.map(String::as_str),
+                )
+                .await?;
+                steps.push(format!(
+                    "{}: switched over {} → {} ({:.1} s)",
+                    cluster.name, switched.from, switched.to, switched.seconds
+                ));
+            }
+        }
+        {
+            let owed: Vec<&str> = update.restarts.iter().map(|r| r.name()).collect();
+            let output = hosts
+                .session(&update.host)?
+                .run(&RemoteCommand::script(
+                    UPGRADE_SCRIPT,
+                    &[owed.join("\n")],
+                    "apt-get upgrade (service restarts held back)",
+                ))
+                .await;
+            if let Err(e) = output {
+                let text = e.to_string();
+                let package = text
+                    .lines()
+                    .find_map(|l| l.split("error processing package ").nth(1))
+                    .map(|rest| {
+                        rest.split_whitespace()
+                            .next()
+                            .unwrap_or_default()
+                            .to_owned()
+                    });
+                return Err(Error::failure(
+                    format!(
+                        "{}: the upgrade failed{}: {text}",
+                        update.host,
+                        package.map_or_else(String::new, |p| format!(" on package {p}"))
+                    ),
+                    Some(format!(
+                        "the hosts before {} are updated; fix the cause there (`apt-get -f install`, `journalctl -xe`) and run `pgstrap update` again: it resumes with this host",
+                        update.host
+                    )),
+                ));
+            }
+            let upgraded = if update.upgrades.is_empty() {
+                "nothing (the restarts a stopped run left owed remain)".to_owned()
+            } else {
+                update
+                    .upgrades
+                    .iter()
+                    .map(|u| format!("{} {} → {}", u.package, u.from, u.to))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            steps.push(format!("{}: upgraded {upgraded}", update.host));
+        }
+        for restart in &update.restarts {
+            restart_one(project, secrets, &hosts, &update.host, *restart, timeout).await?;
+            steps.push(format!("{}: restarted {}", update.host, restart.name()));
+        }
+        hosts
+            .session(&update.host)?
+            .run(&RemoteCommand::new(&["rm", "-f", OWED]))
+            .await
+            .map_err(|e| Error::failure(format!("{}: {e}", update.host), None))?;
+    }
+    for (_, session) in hosts.sessions {
+        session.close().await;
+    }
+    Ok(UpdateReport {
+        plan,
+        steps,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// One restart on `host`, behind its gate.
+async fn restart_one(
+    project: &Project,
+    secrets: &Secrets,
+    hosts: &Hosts,
+    host: &str,
+    restart: Restart,
+    timeout: Duration,
+) -> Result<()> {
+    let clusters: Vec<&crate::inventory::Cluster> = project.inventory.clusters.values().collect();
+    match restart {
+        Restart::Etcd => {
+            for cluster in clusters.iter().filter(|c| c.etcd.iter().any(|h| h == host)) {
+                let endpoints = project.etcd_endpoints(cluster);
+                let _ =
+                    crate::stack::etcd::keep_leader_off(&endpoints, &project.address(host)).await;
+                hosts.systemctl(host, "restart", "etcd").await?;
+                crate::stack::etcd::wait_healthy(&endpoints, cluster.etcd.len(), timeout).await?;
+            }
+        }
+        Restart::Pgbackrest => hosts.systemctl(host, "restart", "pgbackrest").await?,
+        Restart::Pgbouncer => hosts.systemctl(host, "restart", "pgbouncer").await?,
+        Restart::Postgresql | Restart::Patroni => {
+            for cluster in clusters
+                .iter()
+                .filter(|c| c.postgres.iter().any(|h| h == host))
+            {
+                let reached = Reached::new(project, secrets, cluster).await?;
+                let member = super::member_of_host(project, cluster, host)?;
+                let balancers =
+                    crate::stack::haproxy::Balancers::open(project, cluster, secrets).await;
+                balancers.set_state("replicas", &member, "drain").await;
+                let result = async {
+                    let mode = if restart == Restart::Patroni {
+                        hosts.systemctl(host, "restart", "patroni").await?;
+                        crate::stack::restart::Restart::Pending
+                    } else {
+                        crate::stack::restart::Restart::Always
+                    };
+                    crate::stack::restart::restart_replica(
+                        project,
+                        cluster,
+                        secrets,
+                        &reached.patroni,
+                        host,
+                        mode,
+                        timeout,
+                    )
+                    .await
+                }
+                .await;
+                balancers.set_state("replicas", &member, "ready").await;
+                balancers.close().await;
+                result?;
+            }
+        }
+        Restart::Haproxy => {
+            // A seamless reload: the master process re-executes the new binary.
+            hosts.systemctl(host, "reload", "haproxy").await?;
+            for cluster in clusters
+                .iter()
+                .filter(|c| c.balancers.iter().any(|h| h == host))
+            {
+                let port = project.cluster_port(cluster, "haproxy.write_port", 5000);
+                wait_tcp(&project.address(host), port, timeout).await?;
+            }
+        }
+        Restart::Keepalived => {
+            hosts.systemctl(host, "restart", "keepalived").await?;
+            // The VIP answers again (from this balancer or, when it held it, the next one).
+            for cluster in clusters
+                .iter()
+                .filter(|c| c.balancers.iter().any(|h| h == host))
+            {
+                if let Some(vip) = cluster.vip {
+                    let port = project.cluster_port(cluster, "haproxy.write_port", 5000);
+                    wait_tcp(&vip.addr().to_string(), port, timeout).await?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Gate: `address:port` accepts TCP connections.
+async fn wait_tcp(address: &str, port: u16, timeout: Duration) -> Result<()> {
+    crate::stack::gate::wait_for(
+        &format!("{address}:{port} to accept connections"),
+        timeout,
+        Duration::from_millis(200),
+        "see `journalctl -u haproxy -u keepalived` on the balancers",
+        || async {
+            match tokio::time::timeout(
+                Duration::from_secs(1),
+                tokio::net::TcpStream::connect((address, port)),
+            )
+            .await
+            {
+                Ok(Ok(_)) => crate::stack::gate::Poll::Ready(()),
+                Ok(Err(e)) => crate::stack::gate::Poll::NotYet(e.to_string()),
+                Err(_) => crate::stack::gate::Poll::NotYet("timed out".into()),
+            }
+        },
+    )
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_simulation_lists_upgrades_not_new_installs() {
+        let text = "Inst postgresql-17 [17.12-0+deb13u1] (17.12-0+deb13u1.1 pgstrap-updates [amd64])\nConf postgresql-17 (17.12-0+deb13u1.1 pgstrap-updates [amd64])\nInst libnew (1.0 stable [amd64])\nInst patroni [4.0.7-3~deb13u1] (4.0.7-3~deb13u1.1 pgstrap-updates [all])\n";
+        assert_eq!(
+            parse_simulation(text),
+            vec![
+                Upgrade {
+                    package: "postgresql-17".into(),
+                    from: "17.12-0+deb13u1".into(),
+                    to: "17.12-0+deb13u1.1".into()
+                },
+                Upgrade {
+                    package: "patroni".into(),
+                    from: "4.0.7-3~deb13u1".into(),
+                    to: "4.0.7-3~deb13u1.1".into()
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn restarts_are_made_in_the_stacks_order() {
+        let mut owed = vec![Restart::Keepalived, Restart::Patroni, Restart::Etcd];
+        owed.sort();
+        assert_eq!(owed, [Restart::Etcd, Restart::Patroni, Restart::Keepalived]);
+        for r in owed {
+            assert_eq!(Restart::parse(r.name()), Some(r));
+        }
+    }
+}
