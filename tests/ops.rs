@@ -18,21 +18,48 @@ fn json(text: &str) -> serde_json::Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
 }
 
-/// The cluster's members from `status --json`: (name, address, role).
-fn members(inventory: &str) -> Vec<(String, String, String)> {
-    let status = json(&common::status(&["--json", "-i", inventory]));
-    status["clusters"][0]["patroni"]["members"]
+/// The `fields` of each member in a JSON list of members.
+fn fields(members: &serde_json::Value, fields: &[&str]) -> Vec<Vec<String>> {
+    members
         .as_array()
         .map(|members| {
             members
                 .iter()
                 .map(|m| {
-                    let text = |k: &str| m[k].as_str().unwrap_or_default().to_owned();
-                    (text("name"), text("host"), text("role"))
+                    fields
+                        .iter()
+                        .map(|k| m[*k].as_str().unwrap_or_default().to_owned())
+                        .collect()
                 })
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// The cluster's members from `status --json`: (name, address, role).
+fn members(inventory: &str) -> Vec<(String, String, String)> {
+    let status = json(&common::status(&["--json", "-i", inventory]));
+    fields(
+        &status["clusters"][0]["patroni"]["members"],
+        &["name", "host", "role"],
+    )
+    .into_iter()
+    .map(|f| (f[0].clone(), f[1].clone(), f[2].clone()))
+    .collect()
+}
+
+/// The members and their roles in Patroni's `GET /cluster`, asked on `address` itself.
+fn roles(address: &str) -> Vec<(String, String)> {
+    let text = run_on(
+        address,
+        &format!(
+            "curl -s --max-time 2 --cacert /etc/patroni/tls/ca.crt https://{address}:8008/cluster"
+        ),
+    );
+    fields(&json(&text)["members"], &["name", "role"])
+        .into_iter()
+        .map(|f| (f[0].clone(), f[1].clone()))
+        .collect()
 }
 
 fn timeline_switches(inventory: &str) -> usize {
@@ -133,30 +160,29 @@ fn day_to_day_operations_lose_no_write() {
     writer.step(
         "power cut of the primary while paused, then failover",
         || {
+            // Asked of a surviving member's REST API (every `status` waits for the dead
+            // host's SSH connection to time out).
+            let (to, via) = members(&inventory)
+                .into_iter()
+                .find(|(name, _, _)| *name != primary)
+                .map(|(name, address, _)| (name, address))
+                .expect("a candidate");
             pgstrap_ok(&["lab", "kill", &primary]);
             until(60, "the leader key to expire", || {
-                members(&inventory)
-                    .iter()
-                    .all(|(_, _, role)| role != "leader")
+                roles(&via).iter().all(|(_, role)| role != "leader")
             });
             // Nobody took over on their own.
             std::thread::sleep(std::time::Duration::from_secs(3));
+            let now = roles(&via);
             assert!(
-                members(&inventory)
-                    .iter()
-                    .all(|(_, _, role)| role == "replica"),
-                "a replica was promoted while paused"
+                now.iter().all(|(_, role)| role == "replica"),
+                "a replica was promoted while paused: {now:?}"
             );
             let status = common::status(&["-i", &inventory]);
             assert!(
                 status.contains("no leader") && status.contains("pgstrap failover"),
                 "{status}"
             );
-            let to = members(&inventory)
-                .into_iter()
-                .find(|(name, _, _)| *name != primary)
-                .expect("a candidate")
-                .0;
             let report = json(&pgstrap_ok(&[
                 "failover", "-i", &inventory, "--to", &to, "--yes", "--json",
             ]));
@@ -207,26 +233,39 @@ fn leader_now(inventory: &str) -> String {
 }
 
 /// A local apt repository on a lab host with the stack's packages as Debian ships them, only
-/// re-versioned (`+pgstrap1` appended: newer than the installed ones) and repacked with
+/// re-versioned (`+pgstrapTIME` appended: newer than the installed ones) and repacked with
 /// `dpkg-deb`, maintainer scripts untouched but for a planted failure: the postinst of patroni
 /// exits 1 while `/etc/pgstrap-break-upgrade` exists. `$@`: the packages.
 const LOCAL_UPDATES: &str = r#"set -eu
 dir=/srv/pgstrap-updates
+rm -f /etc/apt/sources.list.d/pgstrap-updates.list
+apt-get update -qq >/dev/null
 rm -rf "$dir" && mkdir -p "$dir/build" && cd "$dir/build"
-apt-get download -q "$@" >/dev/null
+# The mirror's version of each (a lab updated before runs newer ones), re-versioned newer than
+# any earlier run's.
+for p in "$@"; do
+  apt-get download -q "$p=$(apt-cache madison "$p" | awk 'NR == 1 { print $3 }')" >/dev/null
+done
+suffix="+pgstrap$(date +%s)"
 for deb in *.deb; do
   rm -rf x && dpkg-deb -R "$deb" x
-  sed -i 's/^Version: .*/&+pgstrap1/' x/DEBIAN/control
-  if [ -f x/DEBIAN/postinst ] && grep -q '^Package: patroni$' x/DEBIAN/control; then
+  sed -i "s/^Version: .*/&$suffix/" x/DEBIAN/control
+  if grep -q '^Package: patroni$' x/DEBIAN/control; then
+    if [ ! -f x/DEBIAN/postinst ]; then printf '#!/bin/sh\nset -e\n' > x/DEBIAN/postinst; chmod 0755 x/DEBIAN/postinst; fi
     sed -i '2i [ -e /etc/pgstrap-break-upgrade ] \&\& { echo "planted failure" >&2; exit 1; }' x/DEBIAN/postinst
   fi
-  dpkg-deb -Znone -b x "$dir/$(basename "$deb" .deb)+pgstrap1.deb" >/dev/null
+  dpkg-deb -Znone -b x "$dir/$(basename "$deb" .deb)$suffix.deb" >/dev/null
 done
 cd "$dir" && rm -rf build
 for deb in *.deb; do
   dpkg-deb -f "$deb"
   echo "Filename: ./$deb"; echo "Size: $(stat -c %s "$deb")"; echo "SHA256: $(sha256sum "$deb" | cut -d' ' -f1)"; echo
 done > Packages
+{
+  echo "Origin: pgstrap-tests"; echo "Label: pgstrap-tests"; echo "Suite: pgstrap-updates"
+  echo "Date: $(date -R -u)"; echo "Architectures: amd64 all"; echo "SHA256:"
+  echo " $(sha256sum Packages | cut -d' ' -f1) $(stat -c %s Packages) Packages"
+} > Release
 echo "deb [trusted=yes] file:$dir ./" > /etc/apt/sources.list.d/pgstrap-updates.list
 "#;
 
@@ -322,7 +361,7 @@ fn update_costs_one_switchover_and_resumes_after_a_failed_package() {
         assert!(
             packages[key]
                 .as_str()
-                .is_some_and(|v| v.ends_with("+pgstrap1")),
+                .is_some_and(|v| v.contains("+pgstrap")),
             "{name}: {packages}"
         );
     }

@@ -184,7 +184,30 @@ trap 'if [ "$created" = 1 ]; then rm -f /usr/sbin/policy-rc.d; fi' EXIT
 # Everything to stderr: a failure shows its last lines (dpkg names the package there).
 dpkg --configure -a >&2
 apt-get -y -q -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold upgrade >&2
+# The stack's services still running code the upgrade replaced (a library: libssl, libc...):
+# restarted too, as needrestart would (it is told to leave them to pgstrap). `$2`: the units.
+for unit in $2; do
+  cg=$(systemctl show -p ControlGroup --value "$unit.service" 2>/dev/null || true)
+  [ -n "$cg" ] && [ -r "/sys/fs/cgroup$cg/cgroup.procs" ] || continue
+  for pid in $(cat "/sys/fs/cgroup$cg/cgroup.procs"); do
+    if grep -qE ' /usr/[^ ]+ \(deleted\)$' "/proc/$pid/maps" 2>/dev/null; then
+      echo "$unit" >> /var/lib/pgstrap/update-restarts
+      echo "stale $unit"
+      break
+    fi
+  done
+done
 "#;
+
+/// The units checked after an upgrade for processes that still map replaced files.
+const STALE_UNITS: [&str; 6] = [
+    "etcd",
+    "pgbackrest",
+    "pgbouncer",
+    "patroni",
+    "haproxy",
+    "keepalived",
+];
 
 /// The connections to the hosts in the plan.
 struct Hosts {
@@ -456,47 +479,41 @@ pub async fn update(
     let hosts = Hosts { sessions };
     let mut steps = Vec::new();
     for update in &plan.hosts {
-        // A primary is never restarted in place: a switchover to an updated replica first.
-        for cluster in project
-            .inventory
-            .clusters
-            .values()
-            .filter(|c| c.postgres.contains(&update.host) && c.standby_of.is_none())
-        {
-            let touches_postgres = update.restarts.iter().any(|r| r.moves_the_primary());
-            if touches_postgres
-                && leader_host(project, cluster).await.as_deref() == Some(update.host.as_str())
-            {
-                let candidate = plan
-                    .hosts
-                    .iter()
-                    .map(|h| &h.host)
-                    .take_while(|h| **h != update.host)
-                    .find(|h| cluster.postgres.contains(h))
-                    .or_else(|| cluster.postgres.iter().find(|h| **h != update.host));
-                let switched = crate::stack::switchover::switchover(
-                    project,
-                    secrets,
-                    Some(&cluster.name),
-                    candidate.map(String::as_str),
-                )
-                .await?;
-                steps.push(format!(
-                    "{}: switched over {} → {} ({:.1} s)",
-                    cluster.name, switched.from, switched.to, switched.seconds
-                ));
-            }
-        }
+        let mut restarts: BTreeSet<Restart> = update.restarts.iter().copied().collect();
         {
             let owed: Vec<&str> = update.restarts.iter().map(|r| r.name()).collect();
             let output = hosts
                 .session(&update.host)?
                 .run(&RemoteCommand::script(
                     UPGRADE_SCRIPT,
-                    &[owed.join("\n")],
+                    &[owed.join("\n"), STALE_UNITS.join(" ")],
                     "apt-get upgrade (service restarts held back)",
                 ))
                 .await;
+            let mut stale_note = None;
+            if let Ok(output) = &output {
+                let stale: Vec<Restart> = output
+                    .stdout_text()
+                    .lines()
+                    .filter_map(|l| l.strip_prefix("stale "))
+                    .filter_map(|unit| Restart::parse(unit.trim()))
+                    .collect();
+                if !stale.is_empty() {
+                    stale_note = Some(format!(
+                        "{}: {} still ran replaced files (a library): restarted too",
+                        update.host,
+                        stale
+                            .iter()
+                            .map(|r| r.name())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ));
+                }
+                restarts.extend(stale);
+                if restarts.contains(&Restart::Patroni) {
+                    restarts.remove(&Restart::Postgresql);
+                }
+            }
             if let Err(e) = output {
                 let text = e.to_string();
                 let package = text
@@ -531,8 +548,40 @@ pub async fn update(
                     .join(", ")
             };
             steps.push(format!("{}: upgraded {upgraded}", update.host));
+            steps.extend(stale_note);
         }
-        for restart in &update.restarts {
+        // A primary is never restarted in place: a switchover to an updated replica first.
+        for cluster in project
+            .inventory
+            .clusters
+            .values()
+            .filter(|c| c.postgres.contains(&update.host) && c.standby_of.is_none())
+        {
+            let touches_postgres = restarts.iter().any(|r| r.moves_the_primary());
+            if touches_postgres
+                && leader_host(project, cluster).await.as_deref() == Some(update.host.as_str())
+            {
+                let candidate = plan
+                    .hosts
+                    .iter()
+                    .map(|h| &h.host)
+                    .take_while(|h| **h != update.host)
+                    .find(|h| cluster.postgres.contains(h))
+                    .or_else(|| cluster.postgres.iter().find(|h| **h != update.host));
+                let switched = crate::stack::switchover::switchover(
+                    project,
+                    secrets,
+                    Some(&cluster.name),
+                    candidate.map(String::as_str),
+                )
+                .await?;
+                steps.push(format!(
+                    "{}: switched over {} → {} ({:.1} s)",
+                    cluster.name, switched.from, switched.to, switched.seconds
+                ));
+            }
+        }
+        for restart in &restarts {
             restart_one(project, secrets, &hosts, &update.host, *restart, timeout).await?;
             steps.push(format!("{}: restarted {}", update.host, restart.name()));
         }
@@ -573,7 +622,16 @@ async fn restart_one(
             }
         }
         Restart::Pgbackrest => hosts.systemctl(host, "restart", "pgbackrest").await?,
-        Restart::Pgbouncer => hosts.systemctl(host, "restart", "pgbouncer").await?,
+        Restart::Pgbouncer => {
+            hosts.systemctl(host, "restart", "pgbouncer").await?;
+            for cluster in clusters
+                .iter()
+                .filter(|c| c.postgres.iter().any(|h| h == host))
+            {
+                let port = project.cluster_port(cluster, "pgbouncer.port", 6432);
+                wait_tcp(&project.address(host), port, timeout).await?;
+            }
+        }
         Restart::Postgresql | Restart::Patroni => {
             for cluster in clusters
                 .iter()
@@ -642,7 +700,7 @@ async fn wait_tcp(address: &str, port: u16, timeout: Duration) -> Result<()> {
         &format!("{address}:{port} to accept connections"),
         timeout,
         Duration::from_millis(200),
-        "see `journalctl -u haproxy -u keepalived` on the balancers",
+        "see `journalctl` of the service on that host (`pgstrap status -i INV`)",
         || async {
             match tokio::time::timeout(
                 Duration::from_secs(1),
