@@ -246,6 +246,11 @@ pub fn update(args: UpdateArgs) -> Result<i32> {
         plan,
         sessions,
         Duration::from_secs(args.timeout),
+        &|step| {
+            if !args.json {
+                crate::ui::eprintln(step);
+            }
+        },
     ))??;
     show(args.json, &report, crate::ui::update_text);
     Ok(0)

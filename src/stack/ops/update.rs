@@ -209,6 +209,19 @@ const STALE_UNITS: [&str; 6] = [
     "keepalived",
 ];
 
+/// What the run did, told as it goes.
+struct Steps<'a> {
+    done: Vec<String>,
+    on_step: &'a (dyn Fn(&str) + Sync),
+}
+
+impl Steps<'_> {
+    fn push(&mut self, step: String) {
+        (self.on_step)(&step);
+        self.done.push(step);
+    }
+}
+
 /// The connections to the hosts in the plan.
 struct Hosts {
     sessions: BTreeMap<String, Session>,
@@ -474,10 +487,15 @@ pub async fn update(
     plan: UpdatePlan,
     sessions: BTreeMap<String, Session>,
     timeout: Duration,
+    on_step: &(dyn Fn(&str) + Sync),
 ) -> Result<UpdateReport> {
     let started = Instant::now();
     let hosts = Hosts { sessions };
-    let mut steps = Vec::new();
+    // Each step is told as it is done (a run that stops has said how far it got).
+    let mut steps = Steps {
+        done: Vec::new(),
+        on_step,
+    };
     for update in &plan.hosts {
         let mut restarts: BTreeSet<Restart> = update.restarts.iter().copied().collect();
         {
@@ -548,7 +566,9 @@ pub async fn update(
                     .join(", ")
             };
             steps.push(format!("{}: upgraded {upgraded}", update.host));
-            steps.extend(stale_note);
+            if let Some(note) = stale_note {
+                steps.push(note);
+            }
         }
         // A primary is never restarted in place: a switchover to an updated replica first.
         for cluster in project
@@ -596,7 +616,7 @@ pub async fn update(
     }
     Ok(UpdateReport {
         plan,
-        steps,
+        steps: steps.done,
         seconds: started.elapsed().as_secs_f64(),
     })
 }
