@@ -130,6 +130,37 @@ fn rollout_with_a_dr_standby_cluster_in_a_second_datacenter() {
         output.status.success() && text.contains("done: 0 change(s)"),
         "{text}"
     );
+    // A rolling restart of the standby cluster: its replicas, then its standby leader in place
+    // (no switchover: it takes no writes), streaming from the primary side again after it.
+    let started = Instant::now();
+    let restart: serde_json::Value = serde_json::from_str(&pgstrap_ok(&[
+        "restart",
+        "--cluster",
+        "dr",
+        "--yes",
+        "--json",
+        "-i",
+        INVENTORY,
+    ]))
+    .expect("restart JSON");
+    eprintln!(
+        "figure: rolling restart of the DR standby cluster: {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let steps = restart["steps"].as_array().expect("steps");
+    assert_eq!(steps.len(), 3, "{restart}");
+    assert!(
+        steps[2]
+            .as_str()
+            .is_some_and(|s| s.starts_with("restarted standby leader")),
+        "{restart}"
+    );
+    let output = pgstrap(&["verify", "-i", INVENTORY]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
     common::give_back(&common::DR);
 }
 

@@ -12,7 +12,22 @@ mod common;
 use common::{pgstrap, pgstrap_ok, require_e2e, run_on};
 
 const VIP: &str = "10.77.0.250";
-const DATA_DIR: &str = "/var/lib/postgresql/17/main";
+/// PostgreSQL's package on the hosts of the release the test runs on (`PGSTRAP_E2E_RELEASE`).
+fn postgresql_package() -> &'static str {
+    if common::release() == "12" {
+        "postgresql-15"
+    } else {
+        "postgresql-17"
+    }
+}
+
+/// The member's data directory on that release.
+fn data_dir() -> String {
+    format!(
+        "/var/lib/postgresql/{}/main",
+        postgresql_package().trim_start_matches("postgresql-")
+    )
+}
 
 fn json(text: &str) -> serde_json::Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
@@ -62,6 +77,25 @@ fn roles(address: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// No member diverged: every one holds the same writes up to a point they all passed (the
+/// client still writing).
+fn assert_no_member_diverged(inventory: &str) {
+    let (_, leader_address) = common::leader(inventory, "main");
+    let sql = |address: &str, query: &str| {
+        run_on(
+            address,
+            &format!("runuser -u postgres -- psql -XAt -d postgres -c \"{query}\""),
+        )
+    };
+    let upto = sql(&leader_address, "SELECT max(id) FROM pgstrap_drill.writes");
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let count = format!("SELECT count(*) FROM pgstrap_drill.writes WHERE id <= {upto}");
+    let expected = sql(&leader_address, &count);
+    for (name, address, _) in members(inventory) {
+        assert_eq!(sql(&address, &count), expected, "{name} diverged");
+    }
+}
+
 fn timeline_switches(inventory: &str) -> usize {
     json(&pgstrap_ok(&["history", "-i", inventory, "--json"]))["switches"]
         .as_array()
@@ -81,7 +115,7 @@ fn until(seconds: u64, what: &str, mut done: impl FnMut() -> bool) {
 #[ignore = "e2e: needs real lab hosts (PGSTRAP_E2E=1, tests/run.sh)"]
 fn day_to_day_operations_lose_no_write() {
     require_e2e();
-    let inventory = common::take(&common::MAIN);
+    let inventory = common::take(common::main_of_release());
     let switches_before = timeline_switches(&inventory);
     let (leader, _) = common::leader(&inventory, "main");
     let replica = members(&inventory)
@@ -136,7 +170,7 @@ fn day_to_day_operations_lose_no_write() {
     );
     run_on(
         &replica_address,
-        &format!("rm -f {DATA_DIR}/global/pg_control"),
+        &format!("rm -f {}/global/pg_control", data_dir()),
     );
     let rebuilt = json(&writer.step("reinit of a damaged replica", || {
         pgstrap_ok(&[
@@ -157,6 +191,18 @@ fn day_to_day_operations_lose_no_write() {
     let (primary, _) = common::leader(&inventory, "main");
     let output = pgstrap(&["drill", "kill-patroni", "-i", &inventory]);
     assert_eq!(output.status.code(), Some(2), "a drill ran while paused");
+    // A restart while paused goes on, with a warning.
+    let paused_restart = json(&writer.step("restart of one replica while paused", || {
+        pgstrap_ok(&[
+            "restart", "-i", &inventory, "--member", &replica.0, "--yes", "--json",
+        ])
+    }));
+    assert!(
+        paused_restart["warnings"][0]
+            .as_str()
+            .is_some_and(|w| w.contains("maintenance mode")),
+        "{paused_restart}"
+    );
     writer.step(
         "power cut of the primary while paused, then failover",
         || {
@@ -196,21 +242,7 @@ fn day_to_day_operations_lose_no_write() {
         pgstrap(&["verify", "-i", &inventory]).status.success()
     });
 
-    // No member diverged: every one holds the same writes up to a point they all passed.
-    let (_, leader_address) = common::leader(&inventory, "main");
-    let sql = |address: &str, query: &str| {
-        run_on(
-            address,
-            &format!("runuser -u postgres -- psql -XAt -d postgres -c \"{query}\""),
-        )
-    };
-    let upto = sql(&leader_address, "SELECT max(id) FROM pgstrap_drill.writes");
-    std::thread::sleep(std::time::Duration::from_secs(2));
-    let count = format!("SELECT count(*) FROM pgstrap_drill.writes WHERE id <= {upto}");
-    let expected = sql(&leader_address, &count);
-    for (name, address, _) in members(&inventory) {
-        assert_eq!(sql(&address, &count), expected, "{name} diverged");
-    }
+    assert_no_member_diverged(&inventory);
     writer.finish("restarts, a reinit, a failover while paused");
 
     let history = json(&pgstrap_ok(&["history", "-i", &inventory, "--json"]));
@@ -225,7 +257,7 @@ fn day_to_day_operations_lose_no_write() {
             && String::from_utf8_lossy(&output.stderr).contains("done: 0 change(s)"),
         "the apply after the operations changed something"
     );
-    common::give_back(&common::MAIN);
+    common::give_back(common::main_of_release());
 }
 
 fn leader_now(inventory: &str) -> String {
@@ -273,7 +305,7 @@ echo "deb [trusted=yes] file:$dir ./" > /etc/apt/sources.list.d/pgstrap-updates.
 #[ignore = "e2e: needs real lab hosts (PGSTRAP_E2E=1, tests/run.sh)"]
 fn update_costs_one_switchover_and_resumes_after_a_failed_package() {
     require_e2e();
-    let inventory = common::take(&common::MAIN);
+    let inventory = common::take(common::main_of_release());
     let switches_before = timeline_switches(&inventory);
     let (leader, _) = common::leader(&inventory, "main");
     let db: Vec<(String, String, String)> = members(&inventory);
@@ -285,6 +317,7 @@ fn update_costs_one_switchover_and_resumes_after_a_failed_package() {
     // Newer versions of PostgreSQL, Patroni and etcd on the DB hosts, of HAProxy on the
     // balancers, served from each host's own local repository.
     let project = pgstrap::render::load_project(std::path::Path::new(&inventory), &[]).unwrap();
+    let packages_of_db_hosts = format!("{} patroni etcd-server", postgresql_package());
     let builds: Vec<_> = project
         .inventory
         .hosts
@@ -293,7 +326,7 @@ fn update_costs_one_switchover_and_resumes_after_a_failed_package() {
             let packages = if host.name.starts_with("n4") || host.name.starts_with("n5") {
                 "haproxy"
             } else {
-                "postgresql-17 patroni etcd-server"
+                &packages_of_db_hosts
             };
             let address = host.address.to_string();
             let script = format!("sh -c {} sh {packages}", shell_quote(LOCAL_UPDATES));
@@ -304,6 +337,34 @@ fn update_costs_one_switchover_and_resumes_after_a_failed_package() {
         build.join().expect("a local repository");
     }
     run_on(&broken.1, "touch /etc/pgstrap-break-upgrade");
+    // Two hosts need a reboot (`--reboot`): the other replica and the balancer holding the VIP.
+    let rebooted: Vec<(String, String)> = db
+        .iter()
+        .filter(|(name, _, _)| *name != leader && *name != broken.0)
+        .map(|(name, address, _)| (name.clone(), address.clone()))
+        .chain(
+            [("n4", "10.77.0.14"), ("n5", "10.77.0.15")]
+                .into_iter()
+                .filter(|(_, address)| {
+                    run_on(address, "ip -o -4 addr show").contains(&format!(" {VIP}/"))
+                })
+                .map(|(name, address)| (name.to_owned(), address.to_owned())),
+        )
+        .collect();
+    assert_eq!(
+        rebooted.len(),
+        2,
+        "a replica and the VIP holder: {rebooted:?}"
+    );
+    let boot_ids: Vec<String> = rebooted
+        .iter()
+        .map(|(_, address)| {
+            run_on(
+                address,
+                "touch /var/run/reboot-required && cat /proc/sys/kernel/random/boot_id",
+            )
+        })
+        .collect();
 
     let plan = json(&pgstrap_ok(&[
         "update", "-i", &inventory, "--plan", "--json",
@@ -319,19 +380,24 @@ fn update_costs_one_switchover_and_resumes_after_a_failed_package() {
     assert!(db_host["postgresql"].is_array(), "{db_host}");
 
     let mut writer = common::Writer::start(&inventory, VIP);
+    let reader = common::Reader::start(&inventory, VIP, 5001);
     let output = writer.step("update, stopped by a failing package", || {
-        pgstrap(&["update", "-i", &inventory, "--yes"])
+        pgstrap(&["update", "-i", &inventory, "--yes", "--reboot"])
     });
-    let text = String::from_utf8_lossy(&output.stderr);
+    let text = String::from_utf8_lossy(&output.stderr).into_owned();
     assert_eq!(output.status.code(), Some(1), "{text}");
     assert!(
         text.contains(&broken.0) && text.contains("patroni"),
         "the error names neither the host nor the package: {text}"
     );
     run_on(&broken.1, "rm /etc/pgstrap-break-upgrade");
-    let report = json(&writer.step("update resumed", || {
-        pgstrap_ok(&["update", "-i", &inventory, "--yes", "--json"])
-    }));
+    let output = writer.step("update resumed", || {
+        pgstrap(&["update", "-i", &inventory, "--yes", "--reboot", "--json"])
+    });
+    // Each step with its time into the run, beside the writer's gaps.
+    eprintln!("{text}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "the resumed update failed");
+    let report = json(&String::from_utf8_lossy(&output.stdout));
     let steps: Vec<&str> = report["steps"]
         .as_array()
         .expect("steps")
@@ -346,7 +412,26 @@ fn update_costs_one_switchover_and_resumes_after_a_failed_package() {
     until(120, "every member streams", || {
         pgstrap(&["verify", "-i", &inventory]).status.success()
     });
+    assert_no_member_diverged(&inventory);
     writer.finish("an update of every host");
+    let reads = reader.finish("an update of every host");
+    assert!(reads.attempted > 0);
+    // Rebooted (a new boot id), once, and said so.
+    for ((name, address), before) in rebooted.iter().zip(&boot_ids) {
+        assert_ne!(
+            &run_on(address, "cat /proc/sys/kernel/random/boot_id"),
+            before,
+            "{name} was not rebooted"
+        );
+        // In the run that stopped (told on stderr as it went) or in the one that resumed.
+        let said = format!("{name}: rebooted");
+        assert_eq!(
+            text.lines().filter(|l| l.contains(&said)).count()
+                + steps.iter().filter(|s| s.starts_with(&said)).count(),
+            1,
+            "{name}: {text}\n{steps:?}"
+        );
+    }
 
     // Every host on the new versions, one new timeline, nothing left to update.
     let status = json(&common::status(&["--json", "-i", &inventory]));
@@ -356,7 +441,7 @@ fn update_costs_one_switchover_and_resumes_after_a_failed_package() {
         let key = if name == "n4" || name == "n5" {
             "haproxy"
         } else {
-            "postgresql-17"
+            postgresql_package()
         };
         assert!(
             packages[key]
@@ -382,7 +467,7 @@ fn update_costs_one_switchover_and_resumes_after_a_failed_package() {
             "rm -f /etc/apt/sources.list.d/pgstrap-updates.list",
         );
     }
-    common::give_back(&common::MAIN);
+    common::give_back(common::main_of_release());
 }
 
 fn shell_quote(text: &str) -> String {

@@ -85,6 +85,10 @@ pub struct UpdateArgs {
     /// Show what would be upgraded and restarted, in order; change nothing.
     #[arg(long)]
     pub plan: bool,
+    /// Reboot the hosts that need it (`/var/run/reboot-required`), in the same order and behind
+    /// the same gates, instead of restarting their services.
+    #[arg(long)]
+    pub reboot: bool,
     /// How long one host's restarts may take (seconds).
     #[arg(long, value_name = "SECONDS", default_value_t = 600)]
     pub timeout: u64,
@@ -96,19 +100,33 @@ pub struct UpdateArgs {
     pub yes: bool,
 }
 
-/// Load the inventory and the secrets, and name the cluster.
-fn open(
-    common: &Common,
-) -> Result<(
+type Opened = (
     crate::render::Project,
     crate::inventory::secrets::Secrets,
     String,
-)> {
+);
+
+/// Load the inventory and the secrets, and name the cluster (a primary one).
+fn open(common: &Common) -> Result<Opened> {
+    open_with(common, false)
+}
+
+/// `open`; with `standby`, a DR standby cluster named with `--cluster` is taken too.
+fn open_with(common: &Common, standby: bool) -> Result<Opened> {
     let project = crate::render::load_project(&common.inventory.inventory, &common.inventory.set)?;
     let secrets = super::running_secrets(&project)?;
-    let cluster = crate::stack::primary_cluster(&project, common.cluster.as_deref())?
-        .name
-        .clone();
+    let named_standby = common
+        .cluster
+        .as_deref()
+        .and_then(|name| project.inventory.clusters.get(name))
+        .filter(|c| standby && c.standby_of.is_some())
+        .map(|c| c.name.clone());
+    let cluster = match named_standby {
+        Some(name) => name,
+        None => crate::stack::primary_cluster(&project, common.cluster.as_deref())?
+            .name
+            .clone(),
+    };
     Ok((project, secrets, cluster))
 }
 
@@ -137,7 +155,8 @@ pub fn history(args: Plain) -> Result<i32> {
 }
 
 pub fn restart(args: RestartArgs) -> Result<i32> {
-    let (project, secrets, name) = open(&args.common)?;
+    // A DR standby cluster too: its replicas, then its standby leader in place.
+    let (project, secrets, name) = open_with(&args.common, true)?;
     let cluster = &project.inventory.clusters[&name];
     let scope = match (&args.member, args.pending) {
         (Some(host), _) => ops::restart::Scope::Member(host),
@@ -147,7 +166,9 @@ pub fn restart(args: RestartArgs) -> Result<i32> {
     if let ops::restart::Scope::Member(host) = scope {
         ops::member_of_host(&project, cluster, host)?;
     }
+    let standby = cluster.standby_of.is_some();
     let what = match scope {
+        ops::restart::Scope::All if standby => "every member: the replicas one at a time, then the standby leader in place (replication from the primary side pauses for a few seconds; no write is affected)".to_owned(),
         ops::restart::Scope::All => "every member: the replicas one at a time, then one switchover to a restarted replica (writes through the VIP pause for a few seconds), the former primary restarted by its demotion".to_owned(),
         ops::restart::Scope::Pending => "the members with a restart pending, replicas first; a switchover when the primary is one of them".to_owned(),
         ops::restart::Scope::Member(host) => format!("{host} (when it is the primary: a switchover away from it first)"),
@@ -227,6 +248,7 @@ pub fn update(args: UpdateArgs) -> Result<i32> {
         &secrets,
         args.cluster.as_deref(),
         &args.hosts,
+        args.reboot,
     ))??;
     let lines = crate::ui::update_plan_lines(&plan);
     if args.plan || plan.hosts.is_empty() {
@@ -240,16 +262,19 @@ pub fn update(args: UpdateArgs) -> Result<i32> {
     if !crate::ui::announce_and_confirm("update", &lines, args.yes, args.json) {
         return Err(super::declined());
     }
+    let started = std::time::Instant::now();
     let report = super::block_on(ops::update::update(
         &project,
         &secrets,
         plan,
         sessions,
         Duration::from_secs(args.timeout),
+        // On stderr, also with --json (the report goes to stdout once the run is done).
         &|step| {
-            if !args.json {
-                crate::ui::eprintln(step);
-            }
+            crate::ui::eprintln(&format!(
+                "{:>7.1} s  {step}",
+                started.elapsed().as_secs_f64()
+            ))
         },
     ))??;
     show(args.json, &report, crate::ui::update_text);

@@ -153,8 +153,9 @@ pub enum Restart {
 /// Bring one replica to run without a pending restart: ask Patroni to restart it while it is a
 /// running replica with a restart pending (with [`Restart::Always`]: once, pending or not;
 /// Patroni refuses while it is still changing state, so this polls), until it runs without one
-/// and its PgBouncer serves queries. Never restarts a primary. Returns whether a restart was
-/// requested (a demotion may already have applied the settings).
+/// and its PgBouncer serves queries. Never restarts a primary; the standby leader of a standby
+/// cluster is restarted like a replica (it takes no writes: its own replicas wait meanwhile).
+/// Returns whether a restart was requested (a demotion may already have applied the settings).
 pub(crate) async fn restart_replica(
     project: &Project,
     cluster: &Cluster,
@@ -168,6 +169,11 @@ pub(crate) async fn restart_replica(
     let bouncer = project.cluster_port(cluster, "pgbouncer.port", 6432);
     let address = project.address(host);
     let requested = AtomicBool::new(false);
+    let replica_roles: &[&str] = if cluster.standby_of.is_some() {
+        &["replica", "standby_leader"]
+    } else {
+        &["replica"]
+    };
     wait_for(
         &format!("{host} to run without a pending restart"),
         timeout,
@@ -183,7 +189,10 @@ pub(crate) async fn restart_replica(
             let running = status["state"] == "running";
             // Done only as a running replica: during a demotion the former primary reports no
             // pending restart before it has actually restarted as a replica.
-            match (running, pending, status["role"] == "replica") {
+            let replica = status["role"]
+                .as_str()
+                .is_some_and(|role| replica_roles.contains(&role));
+            match (running, pending, replica) {
                 // Streaming again (Patroni reports `replication_state` since 3.0; a replica
                 // reading the WAL archive first is not in service yet).
                 (true, false, true)
@@ -227,7 +236,8 @@ pub(crate) async fn restart_replica(
 }
 
 /// The rolling restart of `hosts` (the leader's host among them, or not). Returns what was
-/// done, one line per step.
+/// done, one line per step. The standby leader of a standby cluster is restarted in place, last
+/// (no writes go to it; a switchover there would only move its stream).
 #[allow(clippy::too_many_arguments)]
 pub async fn rolling_restart(
     project: &Project,
@@ -245,7 +255,11 @@ pub async fn rolling_restart(
             done.push(format!("restarted replica {host}"));
         }
     }
-    if hosts.iter().any(|h| h == leader) {
+    if cluster.standby_of.is_some() && hosts.iter().any(|h| h == leader) {
+        if restart_replica(project, cluster, secrets, patroni, leader, mode, timeout).await? {
+            done.push(format!("restarted standby leader {leader}"));
+        }
+    } else if hosts.iter().any(|h| h == leader) {
         let candidate = cluster
             .postgres
             .iter()

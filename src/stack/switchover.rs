@@ -52,20 +52,12 @@ pub async fn switchover(
         }
         None => None,
     };
-    let rest_port = project
-        .cluster_vars(cluster)
-        .get_u64("patroni.restapi_port")
-        .unwrap_or(8008) as u16;
-    let patroni = Patroni::from_secrets(secrets)?;
-    let (api_host, view) = patroni
-        .view_with_host(project, cluster)
-        .await
-        .ok_or_else(|| {
-            Error::failure(
-                format!("no Patroni REST API of cluster {} answers", cluster.name),
-                Some("`pgstrap status -i INV`".into()),
-            )
-        })?;
+    let super::ops::Reached {
+        patroni,
+        api_host,
+        view,
+        rest_port,
+    } = super::ops::Reached::new(project, secrets, cluster).await?;
     let leader = view.leader().map(|m| m.name.clone()).ok_or_else(|| {
         Error::failure(format!("cluster {} has no leader now", cluster.name), None)
     })?;

@@ -86,6 +86,9 @@ pub fn restart_text(r: &RestartReport) -> String {
         r.seconds,
         r.leader
     );
+    for warning in &r.warnings {
+        let _ = writeln!(out, "  warning: {warning}");
+    }
     for step in &r.steps {
         let _ = writeln!(out, "  {step}");
     }
@@ -186,7 +189,9 @@ pub fn update_plan_lines(p: &crate::stack::ops::update::UpdatePlan) -> Vec<Strin
         return lines;
     }
     for (i, h) in p.hosts.iter().enumerate() {
-        let restarts = if h.restarts.is_empty() {
+        let restarts = if p.reboot && h.reboot_required {
+            "then reboots (its services start with it)".to_owned()
+        } else if h.restarts.is_empty() {
             "no service of the stack restarts".to_owned()
         } else {
             format!(
@@ -211,10 +216,9 @@ pub fn update_plan_lines(p: &crate::stack::ops::update::UpdatePlan) -> Vec<Strin
                 .map_or_else(String::new, |(from, to)| format!(
                     "; PostgreSQL {from} → {to}"
                 )),
-            if h.reboot_required {
-                "; a reboot is required (not made by this command)"
-            } else {
-                ""
+            match (h.reboot_required, p.reboot) {
+                (true, false) => "; a reboot is required (made with --reboot)",
+                _ => "",
             }
         ));
         for u in &h.upgrades {

@@ -64,6 +64,28 @@ pub const MAIN: Shared = Shared {
     up: &["--preinstalled", "--hosts", "5"],
 };
 
+/// Debian 12, the README's layout (the e2e tests that take the release from
+/// `PGSTRAP_E2E_RELEASE=12`).
+pub const MAIN_12: Shared = Shared {
+    name: "main (Debian 12, 5 hosts)",
+    up: &["--preinstalled", "--hosts", "5", "--release", "12"],
+};
+
+/// The README's layout on the release the test is run for (`PGSTRAP_E2E_RELEASE`, 13 by
+/// default).
+pub fn main_of_release() -> &'static Shared {
+    if release() == "12" {
+        &MAIN_12
+    } else {
+        &MAIN
+    }
+}
+
+/// The Debian release the e2e tests that take it run on: `PGSTRAP_E2E_RELEASE`, 13 by default.
+pub fn release() -> String {
+    std::env::var("PGSTRAP_E2E_RELEASE").unwrap_or_else(|_| "13".into())
+}
+
 /// Debian 13, cluster `main` (5 hosts, VIP) and its DR standby cluster `dr` (5 hosts, VIP) in a
 /// second datacenter.
 pub const DR: Shared = Shared {
@@ -327,6 +349,22 @@ impl Writer {
                 (*to - *from).as_secs_f64(),
                 log.longest_gap(*from, *to).as_secs_f64()
             );
+            // Where the writes stopped for over a second, to set beside the step's own log.
+            let mut last = *from;
+            for (_, at) in log
+                .acknowledged
+                .iter()
+                .filter(|(_, at)| *at >= *from && *at <= *to)
+            {
+                if at.saturating_sub(last) > std::time::Duration::from_secs(1) {
+                    eprintln!(
+                        "figure:   no write acknowledged from {:.1} s to {:.1} s into it",
+                        (last - *from).as_secs_f64(),
+                        (*at - *from).as_secs_f64()
+                    );
+                }
+                last = *at;
+            }
         }
         eprintln!(
             "figure: {what}: {} writes attempted, {} acknowledged, {lost} lost, longest time without writes {:.1} s",
@@ -341,5 +379,85 @@ impl Writer {
         assert!(!acknowledged.is_empty(), "the client wrote nothing");
         assert_eq!(lost, 0, "acknowledged writes lost");
         (log.attempted, acknowledged.len() as u64)
+    }
+}
+
+/// A client reading through a VIP's read port (a new connection for every read, as an
+/// application's pool would open one), counting the reads that failed: a change that drains
+/// each replica before touching it fails none.
+pub struct Reader {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<ReadLog>,
+}
+
+/// What a [`Reader`] saw.
+#[derive(Debug, Default)]
+pub struct ReadLog {
+    pub attempted: u64,
+    pub failed: u64,
+    /// The first few failures (seconds since the reader started, error), for the message.
+    pub errors: Vec<(f64, String)>,
+    pub longest_gap: std::time::Duration,
+}
+
+impl Reader {
+    /// Read `SELECT 1` every 100 ms through `vip:port` with the inventory's secrets.
+    pub fn start(inventory: &str, vip: &str, port: u16) -> Self {
+        let project = pgstrap::render::load_project(Path::new(inventory), &[]).expect("inventory");
+        let secrets = project.secrets(false).expect("secrets");
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
+        let vip = vip.to_owned();
+        let thread = std::thread::spawn(move || {
+            let runtime = cli::runtime();
+            let mut log = ReadLog::default();
+            let epoch = std::time::Instant::now();
+            let mut last_ok = epoch;
+            while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                let started = std::time::Instant::now();
+                log.attempted += 1;
+                let read = runtime.block_on(async {
+                    tokio::time::timeout(std::time::Duration::from_secs(2), async {
+                        let client = pgstrap::stack::verify::connect(&vip, port, &secrets).await?;
+                        pgstrap::stack::verify::scalar(&client, "SELECT 1").await
+                    })
+                    .await
+                    .unwrap_or_else(|_| Err("timed out".into()))
+                });
+                match read {
+                    Ok(_) => {
+                        log.longest_gap = log.longest_gap.max(last_ok.elapsed());
+                        last_ok = std::time::Instant::now();
+                    }
+                    Err(e) => {
+                        log.failed += 1;
+                        if log.errors.len() < 10 {
+                            log.errors.push((epoch.elapsed().as_secs_f64(), e));
+                        }
+                    }
+                }
+                std::thread::sleep(
+                    std::time::Duration::from_millis(100).saturating_sub(started.elapsed()),
+                );
+            }
+            log
+        });
+        Self { stop, thread }
+    }
+
+    /// Stop, print the figure (`what`) and return the log.
+    pub fn finish(self, what: &str) -> ReadLog {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let log = self.thread.join().expect("the reader");
+        eprintln!(
+            "figure: {what}: {} reads through the read port, {} failed, longest time without a read {:.1} s",
+            log.attempted,
+            log.failed,
+            log.longest_gap.as_secs_f64()
+        );
+        for (at, error) in &log.errors {
+            eprintln!("figure:   read failed {at:.1} s after the reader started: {error}");
+        }
+        log
     }
 }

@@ -29,6 +29,8 @@ pub struct RestartReport {
     /// The leader before (an inventory host).
     pub leader: String,
     pub hosts: Vec<String>,
+    /// What the user should know (maintenance mode).
+    pub warnings: Vec<String>,
     /// What was done, in order.
     pub steps: Vec<String>,
     pub seconds: f64,
@@ -57,6 +59,16 @@ pub async fn restart(
         Scope::Pending => pending(project, cluster, &reached.patroni).await,
         Scope::Member(host) => vec![host.to_owned()],
     };
+    // Patroni restarts and switches over while paused, but nothing fails over on its own
+    // meanwhile: said, not refused (a restart in a maintenance window is what pause is for).
+    let warnings = if reached.view.pause {
+        vec![format!(
+            "cluster {} is in maintenance mode (`pgstrap pause`): the restart goes on, but a member that fails meanwhile is not replaced until `pgstrap resume`",
+            cluster.name
+        )]
+    } else {
+        Vec::new()
+    };
     let mode = match scope {
         Scope::Pending => Restart::Pending,
         _ => Restart::Always,
@@ -80,6 +92,7 @@ pub async fn restart(
         cluster: cluster.name.clone(),
         leader,
         hosts,
+        warnings,
         steps,
         seconds: started.elapsed().as_secs_f64(),
     })

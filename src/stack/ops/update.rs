@@ -18,6 +18,12 @@
 //! keepalived), each behind its gate. The restarts still owed are written on the host first
 //! (`/var/lib/pgstrap/update-restarts`) and removed after them, so a run that stopped (a failed
 //! package, a gate) resumes where it stopped.
+//!
+//! With `--reboot`, a host that needs a reboot (`/var/run/reboot-required`, before or after its
+//! upgrade) is rebooted instead of having its services restarted, at the same place in the same
+//! order: the primary switched away first, the replica drained, etcd's leadership moved away;
+//! back when its boot id changed, etcd healthy, the replica streaming and serving, HAProxy and
+//! the VIP answering.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -126,13 +132,15 @@ pub struct HostUpdate {
     pub restarts: Vec<Restart>,
     /// PostgreSQL's minor version change (`17.12-0+deb13u1 → 17.13-0+deb13u1`).
     pub postgresql: Option<(String, String)>,
-    /// `/var/run/reboot-required` exists already (a reboot is not made by this command).
+    /// `/var/run/reboot-required` exists already (rebooted with `--reboot`; its upgrade may
+    /// also ask for one).
     pub reboot_required: bool,
 }
 
 impl HostUpdate {
-    pub fn is_empty(&self) -> bool {
-        self.upgrades.is_empty() && self.restarts.is_empty()
+    /// Nothing to upgrade or restart (a reboot it needs counts only when reboots are asked for).
+    pub fn is_empty(&self, reboot: bool) -> bool {
+        self.upgrades.is_empty() && self.restarts.is_empty() && !(reboot && self.reboot_required)
     }
 }
 
@@ -142,6 +150,8 @@ pub struct UpdatePlan {
     pub hosts: Vec<HostUpdate>,
     /// Per cluster whose primary's host is in the plan: the switchover it costs.
     pub switchovers: Vec<String>,
+    /// Hosts that need it are rebooted (`--reboot`).
+    pub reboot: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -197,6 +207,7 @@ for unit in $2; do
     fi
   done
 done
+if [ -e /var/run/reboot-required ]; then echo "reboot-required"; fi
 "#;
 
 /// The units checked after an upgrade for processes that still map replaced files.
@@ -292,6 +303,7 @@ pub async fn plan(
     secrets: &Secrets,
     cluster: Option<&str>,
     only: &[String],
+    reboot: bool,
 ) -> Result<(UpdatePlan, BTreeMap<String, Session>)> {
     let hosts = scope(project, cluster, only)?;
     let desired = crate::render::desired_state(project, secrets, Some(&hosts))?;
@@ -374,11 +386,12 @@ pub async fn plan(
         sessions.insert(host, session);
     }
     let order = order(project, &found).await;
-    let switchovers = switchovers(project, secrets, &order).await;
+    let switchovers = switchovers(project, &order, reboot).await;
     Ok((
         UpdatePlan {
-            hosts: order.into_iter().filter(|h| !h.is_empty()).collect(),
+            hosts: order.into_iter().filter(|h| !h.is_empty(reboot)).collect(),
             switchovers,
+            reboot,
         },
         sessions,
     ))
@@ -455,8 +468,8 @@ async fn leader_host(project: &Project, cluster: &crate::inventory::Cluster) -> 
 }
 
 /// The switchovers the run will make: one per cluster whose primary's host has PostgreSQL,
-/// Patroni or PgBouncer to restart.
-async fn switchovers(project: &Project, _secrets: &Secrets, order: &[HostUpdate]) -> Vec<String> {
+/// Patroni or PgBouncer to restart (or, with `reboot`, a reboot to make).
+async fn switchovers(project: &Project, order: &[HostUpdate], reboot: bool) -> Vec<String> {
     let mut out = Vec::new();
     for cluster in project
         .inventory
@@ -467,10 +480,11 @@ async fn switchovers(project: &Project, _secrets: &Secrets, order: &[HostUpdate]
         let Some(leader) = leader_host(project, cluster).await else {
             continue;
         };
-        if order
-            .iter()
-            .any(|h| h.host == leader && h.restarts.iter().any(|r| r.moves_the_primary()))
-        {
+        if order.iter().any(|h| {
+            h.host == leader
+                && (h.restarts.iter().any(|r| r.moves_the_primary())
+                    || (reboot && h.reboot_required))
+        }) {
             out.push(format!(
                 "{}: one switchover away from {leader} before it is updated (its replicas first)",
                 cluster.name
@@ -490,7 +504,7 @@ pub async fn update(
     on_step: &(dyn Fn(&str) + Sync),
 ) -> Result<UpdateReport> {
     let started = Instant::now();
-    let hosts = Hosts { sessions };
+    let mut hosts = Hosts { sessions };
     // Each step is told as it is done (a run that stops has said how far it got).
     let mut steps = Steps {
         done: Vec::new(),
@@ -498,6 +512,7 @@ pub async fn update(
     };
     for update in &plan.hosts {
         let mut restarts: BTreeSet<Restart> = update.restarts.iter().copied().collect();
+        let mut reboot = plan.reboot && update.reboot_required;
         {
             let owed: Vec<&str> = update.restarts.iter().map(|r| r.name()).collect();
             let output = hosts
@@ -528,6 +543,8 @@ pub async fn update(
                     ));
                 }
                 restarts.extend(stale);
+                reboot |=
+                    plan.reboot && output.stdout_text().lines().any(|l| l == "reboot-required");
                 if restarts.contains(&Restart::Patroni) {
                     restarts.remove(&Restart::Postgresql);
                 }
@@ -577,7 +594,7 @@ pub async fn update(
             .values()
             .filter(|c| c.postgres.contains(&update.host) && c.standby_of.is_none())
         {
-            let touches_postgres = restarts.iter().any(|r| r.moves_the_primary());
+            let touches_postgres = reboot || restarts.iter().any(|r| r.moves_the_primary());
             if touches_postgres
                 && leader_host(project, cluster).await.as_deref() == Some(update.host.as_str())
             {
@@ -601,9 +618,18 @@ pub async fn update(
                 ));
             }
         }
-        for restart in &restarts {
-            restart_one(project, secrets, &hosts, &update.host, *restart, timeout).await?;
-            steps.push(format!("{}: restarted {}", update.host, restart.name()));
+        if reboot {
+            // The reboot restarts every service: the owed restarts are made by it.
+            let seconds = reboot_one(project, secrets, &mut hosts, &update.host, timeout).await?;
+            steps.push(format!(
+                "{}: rebooted, back in service in {seconds:.1} s",
+                update.host
+            ));
+        } else {
+            for restart in &restarts {
+                restart_one(project, secrets, &hosts, &update.host, *restart, timeout).await?;
+                steps.push(format!("{}: restarted {}", update.host, restart.name()));
+            }
         }
         hosts
             .session(&update.host)?
@@ -708,6 +734,131 @@ async fn restart_one(
                     let port = project.cluster_port(cluster, "haproxy.write_port", 5000);
                     wait_tcp(&vip.addr().to_string(), port, timeout).await?;
                 }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The host's boot id (a new one after each boot).
+async fn boot_id(session: &Session) -> std::result::Result<String, String> {
+    session
+        .run(&RemoteCommand::new(&[
+            "cat",
+            "/proc/sys/kernel/random/boot_id",
+        ]))
+        .await
+        .map(|o| o.stdout_text().trim().to_owned())
+        .map_err(|e| e.to_string())
+}
+
+/// Reboot `host` out of service and wait until it serves again: etcd's leadership moved away and
+/// the replica drained from the read port first; back when its boot id changed (a new
+/// connection replaces the old one), its etcd members healthy, its replicas running, streaming
+/// and serving through PgBouncer, its HAProxy and the VIP answering. Returns the seconds from
+/// the reboot until then. A primary's host is never rebooted: the run switched over first.
+async fn reboot_one(
+    project: &Project,
+    secrets: &Secrets,
+    hosts: &mut Hosts,
+    host: &str,
+    timeout: Duration,
+) -> Result<f64> {
+    let clusters: Vec<&crate::inventory::Cluster> = project.inventory.clusters.values().collect();
+    let address = project.address(host);
+    for cluster in clusters.iter().filter(|c| c.etcd.iter().any(|h| h == host)) {
+        let _ =
+            crate::stack::etcd::keep_leader_off(&project.etcd_endpoints(cluster), &address).await;
+    }
+    let mut drained = Vec::new();
+    for cluster in clusters
+        .iter()
+        .filter(|c| c.postgres.iter().any(|h| h == host))
+    {
+        let member = super::member_of_host(project, cluster, host)?;
+        let balancers = crate::stack::haproxy::Balancers::open(project, cluster, secrets).await;
+        balancers.set_state("replicas", &member, "drain").await;
+        drained.push((balancers, member));
+    }
+    let started = Instant::now();
+    let result = async {
+        let before = boot_id(hosts.session(host)?)
+            .await
+            .map_err(|e| Error::failure(format!("{host}: boot id: {e}"), None))?;
+        // Queued, not waited for: the connection goes down with the host.
+        let _ = hosts
+            .session(host)?
+            .run(&RemoteCommand::new(&["systemctl", "--no-block", "reboot"]))
+            .await;
+        if let Some(old) = hosts.sessions.remove(host) {
+            old.close().await;
+        }
+        let session = crate::stack::gate::wait_for(
+            &format!("{host} to boot again"),
+            timeout,
+            Duration::from_secs(1),
+            &format!("see the console of {host}; `pgstrap update` resumes with it once it runs"),
+            || async {
+                let session = match crate::stack::connect_host(project, host, secrets).await {
+                    Ok(s) => s,
+                    Err(e) => return crate::stack::gate::Poll::NotYet(e.to_string()),
+                };
+                match boot_id(&session).await {
+                    Ok(id) if id != before => crate::stack::gate::Poll::Ready(session),
+                    Ok(_) => {
+                        session.close().await;
+                        crate::stack::gate::Poll::NotYet("not rebooted yet".into())
+                    }
+                    Err(e) => crate::stack::gate::Poll::NotYet(e),
+                }
+            },
+        )
+        .await?;
+        hosts.sessions.insert(host.to_owned(), session);
+        back_in_service(project, secrets, host, timeout).await
+    }
+    .await;
+    for (balancers, member) in drained {
+        balancers.set_state("replicas", &member, "ready").await;
+        balancers.close().await;
+    }
+    result.map(|()| started.elapsed().as_secs_f64())
+}
+
+/// Gates: every part of the stack on `host` serves again after its reboot.
+async fn back_in_service(
+    project: &Project,
+    secrets: &Secrets,
+    host: &str,
+    timeout: Duration,
+) -> Result<()> {
+    for cluster in project.inventory.clusters.values() {
+        if cluster.etcd.iter().any(|h| h == host) {
+            crate::stack::etcd::wait_healthy(
+                &project.etcd_endpoints(cluster),
+                cluster.etcd.len(),
+                timeout,
+            )
+            .await?;
+        }
+        if cluster.postgres.iter().any(|h| h == host) {
+            let reached = Reached::new(project, secrets, cluster).await?;
+            crate::stack::restart::restart_replica(
+                project,
+                cluster,
+                secrets,
+                &reached.patroni,
+                host,
+                crate::stack::restart::Restart::Pending,
+                timeout,
+            )
+            .await?;
+        }
+        if cluster.balancers.iter().any(|h| h == host) {
+            let port = project.cluster_port(cluster, "haproxy.write_port", 5000);
+            wait_tcp(&project.address(host), port, timeout).await?;
+            if let Some(vip) = cluster.vip {
+                wait_tcp(&vip.addr().to_string(), port, timeout).await?;
             }
         }
     }
