@@ -241,6 +241,8 @@ pub fn failover(args: FailoverArgs) -> Result<i32> {
 }
 
 pub fn update(args: UpdateArgs) -> Result<i32> {
+    // The steps' times count from here (a client's log can be set beside them).
+    let started = std::time::Instant::now();
     let project = crate::render::load_project(&args.inventory.inventory, &args.inventory.set)?;
     let secrets = super::running_secrets(&project)?;
     let (plan, sessions) = super::block_on(ops::update::plan(
@@ -262,7 +264,7 @@ pub fn update(args: UpdateArgs) -> Result<i32> {
     if !crate::ui::announce_and_confirm("update", &lines, args.yes, args.json) {
         return Err(super::declined());
     }
-    let started = std::time::Instant::now();
+
     let report = super::block_on(ops::update::update(
         &project,
         &secrets,

@@ -111,19 +111,7 @@ fn changed_secrets(rendered: &str, on_host: &str, secrets: &Secrets) -> Vec<Stri
 
 /// Whether `line` is `parts` joined by any values (the literal text around the secrets).
 fn same_shape(line: &str, parts: &[&str]) -> bool {
-    let (Some(first), Some(last)) = (parts.first(), parts.last()) else {
-        return false;
-    };
-    let Some(mut rest) = line.strip_prefix(first) else {
-        return false;
-    };
-    for part in &parts[1..parts.len() - 1] {
-        match rest.find(part) {
-            Some(at) => rest = &rest[at + part.len()..],
-            None => return false,
-        }
-    }
-    parts.len() > 1 && rest.ends_with(last)
+    crate::inventory::secrets::shape_values(line, parts).is_some()
 }
 
 /// `"pgstrap CA main" (sha256 1A:2B:…)`: a CA certificate's subject and the start of its

@@ -204,6 +204,57 @@ impl Masker {
     pub fn contains_secret(&self, text: &str) -> bool {
         self.values.iter().any(|v| text.contains(v.as_str()))
     }
+
+    /// `mask`, with `replacement` in place of `***`.
+    pub fn mask_as(&self, text: &str, replacement: &str) -> String {
+        let mut out = text.to_owned();
+        for value in &self.values {
+            if out.contains(value.as_str()) {
+                out = out.replace(value.as_str(), replacement);
+            }
+        }
+        out
+    }
+
+    /// The shape of a line holding secrets: the literal text around them (`password: "` and
+    /// `"`), for [`shape_values`].
+    pub fn shape(&self, line: &str) -> Vec<String> {
+        self.mask_as(line, "\u{0}")
+            .split('\u{0}')
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Whether a secret spans lines (a private key): a line at a time cannot mask it.
+    pub fn has_multiline_secret_in(&self, text: &str) -> bool {
+        self.values
+            .iter()
+            .any(|v| v.contains('\n') && text.contains(v.as_str()))
+    }
+
+    /// This masker with more values (old values of a secret, seen on a host).
+    pub fn with(&self, more: impl IntoIterator<Item = String>) -> Masker {
+        Masker::new(self.values.iter().cloned().chain(more).collect())
+    }
+}
+
+/// The values `line` holds where `parts` (a [`Masker::shape`]) has its secrets, when `line` has
+/// that shape: the same literal text around them, any values in between.
+pub fn shape_values(line: &str, parts: &[impl AsRef<str>]) -> Option<Vec<String>> {
+    let (first, last) = (parts.first()?.as_ref(), parts.last()?.as_ref());
+    if parts.len() < 2 {
+        return None;
+    }
+    let mut rest = line.strip_prefix(first)?;
+    let mut values = Vec::new();
+    for part in &parts[1..parts.len() - 1] {
+        let at = rest.find(part.as_ref())?;
+        values.push(rest[..at].to_owned());
+        rest = &rest[at + part.as_ref().len()..];
+    }
+    let value = rest.strip_suffix(last)?;
+    values.push(value.to_owned());
+    Some(values)
 }
 
 impl fmt::Debug for Masker {

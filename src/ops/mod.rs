@@ -302,11 +302,6 @@ pub fn file_diff(
     sensitive: bool,
     masker: &Masker,
 ) -> Result<String, String> {
-    if sensitive {
-        // Even masked, a secret file's diff can reveal old secret values the masker does not
-        // know (a rotated password): never show it.
-        return Err("content changed (secret file, diff hidden)".into());
-    }
     let old_text = match old {
         None => String::new(),
         Some(bytes) => match std::str::from_utf8(bytes) {
@@ -314,11 +309,15 @@ pub fn file_diff(
             Err(_) => return Err("content changed (the file on the host is not text)".into()),
         },
     };
-    let old_masked = masker.mask(&old_text);
-    let new_masked = masker.mask(new);
-    if old.is_some() && old_masked == new_masked {
-        return Err("content changed (only secret values differ, diff hidden)".into());
-    }
+    let (old_masked, new_masked) = if sensitive {
+        sensitive_sides(&old_text, new, masker)?
+    } else {
+        let (old_masked, new_masked) = (masker.mask(&old_text), masker.mask(new));
+        if old.is_some() && old_masked == new_masked {
+            return Err("content changed (only secret values differ, diff hidden)".into());
+        }
+        (old_masked, new_masked)
+    };
     let diff = similar::TextDiff::from_lines(&old_masked, &new_masked);
     let from = if old.is_some() {
         format!("{path} (on host)")
@@ -330,6 +329,60 @@ pub fn file_diff(
         .context_radius(3)
         .header(&from, &format!("{path} (pgstrap)"))
         .to_string())
+}
+
+/// Both sides of a file holding secrets, as a diff may show them: each secret as
+/// `(sensitive)`, and on the new side `(sensitive, changed)` where the host's line of the same
+/// shape holds another value. The host may hold values the masker does not know (a password a
+/// rotation replaces): the values found at the secret lines' shapes on the host are masked
+/// wherever they occur. A secret that spans lines (a private key) hides the whole diff.
+fn sensitive_sides(old: &str, new: &str, masker: &Masker) -> Result<(String, String), String> {
+    const HIDDEN: &str = "content changed (secret file, diff hidden)";
+    if masker.has_multiline_secret_in(new) || [old, new].iter().any(|t| t.contains("PRIVATE KEY")) {
+        return Err(HIDDEN.into());
+    }
+    let shapes: Vec<Vec<String>> = new
+        .lines()
+        .filter(|line| masker.contains_secret(line))
+        .map(|line| masker.shape(line))
+        .collect();
+    let seen = old.lines().flat_map(|line| {
+        shapes
+            .iter()
+            .filter_map(move |parts| crate::inventory::secrets::shape_values(line, parts))
+            .flatten()
+    });
+    let old_masker = masker.with(seen.collect::<Vec<_>>());
+    let old_masked: String = old
+        .split_inclusive('\n')
+        .map(|line| old_masker.mask_as(line, "(sensitive)"))
+        .collect();
+    let new_masked: String = new
+        .split_inclusive('\n')
+        .map(|line| {
+            let line_text = line.trim_end_matches('\n');
+            if !masker.contains_secret(line_text) {
+                return line.to_owned();
+            }
+            let parts = masker.shape(line_text);
+            let changed = !old.lines().any(|o| o == line_text)
+                && old
+                    .lines()
+                    .any(|o| crate::inventory::secrets::shape_values(o, &parts).is_some());
+            let marker = if changed {
+                "(sensitive, changed)"
+            } else {
+                "(sensitive)"
+            };
+            masker.mask_as(line, marker)
+        })
+        .collect();
+    // Whatever else the host's side holds of a known secret (it is a secret file).
+    let old_masked = masker.mask_as(&old_masked, "(sensitive)");
+    if old_masked == new_masked {
+        return Err("content changed (only secret values differ, diff hidden)".into());
+    }
+    Ok((old_masked, new_masked))
 }
 
 /// A managed file. `current` is the content on the host, when it was read (only needed when

@@ -240,7 +240,56 @@ fn file_changed_shows_a_masked_unified_diff() {
 }
 
 #[test]
-fn sensitive_file_diff_is_hidden() {
+fn a_sensitive_file_shows_its_diff_with_every_secret_masked() {
+    // A password rotated on the way (the host's value unknown to the masker), a setting changed.
+    let new = format!("listen = 5432\nwork_mem = 8MB\n  password: \"{POISON}\"\nuser = app\n");
+    let old = "listen = 5432\nwork_mem = 4MB\n  password: \"old-secret\"\nuser = app\n# old-secret again\n";
+    let file = managed("/etc/u", &new, true, &[]);
+    let Planned::Change(change) = plan_file(
+        &file,
+        &file_state(old, 0o640),
+        Some(old.as_bytes()),
+        &masker(),
+    ) else {
+        panic!()
+    };
+    let diff = change.diff.clone().expect("a diff");
+    for line in [
+        "-work_mem = 4MB",
+        "+work_mem = 8MB",
+        "-  password: \"(sensitive)\"",
+        "+  password: \"(sensitive, changed)\"",
+        " user = app",
+    ] {
+        assert!(diff.lines().any(|l| l == line), "{line}: {diff}");
+    }
+    assert!(diff.contains("-# (sensitive) again"), "{diff}");
+    let text = serde_json::to_string(&change).unwrap();
+    assert!(
+        !text.contains(POISON) && !text.contains("old-secret"),
+        "{text}"
+    );
+}
+
+#[test]
+fn an_unchanged_secret_line_is_context_and_a_lone_secret_is_masked_whole() {
+    let new = format!("a = 1\n  password: \"{POISON}\"\n");
+    let old = format!("a = 2\n  password: \"{POISON}\"\n");
+    let file = managed("/etc/u", &new, true, &[]);
+    let Planned::Change(change) = plan_file(
+        &file,
+        &file_state(&old, 0o640),
+        Some(old.as_bytes()),
+        &masker(),
+    ) else {
+        panic!()
+    };
+    let diff = change.diff.expect("a diff");
+    assert!(
+        diff.contains(" \"(sensitive)\"") && !diff.contains("changed"),
+        "{diff}"
+    );
+    // A file that is nothing but the secret: the host's whole line is taken for an old value.
     let file = managed("/etc/u", &format!("{POISON}\n"), true, &[]);
     let Planned::Change(change) = plan_file(
         &file,
@@ -250,10 +299,29 @@ fn sensitive_file_diff_is_hidden() {
     ) else {
         panic!()
     };
+    let text = serde_json::to_string(&change).unwrap();
+    assert!(
+        !text.contains(POISON) && !text.contains("old-secret"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_private_key_hides_the_whole_diff() {
+    let key = "-----BEGIN PRIVATE KEY-----\nAAAA\nBBBB\n-----END PRIVATE KEY-----\n";
+    let masker = Masker::new(vec![key.into()]);
+    let file = managed("/etc/k", key, true, &[]);
+    let old = "-----BEGIN PRIVATE KEY-----\nCCCC\n-----END PRIVATE KEY-----\n";
+    let Planned::Change(change) = plan_file(
+        &file,
+        &file_state(old, 0o640),
+        Some(old.as_bytes()),
+        &masker,
+    ) else {
+        panic!()
+    };
     assert!(change.diff.is_none());
     assert_eq!(change.summary, "content changed (secret file, diff hidden)");
-    let text = serde_json::to_string(&change).unwrap();
-    assert!(!text.contains(POISON) && !text.contains("old-secret"));
 }
 
 #[test]

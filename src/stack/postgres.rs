@@ -217,6 +217,11 @@ pub(crate) async fn move_aside(
 
 const MOVE_ASIDE: &str = r#"set -eu
 dir="$1"; aside="$2"; version="$3"
+# The major named must be the one installed here (never a directory made for another one).
+if [ ! -x "/usr/lib/postgresql/$version/bin/postgres" ]; then
+  echo "PostgreSQL $version is not installed on this host: $dir left as it is" >&2
+  exit 1
+fi
 if [ -f "$dir/postmaster.pid" ]; then
   runuser -u postgres -- "/usr/lib/postgresql/$version/bin/pg_ctl" -D "$dir" -m fast -w stop || true
 fi

@@ -78,8 +78,13 @@ pub async fn switchover(
     } else {
         None
     };
+    // The candidate leaves the read port first: once promoted, HAProxy's check marks it down
+    // there and cuts the reads it holds (`on-marked-down shutdown-sessions`).
+    if let (Some(balancers), Some(candidate)) = (&balancers, &candidate) {
+        balancers.set_state("replicas", candidate, "drain").await;
+    }
     let started = Instant::now();
-    patroni
+    let requested = patroni
         .switchover(
             // To the leader itself: Patroni there acts at once (a replica that takes the
             // request only records it, and the leader sees it on its next loop, up to
@@ -98,7 +103,14 @@ pub async fn switchover(
                         .into(),
                 ),
             )
-        })?;
+        });
+    if let Err(e) = requested {
+        if let (Some(balancers), Some(candidate)) = (balancers, &candidate) {
+            balancers.set_state("replicas", candidate, "ready").await;
+            balancers.close().await;
+        }
+        return Err(e);
+    }
 
     let new_leader = wait_new_primary(
         project,
@@ -111,6 +123,10 @@ pub async fn switchover(
     )
     .await;
     if let Some(balancers) = balancers {
+        // Its health check decides again (down there while it is the primary).
+        if let Some(candidate) = &candidate {
+            balancers.set_state("replicas", candidate, "ready").await;
+        }
         balancers.close().await;
     }
     let new_leader = new_leader?;

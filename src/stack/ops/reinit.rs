@@ -74,11 +74,19 @@ pub async fn reinit(
         .hosts
         .get(host)
         .ok_or_else(|| Error::failure(format!("no host {host}"), None))?;
+    let session = crate::stack::connect_host(project, host, secrets).await?;
+    // The major the host runs is its release's (15 on Debian 12): read, not assumed.
+    project.learn_releases(
+        crate::exec::releases(&std::collections::BTreeMap::from([(
+            host.to_owned(),
+            session.clone(),
+        )]))
+        .await,
+    );
     let version = project.postgres_version(inventory_host, cluster);
     let data_dir = format!("/var/lib/postgresql/{version}/{}", cluster.name);
     let stamp = time::OffsetDateTime::now_utc().unix_timestamp();
     let aside = format!("{data_dir}.pgstrap-before-reinit-{stamp}");
-    let session = crate::stack::connect_host(project, host, secrets).await?;
     let systemctl = |verb: &'static str| {
         let session = &session;
         async move {
@@ -92,6 +100,9 @@ pub async fn reinit(
     let moved = crate::stack::postgres::move_aside(&session, &data_dir, &aside, &version).await?;
     systemctl("start").await?;
 
+    // Streaming as its leader's `pg_stat_replication` shows it (Patroni 3.0.2 reports a
+    // streaming replica as `running`), through the leader's PgBouncer, whoever leads by then.
+    let bouncer = project.cluster_port(cluster, "pgbouncer.port", 6432);
     let reached = Reached::new(project, secrets, cluster).await?;
     wait_for(
         &format!("{host} to be rebuilt and stream from the leader"),
@@ -99,19 +110,35 @@ pub async fn reinit(
         Duration::from_secs(1),
         &format!("see `journalctl -u patroni` on {host}"),
         || async {
-            match reached
+            let view = match reached
                 .patroni
                 .cluster(&project.address(&reached.api_host), reached.rest_port)
                 .await
             {
-                Ok(view) if view.streaming().iter().any(|m| m.name == member) => Poll::Ready(()),
-                Ok(view) => {
-                    Poll::NotYet(view.members.iter().find(|m| m.name == member).map_or_else(
-                        || format!("{member} not in the cluster yet"),
-                        |m| format!("{member} is {}", m.state),
-                    ))
+                Ok(view) => view,
+                Err(e) => return Poll::NotYet(e),
+            };
+            let Some(leader) = view
+                .leader()
+                .and_then(|l| super::host_of_member(project, cluster, &l.name))
+            else {
+                return Poll::NotYet("no leader".into());
+            };
+            match crate::stack::verify::replication(&project.address(&leader), bouncer, secrets)
+                .await
+            {
+                Ok(rows)
+                    if rows
+                        .iter()
+                        .any(|r| r.member == member && r.state == "streaming") =>
+                {
+                    Poll::Ready(())
                 }
-                Err(e) => Poll::NotYet(e),
+                Ok(_) => Poll::NotYet(view.members.iter().find(|m| m.name == member).map_or_else(
+                    || format!("{member} not in the cluster yet"),
+                    |m| format!("{member} is {}, not streaming from {leader} yet", m.state),
+                )),
+                Err(e) => Poll::NotYet(format!("{leader}: {e}")),
             }
         },
     )

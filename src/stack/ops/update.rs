@@ -306,7 +306,6 @@ pub async fn plan(
     reboot: bool,
 ) -> Result<(UpdatePlan, BTreeMap<String, Session>)> {
     let hosts = scope(project, cluster, only)?;
-    let desired = crate::render::desired_state(project, secrets, Some(&hosts))?;
     let connects = hosts.iter().map(|host| async move {
         let session = crate::stack::connect_host(project, host, secrets).await?;
         let output = session
@@ -324,9 +323,17 @@ pub async fn plan(
         Ok::<_, Error>((host.clone(), session, output.stdout_text()))
     });
     let mut sessions = BTreeMap::new();
-    let mut found: BTreeMap<String, (HostUpdate, Vec<String>)> = BTreeMap::new();
+    let mut texts = Vec::new();
     for result in futures::future::join_all(connects).await {
         let (host, session, text) = result?;
+        sessions.insert(host.clone(), session);
+        texts.push((host, text));
+    }
+    // The roles' packages are those of each host's own release (PostgreSQL 15 on Debian 12).
+    project.learn_releases(crate::exec::releases(&sessions).await);
+    let desired = crate::render::desired_state(project, secrets, Some(&hosts))?;
+    let mut found: BTreeMap<String, (HostUpdate, Vec<String>)> = BTreeMap::new();
+    for (host, text) in texts {
         let section = |name: &str| -> String {
             text.split(&format!("--{name}\n"))
                 .nth(1)
@@ -382,8 +389,7 @@ pub async fn plan(
             reboot_required: section("reboot").trim() == "yes",
         };
         let addresses = section("addresses").lines().map(str::to_owned).collect();
-        found.insert(host.clone(), (update, addresses));
-        sessions.insert(host, session);
+        found.insert(host, (update, addresses));
     }
     let order = order(project, &found).await;
     let switchovers = switchovers(project, &order, reboot).await;
@@ -626,10 +632,23 @@ pub async fn update(
                 update.host
             ));
         } else {
-            for restart in &restarts {
-                restart_one(project, secrets, &hosts, &update.host, *restart, timeout).await?;
-                steps.push(format!("{}: restarted {}", update.host, restart.name()));
+            // A replica is out of the read port for all of its restarts (PgBouncer's too), so
+            // no new read lands on it meanwhile.
+            let drained = if restarts.iter().any(|r| r.moves_the_primary()) {
+                drain(project, secrets, &update.host).await?
+            } else {
+                Vec::new()
+            };
+            let result = async {
+                for restart in &restarts {
+                    restart_one(project, secrets, &hosts, &update.host, *restart, timeout).await?;
+                    steps.push(format!("{}: restarted {}", update.host, restart.name()));
+                }
+                Ok::<_, Error>(())
             }
+            .await;
+            undrain(drained).await;
+            result?;
         }
         hosts
             .session(&update.host)?
@@ -668,48 +687,35 @@ async fn restart_one(
             }
         }
         Restart::Pgbackrest => hosts.systemctl(host, "restart", "pgbackrest").await?,
-        Restart::Pgbouncer => {
-            hosts.systemctl(host, "restart", "pgbouncer").await?;
-            for cluster in clusters
-                .iter()
-                .filter(|c| c.postgres.iter().any(|h| h == host))
-            {
-                let port = project.cluster_port(cluster, "pgbouncer.port", 6432);
-                wait_tcp(&project.address(host), port, timeout).await?;
-            }
-        }
-        Restart::Postgresql | Restart::Patroni => {
+        // The host is a replica here (drained; a primary was switched away from first). Back
+        // when it runs as a streaming replica whose PgBouncer serves queries.
+        Restart::Pgbouncer | Restart::Postgresql | Restart::Patroni => {
+            let mode = match restart {
+                Restart::Pgbouncer => {
+                    hosts.systemctl(host, "restart", "pgbouncer").await?;
+                    crate::stack::restart::Restart::Pending
+                }
+                Restart::Patroni => {
+                    hosts.systemctl(host, "restart", "patroni").await?;
+                    crate::stack::restart::Restart::Pending
+                }
+                _ => crate::stack::restart::Restart::Always,
+            };
             for cluster in clusters
                 .iter()
                 .filter(|c| c.postgres.iter().any(|h| h == host))
             {
                 let reached = Reached::new(project, secrets, cluster).await?;
-                let member = super::member_of_host(project, cluster, host)?;
-                let balancers =
-                    crate::stack::haproxy::Balancers::open(project, cluster, secrets).await;
-                balancers.set_state("replicas", &member, "drain").await;
-                let result = async {
-                    let mode = if restart == Restart::Patroni {
-                        hosts.systemctl(host, "restart", "patroni").await?;
-                        crate::stack::restart::Restart::Pending
-                    } else {
-                        crate::stack::restart::Restart::Always
-                    };
-                    crate::stack::restart::restart_replica(
-                        project,
-                        cluster,
-                        secrets,
-                        &reached.patroni,
-                        host,
-                        mode,
-                        timeout,
-                    )
-                    .await
-                }
-                .await;
-                balancers.set_state("replicas", &member, "ready").await;
-                balancers.close().await;
-                result?;
+                crate::stack::restart::restart_replica(
+                    project,
+                    cluster,
+                    secrets,
+                    &reached.patroni,
+                    host,
+                    mode,
+                    timeout,
+                )
+                .await?;
             }
         }
         Restart::Haproxy => {
@@ -770,16 +776,7 @@ async fn reboot_one(
         let _ =
             crate::stack::etcd::keep_leader_off(&project.etcd_endpoints(cluster), &address).await;
     }
-    let mut drained = Vec::new();
-    for cluster in clusters
-        .iter()
-        .filter(|c| c.postgres.iter().any(|h| h == host))
-    {
-        let member = super::member_of_host(project, cluster, host)?;
-        let balancers = crate::stack::haproxy::Balancers::open(project, cluster, secrets).await;
-        balancers.set_state("replicas", &member, "drain").await;
-        drained.push((balancers, member));
-    }
+    let drained = drain(project, secrets, host).await?;
     let started = Instant::now();
     let result = async {
         let before = boot_id(hosts.session(host)?)
@@ -818,11 +815,38 @@ async fn reboot_one(
         back_in_service(project, secrets, host, timeout).await
     }
     .await;
+    undrain(drained).await;
+    result.map(|()| started.elapsed().as_secs_f64())
+}
+
+/// `host`'s PgBouncer drained from the read port of every cluster it is a DB host of (HAProxy's
+/// admin socket on each balancer: no new connection, those open may finish).
+async fn drain(
+    project: &Project,
+    secrets: &Secrets,
+    host: &str,
+) -> Result<Vec<(crate::stack::haproxy::Balancers, String)>> {
+    let mut drained = Vec::new();
+    for cluster in project
+        .inventory
+        .clusters
+        .values()
+        .filter(|c| c.postgres.iter().any(|h| h == host))
+    {
+        let member = super::member_of_host(project, cluster, host)?;
+        let balancers = crate::stack::haproxy::Balancers::open(project, cluster, secrets).await;
+        balancers.set_state("replicas", &member, "drain").await;
+        drained.push((balancers, member));
+    }
+    Ok(drained)
+}
+
+/// Back in the read port (its health checks decide again).
+async fn undrain(drained: Vec<(crate::stack::haproxy::Balancers, String)>) {
     for (balancers, member) in drained {
         balancers.set_state("replicas", &member, "ready").await;
         balancers.close().await;
     }
-    result.map(|()| started.elapsed().as_secs_f64())
 }
 
 /// Gates: every part of the stack on `host` serves again after its reboot.
