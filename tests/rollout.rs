@@ -203,15 +203,17 @@ fn rollout_end_to_end() {
     let (ok, output) = stderr_of(&["apply", "--no-verify", "-i", INVENTORY, work_mem]);
     assert!(ok, "{output}");
     assert!(
-        output.contains("dynamic configuration: postgresql.parameters.work_mem"),
+        output.contains("dynamic configuration: postgresql.parameters.work_mem: (unset) → 8MB; PostgreSQL takes it by a reload"),
         "{output}"
     );
     assert!(!output.contains("waits for a restart"), "{output}");
     // A parameter that needs a restart: planned, then reported as pending...
     let connections = "--set=postgresql.parameters.max_connections=150";
     let plan = pgstrap_ok(&["plan", "-i", INVENTORY, work_mem, connections]);
+    // Old → new, and the restart it needs before anything changed.
     assert!(
-        plan.contains("would change: postgresql.parameters.max_connections"),
+        plan.contains("postgresql.parameters.max_connections: ")
+            && plan.contains(" → 150; max_connections only at a restart of n1, n2, n3"),
         "{plan}"
     );
     let (ok, output) = stderr_of(&[

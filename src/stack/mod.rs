@@ -4,6 +4,7 @@
 pub mod backup;
 pub mod dr;
 pub mod drill;
+pub mod dynamic_config;
 pub mod etcd;
 pub mod gate;
 pub mod haproxy;

@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::gate::{wait_for, Poll};
 use super::members;
@@ -567,16 +567,26 @@ pub(crate) async fn converge_cluster(
     let mut pg_pending = Vec::new();
     {
         let leader_address = project.address(&leader);
-        let (change, _) =
-            dynamic_config_change(project, cluster, &patroni, &leader_address, rest_port).await?;
-        if let Some(change) = change {
+        let found =
+            super::dynamic_config::change(project, cluster, &patroni, &leader_address, rest_port)
+                .await?;
+        if let Some(change) = found.patch {
+            // Said as `plan` says it (the restart impact follows from the pending members).
+            let restart = super::dynamic_config::restart_only(
+                &leader_address,
+                project.cluster_port(cluster, "pgbouncer.port", 6432),
+                secrets,
+                &super::dynamic_config::parameters(&change),
+            )
+            .await
+            .unwrap_or_default();
             patroni
                 .patch_config(&leader_address, rest_port, &change)
                 .await
                 .map_err(|e| Error::failure(format!("cluster {}: {e}", cluster.name), None))?;
             report.actions.push(action(
                 None,
-                format!("updated Patroni's dynamic configuration: {}", keys(&change)),
+                super::dynamic_config::summary(&change, &found.live, &restart, &cluster.postgres),
             ));
             if let Some(Value::Object(parameters)) =
                 change.get("postgresql").and_then(|p| p.get("parameters"))
@@ -883,13 +893,25 @@ pub async fn plan_orchestration(project: &Project, secrets: &Secrets) -> Vec<Pla
             continue;
         }
         let address = leader.host.clone().unwrap_or_default();
-        match dynamic_config_change(project, cluster, &patroni, &address, port).await {
-            Ok((change, unmanaged)) => {
-                if let Some(change) = change {
+        match super::dynamic_config::change(project, cluster, &patroni, &address, port).await {
+            Ok(super::dynamic_config::Change {
+                patch,
+                unmanaged,
+                live,
+            }) => {
+                if let Some(change) = patch {
+                    let restart = super::dynamic_config::restart_only(
+                        &address,
+                        project.cluster_port(cluster, "pgbouncer.port", 6432),
+                        secrets,
+                        &super::dynamic_config::parameters(&change),
+                    )
+                    .await
+                    .unwrap_or_else(|e| vec![format!("(unknown: pg_settings not read: {e})")]);
                     lines.push(PlanStep::change(format!(
-                        "cluster {}: dynamic configuration would change: {}",
+                        "cluster {}: {}",
                         cluster.name,
-                        keys(&change)
+                        super::dynamic_config::summary(&change, &live, &restart, &cluster.postgres)
                     )));
                 }
                 if !unmanaged.is_empty() {
@@ -912,41 +934,6 @@ pub async fn plan_orchestration(project: &Project, secrets: &Secrets) -> Vec<Pla
         }
     }
     lines
-}
-
-fn keys(change: &Value) -> String {
-    let mut out = Vec::new();
-    if let Value::Object(map) = change {
-        for (k, v) in map {
-            match (k.as_str(), v) {
-                ("postgresql", Value::Object(pg)) => {
-                    for (pk, pv) in pg {
-                        if let (true, Value::Object(params)) = (pk == "parameters", pv) {
-                            out.extend(params.iter().map(|(p, v)| {
-                                if v.is_null() {
-                                    format!(
-                                        "postgresql.parameters.{p} (removed: back to its default)"
-                                    )
-                                } else {
-                                    format!("postgresql.parameters.{p}")
-                                }
-                            }));
-                        } else {
-                            out.push(format!("postgresql.{pk}"));
-                        }
-                    }
-                }
-                // What pgstrap records about itself is not a setting of the cluster.
-                (MANAGED, _) => {}
-                _ => out.push(k.clone()),
-            }
-        }
-    }
-    if out.is_empty() {
-        // Only the record of what pgstrap manages.
-        out.push("the record of the parameters pgstrap manages".into());
-    }
-    out.join(", ")
 }
 
 /// Which DB hosts of the cluster run Patroni now (`systemctl is-active`).
@@ -1040,243 +1027,4 @@ async fn wait_streaming(
         },
     )
     .await
-}
-
-/// The dynamic settings pgstrap manages, as the inventory wants them.
-fn desired_dynamic(project: &Project, cluster: &Cluster) -> Value {
-    let vars = project.cluster_vars(cluster);
-    let nested = vars.to_nested();
-    let patroni = &nested["patroni"];
-    let mut parameters = nested["postgresql"]["parameters"].clone();
-    if !parameters.is_object() {
-        parameters = json!({});
-    }
-    let mut desired = json!({
-        "ttl": patroni["ttl"],
-        "loop_wait": patroni["loop_wait"],
-        "retry_timeout": patroni["retry_timeout"],
-        "failsafe_mode": patroni["failsafe_mode"],
-        "maximum_lag_on_failover": patroni["maximum_lag_on_failover"],
-        "synchronous_mode": patroni["synchronous_mode"],
-        "synchronous_mode_strict": patroni["synchronous_mode_strict"],
-        "postgresql": {
-            "use_pg_rewind": patroni["use_pg_rewind"],
-            "use_slots": patroni["use_slots"],
-            "parameters": parameters,
-        },
-    });
-    // A permanent slot on the primary side for each standby cluster.
-    let slots: serde_json::Map<String, Value> = project
-        .inventory
-        .standbys_of(&cluster.name)
-        .map(|s| {
-            (
-                crate::render::context::standby_slot(&s.name),
-                json!({"type": "physical"}),
-            )
-        })
-        .collect();
-    if !slots.is_empty() {
-        desired["slots"] = Value::Object(slots);
-    }
-    if let Value::Object(map) = &mut desired {
-        map.retain(|_, v| !v.is_null());
-    }
-    desired
-}
-
-/// Compare two JSON values loosely: `"on"` = `true`, `100` = `"100"`.
-fn same(a: &Value, b: &Value) -> bool {
-    fn norm(v: &Value) -> String {
-        match v {
-            Value::Bool(true) => "on".into(),
-            Value::Bool(false) => "off".into(),
-            Value::String(s) => match s.to_ascii_lowercase().as_str() {
-                "true" | "on" | "yes" => "on".into(),
-                "false" | "off" | "no" => "off".into(),
-                other => other.to_owned(),
-            },
-            other => other.to_string(),
-        }
-    }
-    norm(a) == norm(b)
-}
-
-/// The part of the desired dynamic configuration that differs from the live one (`None`: all in
-/// step). Keys the inventory does not manage are left alone.
-fn config_diff(desired: &Value, live: &Value) -> Option<Value> {
-    match (desired, live) {
-        (Value::Object(want), Value::Object(have)) => {
-            let mut out = serde_json::Map::new();
-            for (key, value) in want {
-                let current = have.get(key).unwrap_or(&Value::Null);
-                match value {
-                    Value::Object(_) if current.is_object() => {
-                        if let Some(sub) = config_diff(value, current) {
-                            out.insert(key.clone(), sub);
-                        }
-                    }
-                    Value::Object(_) => {
-                        out.insert(key.clone(), value.clone());
-                    }
-                    _ if !same(value, current) => {
-                        out.insert(key.clone(), value.clone());
-                    }
-                    _ => {}
-                }
-            }
-            (!out.is_empty()).then_some(Value::Object(out))
-        }
-        (want, have) if !same(want, have) => Some(want.clone()),
-        _ => None,
-    }
-}
-
-async fn dynamic_config_change(
-    project: &Project,
-    cluster: &Cluster,
-    patroni: &Patroni,
-    leader: &str,
-    port: u16,
-) -> Result<(Option<Value>, Vec<String>)> {
-    let live = patroni
-        .get_config(leader, port)
-        .await
-        .map_err(|e| Error::failure(format!("cluster {}: GET /config: {e}", cluster.name), None))?;
-    let desired = with_removals(desired_dynamic(project, cluster), &live);
-    let unmanaged = unmanaged_parameters(&desired, &live);
-    Ok((config_diff(&desired, &live), unmanaged))
-}
-
-/// Where pgstrap keeps, in the dynamic configuration itself, the parameters it set: a key
-/// Patroni does not read. A parameter it set that the inventory no longer names is removed
-/// (PostgreSQL's default again); one set by someone else (`patronictl edit-config`) is left.
-const MANAGED: &str = "pgstrap";
-
-/// The parameters pgstrap set in `live` (recorded by an earlier apply).
-fn managed_parameters(live: &Value) -> Vec<String> {
-    live[MANAGED]["managed_parameters"]
-        .as_array()
-        .map(|names| {
-            names
-                .iter()
-                .filter_map(|n| n.as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// `desired` with what it manages recorded and, as `null` (removed by PATCH), each parameter
-/// pgstrap set before that the inventory no longer names, or unsets with `null`.
-fn with_removals(mut desired: Value, live: &Value) -> Value {
-    let parameters = desired["postgresql"]["parameters"]
-        .as_object()
-        .cloned()
-        .unwrap_or_default();
-    let mut names: Vec<String> = parameters
-        .iter()
-        .filter(|(_, v)| !v.is_null())
-        .map(|(k, _)| k.clone())
-        .collect();
-    names.sort();
-    for old in managed_parameters(live) {
-        if !parameters.contains_key(&old) {
-            desired["postgresql"]["parameters"][old.as_str()] = Value::Null;
-        }
-    }
-    desired[MANAGED] = json!({ "managed_parameters": names });
-    desired
-}
-
-/// The parameters set in `live` that neither the inventory nor an earlier apply set: someone
-/// else's (listed by `plan`, never changed).
-fn unmanaged_parameters(desired: &Value, live: &Value) -> Vec<String> {
-    let managed = managed_parameters(live);
-    live["postgresql"]["parameters"]
-        .as_object()
-        .map(|params| {
-            params
-                .keys()
-                .filter(|k| {
-                    desired["postgresql"]["parameters"]
-                        .get(k.as_str())
-                        .is_none()
-                })
-                .filter(|k| !managed.contains(k))
-                .cloned()
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_differences_are_patched() {
-        let desired = json!({"ttl": 30, "postgresql": {"use_slots": true, "parameters": {"max_connections": 200, "hot_standby": "on"}}});
-        let live = json!({"ttl": 30, "loop_wait": 10, "postgresql": {"use_slots": true, "parameters": {"max_connections": 100, "hot_standby": "on", "other": 1}}});
-        assert_eq!(
-            config_diff(&desired, &live),
-            Some(json!({"postgresql": {"parameters": {"max_connections": 200}}}))
-        );
-        let same_live = json!({"ttl": "30", "postgresql": {"use_slots": "on", "parameters": {"max_connections": "200", "hot_standby": true}}});
-        assert_eq!(config_diff(&desired, &same_live), None);
-    }
-
-    #[test]
-    fn a_parameter_pgstrap_set_and_the_inventory_dropped_is_removed_and_others_are_left() {
-        // Issue 20: `apply --set …work_mem=8MB`, then a plain apply, kept work_mem live.
-        let live = json!({"ttl": 30, "postgresql": {"parameters": {"work_mem": "8MB", "max_connections": 100, "theirs": "x"}},
-            "pgstrap": {"managed_parameters": ["max_connections", "work_mem"]}});
-        let desired = with_removals(
-            json!({"ttl": 30, "postgresql": {"parameters": {"max_connections": 100}}}),
-            &live,
-        );
-        assert_eq!(
-            config_diff(&desired, &live),
-            Some(json!({"postgresql": {"parameters": {"work_mem": null}},
-                "pgstrap": {"managed_parameters": ["max_connections"]}}))
-        );
-        assert_eq!(
-            unmanaged_parameters(&desired, &live),
-            vec!["theirs".to_owned()]
-        );
-        assert_eq!(
-            keys(&config_diff(&desired, &live).unwrap()),
-            "postgresql.parameters.work_mem (removed: back to its default)"
-        );
-        // `null` in the inventory unsets one; a parameter already absent needs nothing.
-        let desired = with_removals(
-            json!({"postgresql": {"parameters": {"max_connections": 100, "theirs": null, "gone": null}}}),
-            &live,
-        );
-        let change = config_diff(&desired, &live).unwrap();
-        assert_eq!(
-            change["postgresql"]["parameters"],
-            json!({"work_mem": null, "theirs": null})
-        );
-        // Once applied, nothing more to do.
-        let after = json!({"ttl": 30, "postgresql": {"parameters": {"max_connections": 100}},
-            "pgstrap": {"managed_parameters": ["max_connections"]}});
-        let desired = with_removals(
-            json!({"ttl": 30, "postgresql": {"parameters": {"max_connections": 100}}}),
-            &after,
-        );
-        assert_eq!(config_diff(&desired, &after), None);
-    }
-
-    #[test]
-    fn a_missing_standby_slot_is_added() {
-        let desired = json!({"slots": {"standby_dr": {"type": "physical"}}});
-        assert_eq!(config_diff(&desired, &json!({})), Some(desired.clone()));
-        assert_eq!(
-            config_diff(
-                &desired,
-                &json!({"slots": {"standby_dr": {"type": "physical"}}})
-            ),
-            None
-        );
-    }
 }
