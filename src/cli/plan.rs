@@ -67,6 +67,11 @@ fn plan(args: crate::cli::EngineArgs, verbose: u8) -> Result<i32> {
             text.push_str(&step.text);
             text.push('\n');
         }
+        text.push_str(&crate::ui::summary::plan_totals(
+            &report,
+            orchestration.iter().filter(|s| s.change).count(),
+        ));
+        text.push('\n');
         crate::ui::out(&text);
     }
     eprint!("{}", crate::ui::summary::summary_text(&report));
