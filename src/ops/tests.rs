@@ -239,20 +239,21 @@ fn file_changed_shows_a_masked_unified_diff() {
     assert!(diff.contains("***"));
 }
 
+/// The change `plan_file` plans for `file` over a host file holding `old` (same owner and mode).
+fn content_change(file: &ManagedFile, old: &str, masker: &Masker) -> crate::ops::Change {
+    match plan_file(file, &file_state(old, 0o640), Some(old.as_bytes()), masker) {
+        Planned::Change(change) => change,
+        other => panic!("no change planned: {other:?}"),
+    }
+}
+
 #[test]
 fn a_sensitive_file_shows_its_diff_with_every_secret_masked() {
     // A password rotated on the way (the host's value unknown to the masker), a setting changed.
     let new = format!("listen = 5432\nwork_mem = 8MB\n  password: \"{POISON}\"\nuser = app\n");
     let old = "listen = 5432\nwork_mem = 4MB\n  password: \"old-secret\"\nuser = app\n# old-secret again\n";
     let file = managed("/etc/u", &new, true, &[]);
-    let Planned::Change(change) = plan_file(
-        &file,
-        &file_state(old, 0o640),
-        Some(old.as_bytes()),
-        &masker(),
-    ) else {
-        panic!()
-    };
+    let change = content_change(&file, old, &masker());
     let diff = change.diff.clone().expect("a diff");
     for line in [
         "-work_mem = 4MB",
@@ -276,14 +277,7 @@ fn an_unchanged_secret_line_is_context_and_a_lone_secret_is_masked_whole() {
     let new = format!("a = 1\n  password: \"{POISON}\"\n");
     let old = format!("a = 2\n  password: \"{POISON}\"\n");
     let file = managed("/etc/u", &new, true, &[]);
-    let Planned::Change(change) = plan_file(
-        &file,
-        &file_state(&old, 0o640),
-        Some(old.as_bytes()),
-        &masker(),
-    ) else {
-        panic!()
-    };
+    let change = content_change(&file, &old, &masker());
     let diff = change.diff.expect("a diff");
     assert!(
         diff.contains(" \"(sensitive)\"") && !diff.contains("changed"),
@@ -312,14 +306,7 @@ fn a_private_key_hides_the_whole_diff() {
     let masker = Masker::new(vec![key.into()]);
     let file = managed("/etc/k", key, true, &[]);
     let old = "-----BEGIN PRIVATE KEY-----\nCCCC\n-----END PRIVATE KEY-----\n";
-    let Planned::Change(change) = plan_file(
-        &file,
-        &file_state(old, 0o640),
-        Some(old.as_bytes()),
-        &masker,
-    ) else {
-        panic!()
-    };
+    let change = content_change(&file, old, &masker);
     assert!(change.diff.is_none());
     assert_eq!(change.summary, "content changed (secret file, diff hidden)");
 }
@@ -329,14 +316,7 @@ fn only_secret_values_differ_hides_the_diff() {
     let masker = Masker::new(vec![POISON.into(), "older-Secret-9".into()]);
     let file = managed("/etc/a", &format!("p = {POISON}\n"), false, &[]);
     let old = "p = older-Secret-9\n";
-    let Planned::Change(change) = plan_file(
-        &file,
-        &file_state(old, 0o640),
-        Some(old.as_bytes()),
-        &masker,
-    ) else {
-        panic!()
-    };
+    let change = content_change(&file, old, &masker);
     assert!(change.diff.is_none());
     assert!(change.summary.contains("only secret values differ"));
 }

@@ -61,14 +61,18 @@ pub fn parameters(patch: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Of `names`, the parameters PostgreSQL takes only when it starts (`pg_settings.context` is
-/// `postmaster`), asked of the server at `address:port`.
+/// Of the parameters `patch` sets, those PostgreSQL takes only when it starts
+/// (`pg_settings.context` is `postmaster`), asked through the PgBouncer of `cluster`'s member at
+/// `address`.
 pub async fn restart_only(
-    address: &str,
-    port: u16,
+    project: &Project,
+    cluster: &Cluster,
     secrets: &crate::inventory::secrets::Secrets,
-    names: &[String],
+    address: &str,
+    patch: &Value,
 ) -> std::result::Result<Vec<String>, String> {
+    let names = parameters(patch);
+    let port = project.cluster_port(cluster, "pgbouncer.port", 6432);
     if names.is_empty() {
         return Ok(Vec::new());
     }

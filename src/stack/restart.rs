@@ -235,6 +235,65 @@ pub(crate) async fn restart_replica(
     Ok(requested.load(Ordering::Relaxed))
 }
 
+/// Gate: the Patroni members `members` of `cluster` stream from its leader, whoever leads, as
+/// the leader's `pg_stat_replication` shows it (through its PgBouncer; Patroni 3.0.2 reports a
+/// streaming replica as `running`).
+pub(crate) async fn wait_streaming_from_leader(
+    project: &Project,
+    cluster: &Cluster,
+    secrets: &Secrets,
+    patroni: &Patroni,
+    members: &[String],
+    timeout: Duration,
+) -> Result<()> {
+    let bouncer = project.cluster_port(cluster, "pgbouncer.port", 6432);
+    wait_for(
+        &format!(
+            "{} to stream from the leader of {}",
+            members.join(", "),
+            cluster.name
+        ),
+        timeout,
+        Duration::from_millis(500),
+        "see `journalctl -u patroni` on those hosts",
+        || async {
+            let Some(view) = patroni.view(project, cluster).await else {
+                return Poll::NotYet("no Patroni REST API answers".into());
+            };
+            let Some(leader) = view
+                .leader()
+                .and_then(|l| super::ops::host_of_member(project, cluster, &l.name))
+            else {
+                return Poll::NotYet(format!("no leader {}", view.describe()));
+            };
+            match verify::replication(&project.address(&leader), bouncer, secrets).await {
+                Ok(rows) => {
+                    let missing: Vec<&str> = members
+                        .iter()
+                        .filter(|m| {
+                            !rows
+                                .iter()
+                                .any(|r| r.member == **m && r.state == "streaming")
+                        })
+                        .map(String::as_str)
+                        .collect();
+                    if missing.is_empty() {
+                        Poll::Ready(())
+                    } else {
+                        Poll::NotYet(format!(
+                            "not streaming from {leader} yet: {} {}",
+                            missing.join(", "),
+                            view.describe()
+                        ))
+                    }
+                }
+                Err(e) => Poll::NotYet(format!("{leader}: {e}")),
+            }
+        },
+    )
+    .await
+}
+
 /// The rolling restart of `hosts` (the leader's host among them, or not). Returns what was
 /// done, one line per step. The standby leader of a standby cluster is restarted in place, last
 /// (no writes go to it; a switchover there would only move its stream).
@@ -259,6 +318,14 @@ pub async fn rolling_restart(
         if restart_replica(project, cluster, secrets, patroni, leader, mode, timeout).await? {
             done.push(format!("restarted standby leader {leader}"));
         }
+        // Its replicas reconnect to it (PostgreSQL retries every few seconds): done when they
+        // stream again.
+        let others: Vec<String> = crate::render::context::member_hosts(project, cluster)
+            .into_iter()
+            .filter(|(_, host)| host != leader)
+            .map(|(member, _)| member)
+            .collect();
+        wait_streaming_from_leader(project, cluster, secrets, patroni, &others, timeout).await?;
     } else if hosts.iter().any(|h| h == leader) {
         let candidate = cluster
             .postgres

@@ -573,10 +573,11 @@ pub(crate) async fn converge_cluster(
         if let Some(change) = found.patch {
             // Said as `plan` says it (the restart impact follows from the pending members).
             let restart = super::dynamic_config::restart_only(
-                &leader_address,
-                project.cluster_port(cluster, "pgbouncer.port", 6432),
+                project,
+                cluster,
                 secrets,
-                &super::dynamic_config::parameters(&change),
+                &leader_address,
+                &change,
             )
             .await
             .unwrap_or_default();
@@ -901,10 +902,7 @@ pub async fn plan_orchestration(project: &Project, secrets: &Secrets) -> Vec<Pla
             }) => {
                 if let Some(change) = patch {
                     let restart = super::dynamic_config::restart_only(
-                        &address,
-                        project.cluster_port(cluster, "pgbouncer.port", 6432),
-                        secrets,
-                        &super::dynamic_config::parameters(&change),
+                        project, cluster, secrets, &address, &change,
                     )
                     .await
                     .unwrap_or_else(|e| vec![format!("(unknown: pg_settings not read: {e})")]);

@@ -15,7 +15,6 @@ use crate::error::{Error, Result};
 use crate::inventory::secrets::Secrets;
 use crate::inventory::Cluster;
 use crate::render::Project;
-use crate::stack::gate::{wait_for, Poll};
 
 #[derive(Debug, Serialize)]
 pub struct ReinitReport {
@@ -100,47 +99,14 @@ pub async fn reinit(
     let moved = crate::stack::postgres::move_aside(&session, &data_dir, &aside, &version).await?;
     systemctl("start").await?;
 
-    // Streaming as its leader's `pg_stat_replication` shows it (Patroni 3.0.2 reports a
-    // streaming replica as `running`), through the leader's PgBouncer, whoever leads by then.
-    let bouncer = project.cluster_port(cluster, "pgbouncer.port", 6432);
     let reached = Reached::new(project, secrets, cluster).await?;
-    wait_for(
-        &format!("{host} to be rebuilt and stream from the leader"),
+    crate::stack::restart::wait_streaming_from_leader(
+        project,
+        cluster,
+        secrets,
+        &reached.patroni,
+        std::slice::from_ref(&member),
         timeout,
-        Duration::from_secs(1),
-        &format!("see `journalctl -u patroni` on {host}"),
-        || async {
-            let view = match reached
-                .patroni
-                .cluster(&project.address(&reached.api_host), reached.rest_port)
-                .await
-            {
-                Ok(view) => view,
-                Err(e) => return Poll::NotYet(e),
-            };
-            let Some(leader) = view
-                .leader()
-                .and_then(|l| super::host_of_member(project, cluster, &l.name))
-            else {
-                return Poll::NotYet("no leader".into());
-            };
-            match crate::stack::verify::replication(&project.address(&leader), bouncer, secrets)
-                .await
-            {
-                Ok(rows)
-                    if rows
-                        .iter()
-                        .any(|r| r.member == member && r.state == "streaming") =>
-                {
-                    Poll::Ready(())
-                }
-                Ok(_) => Poll::NotYet(view.members.iter().find(|m| m.name == member).map_or_else(
-                    || format!("{member} not in the cluster yet"),
-                    |m| format!("{member} is {}, not streaming from {leader} yet", m.state),
-                )),
-                Err(e) => Poll::NotYet(format!("{leader}: {e}")),
-            }
-        },
     )
     .await?;
     let since = format!("@{stamp}");

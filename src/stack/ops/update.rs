@@ -705,17 +705,7 @@ async fn restart_one(
                 .iter()
                 .filter(|c| c.postgres.iter().any(|h| h == host))
             {
-                let reached = Reached::new(project, secrets, cluster).await?;
-                crate::stack::restart::restart_replica(
-                    project,
-                    cluster,
-                    secrets,
-                    &reached.patroni,
-                    host,
-                    mode,
-                    timeout,
-                )
-                .await?;
+                replica_in_service(project, secrets, cluster, host, mode, timeout).await?;
             }
         }
         Restart::Haproxy => {
@@ -866,17 +856,8 @@ async fn back_in_service(
             .await?;
         }
         if cluster.postgres.iter().any(|h| h == host) {
-            let reached = Reached::new(project, secrets, cluster).await?;
-            crate::stack::restart::restart_replica(
-                project,
-                cluster,
-                secrets,
-                &reached.patroni,
-                host,
-                crate::stack::restart::Restart::Pending,
-                timeout,
-            )
-            .await?;
+            let mode = crate::stack::restart::Restart::Pending;
+            replica_in_service(project, secrets, cluster, host, mode, timeout).await?;
         }
         if cluster.balancers.iter().any(|h| h == host) {
             let port = project.cluster_port(cluster, "haproxy.write_port", 5000);
@@ -887,6 +868,30 @@ async fn back_in_service(
         }
     }
     Ok(())
+}
+
+/// Gate: `host` runs as a replica of `cluster` (restarted once more with
+/// [`Restart::Always`](crate::stack::restart::Restart)), streams and serves through PgBouncer.
+async fn replica_in_service(
+    project: &Project,
+    secrets: &Secrets,
+    cluster: &crate::inventory::Cluster,
+    host: &str,
+    mode: crate::stack::restart::Restart,
+    timeout: Duration,
+) -> Result<()> {
+    let reached = Reached::new(project, secrets, cluster).await?;
+    crate::stack::restart::restart_replica(
+        project,
+        cluster,
+        secrets,
+        &reached.patroni,
+        host,
+        mode,
+        timeout,
+    )
+    .await
+    .map(|_| ())
 }
 
 /// Gate: `address:port` accepts TCP connections.
