@@ -312,3 +312,60 @@ fn a_closed_pipe_or_a_full_disk_ends_a_command_cleanly_never_with_a_panic() {
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("cannot write the output"), "{stderr}");
 }
+
+#[test]
+fn completions_and_the_man_page_are_written_from_the_commands_themselves() {
+    for shell in ["bash", "zsh", "fish"] {
+        let output = pgstrap()
+            .args(["completions", shell])
+            .output()
+            .expect("run");
+        assert_eq!(output.status.code(), Some(0), "{shell}");
+        let script = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            script.contains("switchover") && script.contains("psql"),
+            "{shell}: {script}"
+        );
+    }
+    let output = pgstrap().args(["man"]).output().expect("run");
+    assert_eq!(output.status.code(), Some(0));
+    let page = String::from_utf8_lossy(&output.stdout);
+    assert!(page.contains(".TH pgstrap 1"), "{page}");
+    let output = pgstrap()
+        .args(["completions", "tcsh"])
+        .output()
+        .expect("run");
+    assert_eq!(
+        output.status.code(),
+        Some(2),
+        "an unknown shell is bad input"
+    );
+}
+
+#[test]
+fn ssh_and_psql_refuse_what_the_inventory_does_not_have_before_connecting() {
+    let output = pgstrap()
+        .args(["ssh", "-i", "inventories/single-dc.yaml", "nosuchhost"])
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("no host `nosuchhost`"), "{stderr}");
+    assert!(stderr.contains("pg1"), "the hint lists the hosts: {stderr}");
+    let output = pgstrap()
+        .args([
+            "psql",
+            "-i",
+            "inventories/two-dc.yaml",
+            "--cluster",
+            "nosuchcluster",
+        ])
+        .output()
+        .expect("run");
+    assert_eq!(
+        output.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}

@@ -8,6 +8,7 @@ use crate::error::{Error, ErrorKind};
 mod apply;
 mod backup;
 mod check;
+mod connect;
 mod dr;
 mod drill;
 mod lab;
@@ -125,6 +126,17 @@ pub enum Command {
     Rotate(rotate::Args),
     /// Real test hosts on this machine (systemd-nspawn containers reached over SSH).
     Lab(lab::Args),
+    /// A shell on an inventory host (or a command there), with the inventory's ssh settings.
+    Ssh(connect::SshArgs),
+    /// psql through the cluster's VIP (TLS verified against the inventory's CA).
+    Psql(connect::PsqlArgs),
+    /// The shell completion script for SHELL (bash, zsh, fish, elvish, powershell), on stdout.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// The man page (roff), on stdout: `pgstrap man | man -l -`.
+    Man,
 }
 
 /// Run the command line and return the exit code.
@@ -154,6 +166,20 @@ pub fn main() -> i32 {
         Command::Dr(args) => dr::run(args),
         Command::Rotate(args) => rotate::run(args, cli.verbose),
         Command::Lab(args) => lab::run(args, cli.verbose),
+        Command::Ssh(args) => connect::ssh(args),
+        Command::Psql(args) => connect::psql(args),
+        Command::Completions { shell } => {
+            let mut script = Vec::new();
+            clap_complete::generate(
+                shell,
+                &mut <Cli as clap::CommandFactory>::command(),
+                "pgstrap",
+                &mut script,
+            );
+            crate::ui::out(&String::from_utf8_lossy(&script));
+            Ok(0)
+        }
+        Command::Man => man(),
     };
     match result {
         Ok(code) => code,
@@ -162,6 +188,16 @@ pub fn main() -> i32 {
             error.exit_code()
         }
     }
+}
+
+/// `pgstrap man`: the man page clap writes from the commands' own help.
+fn man() -> crate::error::Result<i32> {
+    let mut page = Vec::new();
+    clap_mangen::Man::new(<Cli as clap::CommandFactory>::command())
+        .render(&mut page)
+        .map_err(|e| Error::failure(format!("cannot render the man page: {e}"), None))?;
+    crate::ui::out(&String::from_utf8_lossy(&page));
+    Ok(0)
 }
 
 /// Run a future to completion on a fresh multi-threaded runtime (commands are synchronous at the

@@ -334,6 +334,38 @@ fn options_config(target: &Target, dir: &std::path::Path) -> std::io::Result<Opt
     Ok(Some(path))
 }
 
+/// The arguments of the system `ssh` that reaches `target` as pgstrap does (its user, port,
+/// identity file, known_hosts with strict host-key checking, the inventory's options), for a
+/// person's interactive session (`pgstrap ssh`). `remote`: a command to run instead of a shell.
+pub fn ssh_args(target: &Target, remote: &[String]) -> std::io::Result<Vec<String>> {
+    let mut args: Vec<String> = vec![
+        "-o".into(),
+        "StrictHostKeyChecking=yes".into(),
+        "-o".into(),
+        format!("ConnectTimeout={}", target.connect_timeout.max(1)),
+        "-p".into(),
+        target.port.to_string(),
+        "-l".into(),
+        target.user.clone(),
+    ];
+    if let Some(identity) = &target.identity_file {
+        args.extend(["-i".into(), identity.display().to_string()]);
+    }
+    if let Some(known_hosts) = &target.known_hosts {
+        args.extend([
+            "-o".into(),
+            format!("UserKnownHostsFile={}", known_hosts.display()),
+        ]);
+    }
+    if let Some(config) = options_config(target, &control_directory()?)? {
+        args.extend(["-F".into(), config.display().to_string()]);
+    }
+    // The address is never taken for an option, nor the command for ssh's own arguments.
+    args.extend(["--".into(), target.address.clone()]);
+    args.extend(remote.iter().cloned());
+    Ok(args)
+}
+
 impl Session {
     /// Open the ControlMaster to `target`. Host keys are always checked strictly.
     pub async fn connect(target: &Target, masker: Masker) -> Result<Session, ConnectError> {
