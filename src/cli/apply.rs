@@ -23,6 +23,10 @@ pub struct Args {
     /// Do not ask before removing members (on a terminal, `apply` shows the removals and asks).
     #[arg(long, short = 'y')]
     pub yes: bool,
+    /// How long one gate may wait (a member cloning a large database, etcd catching up), in
+    /// seconds; a wait says how it goes every ten seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 180)]
+    pub gate_timeout: u64,
 }
 
 pub fn run(args: Args, verbose: u8) -> Result<i32> {
@@ -32,6 +36,7 @@ pub fn run(args: Args, verbose: u8) -> Result<i32> {
         rolling_restart,
         allow_no_replica,
         yes,
+        gate_timeout,
     } = args;
     let project = crate::render::load_project(&args.inventory.inventory, &args.inventory.set)?;
     if !yes && std::io::IsTerminal::is_terminal(&std::io::stdin()) && args.roles.is_empty() {
@@ -64,6 +69,7 @@ pub fn run(args: Args, verbose: u8) -> Result<i32> {
         skip_verify: no_verify,
         rolling_restart,
         allow_no_replica,
+        gate_timeout: std::time::Duration::from_secs(gate_timeout),
         ..Default::default()
     };
     rollout(project, options, args.json, verbose)

@@ -12,7 +12,31 @@ pub enum Poll<T> {
     NotYet(String),
 }
 
-/// Poll `probe` every `interval` until it is ready or `timeout` has passed.
+/// What prints a long wait's line.
+type Printer = Box<dyn Fn(&str) + Send + Sync>;
+
+/// Where a long wait says how it goes (the ui registers the printer; without one, nothing).
+static PROGRESS: std::sync::OnceLock<Printer> = std::sync::OnceLock::new();
+
+/// A wait says what it waits for once it has lasted this long, and again at this interval.
+const SAY_AFTER: Duration = Duration::from_secs(10);
+
+/// Register the printer of long waits (once per process: the ui's).
+pub fn on_progress(printer: impl Fn(&str) + Send + Sync + 'static) {
+    let _ = PROGRESS.set(Box::new(printer));
+}
+
+/// The line a wait prints when it has lasted `elapsed`.
+fn progress_line(what: &str, elapsed: Duration, timeout: Duration, last: &str) -> String {
+    format!(
+        "waiting for {what}: {} s of at most {} s; now: {last}",
+        elapsed.as_secs(),
+        timeout.as_secs()
+    )
+}
+
+/// Poll `probe` every `interval` until it is ready or `timeout` has passed. A wait longer than
+/// ten seconds says what it waits for, how long it has and what it sees, every ten seconds.
 pub async fn wait_for<T, F, Fut>(
     what: &str,
     timeout: Duration,
@@ -26,6 +50,7 @@ where
 {
     let start = Instant::now();
     let mut last = String::from("nothing yet");
+    let mut next_say = SAY_AFTER;
     loop {
         let attempt = Instant::now();
         match probe().await {
@@ -39,6 +64,12 @@ where
                 }
                 last = seen;
             }
+        }
+        if start.elapsed() >= next_say && start.elapsed() < timeout {
+            if let Some(printer) = PROGRESS.get() {
+                printer(&progress_line(what, start.elapsed(), timeout, &last));
+            }
+            next_say = start.elapsed() + SAY_AFTER;
         }
         if start.elapsed() >= timeout {
             return Err(Error::failure(
@@ -75,6 +106,19 @@ mod tests {
         assert!(
             text.contains("waiting for the thing; last seen: still starting"),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn a_long_wait_says_what_it_waits_for_and_how_long_it_has() {
+        assert_eq!(
+            progress_line(
+                "n4 to stream from its leader",
+                Duration::from_secs(20),
+                Duration::from_secs(180),
+                "n4 is creating replica"
+            ),
+            "waiting for n4 to stream from its leader: 20 s of at most 180 s; now: n4 is creating replica"
         );
     }
 

@@ -10,6 +10,21 @@ use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::exec::{Event, HostStatus, Mode};
 
+/// The bars drawn now, so that other lines (a long wait's) are printed above them, not through.
+static ACTIVE: std::sync::Mutex<Option<MultiProgress>> = std::sync::Mutex::new(None);
+
+/// A line on stderr that does not tear the progress bars.
+pub fn line(text: &str) {
+    let active = ACTIVE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    match active {
+        Some(multi) => multi.suspend(|| eprintln!("{text}")),
+        None => eprintln!("{text}"),
+    }
+}
+
 /// Draw events until the channel closes. `verbose` ≥ 1 shows every remote command and its time.
 pub fn spawn(mut events: UnboundedReceiver<Event>, verbose: u8) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
@@ -19,6 +34,11 @@ pub fn spawn(mut events: UnboundedReceiver<Event>, verbose: u8) -> tokio::task::
         } else {
             ProgressDrawTarget::hidden()
         });
+        if terminal {
+            *ACTIVE
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(multi.clone());
+        }
         let mut bars: BTreeMap<String, ProgressBar> = BTreeMap::new();
         let mut mode = Mode::Plan;
         let width = 8;
@@ -95,6 +115,9 @@ pub fn spawn(mut events: UnboundedReceiver<Event>, verbose: u8) -> tokio::task::
                 bar.finish_and_clear();
             }
         }
+        *ACTIVE
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
         let _ = multi.clear();
     })
 }
