@@ -155,6 +155,7 @@ fn describe(error: &tokio_postgres::Error) -> String {
 pub async fn verify(project: &Project, secrets: &Secrets, max_lag_bytes: u64) -> VerifyReport {
     let mut report = VerifyReport::default();
     let inventory = &project.inventory;
+    let names = HostNames::new(project);
     let patroni = Patroni::new(
         secrets
             .get("rest_api_password")
@@ -243,9 +244,12 @@ pub async fn verify(project: &Project, secrets: &Secrets, max_lag_bytes: u64) ->
                         Some(r) => (
                             r.state == "streaming"
                                 && r.replay_lag_bytes.is_some_and(|lag| lag <= max_lag_bytes),
-                            match r.replay_lag_bytes {
-                                Some(lag) => format!("{}, replay lag {lag} bytes", r.state),
-                                None => format!("{}, replay lag not known yet", r.state),
+                            // The check's name says streaming: the state only when it is not.
+                            match (r.state.as_str(), r.replay_lag_bytes) {
+                                ("streaming", Some(lag)) => format!("replay lag {lag} bytes"),
+                                ("streaming", None) => "replay lag not known yet".into(),
+                                (state, Some(lag)) => format!("{state}, replay lag {lag} bytes"),
+                                (state, None) => format!("{state}, replay lag not known yet"),
                             },
                         ),
                         None => (false, "not in the leader's pg_stat_replication".into()),
@@ -301,14 +305,14 @@ pub async fn verify(project: &Project, secrets: &Secrets, max_lag_bytes: u64) ->
                 let write_port = project.cluster_port(cluster, "haproxy.write_port", 5000);
                 let read_port = project.cluster_port(cluster, "haproxy.read_port", 5001);
                 let token = format!("{}-{}", cluster.name, std::process::id());
-                let write = write_through(&vip, write_port, secrets, &token).await;
+                let write = write_through(&vip, write_port, secrets, &token, &names).await;
                 add(
                     "write through VIP lands on the primary",
                     write.is_ok(),
                     write.clone().unwrap_or_else(|e| e),
                 );
                 if write.is_ok() && cluster.postgres.len() > 1 {
-                    let read = read_through(&vip, read_port, secrets, &token).await;
+                    let read = read_through(&vip, read_port, secrets, &token, &names).await;
                     add(
                         "read through VIP lands on a replica and sees the write",
                         read.is_ok(),
@@ -441,6 +445,30 @@ fn slot_verdict(slot: &str, active: &Result<Option<String>, String>) -> (bool, S
     }
 }
 
+/// The inventory's host names by address: a report names hosts, not addresses.
+struct HostNames(std::collections::BTreeMap<String, String>);
+
+impl HostNames {
+    fn new(project: &Project) -> Self {
+        Self(
+            project
+                .inventory
+                .hosts
+                .values()
+                .map(|h| (h.address.to_string(), h.name.clone()))
+                .collect(),
+        )
+    }
+
+    /// `n1`, or the address itself when it is no inventory host's.
+    fn of(&self, address: &str) -> String {
+        self.0
+            .get(address)
+            .cloned()
+            .unwrap_or_else(|| address.to_owned())
+    }
+}
+
 /// The host a session landed on. Through PgBouncer `inet_server_addr()` is 127.0.0.1, so ask for
 /// the first listen address (Patroni sets the host's own address first).
 async fn server_address(client: &Client) -> String {
@@ -479,6 +507,7 @@ async fn write_through(
     port: u16,
     secrets: &Secrets,
     token: &str,
+    names: &HostNames,
 ) -> Result<String, String> {
     let client = connect_to_role(vip, port, secrets, false).await?;
     client
@@ -489,9 +518,9 @@ async fn write_through(
         ))
         .await
         .map_err(|e| describe(&e))?;
-    let server = server_address(&client).await;
+    let server = names.of(&server_address(&client).await);
     Ok(format!(
-        "wrote through {vip}:{port} to the primary ({server})"
+        "wrote through {vip}:{port} to the primary {server}"
     ))
 }
 
@@ -500,14 +529,15 @@ async fn read_through(
     port: u16,
     secrets: &Secrets,
     token: &str,
+    names: &HostNames,
 ) -> Result<String, String> {
     let client = connect_to_role(vip, port, secrets, true).await?;
-    let server = server_address(&client).await;
+    let server = names.of(&server_address(&client).await);
     let seconds = wait_for_token(&client, token).await.map_err(|last| {
         format!("the replica behind {vip}:{port} did not see the write within 15s (last: {last})")
     })?;
     Ok(format!(
-        "read the write through {vip}:{port} from a replica ({server}) after {seconds:.1}s"
+        "read the write through {vip}:{port} from replica {server} after {seconds:.1}s"
     ))
 }
 
