@@ -329,12 +329,18 @@ pub fn rollout_text(report: &crate::stack::rollout::RolloutReport, verbose: u8) 
     if let Some(verify) = &report.verify {
         out.push_str(&verify_text(verify));
     }
+    // One total: the hosts' changes (the table above) and the clusters' steps (the lines above).
+    let on_hosts = report
+        .engine
+        .as_ref()
+        .map_or(0, crate::exec::Report::total_changes);
     let _ = writeln!(
         out,
-        "{}: {} change(s) in {:.1} s",
+        "{}: {} change(s) in {:.1} s ({on_hosts} on the hosts, {} in the clusters)",
         if report.ok() { "done" } else { "FAILED" },
         report.changes(),
-        report.duration_ms as f64 / 1000.0
+        report.duration_ms as f64 / 1000.0,
+        report.actions.len()
     );
     out
 }
