@@ -122,6 +122,24 @@ fn day_to_day_operations_lose_no_write() {
         .into_iter()
         .find(|(name, _, role)| *name != leader && role == "replica")
         .expect("a replica");
+    // A person's way in: `pgstrap ssh` (host keys checked) and `pgstrap psql` through the VIP
+    // (TLS verified against the inventory's CA; the primary on the write port, a replica on
+    // the read port).
+    let output = pgstrap(&["ssh", "-i", &inventory, "n1", "--", "hostname"]);
+    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "n1");
+    for (args, in_recovery) in [(vec![], "f"), (vec!["--replica"], "t")] {
+        let mut command = vec!["psql", "-i", &inventory];
+        command.extend(args);
+        command.extend(["--", "-XAtc", "SELECT pg_is_in_recovery()"]);
+        let output = pgstrap(&command);
+        assert_eq!(
+            String::from_utf8_lossy(&output.stdout).trim(),
+            in_recovery,
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
     let mut writer = common::Writer::start(&inventory, VIP);
 
     // One replica, then every member: the replicas one at a time, one switchover.
