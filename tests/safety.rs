@@ -235,7 +235,7 @@ fn a_parameter_removed_from_the_inventory_returns_to_its_default_and_others_are_
     assert_eq!(shown_everywhere("work_mem"), vec!["8MB"; 3]);
     let text = plan(&inventory);
     assert!(
-        text.contains("postgresql.parameters.work_mem (removed: back to its default)"),
+        text.contains("postgresql.parameters.work_mem: 8MB → (removed: back to its default)"),
         "plan does not show the removal:\n{text}"
     );
     // For automation: one JSON document carrying the step, and the detailed exit code.

@@ -656,15 +656,16 @@ impl HostRun {
         }
     }
 
-    /// The content on the host of those `files` whose hash differs from the rendered one and that
-    /// may be shown (not secret): for diffs. `None` when reading failed (the host has failed).
+    /// The content on the host of those `files` whose hash differs from the rendered one: for
+    /// diffs (a file holding secrets shows them masked; one holding a private key shows no diff,
+    /// so it is not read). `None` when reading failed (the host has failed).
     async fn contents_for_diffs(
         &mut self,
         files: &[&ManagedFile],
     ) -> Option<BTreeMap<String, Vec<u8>>> {
         let wanted: Vec<String> = files
             .iter()
-            .filter(|f| !f.sensitive)
+            .filter(|f| !(f.sensitive && f.content.contains("PRIVATE KEY")))
             .filter(|f| matches!(self.facts.path(&f.path), PathState::File { sha256, .. } if *sha256 != f.sha256))
             .map(|f| f.path.clone())
             .collect();
