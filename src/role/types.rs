@@ -48,7 +48,13 @@ pub enum SettingType {
     },
     Port,
     Size,
-    Duration(Vec<String>),
+    /// A duration in one of `units` (a bare number is in the first), within `min..max` when
+    /// given (each a duration with its unit).
+    Duration {
+        units: Vec<String>,
+        min: Option<String>,
+        max: Option<String>,
+    },
     Enum(Vec<String>),
     Identifier,
     Identifiers,
@@ -150,7 +156,32 @@ impl SettingType {
                     max: bound(max)?,
                 })
             }
-            "duration" => Ok(Self::Duration(words(rest)?)),
+            "duration" => {
+                // `duration UNIT|UNIT… [MIN..MAX]`
+                let (units_text, range) = match rest.rsplit_once(char::is_whitespace) {
+                    Some((units, range)) if range.contains("..") => (units.trim(), Some(range)),
+                    _ => (rest, None),
+                };
+                let units = words(units_text)?;
+                let (min, max) = match range {
+                    None => (None, None),
+                    Some(range) => {
+                        let (min, max) = range.split_once("..").unwrap_or((range, ""));
+                        let bound = |b: &str| -> Result<Option<String>, String> {
+                            match b.trim() {
+                                "" => Ok(None),
+                                b if micros(b, &units).is_some() => Ok(Some(b.to_owned())),
+                                b => Err(format!(
+                                    "`{text}`: `{b}` is not a duration in {}",
+                                    units.join("|")
+                                )),
+                            }
+                        };
+                        (bound(min)?, bound(max)?)
+                    }
+                };
+                Ok(Self::Duration { units, min, max })
+            }
             "enum" => Ok(Self::Enum(words(rest)?)),
             "optional" => Ok(Self::Optional(Box::new(Self::parse(rest)?))),
             "list" | "map" => {
@@ -181,9 +212,15 @@ impl SettingType {
             },
             Self::Port => "a port number from 1 to 65535".into(),
             Self::Size => "a size such as 256MB or 1GB (or a whole number)".into(),
-            Self::Duration(units) => format!(
-                "a duration: a whole number, optionally followed by {}",
-                quoted_list(units)
+            Self::Duration { units, min, max } => format!(
+                "a duration: a whole number, optionally followed by {}{}",
+                quoted_list(units),
+                match (min, max) {
+                    (Some(min), Some(max)) => format!(", from {min} to {max}"),
+                    (Some(min), None) => format!(", at least {min}"),
+                    (None, Some(max)) => format!(", at most {max}"),
+                    (None, None) => String::new(),
+                }
             ),
             Self::Enum(words) => format!("one of {}", quoted_list(words)),
             Self::Identifier => "a PostgreSQL name (letters, digits and `_`, not starting with a digit, at most 63 characters)".into(),
@@ -265,14 +302,36 @@ impl SettingType {
                 }
                 _ => fail("e.g. 256MB, 1GB or 8192 (PostgreSQL's units are B, kB, MB, GB, TB; case matters)".into()),
             },
-            Self::Duration(units) => match value {
-                _ if integer(value).is_some_and(|n| n >= 0) => Ok(()),
-                Value::String(s) if number_with_unit(s, units, true) => Ok(()),
-                _ => fail(format!(
-                    "e.g. 10{}; no spaces",
-                    units.first().map_or("", String::as_str)
-                )),
-            },
+            Self::Duration { units, min, max } => {
+                let length = match value {
+                    _ if integer(value).is_some_and(|n| n >= 0) => {
+                        micros(&value.to_string(), units)
+                    }
+                    Value::String(s) if number_with_unit(s, units, true) => micros(s, units),
+                    _ => {
+                        return fail(format!(
+                            "e.g. 10{}; no spaces",
+                            units.first().map_or("", String::as_str)
+                        ))
+                    }
+                };
+                let within = |bound: &Option<String>, below: bool| {
+                    bound.as_ref().is_none_or(|b| {
+                        match (length, micros(b, units)) {
+                            (Some(l), Some(b)) => if below { l >= b } else { l <= b },
+                            _ => false,
+                        }
+                    })
+                };
+                if within(min, true) && within(max, false) {
+                    Ok(())
+                } else {
+                    fail(format!(
+                        "the program refuses other values (a bare number is in {})",
+                        units.first().map_or("?", String::as_str)
+                    ))
+                }
+            }
             Self::Enum(words) => match value {
                 Value::String(s) if words.contains(s) => Ok(()),
                 Value::Bool(b) => fail(format!(
@@ -444,7 +503,18 @@ impl fmt::Display for SettingType {
             }
             Self::Port => f.write_str("port"),
             Self::Size => f.write_str("size"),
-            Self::Duration(units) => write!(f, "duration {}", units.join("|")),
+            Self::Duration { units, min, max } => {
+                write!(f, "duration {}", units.join("|"))?;
+                if min.is_some() || max.is_some() {
+                    write!(
+                        f,
+                        " {}..{}",
+                        min.as_deref().unwrap_or(""),
+                        max.as_deref().unwrap_or("")
+                    )?;
+                }
+                Ok(())
+            }
             Self::Enum(words) => write!(f, "enum {}", words.join("|")),
             Self::Identifier => f.write_str("identifier"),
             Self::Identifiers => f.write_str("identifiers"),
@@ -470,6 +540,27 @@ fn integer(value: &Value) -> Option<i64> {
         Value::Number(n) => n.as_i64(),
         _ => None,
     }
+}
+
+/// A duration (`1500`, `2s`) in microseconds: a bare number is in the first of `units`.
+fn micros(text: &str, units: &[String]) -> Option<u64> {
+    let digits = text.chars().take_while(char::is_ascii_digit).count();
+    let number: u64 = text[..digits].parse().ok()?;
+    let unit = match &text[digits..] {
+        "" => units.first()?.as_str(),
+        unit if units.iter().any(|u| u == unit) => unit,
+        _ => return None,
+    };
+    let scale: u64 = match unit {
+        "us" => 1,
+        "ms" => 1_000,
+        "s" => 1_000_000,
+        "m" | "min" => 60_000_000,
+        "h" => 3_600_000_000,
+        "d" => 86_400_000_000,
+        _ => return None,
+    };
+    number.checked_mul(scale)
 }
 
 /// Digits, then (optionally, when `bare` allows a plain number) one of `units`, nothing else.
@@ -789,6 +880,15 @@ mod tests {
         assert!(d.check(&json!("1h")).is_ok());
         assert!(d.check(&json!(30)).is_ok());
         assert!(d.check(&json!("1h\nETCD_FORCE_NEW_CLUSTER=true")).is_err());
+        // HAProxy: `inter 0` and timeouts past 2^31-1 ms are refused; a bare number is ms.
+        let h = ty("duration ms|us|s|m|h|d 1ms..24d");
+        assert!(h.check(&json!("0s")).is_err());
+        assert!(h.check(&json!(0)).is_err());
+        assert!(h.check(&json!("25d")).is_err());
+        assert!(h.check(&json!("30m")).is_ok());
+        assert!(h.check(&json!(1500)).is_ok());
+        assert_eq!(h.to_string(), "duration ms|us|s|m|h|d 1ms..24d");
+        assert!(SettingType::parse("duration ms|s 1x..").is_err());
         let e = ty("enum off|automatic");
         assert!(e.check(&json!("off")).is_ok());
         assert!(e.check(&json!(false)).is_err());

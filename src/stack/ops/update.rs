@@ -517,144 +517,16 @@ pub async fn update(
         on_step,
     };
     for update in &plan.hosts {
-        let mut restarts: BTreeSet<Restart> = update.restarts.iter().copied().collect();
-        let mut reboot = plan.reboot && update.reboot_required;
-        {
-            let owed: Vec<&str> = update.restarts.iter().map(|r| r.name()).collect();
-            let output = hosts
-                .session(&update.host)?
-                .run(&RemoteCommand::script(
-                    UPGRADE_SCRIPT,
-                    &[owed.join("\n"), STALE_UNITS.join(" ")],
-                    "apt-get upgrade (service restarts held back)",
-                ))
-                .await;
-            let mut stale_note = None;
-            if let Ok(output) = &output {
-                let stale: Vec<Restart> = output
-                    .stdout_text()
-                    .lines()
-                    .filter_map(|l| l.strip_prefix("stale "))
-                    .filter_map(|unit| Restart::parse(unit.trim()))
-                    .collect();
-                if !stale.is_empty() {
-                    stale_note = Some(format!(
-                        "{}: {} still ran replaced files (a library): restarted too",
-                        update.host,
-                        stale
-                            .iter()
-                            .map(|r| r.name())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ));
-                }
-                restarts.extend(stale);
-                reboot |=
-                    plan.reboot && output.stdout_text().lines().any(|l| l == "reboot-required");
-                if restarts.contains(&Restart::Patroni) {
-                    restarts.remove(&Restart::Postgresql);
-                }
-            }
-            if let Err(e) = output {
-                let text = e.to_string();
-                let package = text
-                    .lines()
-                    .find_map(|l| l.split("error processing package ").nth(1))
-                    .map(|rest| {
-                        rest.split_whitespace()
-                            .next()
-                            .unwrap_or_default()
-                            .to_owned()
-                    });
-                return Err(Error::failure(
-                    format!(
-                        "{}: the upgrade failed{}: {text}",
-                        update.host,
-                        package.map_or_else(String::new, |p| format!(" on package {p}"))
-                    ),
-                    Some(format!(
-                        "the hosts before {} are updated; fix the cause there (`apt-get -f install`, `journalctl -xe`) and run `pgstrap update` again: it resumes with this host",
-                        update.host
-                    )),
-                ));
-            }
-            let upgraded = if update.upgrades.is_empty() {
-                "nothing (the restarts a stopped run left owed remain)".to_owned()
-            } else {
-                update
-                    .upgrades
-                    .iter()
-                    .map(|u| format!("{} {} → {}", u.package, u.from, u.to))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            };
-            steps.push(format!("{}: upgraded {upgraded}", update.host));
-            if let Some(note) = stale_note {
-                steps.push(note);
-            }
-        }
-        // A primary is never restarted in place: a switchover to an updated replica first.
-        for cluster in project
-            .inventory
-            .clusters
-            .values()
-            .filter(|c| c.postgres.contains(&update.host) && c.standby_of.is_none())
-        {
-            let touches_postgres = reboot || restarts.iter().any(|r| r.moves_the_primary());
-            if touches_postgres
-                && leader_host(project, cluster).await.as_deref() == Some(update.host.as_str())
-            {
-                let candidate = plan
-                    .hosts
-                    .iter()
-                    .map(|h| &h.host)
-                    .take_while(|h| **h != update.host)
-                    .find(|h| cluster.postgres.contains(h))
-                    .or_else(|| cluster.postgres.iter().find(|h| **h != update.host));
-                let switched = crate::stack::switchover::switchover(
-                    project,
-                    secrets,
-                    Some(&cluster.name),
-                    candidate.map(String::as_str),
-                )
-                .await?;
-                steps.push(format!(
-                    "{}: switched over {} → {} ({:.1} s)",
-                    cluster.name, switched.from, switched.to, switched.seconds
-                ));
-            }
-        }
-        if reboot {
-            // The reboot restarts every service: the owed restarts are made by it.
-            let seconds = reboot_one(project, secrets, &mut hosts, &update.host, timeout).await?;
-            steps.push(format!(
-                "{}: rebooted, back in service in {seconds:.1} s",
-                update.host
-            ));
-        } else {
-            // A replica is out of the read port for all of its restarts (PgBouncer's too), so
-            // no new read lands on it meanwhile.
-            let drained = if restarts.iter().any(|r| r.moves_the_primary()) {
-                drain(project, secrets, &update.host).await?
-            } else {
-                Vec::new()
-            };
-            let result = async {
-                for restart in &restarts {
-                    restart_one(project, secrets, &hosts, &update.host, *restart, timeout).await?;
-                    steps.push(format!("{}: restarted {}", update.host, restart.name()));
-                }
-                Ok::<_, Error>(())
-            }
-            .await;
-            undrain(drained).await;
-            result?;
-        }
-        hosts
-            .session(&update.host)?
-            .run(&RemoteCommand::new(&["rm", "-f", OWED]))
-            .await
-            .map_err(|e| Error::failure(format!("{}: {e}", update.host), None))?;
+        // A DB host is out of the read port for all of its update (its libraries are replaced
+        // under PgBouncer during the upgrade; then its restarts or reboot), so no new read
+        // lands on it meanwhile; back in when it serves again.
+        let drained = drain(project, secrets, &update.host).await?;
+        let result = update_one(
+            project, secrets, &plan, update, &mut hosts, &mut steps, timeout,
+        )
+        .await;
+        undrain(drained).await;
+        result?;
     }
     for (_, session) in hosts.sessions {
         session.close().await;
@@ -664,6 +536,145 @@ pub async fn update(
         steps: steps.done,
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// One host of the plan: its upgrade (restarts held back), the switchover away from it when it
+/// is a primary whose PostgreSQL, Patroni or PgBouncer must restart (or that reboots), then its
+/// restarts in the stack's order or its reboot; the restarts it owed are cleared last.
+async fn update_one(
+    project: &Project,
+    secrets: &Secrets,
+    plan: &UpdatePlan,
+    update: &HostUpdate,
+    hosts: &mut Hosts,
+    steps: &mut Steps<'_>,
+    timeout: Duration,
+) -> Result<()> {
+    let mut restarts: BTreeSet<Restart> = update.restarts.iter().copied().collect();
+    let mut reboot = plan.reboot && update.reboot_required;
+    {
+        let owed: Vec<&str> = update.restarts.iter().map(|r| r.name()).collect();
+        let output = hosts
+            .session(&update.host)?
+            .run(&RemoteCommand::script(
+                UPGRADE_SCRIPT,
+                &[owed.join("\n"), STALE_UNITS.join(" ")],
+                "apt-get upgrade (service restarts held back)",
+            ))
+            .await;
+        let mut stale_note = None;
+        if let Ok(output) = &output {
+            let stale: Vec<Restart> = output
+                .stdout_text()
+                .lines()
+                .filter_map(|l| l.strip_prefix("stale "))
+                .filter_map(|unit| Restart::parse(unit.trim()))
+                .collect();
+            if !stale.is_empty() {
+                stale_note = Some(format!(
+                    "{}: {} still ran replaced files (a library): restarted too",
+                    update.host,
+                    stale
+                        .iter()
+                        .map(|r| r.name())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
+            restarts.extend(stale);
+            reboot |= plan.reboot && output.stdout_text().lines().any(|l| l == "reboot-required");
+            if restarts.contains(&Restart::Patroni) {
+                restarts.remove(&Restart::Postgresql);
+            }
+        }
+        if let Err(e) = output {
+            let text = e.to_string();
+            let package = text
+                .lines()
+                .find_map(|l| l.split("error processing package ").nth(1))
+                .map(|rest| {
+                    rest.split_whitespace()
+                        .next()
+                        .unwrap_or_default()
+                        .to_owned()
+                });
+            return Err(Error::failure(
+                format!(
+                    "{}: the upgrade failed{}: {text}",
+                    update.host,
+                    package.map_or_else(String::new, |p| format!(" on package {p}"))
+                ),
+                Some(format!(
+                    "the hosts before {} are updated; fix the cause there (`apt-get -f install`, `journalctl -xe`) and run `pgstrap update` again: it resumes with this host",
+                    update.host
+                )),
+            ));
+        }
+        let upgraded = if update.upgrades.is_empty() {
+            "nothing (the restarts a stopped run left owed remain)".to_owned()
+        } else {
+            update
+                .upgrades
+                .iter()
+                .map(|u| format!("{} {} → {}", u.package, u.from, u.to))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        steps.push(format!("{}: upgraded {upgraded}", update.host));
+        if let Some(note) = stale_note {
+            steps.push(note);
+        }
+    }
+    // A primary is never restarted in place: a switchover to an updated replica first.
+    for cluster in project
+        .inventory
+        .clusters
+        .values()
+        .filter(|c| c.postgres.contains(&update.host) && c.standby_of.is_none())
+    {
+        let touches_postgres = reboot || restarts.iter().any(|r| r.moves_the_primary());
+        if touches_postgres
+            && leader_host(project, cluster).await.as_deref() == Some(update.host.as_str())
+        {
+            let candidate = plan
+                .hosts
+                .iter()
+                .map(|h| &h.host)
+                .take_while(|h| **h != update.host)
+                .find(|h| cluster.postgres.contains(h))
+                .or_else(|| cluster.postgres.iter().find(|h| **h != update.host));
+            let switched = crate::stack::switchover::switchover(
+                project,
+                secrets,
+                Some(&cluster.name),
+                candidate.map(String::as_str),
+            )
+            .await?;
+            steps.push(format!(
+                "{}: switched over {} → {} ({:.1} s)",
+                cluster.name, switched.from, switched.to, switched.seconds
+            ));
+        }
+    }
+    if reboot {
+        // The reboot restarts every service: the owed restarts are made by it.
+        let seconds = reboot_one(project, secrets, hosts, &update.host, timeout).await?;
+        steps.push(format!(
+            "{}: rebooted, back in service in {seconds:.1} s",
+            update.host
+        ));
+    } else {
+        for restart in &restarts {
+            restart_one(project, secrets, hosts, &update.host, *restart, timeout).await?;
+            steps.push(format!("{}: restarted {}", update.host, restart.name()));
+        }
+    }
+    hosts
+        .session(&update.host)?
+        .run(&RemoteCommand::new(&["rm", "-f", OWED]))
+        .await
+        .map_err(|e| Error::failure(format!("{}: {e}", update.host), None))?;
+    Ok(())
 }
 
 /// One restart on `host`, behind its gate.
@@ -766,7 +777,6 @@ async fn reboot_one(
         let _ =
             crate::stack::etcd::keep_leader_off(&project.etcd_endpoints(cluster), &address).await;
     }
-    let drained = drain(project, secrets, host).await?;
     let started = Instant::now();
     let result = async {
         let before = boot_id(hosts.session(host)?)
@@ -805,7 +815,6 @@ async fn reboot_one(
         back_in_service(project, secrets, host, timeout).await
     }
     .await;
-    undrain(drained).await;
     result.map(|()| started.elapsed().as_secs_f64())
 }
 
