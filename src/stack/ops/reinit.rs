@@ -99,12 +99,12 @@ pub async fn reinit(
     let moved = crate::stack::postgres::move_aside(&session, &data_dir, &aside, &version).await?;
     systemctl("start").await?;
 
-    let reached = Reached::new(project, secrets, cluster).await?;
+    let patroni = crate::stack::patroni::Patroni::from_secrets(secrets)?;
     crate::stack::restart::wait_streaming_from_leader(
         project,
         cluster,
         secrets,
-        &reached.patroni,
+        &patroni,
         std::slice::from_ref(&member),
         timeout,
     )

@@ -30,7 +30,6 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::Reached;
 use crate::connect::{RemoteCommand, Session};
 use crate::error::{Error, Result};
 use crate::inventory::secrets::Secrets;
@@ -889,18 +888,11 @@ async fn replica_in_service(
     mode: crate::stack::restart::Restart,
     timeout: Duration,
 ) -> Result<()> {
-    let reached = Reached::new(project, secrets, cluster).await?;
-    crate::stack::restart::restart_replica(
-        project,
-        cluster,
-        secrets,
-        &reached.patroni,
-        host,
-        mode,
-        timeout,
-    )
-    .await
-    .map(|_| ())
+    // The client alone: the gate polls the member itself (no view of the cluster needed first).
+    let patroni = crate::stack::patroni::Patroni::from_secrets(secrets)?;
+    crate::stack::restart::restart_replica(project, cluster, secrets, &patroni, host, mode, timeout)
+        .await
+        .map(|_| ())
 }
 
 /// Gate: `address:port` accepts TCP connections.
