@@ -11,11 +11,16 @@ mod common;
 
 use std::collections::BTreeSet;
 
-use common::{pgstrap, pgstrap_ok, require_e2e, run_on};
+use common::{ip, pgstrap, pgstrap_ok, require_e2e, run_on, vip};
 
-const VIP: &str = "10.77.0.250";
-const REPOSITORY: &str = "10.77.0.14";
-const SCRATCH: &str = "10.77.0.16";
+/// The repository's host (n4) and the restore target's (n6).
+fn repository() -> String {
+    ip("n4")
+}
+
+fn scratch() -> String {
+    ip("n6")
+}
 
 /// SQL as postgres on `address` (its socket), unaligned, tuples only.
 fn sql(address: &str, database: &str, query: &str) -> String {
@@ -60,7 +65,8 @@ fn backup_lab() -> String {
     std::fs::write(
         &inventory,
         format!(
-            "{text}  scratch:\n    datacenter: dc1\n    etcd: [n6]\n    postgres: [n6]\n    restore_of: main\n    networks: [10.77.0.0/24]\n"
+            "{text}  scratch:\n    datacenter: dc1\n    etcd: [n6]\n    postgres: [n6]\n    restore_of: main\n    networks: [{}]\n",
+            common::network()
         ),
     )
     .expect("add the restore target");
@@ -93,7 +99,7 @@ fn a_restore_to_a_time_brings_back_exactly_what_was_committed_before_it() {
     assert!(log.contains("restore target: not restored yet"), "{log}");
     let (_, primary) = common::leader(&inventory, "main");
 
-    let mut writer = common::Writer::start(&inventory, VIP);
+    let mut writer = common::Writer::start(&inventory, &vip());
     std::thread::sleep(std::time::Duration::from_secs(1));
     sql(
         &primary,
@@ -124,7 +130,7 @@ fn a_restore_to_a_time_brings_back_exactly_what_was_committed_before_it() {
         pgstrap_ok(&["switchover", "-i", &inventory, "--yes"]);
         // A WAL segment from the new primary through the archive, end to end.
         run_on(
-            REPOSITORY,
+            &repository(),
             "runuser -u postgres -- pgbackrest --stanza=main check",
         );
     });
@@ -156,10 +162,10 @@ fn a_restore_to_a_time_brings_back_exactly_what_was_committed_before_it() {
     }
     assert!(
         run_on(
-            SCRATCH,
+            &scratch(),
             &format!(
                 "ls -A /var/lib/postgresql/{}/scratch 2>/dev/null | wc -l",
-                major(SCRATCH)
+                major(&scratch())
             )
         ) == "0",
         "a refused restore wrote on the target"
@@ -188,15 +194,15 @@ fn a_restore_to_a_time_brings_back_exactly_what_was_committed_before_it() {
     // Exactly what was committed before the time: the dropped table back whole, the later one
     // absent, every write up to the noted one and none the source does not hold.
     assert_eq!(
-        sql(SCRATCH, "postgres", "SELECT count(*) FROM precious"),
+        sql(&scratch(), "postgres", "SELECT count(*) FROM precious"),
         "1000"
     );
     assert_eq!(
-        sql(SCRATCH, "postgres", "SELECT to_regclass('late') IS NULL"),
+        sql(&scratch(), "postgres", "SELECT to_regclass('late') IS NULL"),
         "t",
         "a table created after the target time was restored"
     );
-    let restored = ids(SCRATCH);
+    let restored = ids(&scratch());
     assert!(
         restored.is_subset(&source),
         "the restore holds writes the source never had"
@@ -222,7 +228,7 @@ fn a_restore_to_a_time_brings_back_exactly_what_was_committed_before_it() {
         report["recovery_seconds"].as_f64().unwrap_or(0.0),
     );
     // The restored cluster archives nothing into the source's repository.
-    assert_eq!(sql(SCRATCH, "postgres", "SHOW archive_mode"), "off");
+    assert_eq!(sql(&scratch(), "postgres", "SHOW archive_mode"), "off");
 
     let output = pgstrap(&["apply", "-i", &inventory]);
     let log = String::from_utf8_lossy(&output.stderr);
@@ -266,7 +272,7 @@ fn a_restore_to_a_time_brings_back_exactly_what_was_committed_before_it() {
         "t"
     );
     run_on(
-        REPOSITORY,
+        &repository(),
         "runuser -u postgres -- pgbackrest --stanza=main check",
     );
     eprintln!(
@@ -343,7 +349,7 @@ fn bench_backup_and_restore() {
         &format!("{pgbench} -n -c 4 -j 2 -T 30 postgres 2>&1 | grep -E '^tps' | head -1"),
     );
     run_on(
-        REPOSITORY,
+        &repository(),
         "runuser -u postgres -- pgbackrest --stanza=main check",
     );
     let to: f64 = lsn(&primary).parse().unwrap_or(0.0);
@@ -389,7 +395,7 @@ fn bench_backup_and_restore() {
         )
     };
     assert_eq!(
-        count(SCRATCH),
+        count(&scratch()),
         count(&primary),
         "the restore differs from the source"
     );

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::cli::runtime;
-use common::{pgstrap_ok, DIR};
+use common::{dir, pgstrap_ok};
 use pgstrap::connect::{RemoteCommand, Session, Target};
 use pgstrap::exec::{self, Options};
 use pgstrap::inventory::secrets::Masker;
@@ -36,7 +36,7 @@ fn ms(d: Duration) -> String {
 /// The lab inventory with its clusters removed: only the `common` role applies. `ssh_options`
 /// go under `ssh.options`.
 fn hosts_only_inventory(ssh_options: &str) -> std::path::PathBuf {
-    let lab = std::fs::read_to_string(format!("{DIR}/inventory.yaml")).expect("lab inventory");
+    let lab = std::fs::read_to_string(format!("{}/inventory.yaml", dir())).expect("lab inventory");
     let head = lab.split("clusters:").next().expect("head");
     let head = if ssh_options.is_empty() {
         head.to_owned()
@@ -47,7 +47,7 @@ fn hosts_only_inventory(ssh_options: &str) -> std::path::PathBuf {
             1,
         )
     };
-    let path = Path::new(DIR).join("hosts-only.yaml");
+    let path = Path::new(&dir()).join("hosts-only.yaml");
     std::fs::write(&path, format!("{head}clusters: {{}}\n")).expect("write");
     path
 }
@@ -155,7 +155,7 @@ fn bench_engine_on_lab_hosts() {
 fn bench_rollout_on_lab_hosts() {
     require_bench();
     let rt = runtime();
-    let inventory = format!("{DIR}/inventory.yaml");
+    let inventory = format!("{}/inventory.yaml", dir());
 
     // The floor: the same package transaction on 5 fresh hosts at once, then initdb and a
     // base backup of that new cluster, measured alone.

@@ -13,16 +13,13 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{pgstrap, pgstrap_ok, require_e2e, run_on};
+use common::{inventory, ip, pgstrap, pgstrap_ok, require_e2e, run_on, vip, vip_of};
 use pgstrap::inventory::secrets::Secrets;
 use pgstrap::stack::drill::client;
 
-const INVENTORY: &str = "/var/lib/pgstrap/lab/inventory.yaml";
-const DR_VIP: &str = "10.77.1.250";
-
 /// The lab inventory with `standby` as the standby cluster of `primary`.
 fn direction(primary: &str, standby: &str) {
-    let text = std::fs::read_to_string(INVENTORY).expect("lab inventory");
+    let text = std::fs::read_to_string(inventory()).expect("lab inventory");
     let mut out = String::new();
     let mut current = String::new();
     for line in text.lines() {
@@ -38,7 +35,7 @@ fn direction(primary: &str, standby: &str) {
             out.push_str(&format!("    standby_of: {primary}\n"));
         }
     }
-    std::fs::write(INVENTORY, out).expect("write inventory");
+    std::fs::write(inventory(), out).expect("write inventory");
 }
 
 /// Promote `standby` while a client writes through `write_to`; return the writes acknowledged.
@@ -71,7 +68,7 @@ fn promote_under_load(
         standby,
         "--json",
         "-i",
-        INVENTORY,
+        &inventory(),
     ]);
     assert!(output.status.success(), "dr promote {standby} failed");
     let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("report JSON");
@@ -108,7 +105,7 @@ fn rollout_with_a_dr_standby_cluster_in_a_second_datacenter() {
     require_e2e();
     common::fresh_lab(common::DR.up);
     let started = Instant::now();
-    let output = pgstrap(&["apply", "-i", INVENTORY]);
+    let output = pgstrap(&["apply", "-i", &inventory()]);
     let text = String::from_utf8_lossy(&output.stderr).into_owned();
     eprintln!(
         "figure: rollout of a primary cluster and its DR standby cluster (10 fresh hosts, \
@@ -120,11 +117,11 @@ fn rollout_with_a_dr_standby_cluster_in_a_second_datacenter() {
     assert!(text.contains("standby cluster dr streams from slot standby_dr"));
     assert!(text.contains("standby cluster dr host d3 has the write"));
     let patronictl = run_on(
-        "10.77.1.11",
+        &ip("d1"),
         "patronictl -c /etc/patroni/config.yml list -f json",
     );
     assert!(patronictl.contains("Standby Leader"), "{patronictl}");
-    let output = pgstrap(&["apply", "--no-verify", "-i", INVENTORY]);
+    let output = pgstrap(&["apply", "--no-verify", "-i", &inventory()]);
     let text = String::from_utf8_lossy(&output.stderr);
     assert!(
         output.status.success() && text.contains("done: 0 change(s)"),
@@ -140,7 +137,7 @@ fn rollout_with_a_dr_standby_cluster_in_a_second_datacenter() {
         "--yes",
         "--json",
         "-i",
-        INVENTORY,
+        &inventory(),
     ]))
     .expect("restart JSON");
     eprintln!(
@@ -155,7 +152,7 @@ fn rollout_with_a_dr_standby_cluster_in_a_second_datacenter() {
             .is_some_and(|s| s.starts_with("restarted standby leader")),
         "{restart}"
     );
-    let output = pgstrap(&["verify", "-i", INVENTORY]);
+    let output = pgstrap(&["verify", "-i", &inventory()]);
     assert!(
         output.status.success(),
         "{}",
@@ -170,20 +167,20 @@ fn planned_promotion_and_fail_back_lose_no_acknowledged_write() {
     let (runtime, secrets, main_vip) = dr_lab();
 
     // Promote dr while writing through main's VIP.
-    let (acknowledged, _) = promote_under_load(&runtime, &secrets, ("10.77.0.250", 5000), "dr");
+    let (acknowledged, _) = promote_under_load(&runtime, &secrets, (&vip(), 5000), "dr");
     let dr_leader = leader_address("dr");
     let present = rows_on(&dr_leader);
     let lost = acknowledged.difference(&present).count();
     assert_eq!(lost, 0, "acknowledged writes lost in the promotion");
     // The old side is a standby cluster now, its slot on the dr side active.
     let patronictl = run_on(
-        "10.77.0.11",
+        &ip("n1"),
         "patronictl -c /etc/patroni/config.yml list -f json",
     );
     assert!(patronictl.contains("Standby Leader"), "{patronictl}");
 
     // apply refuses until the inventory says so; then it changes nothing the second time.
-    let output = pgstrap(&["apply", "-i", INVENTORY]);
+    let output = pgstrap(&["apply", "-i", &inventory()]);
     assert_eq!(
         output.status.code(),
         Some(2),
@@ -191,15 +188,15 @@ fn planned_promotion_and_fail_back_lose_no_acknowledged_write() {
     );
     assert!(String::from_utf8_lossy(&output.stderr).contains("standby_of: dr"));
     direction("dr", "main");
-    let output = pgstrap(&["apply", "-i", INVENTORY]);
+    let output = pgstrap(&["apply", "-i", &inventory()]);
     assert!(output.status.success(), "apply after the inventory edit");
     assert!(String::from_utf8_lossy(&output.stderr).contains("verified: all"));
-    let output = pgstrap(&["apply", "--no-verify", "-i", INVENTORY]);
+    let output = pgstrap(&["apply", "--no-verify", "-i", &inventory()]);
     assert!(String::from_utf8_lossy(&output.stderr).contains("done: 0 change(s)"));
 
     // Fail back: the same command for main, writing through dr's VIP (both VIPs serve their new
     // roles).
-    let (acknowledged, _) = promote_under_load(&runtime, &secrets, (DR_VIP, 5000), "main");
+    let (acknowledged, _) = promote_under_load(&runtime, &secrets, (&vip_of(1), 5000), "main");
     let main_leader = leader_address("main");
     let present = rows_on(&main_leader);
     assert_eq!(
@@ -208,12 +205,12 @@ fn planned_promotion_and_fail_back_lose_no_acknowledged_write() {
         "writes lost in the fail back"
     );
     direction("main", "dr");
-    let output = pgstrap(&["apply", "-i", INVENTORY]);
+    let output = pgstrap(&["apply", "-i", &inventory()]);
     assert!(output.status.success(), "apply after the fail back");
     assert!(String::from_utf8_lossy(&output.stderr).contains("verified: all"));
     let _ = runtime.block_on(client::cleanup(&main_vip));
     // Back as it was: the next test takes it.
-    let output = pgstrap(&["apply", "--no-verify", "-i", INVENTORY]);
+    let output = pgstrap(&["apply", "--no-verify", "-i", &inventory()]);
     assert!(String::from_utf8_lossy(&output.stderr).contains("done: 0 change(s)"));
     common::give_back(&common::DR);
 }
@@ -231,14 +228,14 @@ fn dr_lab() -> (tokio::runtime::Runtime, Secrets, client::Target) {
         let mut up = vec!["--release", &release];
         up.extend_from_slice(common::DR.up);
         common::fresh_lab(&up);
-        pgstrap_ok(&["apply", "-i", INVENTORY]);
+        pgstrap_ok(&["apply", "-i", &inventory()]);
     }
     let project =
-        pgstrap::render::load_project(std::path::Path::new(INVENTORY), &[]).expect("inventory");
+        pgstrap::render::load_project(std::path::Path::new(&inventory()), &[]).expect("inventory");
     let secrets = project.secrets(false).expect("secrets");
     let runtime = common::cli::runtime();
     let main_vip = client::Target {
-        address: "10.77.0.250".into(),
+        address: vip(),
         port: 5000,
         secrets: secrets.clone(),
         interval: Duration::from_millis(100),
@@ -252,7 +249,7 @@ fn dr_lab() -> (tokio::runtime::Runtime, Secrets, client::Target) {
 
 /// The address of the member of `cluster` that leads it (status --json).
 fn leader_address(cluster: &str) -> String {
-    common::leader(INVENTORY, cluster).1
+    common::leader(&inventory(), cluster).1
 }
 
 /// `ssh` to a lab host until it answers (after `lab start`).
@@ -291,7 +288,7 @@ fn emergency_promotion_fences_the_old_side_and_apply_rebuilds_it() {
     std::thread::sleep(Duration::from_secs(3));
     let log = runtime.block_on(writer.stop());
     let written: BTreeSet<u64> = log.acknowledged.iter().map(|(id, _)| *id).collect();
-    assert!(!written.is_empty(), "nothing written through main's VIP");
+    assert!(!written.is_empty(), "nothing written through main's &vip()");
     // The standby side has them before the disaster (a planned test of the window, not of lag).
     let dr_standby_leader = leader_address("dr");
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -305,7 +302,7 @@ fn emergency_promotion_fences_the_old_side_and_apply_rebuilds_it() {
         pgstrap_ok(&["lab", "kill", host]);
     }
     // The planned promotion needs the primary side; --emergency-may-lose-data does not.
-    let output = pgstrap(&["dr", "promote", "--cluster", "dr", "-i", INVENTORY]);
+    let output = pgstrap(&["dr", "promote", "--cluster", "dr", "-i", &inventory()]);
     assert!(
         !output.status.success(),
         "a planned promotion without the primary side"
@@ -318,7 +315,7 @@ fn emergency_promotion_fences_the_old_side_and_apply_rebuilds_it() {
         "dr",
         "--json",
         "-i",
-        INVENTORY,
+        &inventory(),
     ]);
     assert!(
         output.status.success(),
@@ -344,7 +341,7 @@ fn emergency_promotion_fences_the_old_side_and_apply_rebuilds_it() {
     );
     // A write through the promoted side's VIP.
     let inserted = runtime.block_on(async {
-        let client = pgstrap::stack::verify::connect(DR_VIP, 5000, &secrets).await?;
+        let client = pgstrap::stack::verify::connect(&vip_of(1), 5000, &secrets).await?;
         pgstrap::stack::verify::scalar(
             &client,
             "INSERT INTO pgstrap_drill.writes (id, client) VALUES (999999999, 'after') RETURNING id",
@@ -354,7 +351,7 @@ fn emergency_promotion_fences_the_old_side_and_apply_rebuilds_it() {
     assert_eq!(
         inserted,
         Ok(Some("999999999".into())),
-        "a write through dr's VIP"
+        "a write through dr's &vip()"
     );
 
     // The old side comes back, every host at once (etcd waits for its peers): fenced.
@@ -365,18 +362,12 @@ fn emergency_promotion_fences_the_old_side_and_apply_rebuilds_it() {
     for start in starts {
         start.join().expect("lab start");
     }
-    for address in [
-        "10.77.0.11",
-        "10.77.0.12",
-        "10.77.0.13",
-        "10.77.0.14",
-        "10.77.0.15",
-    ] {
+    for address in [&ip("n1"), &ip("n2"), &ip("n3"), &ip("n4"), &ip("n5")] {
         wait_for_ssh(address);
     }
     // Long enough for Patroni to have taken the leadership, had it started.
     std::thread::sleep(Duration::from_secs(20));
-    for address in ["10.77.0.11", "10.77.0.12", "10.77.0.13"] {
+    for address in [&ip("n1"), &ip("n2"), &ip("n3")] {
         let active = common::ssh(
             address,
             &common::known_hosts(),
@@ -389,7 +380,7 @@ fn emergency_promotion_fences_the_old_side_and_apply_rebuilds_it() {
         );
     }
     let journal = run_on(
-        "10.77.0.11",
+        &ip("n1"),
         "journalctl -u patroni --no-pager -b | grep -c 'is fenced' || true",
     );
     assert!(
@@ -397,7 +388,7 @@ fn emergency_promotion_fences_the_old_side_and_apply_rebuilds_it() {
         "no fence message in Patroni's journal"
     );
     let through_old_vip = runtime.block_on(async {
-        let client = pgstrap::stack::verify::connect("10.77.0.250", 5000, &secrets).await?;
+        let client = pgstrap::stack::verify::connect(&vip(), 5000, &secrets).await?;
         pgstrap::stack::verify::scalar(
             &client,
             "INSERT INTO pgstrap_drill.writes (id, client) VALUES (888888888, 'fenced') RETURNING id",
@@ -408,7 +399,7 @@ fn emergency_promotion_fences_the_old_side_and_apply_rebuilds_it() {
         through_old_vip.is_err(),
         "a write through the fenced side's VIP was accepted"
     );
-    let status = common::status(&["--json", "-i", INVENTORY]);
+    let status = common::status(&["--json", "-i", &inventory()]);
     let json: serde_json::Value = serde_json::from_str(&status).expect("status JSON");
     let main = json["clusters"]
         .as_array()
@@ -422,7 +413,7 @@ fn emergency_promotion_fences_the_old_side_and_apply_rebuilds_it() {
     );
 
     // apply refuses until the inventory says what happened, then rebuilds the old side.
-    let output = pgstrap(&["apply", "-i", INVENTORY]);
+    let output = pgstrap(&["apply", "-i", &inventory()]);
     assert_eq!(
         output.status.code(),
         Some(2),
@@ -430,7 +421,7 @@ fn emergency_promotion_fences_the_old_side_and_apply_rebuilds_it() {
     );
     direction("dr", "main");
     let started = Instant::now();
-    let output = pgstrap(&["apply", "-i", INVENTORY]);
+    let output = pgstrap(&["apply", "-i", &inventory()]);
     let text = String::from_utf8_lossy(&output.stderr).into_owned();
     assert!(
         output.status.success(),
@@ -441,7 +432,7 @@ fn emergency_promotion_fences_the_old_side_and_apply_rebuilds_it() {
         "figure: apply rebuilding the fenced old side as a standby cluster: {:.1} s",
         started.elapsed().as_secs_f64()
     );
-    let kept = run_on("10.77.0.11", "ls -d /var/lib/postgresql/*/main.fenced-*");
+    let kept = run_on(&ip("n1"), "ls -d /var/lib/postgresql/*/main.fenced-*");
     assert!(!kept.is_empty(), "the fenced data directory was not kept");
     let main_leader = leader_address("main");
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -452,7 +443,7 @@ fn emergency_promotion_fences_the_old_side_and_apply_rebuilds_it() {
         );
         std::thread::sleep(Duration::from_millis(500));
     }
-    let output = pgstrap(&["apply", "--no-verify", "-i", INVENTORY]);
+    let output = pgstrap(&["apply", "--no-verify", "-i", &inventory()]);
     assert!(
         String::from_utf8_lossy(&output.stderr).contains("done: 0 change(s)"),
         "a second apply changed something"

@@ -7,9 +7,7 @@
 
 mod common;
 
-use common::{pgstrap, require_e2e};
-
-const INVENTORY: &str = "/var/lib/pgstrap/lab/inventory.yaml";
+use common::{inventory, pgstrap, require_e2e};
 
 /// A cluster of `release` with the stack rolled out and verified; a second apply changes
 /// nothing; `status` shows every host's release and the versions it runs. Debian 13: the shared
@@ -21,7 +19,7 @@ fn cluster(release: &str) {
     } else {
         common::fresh_lab(&["--release", release, "--hosts", "5"]);
         let started = std::time::Instant::now();
-        let output = pgstrap(&["apply", "-i", INVENTORY]);
+        let output = pgstrap(&["apply", "-i", &inventory()]);
         let text = String::from_utf8_lossy(&output.stderr);
         assert!(
             output.status.success(),
@@ -37,7 +35,7 @@ fn cluster(release: &str) {
         );
     }
     let started = std::time::Instant::now();
-    let output = pgstrap(&["apply", "-i", INVENTORY]);
+    let output = pgstrap(&["apply", "-i", &inventory()]);
     assert!(
         String::from_utf8_lossy(&output.stderr).contains("done: 0 change(s)"),
         "a second apply changed something on Debian {release}"
@@ -46,7 +44,7 @@ fn cluster(release: &str) {
         "figure: Debian {release}: no-op re-apply with verification: {:.1} s",
         started.elapsed().as_secs_f64()
     );
-    let status = common::status(&["--json", "-i", INVENTORY]);
+    let status = common::status(&["--json", "-i", &inventory()]);
     let json: serde_json::Value = serde_json::from_str(&status).expect("status JSON");
     let hosts = json["hosts"].as_array().expect("hosts");
     assert_eq!(hosts.len(), 5);
@@ -80,6 +78,7 @@ fn run_drill(
         "/tmp/pgstrap-e2e-journals/debian-{release}-{scenario}{}",
         extra.join("")
     );
+    let inventory = inventory();
     let mut args = vec![
         "drill",
         scenario,
@@ -89,7 +88,7 @@ fn run_drill(
         "--journals",
         &journals,
         "-i",
-        INVENTORY,
+        &inventory,
     ];
     args.extend_from_slice(extra);
     let output = pgstrap(&args);
@@ -199,7 +198,7 @@ fn every_drill_on_debian_13_loses_nothing_and_converges() {
         "--set",
         "patroni.synchronous_mode=true",
         "-i",
-        INVENTORY,
+        &inventory(),
     ]);
     assert!(
         output.status.success(),

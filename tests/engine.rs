@@ -19,7 +19,7 @@ use pgstrap::state::{DesiredState, Directory, HostState, ManagedFile, RoleState}
 mod common;
 
 use common::cli::runtime;
-use common::{pgstrap_ok, require_e2e};
+use common::{inventory, pgstrap_ok, require_e2e};
 
 const POISON: &str = "poison-Password-7Q2";
 
@@ -344,14 +344,12 @@ fn loopback_unknown_host_key_is_refused_with_a_hint() {
 // ------------------------------------------------------------------------------------------------
 // Lab hosts
 
-const LAB_INVENTORY: &str = "/var/lib/pgstrap/lab/inventory.yaml";
-
 /// The lab tests share the lab hosts (one stops n3): one at a time. Each brings up its own.
 static LAB: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn lab(sets: &[&str], mode: Mode) -> Report {
     let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
-    let project = pgstrap::render::load_project(Path::new(LAB_INVENTORY), &sets).unwrap();
+    let project = pgstrap::render::load_project(Path::new(&inventory()), &sets).unwrap();
     let options = Options {
         hosts: Some(vec!["n1".into(), "n2".into(), "n3".into()]),
         roles: Some(vec!["common".into(), "pgbouncer".into()]),
@@ -404,7 +402,7 @@ fn lab_common_and_pgbouncer_converge_idempotently_and_handlers_follow_files() {
     assert!(back.hosts.iter().all(|h| h.changes.len() == 2));
 
     // A manual edit shows as drift in a plan, which changes nothing.
-    let inventory = pgstrap::render::load_project(Path::new(LAB_INVENTORY), &[]).unwrap();
+    let inventory = pgstrap::render::load_project(Path::new(&inventory()), &[]).unwrap();
     let n2 = inventory.inventory.hosts.get("n2").unwrap();
     let target = Target::from_inventory(&inventory.inventory, n2);
     runtime().block_on(async {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{cli, known_hosts, pgstrap_ok, require_e2e, run_on, ssh, DIR};
+use common::{cli, dir, ip, known_hosts, pgstrap_ok, require_e2e, run_on, ssh};
 
 fn reachable(address: &str) -> bool {
     ssh(address, &known_hosts(), "true").status.success()
@@ -61,11 +61,12 @@ fn lab_end_to_end() {
     let started = Instant::now();
     let stdout = pgstrap_ok(&["lab", "up", "--hosts", "3"]);
     eprintln!("lab up --hosts 3: {:?}", started.elapsed());
-    assert_eq!(stdout.trim(), format!("{DIR}/inventory.yaml"));
-    let inventory = std::fs::read_to_string(format!("{DIR}/inventory.yaml")).expect("inventory");
-    assert!(inventory.contains("n3: {address: 10.77.0.13, datacenter: dc1}"));
+    assert_eq!(stdout.trim(), format!("{}/inventory.yaml", dir()));
+    let inventory =
+        std::fs::read_to_string(format!("{}/inventory.yaml", dir())).expect("inventory");
+    assert!(inventory.contains(&format!("n3: {{address: {}, datacenter: dc1}}", ip("n3"))));
     assert!(inventory.contains("etcd: [n1, n2, n3]"));
-    let addresses = ["10.77.0.11", "10.77.0.12", "10.77.0.13"];
+    let addresses = [&ip("n1"), &ip("n2"), &ip("n3")];
     for (i, address) in addresses.iter().enumerate() {
         assert_eq!(run_on(address, "hostname"), format!("n{}", i + 1));
     }
@@ -73,7 +74,7 @@ fn lab_end_to_end() {
     let empty = tempfile::NamedTempFile::new().expect("temp file");
     assert!(!ssh(addresses[0], empty.path(), "true").status.success());
     // Every lab host is in every host's /etc/hosts.
-    assert!(run_on(addresses[0], "getent hosts n3").starts_with("10.77.0.13"));
+    assert!(run_on(addresses[0], "getent hosts n3").starts_with(&ip("n3")));
 
     // A second up leaves running hosts alone: fast, same boot ids.
     let boot_ids: Vec<String> = addresses.iter().map(|a| boot_id(a)).collect();
@@ -122,8 +123,12 @@ fn lab_end_to_end() {
     assert_eq!(boot_id(addresses[2]), boot_ids[2]);
 
     // Egress: read the ruleset, never connect out.
-    let rules = text("nft", &["list", "table", "inet", "pgstrap_lab"]);
-    assert!(rules.contains("ip saddr 10.77.0.0/23 counter"), "{rules}");
+    let slot = common::slot();
+    let rules = text("nft", &["list", "table", "inet", &slot.nft_table()]);
+    assert!(
+        rules.contains(&format!("ip saddr {} counter", common::slot().range())),
+        "{rules}"
+    );
     assert!(rules.contains("drop comment \"lab egress\""), "{rules}");
     assert_eq!(
         std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward")
@@ -137,17 +142,34 @@ fn lab_end_to_end() {
     pgstrap_ok(&["lab", "down"]);
     eprintln!("lab down: {:?}", started.elapsed());
     pgstrap_ok(&["lab", "down"]);
-    assert!(!text("ip", &["netns", "list"]).contains("pglab-"));
+    // (Names of this lab's slot: a lab in another slot may run beside it.)
+    let netns = text("ip", &["netns", "list"]);
+    assert!(
+        !netns.lines().any(|n| n.starts_with(&slot.netns_prefix())),
+        "{netns}"
+    );
     let links = text("ip", &["-br", "link"]);
     assert!(
-        !links.contains("pgl-") && !links.contains("pglab-"),
+        !links
+            .lines()
+            .any(|l| l.starts_with(&slot.veth_prefix()) || l.starts_with(&slot.bridge_prefix())),
         "{links}"
     );
-    assert!(!text("nft", &["list", "tables"]).contains("pgstrap_lab"));
+    let tables = text("nft", &["list", "tables"]);
+    assert!(
+        !tables
+            .lines()
+            .any(|t| t.trim() == format!("table inet {}", slot.nft_table())),
+        "{tables}"
+    );
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
-    assert!(!mounts.contains(DIR), "{mounts}");
-    assert!(!Path::new("/sys/fs/cgroup/unified/pgstrap-lab").exists());
-    assert!(!Path::new("/sys/fs/cgroup/systemd/pgstrap-lab").exists());
+    assert!(!mounts.contains(&dir()), "{mounts}");
+    for hierarchy in ["unified", "systemd"] {
+        let cgroup = Path::new("/sys/fs/cgroup")
+            .join(hierarchy)
+            .join(slot.cgroup_dir());
+        assert!(!cgroup.exists(), "{}", cgroup.display());
+    }
     assert_eq!(
         std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward")
             .expect("ip_forward")
@@ -166,13 +188,16 @@ fn lab_up_recovers_a_half_torn_down_lab() {
     pgstrap_ok(&["lab", "up", "--hosts", "1"]);
     // Kill the host's processes behind the lab's back (a crashed run): netns, veth, mount and
     // cgroup directories stay behind.
-    std::fs::write("/sys/fs/cgroup/unified/pgstrap-lab/n1/cgroup.kill", "1").expect("cgroup.kill");
+    let kill = Path::new("/sys/fs/cgroup/unified")
+        .join(common::slot().cgroup_dir())
+        .join("n1/cgroup.kill");
+    std::fs::write(kill, "1").expect("cgroup.kill");
     let deadline = Instant::now() + Duration::from_secs(10);
     while status_line("n1").contains("running") && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
     }
     pgstrap_ok(&["lab", "up", "--hosts", "1"]);
-    assert!(reachable("10.77.0.11"));
+    assert!(reachable(&ip("n1")));
     pgstrap_ok(&["lab", "down"]);
 }
 

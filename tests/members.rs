@@ -10,9 +10,7 @@ mod common;
 
 use std::collections::BTreeSet;
 
-use common::{pgstrap, pgstrap_ok, require_e2e, run_on, DIR, ETCDCTL};
-
-const VIP: &str = "10.77.0.250";
+use common::{dir, ip, pgstrap, pgstrap_ok, require_e2e, run_on, vip, ETCDCTL};
 
 /// The lab inventory with these groups (hosts, ssh and apt as the lab wrote them).
 fn write_inventory(etcd: &[&str], postgres: &[&str], balancers: &[&str]) -> String {
@@ -26,7 +24,7 @@ fn write_inventory_without(
     balancers: &[&str],
     gone: &[&str],
 ) -> String {
-    let lab = std::fs::read_to_string(format!("{DIR}/inventory.yaml")).expect("lab inventory");
+    let lab = std::fs::read_to_string(format!("{}/inventory.yaml", dir())).expect("lab inventory");
     let head: String = lab
         .split("clusters:")
         .next()
@@ -37,17 +35,19 @@ fn write_inventory_without(
         .collect();
     let list = |hosts: &[&str]| hosts.join(", ");
     let text = format!(
-        "{head}clusters:\n  main:\n    etcd: [{}]\n    postgres: [{}]\n    balancers: [{}]\n    vip: {VIP}/24\n    networks: [10.77.0.0/24]\n",
+        "{head}clusters:\n  main:\n    etcd: [{}]\n    postgres: [{}]\n    balancers: [{}]\n    vip: {}/24\n    networks: [{}]\n",
         list(etcd),
         list(postgres),
-        list(balancers)
+        list(balancers),
+        common::vip(),
+        common::network()
     );
-    let path = format!("{DIR}/members.yaml");
+    let path = format!("{}/members.yaml", dir());
     std::fs::write(&path, text).expect("write inventory");
     // The secrets of the lab inventory, reused (same cluster).
     let _ = std::fs::copy(
-        format!("{DIR}/inventory.secrets.yaml"),
-        format!("{DIR}/members.secrets.yaml"),
+        format!("{}/inventory.secrets.yaml", dir()),
+        format!("{}/members.secrets.yaml", dir()),
     );
     path
 }
@@ -129,10 +129,9 @@ fn assert_stopped(host: &str, services: &[&str]) {
     }
 }
 
-/// A lab host's address: `nK` is 10.77.0.(10 + K).
+/// A lab host's address.
 fn address(host: &str) -> String {
-    let k: u32 = host[1..].parse().expect("a lab host name nK");
-    format!("10.77.0.{}", 10 + k)
+    common::ip(host)
 }
 
 fn etcd_leader(path: &str) -> String {
@@ -183,7 +182,7 @@ fn membership_cycle(layout: &Layout, name: &str) {
     let path = write_inventory(&etcd, &postgres, &balancers);
     apply(&path);
 
-    let mut writer = common::Writer::start(&path, VIP);
+    let mut writer = common::Writer::start(&path, &vip());
     let change = |writer: &mut common::Writer,
                   what: String,
                   etcd: &[&str],
@@ -301,7 +300,7 @@ fn removing_etcd_members_while_one_that_stays_is_down_is_refused_with_exit_2() {
     );
     apply(&five);
     // A member that stays is down (its host stays reachable: preflight needs it).
-    run_on("10.77.0.13", "systemctl stop etcd");
+    run_on(&ip("n3"), "systemctl stop etcd");
     let three = write_inventory(&["n1", "n2", "n3"], &["n1", "n2", "n3"], &["n4", "n5"]);
     let output = pgstrap(&["apply", "-i", &three]);
     assert_eq!(
@@ -313,7 +312,7 @@ fn removing_etcd_members_while_one_that_stays_is_down_is_refused_with_exit_2() {
     assert!(text.contains("refusing to remove"), "{text}");
     // Nothing changed: still five members.
     let list = run_on(
-        "10.77.0.11",
+        &ip("n1"),
         &format!("{ETCDCTL} --endpoints=https://127.0.0.1:2379 member list"),
     );
     assert_eq!(list.lines().count(), 5, "{list}");
@@ -332,14 +331,14 @@ fn a_dead_etcd_member_is_replaced_in_one_apply() {
     common::fresh_lab(&["--preinstalled", "--hosts", "6"]);
     let path = write_inventory(&["n1", "n2", "n5"], &["n1", "n2", "n3"], &["n4"]);
     apply(&path);
-    let mut writer = common::Writer::start(&path, VIP);
+    let mut writer = common::Writer::start(&path, &vip());
     pgstrap_ok(&["lab", "kill", "n5"]);
     let replaced =
         write_inventory_without(&["n1", "n2", "n6"], &["n1", "n2", "n3"], &["n4"], &["n5"]);
     let plan = String::from_utf8_lossy(&pgstrap(&["plan", "-i", &replaced]).stdout).into_owned();
     assert!(plan.contains("add n6 as a learner"), "plan: {plan}");
     assert!(
-        plan.contains("remove n5") || plan.contains("remove https://10.77.0.15"),
+        plan.contains("remove n5") || plan.contains(&format!("remove https://{}", ip("n5"))),
         "plan: {plan}"
     );
     let text = writer.step("replace the dead etcd member n5 by n6", || apply(&replaced));
@@ -365,9 +364,9 @@ fn an_etcd_member_added_but_never_started_is_completed_by_the_next_apply() {
 
     // What an apply killed right after `member add` leaves behind.
     run_on(
-        "10.77.0.11",
+        &ip("n1"),
         &format!(
-            "{ETCDCTL} --endpoints=https://127.0.0.1:2379 member add n4 --learner --peer-urls=https://10.77.0.14:2380"
+            "{ETCDCTL} --endpoints=https://127.0.0.1:2379 member add n4 --learner --peer-urls=https://{}:2380", ip("n4")
         ),
     );
     let grown = write_inventory(

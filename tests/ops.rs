@@ -9,9 +9,8 @@
 
 mod common;
 
-use common::{pgstrap, pgstrap_ok, require_e2e, run_on};
+use common::{ip, pgstrap, pgstrap_ok, require_e2e, run_on, vip};
 
-const VIP: &str = "10.77.0.250";
 /// PostgreSQL's package on the hosts of the release the test runs on (`PGSTRAP_E2E_RELEASE`).
 fn postgresql_package() -> &'static str {
     if common::release() == "12" {
@@ -140,7 +139,7 @@ fn day_to_day_operations_lose_no_write() {
         );
     }
 
-    let mut writer = common::Writer::start(&inventory, VIP);
+    let mut writer = common::Writer::start(&inventory, &vip());
 
     // One replica, then every member: the replicas one at a time, one switchover.
     let one = json(&writer.step("restart of one replica", || {
@@ -361,10 +360,10 @@ fn update_costs_one_switchover_and_resumes_after_a_failed_package() {
         .filter(|(name, _, _)| *name != leader && *name != broken.0)
         .map(|(name, address, _)| (name.clone(), address.clone()))
         .chain(
-            [("n4", "10.77.0.14"), ("n5", "10.77.0.15")]
+            [("n4", &ip("n4")), ("n5", &ip("n5"))]
                 .into_iter()
                 .filter(|(_, address)| {
-                    run_on(address, "ip -o -4 addr show").contains(&format!(" {VIP}/"))
+                    run_on(address, "ip -o -4 addr show").contains(&format!(" {}/", vip()))
                 })
                 .map(|(name, address)| (name.to_owned(), address.to_owned())),
         )
@@ -397,8 +396,8 @@ fn update_costs_one_switchover_and_resumes_after_a_failed_package() {
         .expect("the replica in the plan");
     assert!(db_host["postgresql"].is_array(), "{db_host}");
 
-    let mut writer = common::Writer::start(&inventory, VIP);
-    let reader = common::Reader::start(&inventory, VIP, 5001);
+    let mut writer = common::Writer::start(&inventory, &vip());
+    let reader = common::Reader::start(&inventory, &vip(), 5001);
     let output = writer.step("update, stopped by a failing package", || {
         pgstrap(&["update", "-i", &inventory, "--yes", "--reboot"])
     });
@@ -489,7 +488,7 @@ fn update_costs_one_switchover_and_resumes_after_a_failed_package() {
             "rm -f /etc/apt/sources.list.d/pgstrap-updates.list",
         );
     }
-    for address in ["10.77.0.14", "10.77.0.15"] {
+    for address in [&ip("n4"), &ip("n5")] {
         run_on(
             address,
             "rm -f /etc/apt/sources.list.d/pgstrap-updates.list",

@@ -8,9 +8,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{pgstrap, pgstrap_ok, require_e2e, run_on, DIR, ETCDCTL};
+use common::{dir, inventory, ip, pgstrap, pgstrap_ok, require_e2e, run_on, vip, ETCDCTL};
 
-const INVENTORY: &str = "/var/lib/pgstrap/lab/inventory.yaml";
 const POISON: &str = "P0ison";
 
 fn stderr_of(args: &[&str]) -> (bool, String) {
@@ -64,11 +63,11 @@ fn rollout_end_to_end() {
     // Fresh hosts from the bare Debian base (this test proves the install path on Debian 13, as
     // the README's first command does): 3 DB hosts with etcd co-located, 2 balancers with a VIP.
     common::fresh_lab(&["--hosts", "5"]);
-    poison_secrets(INVENTORY);
+    poison_secrets(&inventory());
 
     // One command, with -v: everything printed is checked for secrets.
     let started = Instant::now();
-    let (ok, output) = stderr_of(&["-v", "apply", "-i", INVENTORY]);
+    let (ok, output) = stderr_of(&["-v", "apply", "-i", &inventory()]);
     eprintln!(
         "figure: full rollout of 5 fresh hosts from the bare base (warm package cache): {:.1} s",
         started.elapsed().as_secs_f64()
@@ -85,7 +84,7 @@ fn rollout_end_to_end() {
 
     // The real clients on a host agree with pgstrap's status.
     let patronictl = run_on(
-        "10.77.0.11",
+        &ip("n1"),
         "patronictl -c /etc/patroni/config.yml list -f json",
     );
     let members: serde_json::Value = serde_json::from_str(&patronictl).expect("patronictl JSON");
@@ -97,13 +96,13 @@ fn rollout_end_to_end() {
         .and_then(|m| m["Member"].as_str())
         .expect("patronictl shows a leader")
         .to_owned();
-    assert_eq!(leader(INVENTORY), leader_by_patronictl);
+    assert_eq!(leader(&inventory()), leader_by_patronictl);
     let health = run_on(
-        "10.77.0.11",
-        &format!("{ETCDCTL} --endpoints=https://10.77.0.11:2379,https://10.77.0.12:2379,https://10.77.0.13:2379 endpoint health 2>&1"),
+        &ip("n1"),
+        &format!("{ETCDCTL} --endpoints=https://{}:2379,https://{}:2379,https://{}:2379 endpoint health 2>&1", ip("n1"), ip("n2"), ip("n3")),
     );
     assert_eq!(health.matches("is healthy").count(), 3, "{health}");
-    let status = common::status(&["--json", "-i", INVENTORY]);
+    let status = common::status(&["--json", "-i", &inventory()]);
     let status: serde_json::Value = serde_json::from_str(&status).expect("status JSON");
     let etcd = status["clusters"][0]["etcd"]["members"]
         .as_array()
@@ -132,7 +131,7 @@ fn rollout_end_to_end() {
 
     // Again: nothing changes, nothing restarts.
     let started = Instant::now();
-    let (ok, output) = stderr_of(&["apply", "--no-verify", "-i", INVENTORY]);
+    let (ok, output) = stderr_of(&["apply", "--no-verify", "-i", &inventory()]);
     eprintln!(
         "figure: no-op re-apply of 5 hosts: {:.2} s",
         started.elapsed().as_secs_f64()
@@ -145,25 +144,25 @@ fn rollout_end_to_end() {
     assert!(!output.contains("handlers:"), "second apply fired handlers");
 
     // A planned switchover.
-    let before = leader(INVENTORY);
+    let before = leader(&inventory());
     let target = if before == "n2" { "n3" } else { "n2" };
-    pgstrap_ok(&["switchover", "-i", INVENTORY, "--to", target]);
-    assert_eq!(leader(INVENTORY), target);
+    pgstrap_ok(&["switchover", "-i", &inventory(), "--to", target]);
+    assert_eq!(leader(&inventory()), target);
 
     // Power cut of the primary: writes through the VIP resume on a new primary.
     let project =
-        pgstrap::render::load_project(std::path::Path::new(INVENTORY), &[]).expect("inventory");
+        pgstrap::render::load_project(std::path::Path::new(&inventory()), &[]).expect("inventory");
     let secrets = project.secrets(false).expect("secrets");
     let runtime = common::cli::runtime();
     runtime
-        .block_on(write_once("10.77.0.250", &secrets))
+        .block_on(write_once(&vip(), &secrets))
         .expect("writes work before the cut");
-    let killed = leader(INVENTORY);
+    let killed = leader(&inventory());
     pgstrap_ok(&["lab", "kill", &killed]);
     let cut = Instant::now();
     let resumed = runtime.block_on(async {
         loop {
-            if write_once("10.77.0.250", &secrets).await.is_ok() {
+            if write_once(&vip(), &secrets).await.is_ok() {
                 return Some(cut.elapsed());
             }
             if cut.elapsed() > Duration::from_secs(180) {
@@ -177,13 +176,13 @@ fn rollout_end_to_end() {
         "figure: writes resumed {:.1} s after a power cut of the primary",
         resumed.as_secs_f64()
     );
-    assert_ne!(leader(INVENTORY), killed);
+    assert_ne!(leader(&inventory()), killed);
 
     // It comes back as a replica.
     pgstrap_ok(&["lab", "start", &killed]);
     let back = Instant::now();
     loop {
-        let (ok, output) = stderr_of(&["verify", "-i", INVENTORY]);
+        let (ok, output) = stderr_of(&["verify", "-i", &inventory()]);
         if ok {
             eprintln!(
                 "figure: {killed} rejoined as a streaming replica {:.1} s after boot",
@@ -200,7 +199,7 @@ fn rollout_end_to_end() {
 
     // A parameter a reload covers: patched into Patroni's dynamic configuration, no restart.
     let work_mem = "--set=postgresql.parameters.work_mem=8MB";
-    let (ok, output) = stderr_of(&["apply", "--no-verify", "-i", INVENTORY, work_mem]);
+    let (ok, output) = stderr_of(&["apply", "--no-verify", "-i", &inventory(), work_mem]);
     assert!(ok, "{output}");
     assert!(
         output.contains("dynamic configuration: postgresql.parameters.work_mem: (unset) → 8MB; PostgreSQL takes it by a reload"),
@@ -209,7 +208,7 @@ fn rollout_end_to_end() {
     assert!(!output.contains("waits for a restart"), "{output}");
     // A parameter that needs a restart: planned, then reported as pending...
     let connections = "--set=postgresql.parameters.max_connections=150";
-    let plan = pgstrap_ok(&["plan", "-i", INVENTORY, work_mem, connections]);
+    let plan = pgstrap_ok(&["plan", "-i", &inventory(), work_mem, connections]);
     // Old → new, and the restart it needs before anything changed.
     assert!(
         plan.contains("postgresql.parameters.max_connections: ")
@@ -220,7 +219,7 @@ fn rollout_end_to_end() {
         "apply",
         "--no-verify",
         "-i",
-        INVENTORY,
+        &inventory(),
         work_mem,
         connections,
     ]);
@@ -232,7 +231,7 @@ fn rollout_end_to_end() {
         "apply",
         "--rolling-restart",
         "-i",
-        INVENTORY,
+        &inventory(),
         work_mem,
         connections,
     ]);
@@ -247,11 +246,7 @@ fn rollout_end_to_end() {
     );
     assert!(output.contains("verified: all"), "{output}");
     let client = runtime
-        .block_on(pgstrap::stack::verify::connect(
-            "10.77.0.250",
-            5000,
-            &secrets,
-        ))
+        .block_on(pgstrap::stack::verify::connect(&vip(), 5000, &secrets))
         .expect("connect");
     let shown = runtime
         .block_on(pgstrap::stack::verify::scalar(
@@ -269,13 +264,15 @@ fn rollout_with_dedicated_etcd_and_balancers_on_the_db_hosts() {
     require_e2e();
     // A lab of its own (the subject is this layout's first rollout), from the preinstalled image.
     common::fresh_lab(&["--preinstalled", "--hosts", "6"]);
-    let lab = std::fs::read_to_string(INVENTORY).expect("lab inventory");
+    let lab = std::fs::read_to_string(inventory()).expect("lab inventory");
     // Keep the lab's ssh, apt and hosts; replace the clusters.
     let head = lab.split("clusters:").next().expect("inventory head");
     let inventory = format!(
-        "{head}clusters:\n  pay:\n    etcd: [n1, n2, n3]\n    postgres: [n4, n5, n6]\n    balancers: [n4, n5, n6]\n    vip: 10.77.0.250/24\n    networks: [10.77.0.0/24]\n"
+        "{head}clusters:\n  pay:\n    etcd: [n1, n2, n3]\n    postgres: [n4, n5, n6]\n    balancers: [n4, n5, n6]\n    vip: {}/24\n    networks: [{}]\n",
+        common::vip(),
+        common::network()
     );
-    let path = format!("{DIR}/dedicated-etcd.yaml");
+    let path = format!("{}/dedicated-etcd.yaml", dir());
     std::fs::write(&path, inventory).expect("write inventory");
     let started = Instant::now();
     let (ok, output) = stderr_of(&["apply", "-i", &path]);

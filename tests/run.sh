@@ -86,69 +86,130 @@ if [[ $EUID -ne 0 ]]; then
   echo "skipping the end-to-end tests: they need root (lab hosts)" >&2
   exit 0
 fi
-# End to end: lab hosts. One test at a time (they share the lab), one file after the other in this
-# order, each test in its own run. They are `#[ignore]`d in a plain `cargo test`: `--ignored` runs exactly them; the
-# benchmarks among them (bench_*) stay for scripts/bench*.sh.
+# End to end: lab hosts, in two rows that run side by side, each on a lab of its own (slot 0 in
+# the default directory, slot 1 in /var/lib/pgstrap/lab-1: own networks, own kernel names; see
+# `pgstrap lab up --slot`). Most of an e2e test's time is waiting (for Patroni's ttl, a fault's
+# hold, a gate): two rows use the machine's two cores where one row left them idle. In a row,
+# one test at a time, file after file, each test in its own run, in the order written in its
+# file. They are `#[ignore]`d in a plain `cargo test`: `--ignored` runs exactly them; the
+# benchmarks among them (bench_*) stay for scripts/bench*.sh. A row entry `FILE:WORDS` takes
+# only the tests of FILE whose name contains WORDS.
+rows=(
+  "lab engine rollout tls safety ops drill:debian_13"
+  "drill:debian_12 members dr backup"
+)
+row_dirs=(/var/lib/pgstrap/lab /var/lib/pgstrap/lab-1)
 # Whatever happens, leave no lab behind (the Debian base stays cached).
-trap './target/debug/pgstrap lab down >/dev/null 2>&1 || true' EXIT
-# Each file's whole output goes to /tmp/pgstrap-e2e-FILE.log; shown here: the figures the tests
-# measured (`figure:` lines, which a captured test never shows) and the results, or on a failure
-# the end of the log. Each drill also keeps every host's journals of the stack's services in
-# /tmp/pgstrap-e2e-journals/debian-RELEASE-SCENARIO/HOST.log (a figure can be explained later).
-rm -rf /tmp/pgstrap-e2e-journals
+labs_down() {
+  local d
+  for d in "${row_dirs[@]}"; do
+    PGSTRAP_LAB_DIR=$d ./target/debug/pgstrap lab down >/dev/null 2>&1 || true
+  done
+}
+trap labs_down EXIT
+# Each entry's whole output goes to /tmp/pgstrap-e2e-ENTRY.log; shown at the end: the figures
+# the tests measured (`figure:` lines, which a captured test never shows) and the results, or
+# on a failure the end of the log. Each drill also keeps every host's journals of the stack's
+# services in /tmp/pgstrap-e2e-journals/debian-RELEASE-SCENARIO/HOST.log (a figure can be
+# explained later).
+rm -rf /tmp/pgstrap-e2e-journals /tmp/pgstrap-e2e-rows
+mkdir -p /tmp/pgstrap-e2e-rows
 # The preinstalled image the e2e tests that are not about installing start from (`lab up
 # --preinstalled`): built once per release and cached like the Debian base; its own step here so
 # its cost shows (a few seconds when cached, about a minute when the roles' packages changed).
 step ./target/debug/pgstrap lab image --release 13
-# The budget: every e2e test runs on its own (in its file's order) and its wall time is kept;
-# the table at the end shows each test, each file and the sum.
-times=()
-e2e_start=$SECONDS
-print_times() {
-  ((${#times[@]})) || return 0
-  echo "e2e time per test (s):"
-  local total=0 file_total=0 file="" row f t s
-  for row in "${times[@]}"; do
-    read -r f t s <<<"$row"
-    if [[ -n $file && $f != "$file" ]]; then
-      printf '  %5d  tests/%s.rs (file)\n' "$file_total" "$file"
-      file_total=0
-    fi
-    file=$f
-    printf '  %5d  %s::%s\n' "$s" "$f" "$t"
-    ((file_total += s, total += s)) || true
+# The test binaries, run directly (two rows never wait on cargo's build lock).
+declare -A binaries
+while read -r name path; do binaries[$name]=$path; done < <(
+  cargo test --no-run --message-format=json 2>/dev/null | python3 -c '
+import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and "test" in m["target"]["kind"]:
+        print(m["target"]["name"], m["executable"])'
+)
+log_of() { echo "/tmp/pgstrap-e2e-${1/:/-}.log"; }
+# One row: its entries' tests one after the other; each test's time goes to ROWDIR/times
+# ("entry test seconds"); a failure stops the row and is written to ROWDIR/failed.
+run_row() {
+  local row=$1 entries=$2 out=/tmp/pgstrap-e2e-rows/$1 entry file words log bin start name
+  mkdir -p "$out"
+  export PGSTRAP_LAB_SLOT=$row PGSTRAP_LAB_DIR=${row_dirs[$row]}
+  for entry in $entries; do
+    file=${entry%%:*}
+    words=""
+    [[ $entry == *:* ]] && words=${entry#*:}
+    [[ -f "tests/$file.rs" ]] || continue
+    log=$(log_of "$entry")
+    : >"$log"
+    bin=${binaries[$file]}
+    echo "e2e row $row: tests/$file.rs${words:+ (tests named *$words*)} (log: $log)"
+    # In the order they are written in the file (tests that share a cluster rely on it; see
+    # tests/common/mod.rs `take`), not libtest's alphabetical one.
+    mapfile -t names < <("$bin" --ignored --list 2>/dev/null |
+      sed -n 's/: test$//p' | grep -v '^bench_' | grep -F -- "$words" | while read -r name; do
+        echo "$(grep -n -m1 -E "^fn $name\(" "tests/$file.rs" | cut -d: -f1) $name"
+      done | sort -n | cut -d' ' -f2)
+    for name in "${names[@]}"; do
+      start=$SECONDS
+      if PGSTRAP_E2E=1 "$bin" --ignored --exact "$name" --test-threads=1 --nocapture \
+        >>"$log" 2>&1; then
+        echo "$entry $name $((SECONDS - start))" >>"$out/times"
+        echo "  ok  row $row: $file::$name ($((SECONDS - start)) s)"
+      else
+        echo "$entry $name $((SECONDS - start))" >>"$out/times"
+        echo "$entry $name" >"$out/failed"
+        echo "  FAILED  row $row: $file::$name ($((SECONDS - start)) s; log: $log)"
+        return 1
+      fi
+    done
   done
-  printf '  %5d  tests/%s.rs (file)\n' "$file_total" "$file"
-  printf '  %5d  every e2e test (%d tests; wall %d s)\n' "$total" "${#times[@]}" $((SECONDS - e2e_start))
 }
-for t in lab engine rollout tls safety ops drill members dr backup; do
-  [[ -f "tests/$t.rs" ]] || continue
-  log=/tmp/pgstrap-e2e-$t.log
-  : >"$log"
-  echo "e2e: tests/$t.rs (log: $log)"
-  # In the order they are written in the file (tests that share a cluster rely on it; see
-  # tests/common/mod.rs `take`), not libtest's alphabetical one.
-  mapfile -t names < <(cargo test --quiet --test "$t" -- --ignored --list 2>/dev/null |
-    sed -n 's/: test$//p' | grep -v '^bench_' | while read -r name; do
-      echo "$(grep -n -m1 -E "^fn $name\(" "tests/$t.rs" | cut -d: -f1) $name"
-    done | sort -n | cut -d' ' -f2)
-  for name in "${names[@]}"; do
-    start=$SECONDS
-    if PGSTRAP_E2E=1 cargo test --quiet --test "$t" -- --ignored --exact "$name" --test-threads=1 \
-      --nocapture >>"$log" 2>&1; then
-      times+=("$t $name $((SECONDS - start))")
-      echo "  ok  $name ($((SECONDS - start)) s)"
-    else
-      times+=("$t $name $((SECONDS - start))")
-      tail -n 150 "$log"
-      echo "error: $t::$name failed (whole output: $log)" >&2
-      print_steps
-      print_times
-      exit 1
-    fi
+e2e_start=$SECONDS
+pids=()
+for row in "${!rows[@]}"; do
+  run_row "$row" "${rows[$row]}" &
+  pids+=($!)
+done
+for pid in "${pids[@]}"; do wait "$pid" || true; done
+e2e_wall=$((SECONDS - e2e_start))
+# The budget: every e2e test's wall time, per entry and per row; the rows ran side by side.
+print_times() {
+  echo "e2e time per test (s), rows side by side:"
+  local total=0 row times entry_total entry="" row_total e t s
+  for row in "${!rows[@]}"; do
+    times=/tmp/pgstrap-e2e-rows/$row/times
+    [[ -f $times ]] || continue
+    row_total=0 entry_total=0 entry=""
+    while read -r e t s; do
+      if [[ -n $entry && $e != "$entry" ]]; then
+        printf '  %5d  %s (entry)\n' "$entry_total" "$entry"
+        entry_total=0
+      fi
+      entry=$e
+      printf '  %5d  %s::%s\n' "$s" "${e%%:*}" "$t"
+      ((entry_total += s, row_total += s, total += s)) || true
+    done <"$times"
+    [[ -n $entry ]] && printf '  %5d  %s (entry)\n' "$entry_total" "$entry"
+    printf '  %5d  row %d (slot %d): %s\n' "$row_total" "$row" "$row" "${rows[$row]}"
   done
-  grep -E '^figure:' "$log" || true
+  printf '  %5d  every e2e test; wall %d s with the rows side by side\n' "$total" "$e2e_wall"
+}
+failed=0
+for row in "${!rows[@]}"; do
+  for entry in ${rows[$row]}; do
+    log=$(log_of "$entry")
+    [[ -f $log ]] && grep -E '^figure:' "$log" || true
+  done
+  if [[ -f /tmp/pgstrap-e2e-rows/$row/failed ]]; then
+    read -r entry name <"/tmp/pgstrap-e2e-rows/$row/failed"
+    log=$(log_of "$entry")
+    tail -n 150 "$log"
+    echo "error: ${entry%%:*}::$name failed (row $row; whole output: $log)" >&2
+    failed=1
+  fi
 done
 print_steps
 print_times
 echo "tests/run.sh: $SECONDS s in all"
+exit "$failed"

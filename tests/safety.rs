@@ -10,21 +10,17 @@ mod common;
 
 use std::path::Path;
 
-use common::{pgstrap, require_e2e, run_on, DIR};
+use common::{dir, ip, pgstrap, require_e2e, run_on, vip};
 
-const VIP: &str = "10.77.0.250";
-const HOSTS: [&str; 5] = [
-    "10.77.0.11",
-    "10.77.0.12",
-    "10.77.0.13",
-    "10.77.0.14",
-    "10.77.0.15",
-];
+/// The lab's five hosts' addresses.
+fn hosts() -> Vec<String> {
+    ["n1", "n2", "n3", "n4", "n5"].map(ip).to_vec()
+}
 
 /// What a refused command must leave as it was: per host, the hash of every file under the
 /// stack's configuration directories and the main PID of every service of the stack.
 fn hosts_state() -> Vec<String> {
-    HOSTS
+    hosts()
         .iter()
         .map(|address| {
             run_on(
@@ -41,7 +37,8 @@ fn hosts_state() -> Vec<String> {
 /// A copy of the lab's inventory in `dir`, with its secrets file and CA directory or not, and
 /// its text changed by `edit`. Returns the copy's path.
 fn copy_inventory(dir: &Path, secrets: bool, ca: bool, edit: impl Fn(String) -> String) -> String {
-    let lab = Path::new(DIR);
+    let lab_dir = common::dir();
+    let lab = Path::new(&lab_dir);
     let text = std::fs::read_to_string(lab.join("inventory.yaml")).expect("lab inventory");
     let copy = dir.join("inventory.yaml");
     std::fs::write(&copy, edit(text)).expect("write the copy");
@@ -58,7 +55,7 @@ fn copy_inventory(dir: &Path, secrets: bool, ca: bool, edit: impl Fn(String) -> 
         let status = std::process::Command::new("cp")
             .args([
                 "-a",
-                &format!("{DIR}/inventory.tls"),
+                &format!("{lab_dir}/inventory.tls"),
                 &dir.display().to_string(),
             ])
             .status()
@@ -103,7 +100,7 @@ fn refused(command: &str, copy: &str, names: &[&str], secret_values: &[String]) 
 fn an_inventory_copy_without_its_ca_or_secrets_is_refused_and_changes_nothing() {
     require_e2e();
     let inventory = common::take(&common::MAIN);
-    let secrets: Vec<String> = std::fs::read_to_string(format!("{DIR}/inventory.secrets.yaml"))
+    let secrets: Vec<String> = std::fs::read_to_string(format!("{}/inventory.secrets.yaml", dir()))
         .expect("secrets file")
         .lines()
         .filter_map(|l| {
@@ -114,7 +111,7 @@ fn an_inventory_copy_without_its_ca_or_secrets_is_refused_and_changes_nothing() 
         .collect();
     let before = hosts_state();
     let copies = tempfile::tempdir().expect("a directory for the copies");
-    let mut writer = common::Writer::start(&inventory, VIP);
+    let mut writer = common::Writer::start(&inventory, &vip());
     std::thread::sleep(std::time::Duration::from_secs(1));
 
     // A copy with the secrets file but without the CA directory: a new CA would be made.
@@ -193,7 +190,7 @@ fn an_inventory_copy_without_its_ca_or_secrets_is_refused_and_changes_nothing() 
 
 /// `SHOW name` on each DB host of the lab's cluster (as postgres, over its socket).
 fn shown_everywhere(name: &str) -> Vec<String> {
-    HOSTS[..3]
+    hosts()[..3]
         .iter()
         .map(|address| {
             run_on(
@@ -222,7 +219,7 @@ fn a_parameter_removed_from_the_inventory_returns_to_its_default_and_others_are_
     require_e2e();
     let inventory = common::take(&common::MAIN);
     let default = shown_everywhere("work_mem");
-    let writer = common::Writer::start(&inventory, VIP);
+    let writer = common::Writer::start(&inventory, &vip());
 
     // Set by an apply, then gone from the inventory: plan shows the removal, apply makes it.
     common::pgstrap_ok(&[
@@ -260,7 +257,7 @@ fn a_parameter_removed_from_the_inventory_returns_to_its_default_and_others_are_
     // Set by someone else (patronictl): listed by plan, left alone by apply.
     let patronictl = "patronictl -c /etc/patroni/config.yml edit-config --force";
     run_on(
-        HOSTS[0],
+        &hosts()[0],
         &format!("{patronictl} -p track_io_timing=on >/dev/null"),
     );
     let text = plan(&inventory);
@@ -275,7 +272,7 @@ fn a_parameter_removed_from_the_inventory_returns_to_its_default_and_others_are_
         "apply removed someone else's parameter"
     );
     run_on(
-        HOSTS[0],
+        &hosts()[0],
         &format!("{patronictl} -s postgresql.parameters.track_io_timing=null >/dev/null"),
     );
     writer.finish("a parameter set, removed, and one set outside the inventory");
@@ -300,7 +297,8 @@ fn a_parameter_removed_from_the_inventory_returns_to_its_default_and_others_are_
 
 /// The secrets file as a map (name → value).
 fn stored_secrets() -> std::collections::BTreeMap<String, String> {
-    let text = std::fs::read_to_string(format!("{DIR}/inventory.secrets.yaml")).expect("secrets");
+    let text =
+        std::fs::read_to_string(format!("{}/inventory.secrets.yaml", dir())).expect("secrets");
     serde_saphyr::from_str(&text).expect("secrets file")
 }
 
@@ -313,7 +311,7 @@ fn every_password_is_rotated_under_load_without_losing_a_write() {
     // A session opened before the rotation (an application's pool): it must never be cut.
     let mut writer = common::Writer::start_with(
         &inventory,
-        VIP,
+        &vip(),
         pgstrap::stack::drill::client::Style::LongLived,
     );
     std::thread::sleep(std::time::Duration::from_secs(1));
@@ -352,13 +350,13 @@ fn every_password_is_rotated_under_load_without_losing_a_write() {
         ..Default::default()
     };
     let old = runtime.block_on(pgstrap::stack::verify::connect(
-        VIP,
+        &vip(),
         5000,
         &secrets(&before["superuser_password"]),
     ));
     assert!(old.is_err(), "the old superuser password still works");
     let new = runtime.block_on(pgstrap::stack::verify::connect(
-        VIP,
+        &vip(),
         5000,
         &secrets(&after["superuser_password"]),
     ));

@@ -12,12 +12,10 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{fresh_lab, pgstrap_ok, require_e2e, run_on, DIR};
-
-const VIP: &str = "10.77.0.250";
+use common::{dir, fresh_lab, ip, pgstrap_ok, require_e2e, run_on, vip};
 
 fn tls_dir() -> String {
-    format!("{DIR}/inventory.tls")
+    format!("{}/inventory.tls", dir())
 }
 
 /// Run a local command; (succeeded, stdout + stderr).
@@ -106,7 +104,7 @@ fn stored_serial(host: &str) -> String {
 
 fn superuser_password() -> String {
     let secrets =
-        std::fs::read_to_string(format!("{DIR}/inventory.secrets.yaml")).expect("secrets");
+        std::fs::read_to_string(format!("{}/inventory.secrets.yaml", dir())).expect("secrets");
     secrets
         .lines()
         .find_map(|l| l.strip_prefix("superuser_password: "))
@@ -146,7 +144,7 @@ fn a_cluster_rolled_out_without_tls_is_kept_without_it() {
     // A lab of its own: the subject is a cluster rolled out without TLS from its first apply.
     let inventory = fresh_lab(&["--preinstalled", "--hosts", "5"]);
     pgstrap_ok(&["apply", "-i", &inventory, "--set", "tls.enabled=false"]);
-    let (ok, text) = curl("http://10.77.0.11:2379/v3/kv/range", &[]);
+    let (ok, text) = curl(&format!("http://{}:2379/v3/kv/range", ip("n1")), &[]);
     assert!(ok && text.contains("\"header\""), "plain etcd: {text}");
 
     let output = common::pgstrap(&["apply", "-i", &inventory]);
@@ -181,9 +179,12 @@ fn every_channel_speaks_tls_and_certificates_are_renewed_under_load() {
     let ca = format!("{tls}/ca.crt");
 
     // etcd: no plain HTTP, no TLS client without a certificate, none from another CA.
-    let (ok, text) = curl("http://10.77.0.11:2379/v3/kv/range", &[]);
+    let (ok, text) = curl(&format!("http://{}:2379/v3/kv/range", ip("n1")), &[]);
     assert!(!ok, "etcd answered plain HTTP: {text}");
-    let (ok, text) = curl("https://10.77.0.11:2379/v3/kv/range", &["--cacert", &ca]);
+    let (ok, text) = curl(
+        &format!("https://{}:2379/v3/kv/range", ip("n1")),
+        &["--cacert", &ca],
+    );
     assert!(!ok, "etcd answered a client without a certificate: {text}");
     let other = tempfile::tempdir().expect("temporary directory");
     let (other_key, other_cert) = (
@@ -212,12 +213,12 @@ fn every_channel_speaks_tls_and_certificates_are_renewed_under_load() {
     );
     assert!(ok, "openssl req: {text}");
     let (ok, text) = curl(
-        "https://10.77.0.11:2379/v3/kv/range",
+        &format!("https://{}:2379/v3/kv/range", ip("n1")),
         &["--cacert", &ca, "--cert", &other_cert, "--key", &other_key],
     );
     assert!(!ok, "etcd answered a certificate from another CA: {text}");
     let (ok, text) = curl(
-        "https://10.77.0.11:2379/v3/kv/range",
+        &format!("https://{}:2379/v3/kv/range", ip("n1")),
         &[
             "--cacert",
             &ca,
@@ -233,7 +234,15 @@ fn every_channel_speaks_tls_and_certificates_are_renewed_under_load() {
     );
 
     // Patroni's REST API: HTTPS only, its certificate valid for the host's address.
-    let (ok, _) = local("curl", &["-sS", "-m", "5", "http://10.77.0.11:8008/health"]);
+    let (ok, _) = local(
+        "curl",
+        &[
+            "-sS",
+            "-m",
+            "5",
+            &format!("http://{}:8008/health", ip("n1")),
+        ],
+    );
     assert!(!ok, "Patroni answered plain HTTP");
     let (ok, text) = local(
         "curl",
@@ -243,25 +252,30 @@ fn every_channel_speaks_tls_and_certificates_are_renewed_under_load() {
             "5",
             "--cacert",
             &ca,
-            "https://10.77.0.11:8008/health",
+            &format!("https://{}:8008/health", ip("n1")),
         ],
     );
     assert!(ok && text.contains("running"), "Patroni over HTTPS: {text}");
 
     // PostgreSQL through the VIP (HAProxy → PgBouncer): TLS required, verify-full works.
-    let base = format!("host={VIP} port=5000 user=postgres dbname=postgres");
+    let base = format!("host={} port=5000 user=postgres dbname=postgres", vip());
     let (ok, text) = psql(&format!("{base} sslmode=disable"));
     assert!(!ok, "a connection without TLS was accepted: {text}");
     let (ok, text) = psql(&format!("{base} sslmode=verify-full sslrootcert={ca}"));
-    assert!(ok, "sslmode=verify-full through the VIP: {text}");
+    assert!(ok, "sslmode=verify-full through the &vip(): {text}");
     // Directly to PostgreSQL: remote access is hostssl only.
-    let (ok, text) =
-        psql("host=10.77.0.11 port=5432 user=postgres dbname=postgres sslmode=disable");
+    let (ok, text) = psql(&format!(
+        "host={} port=5432 user=postgres dbname=postgres sslmode=disable",
+        ip("n1")
+    ));
     assert!(
         !ok,
         "PostgreSQL accepted a remote connection without TLS: {text}"
     );
-    let (ok, text) = psql(&format!("host=10.77.0.11 port=5432 user=postgres dbname=postgres sslmode=verify-full sslrootcert={ca}"));
+    let (ok, text) = psql(&format!(
+        "host={} port=5432 user=postgres dbname=postgres sslmode=verify-full sslrootcert={ca}",
+        ip("n1")
+    ));
     assert!(ok && text.trim() == "t", "PostgreSQL over TLS: {text}");
 
     // Replication over TLS: every replica's walsender connection.
@@ -286,11 +300,8 @@ fn every_channel_speaks_tls_and_certificates_are_renewed_under_load() {
         .iter()
         .map(|h| stored_serial(h))
         .collect();
-    let postmaster = run_on(
-        "10.77.0.11",
-        "systemctl show -p ExecMainPID --value patroni",
-    );
-    let writer = common::Writer::start(&inventory, VIP);
+    let postmaster = run_on(&ip("n1"), "systemctl show -p ExecMainPID --value patroni");
+    let writer = common::Writer::start(&inventory, &vip());
     std::thread::sleep(Duration::from_secs(2));
     let started = Instant::now();
     // A renewal window longer than a certificate's life: every certificate is due.
@@ -312,15 +323,22 @@ fn every_channel_speaks_tls_and_certificates_are_renewed_under_load() {
     for (old, new) in before.iter().zip(&after) {
         assert_ne!(old, new, "a certificate was not renewed");
     }
-    served_soon("10.77.0.11:8008", None, &after[0], "Patroni");
-    served_soon("10.77.0.11:2379", None, &after[0], "etcd");
-    served_soon("10.77.0.11:5432", Some("postgres"), &after[0], "PostgreSQL");
-    served_soon("10.77.0.11:6432", Some("postgres"), &after[0], "PgBouncer");
+    served_soon(&format!("{}:8008", ip("n1")), None, &after[0], "Patroni");
+    served_soon(&format!("{}:2379", ip("n1")), None, &after[0], "etcd");
+    served_soon(
+        &format!("{}:5432", ip("n1")),
+        Some("postgres"),
+        &after[0],
+        "PostgreSQL",
+    );
+    served_soon(
+        &format!("{}:6432", ip("n1")),
+        Some("postgres"),
+        &after[0],
+        "PgBouncer",
+    );
     assert_eq!(
-        run_on(
-            "10.77.0.11",
-            "systemctl show -p ExecMainPID --value patroni"
-        ),
+        run_on(&ip("n1"), "systemctl show -p ExecMainPID --value patroni"),
         postmaster,
         "Patroni was restarted for a certificate"
     );

@@ -25,7 +25,12 @@ pub struct Args {
     #[arg(long, default_value_t = 240)]
     pub converge_timeout: u64,
     /// The lab directory (faults on lab hosts are made by the lab).
-    #[arg(long, value_name = "DIR", default_value = crate::lab::DEFAULT_DIR)]
+    #[arg(
+        long,
+        value_name = "DIR",
+        env = "PGSTRAP_LAB_DIR",
+        default_value = crate::lab::DEFAULT_DIR
+    )]
     pub lab_dir: PathBuf,
     /// Confirm a drill on hosts that are not lab hosts (only faults made over SSH, each healed by
     /// a timer on the host itself).

@@ -8,7 +8,13 @@ use crate::lab;
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The lab's state directory (inventory, SSH key, known_hosts, host disks).
-    #[arg(long, global = true, value_name = "DIR", default_value = lab::DEFAULT_DIR)]
+    #[arg(
+        long,
+        global = true,
+        value_name = "DIR",
+        env = "PGSTRAP_LAB_DIR",
+        default_value = lab::DEFAULT_DIR
+    )]
     pub dir: PathBuf,
     #[command(subcommand)]
     pub command: LabCommand,
@@ -40,6 +46,12 @@ pub enum LabCommand {
         /// fewer than 5 hosts).
         #[arg(long)]
         backup: bool,
+        /// Which of the labs that run side by side on this machine this is (0–9): slot N takes
+        /// the networks 10.77.2N.0/23 and names of its own, so labs in different slots (each in
+        /// its own `--dir`) never touch each other. Kept in the lab's state for every later
+        /// command.
+        #[arg(long, value_name = "N", env = "PGSTRAP_LAB_SLOT", default_value_t = 0)]
+        slot: u8,
         /// Then roll out the whole stack on the lab (exactly `pgstrap apply -i <lab inventory>`),
         /// print its status and how to connect.
         #[arg(long)]
@@ -85,9 +97,11 @@ pub fn run(args: Args, verbose: u8) -> crate::error::Result<i32> {
             release,
             preinstalled,
             backup,
+            slot,
             deploy,
         } => {
             let options = lab::UpOptions {
+                slot: lab::Slot::new(slot)?,
                 dir,
                 cache_dir,
                 dc1_hosts: hosts,

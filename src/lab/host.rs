@@ -13,6 +13,7 @@ use super::base::{create_dir, write};
 use super::command::{last_lines, quote, Cmd};
 use super::inventory::LabHost;
 use super::net;
+use super::slot::Slot;
 use crate::error::{Error, Result};
 
 /// How often state is polled while waiting (readiness, stop, kill): waits end on a condition,
@@ -52,26 +53,27 @@ pub struct Cgroups {
     pub legacy: Option<PathBuf>,
 }
 
-pub fn cgroup_base() -> Cgroups {
+pub fn cgroup_base(slot: Slot) -> Cgroups {
+    let dir = slot.cgroup_dir();
     let hybrid = Path::new("/sys/fs/cgroup/unified/cgroup.procs").exists();
     if hybrid {
         let legacy = Path::new("/sys/fs/cgroup/systemd/cgroup.procs")
             .exists()
-            .then(|| PathBuf::from("/sys/fs/cgroup/systemd/pgstrap-lab"));
+            .then(|| Path::new("/sys/fs/cgroup/systemd").join(&dir));
         Cgroups {
-            unified: PathBuf::from("/sys/fs/cgroup/unified/pgstrap-lab"),
+            unified: Path::new("/sys/fs/cgroup/unified").join(&dir),
             legacy,
         }
     } else {
         Cgroups {
-            unified: PathBuf::from("/sys/fs/cgroup/pgstrap-lab"),
+            unified: Path::new("/sys/fs/cgroup").join(&dir),
             legacy: None,
         }
     }
 }
 
-pub fn cgroups(name: &str) -> Cgroups {
-    let base = cgroup_base();
+pub fn cgroups(slot: Slot, name: &str) -> Cgroups {
+    let base = cgroup_base(slot);
     Cgroups {
         unified: base.unified.join(name),
         legacy: base.legacy.map(|l| l.join(name)),
@@ -96,9 +98,9 @@ impl std::fmt::Display for HostState {
     }
 }
 
-pub fn state(name: &str) -> HostState {
-    let events =
-        std::fs::read_to_string(cgroups(name).unified.join("cgroup.events")).unwrap_or_default();
+pub fn state(slot: Slot, name: &str) -> HostState {
+    let events = std::fs::read_to_string(cgroups(slot, name).unified.join("cgroup.events"))
+        .unwrap_or_default();
     parse_state(&events)
 }
 
@@ -178,6 +180,7 @@ pub fn unmount(path: &Path) -> Result<()> {
 
 /// Everything a host needs to be prepared and booted.
 pub struct HostContext<'a> {
+    pub slot: Slot,
     pub lab_dir: &'a Path,
     pub base_root: &'a Path,
     pub hosts: &'a [LabHost],
@@ -200,7 +203,7 @@ pub fn etc_hosts(hosts: &[LabHost]) -> String {
 /// generated here, so `lab up` knows them and pgstrap can check them strictly.
 pub fn prepare(context: &HostContext, host: &LabHost) -> Result<()> {
     let name = &host.name;
-    clear_leftovers(context.lab_dir, name)?;
+    clear_leftovers(context.slot, context.lab_dir, name)?;
     let p = paths(context.lab_dir, name);
     for dir in [&p.upper, &p.work, &p.root] {
         create_dir(dir)?;
@@ -305,15 +308,21 @@ fn set_mode(path: &Path, mode: u32) -> Result<()> {
 /// (see the testbed notes): `--keep-unit` and `--register=no` because PID 1 is not systemd;
 /// `--private-network` beside the netns path so the host has CAP_NET_ADMIN (keepalived's VIP);
 /// the unified-hierarchy variable gives each host a pure cgroup2 tree like a real server.
-pub fn nspawn_command(host: &LabHost, root: &Path) -> Cmd {
+pub fn nspawn_command(slot: Slot, host: &LabHost, root: &Path) -> Cmd {
     Cmd::new("systemd-nspawn")
         .env("SYSTEMD_NSPAWN_UNIFIED_HIERARCHY", "1")
         .arg("-D")
         .arg(root.to_string_lossy())
-        .args(["-M", &host.name, "--boot", "--register=no", "--keep-unit"])
+        .args([
+            "-M",
+            &slot.machine(&host.name),
+            "--boot",
+            "--register=no",
+            "--keep-unit",
+        ])
         .arg(format!(
             "--network-namespace-path=/run/netns/{}",
-            net::netns_name(&host.name)
+            net::netns_name(slot, &host.name)
         ))
         .args([
             "--private-network",
@@ -328,7 +337,7 @@ pub fn nspawn_command(host: &LabHost, root: &Path) -> Cmd {
 /// again when it rebooted itself (exit code 133) and unmounts the overlay when it stops. It is a
 /// shell script rather than a pgstrap subcommand so a rebuilt or moved pgstrap binary (or a test
 /// binary calling the library) never matters to hosts that are running.
-pub fn supervisor_script(host: &LabHost, p: &HostPaths, cgroups: &Cgroups) -> String {
+pub fn supervisor_script(slot: Slot, host: &LabHost, p: &HostPaths, cgroups: &Cgroups) -> String {
     let name = &host.name;
     let mut lines = vec![
         "#!/bin/sh".to_string(),
@@ -343,10 +352,10 @@ pub fn supervisor_script(host: &LabHost, p: &HostPaths, cgroups: &Cgroups) -> St
     }
     lines.push("rc=0".into());
     lines.push("while :; do".into());
-    for command in net::host_network_down(name) {
+    for command in net::host_network_down(slot, name) {
         lines.push(format!("  {} 2>/dev/null", command.display()));
     }
-    for command in net::host_network_up(host) {
+    for command in net::host_network_up(slot, host) {
         lines.push(format!("  {} || exit 1", command.display()));
     }
     lines.push(format!(
@@ -354,20 +363,17 @@ pub fn supervisor_script(host: &LabHost, p: &HostPaths, cgroups: &Cgroups) -> St
     ));
     lines.push(format!(
         "  {} &",
-        nspawn_command(host, &p.root).display_with_env()
+        nspawn_command(slot, host, &p.root).display_with_env()
     ));
     let pidfile = quote(&p.pidfile.to_string_lossy());
     lines.push(format!("  echo $! > {pidfile}"));
     lines.push("  wait $!".into());
     lines.push("  rc=$?".into());
     lines.push(format!("  rm -f {pidfile}"));
-    for command in net::host_network_down(name) {
+    for command in net::host_network_down(slot, name) {
         lines.push(format!("  {} 2>/dev/null", command.display()));
     }
-    lines.push(format!(
-        "  rm -rf {}",
-        quote(&format!("/run/systemd/nspawn/propagate/{name}"))
-    ));
+    lines.push(format!("  rm -rf {}", quote(&propagate_dir(slot, name))));
     lines.push("  [ \"$rc\" -eq 133 ] || break".into());
     lines.push(format!(
         "  echo \"pgstrap-lab: {name} rebooted itself; booting it again\""
@@ -383,13 +389,13 @@ pub fn supervisor_script(host: &LabHost, p: &HostPaths, cgroups: &Cgroups) -> St
 
 /// Start the host's supervisor detached from pgstrap (its own session via `setsid -f`, output to
 /// the host's console.log), inside the host's own cgroup.
-pub fn launch(lab_dir: &Path, host: &LabHost) -> Result<()> {
+pub fn launch(slot: Slot, lab_dir: &Path, host: &LabHost) -> Result<()> {
     let p = paths(lab_dir, &host.name);
-    let groups = cgroups(&host.name);
+    let groups = cgroups(slot, &host.name);
     for dir in std::iter::once(&groups.unified).chain(groups.legacy.as_ref()) {
         create_dir(dir)?;
     }
-    write(&p.script, &supervisor_script(host, &p, &groups))?;
+    write(&p.script, &supervisor_script(slot, host, &p, &groups))?;
     let log = OpenOptions::new()
         .create(true)
         .append(true)
@@ -423,7 +429,7 @@ pub fn launch(lab_dir: &Path, host: &LabHost) -> Result<()> {
     // `setsid -f` returns before the supervisor has moved itself into the host's cgroup; until
     // it has, the host would look stopped.
     if !poll_until(Duration::from_secs(10), || {
-        state(&host.name) != HostState::Stopped
+        state(slot, &host.name) != HostState::Stopped
     }) {
         return Err(Error::failure(
             format!("the supervisor of lab host {} did not start", host.name),
@@ -477,6 +483,7 @@ pub fn ssh_args(identity_file: &Path, known_hosts: &Path, address: &str) -> Vec<
 /// Wait until the host's sshd answers and systemd has finished booting (`running`, or `degraded`
 /// with a warning), polling; fail at once if the host stops.
 pub fn wait_ready(
+    slot: Slot,
     lab_dir: &Path,
     host: &LabHost,
     ssh: &SshAccess,
@@ -487,7 +494,7 @@ pub fn wait_ready(
     let port = SocketAddr::from((host.address, 22));
     let mut last_problem = String::from("sshd never answered");
     loop {
-        if state(&host.name) == HostState::Stopped {
+        if state(slot, &host.name) == HostState::Stopped {
             return Err(Error::failure(
                 format!("lab host {} stopped while booting", host.name),
                 Some(format!(
@@ -550,10 +557,10 @@ fn poll_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
 
 /// Clean shutdown: SIGTERM to systemd-nspawn makes the host's systemd halt; the supervisor then
 /// removes the network and unmounts the overlay.
-pub fn stop(lab_dir: &Path, name: &str, timeout: Duration) -> Result<()> {
-    match state(name) {
-        HostState::Stopped => return clear_leftovers(lab_dir, name),
-        HostState::Frozen => set_frozen(name, false)?,
+pub fn stop(slot: Slot, lab_dir: &Path, name: &str, timeout: Duration) -> Result<()> {
+    match state(slot, name) {
+        HostState::Stopped => return clear_leftovers(slot, lab_dir, name),
+        HostState::Frozen => set_frozen(slot, name, false)?,
         HostState::Running => {}
     }
     let p = paths(lab_dir, name);
@@ -574,7 +581,7 @@ pub fn stop(lab_dir: &Path, name: &str, timeout: Duration) -> Result<()> {
     Cmd::new("kill")
         .args(["-TERM", &pid])
         .run("the host may have just stopped; check `pgstrap lab status`")?;
-    if !poll_until(timeout, || state(name) == HostState::Stopped) {
+    if !poll_until(timeout, || state(slot, name) == HostState::Stopped) {
         return Err(Error::failure(
             format!(
                 "lab host {name} did not halt within {} s",
@@ -583,7 +590,7 @@ pub fn stop(lab_dir: &Path, name: &str, timeout: Duration) -> Result<()> {
             Some(format!("cut its power instead: pgstrap lab kill {name}")),
         ));
     }
-    clear_leftovers(lab_dir, name)
+    clear_leftovers(slot, lab_dir, name)
 }
 
 /// Power cut: the host's link is cut first, then every process of the host (and its
@@ -591,11 +598,11 @@ pub fn stop(lab_dir: &Path, name: &str, timeout: Duration) -> Result<()> {
 /// it stops answering ARP. Cutting the link first keeps the dying processes' kernel from closing
 /// their TCP connections (FIN or RST to every peer), which a host without power never does: its
 /// peers must find out by themselves, as they would in a datacenter.
-pub fn kill(lab_dir: &Path, name: &str) -> Result<()> {
-    let unified = cgroups(name).unified;
-    if state(name) != HostState::Stopped {
-        if net::link_exists(&net::veth_name(name)) {
-            net::set_isolated(name, true)?;
+pub fn kill(slot: Slot, lab_dir: &Path, name: &str) -> Result<()> {
+    let unified = cgroups(slot, name).unified;
+    if state(slot, name) != HostState::Stopped {
+        if net::link_exists(&net::veth_name(slot, name)) {
+            net::set_isolated(slot, name, true)?;
         }
         // A process forked while the kill walks the cgroup, or one slow to die on a loaded
         // machine, survives one write: write it again each second, for up to 30 s.
@@ -603,13 +610,15 @@ pub fn kill(lab_dir: &Path, name: &str) -> Result<()> {
         for _ in 0..30 {
             if let Err(e) = write_cgroup(&unified.join("cgroup.kill"), "1") {
                 // Gone in between (its cgroup removed): stopped.
-                if state(name) == HostState::Stopped {
+                if state(slot, name) == HostState::Stopped {
                     stopped = true;
                     break;
                 }
                 return Err(e);
             }
-            if poll_until(Duration::from_secs(1), || state(name) == HostState::Stopped) {
+            if poll_until(Duration::from_secs(1), || {
+                state(slot, name) == HostState::Stopped
+            }) {
                 stopped = true;
                 break;
             }
@@ -621,14 +630,14 @@ pub fn kill(lab_dir: &Path, name: &str) -> Result<()> {
             ));
         }
     }
-    net::remove_host_network(name);
-    clear_leftovers(lab_dir, name)
+    net::remove_host_network(slot, name);
+    clear_leftovers(slot, lab_dir, name)
 }
 
 /// Freeze (a hung host) or thaw it through `cgroup.freeze`.
-pub fn set_frozen(name: &str, frozen: bool) -> Result<()> {
-    let unified = cgroups(name).unified;
-    if state(name) == HostState::Stopped {
+pub fn set_frozen(slot: Slot, name: &str, frozen: bool) -> Result<()> {
+    let unified = cgroups(slot, name).unified;
+    if state(slot, name) == HostState::Stopped {
         return Err(Error::failure(
             format!("lab host {name} is not running"),
             Some(format!("start it first: pgstrap lab start {name}")),
@@ -643,7 +652,7 @@ pub fn set_frozen(name: &str, frozen: bool) -> Result<()> {
     } else {
         HostState::Running
     };
-    if !poll_until(Duration::from_secs(10), || state(name) == wanted) {
+    if !poll_until(Duration::from_secs(10), || state(slot, name) == wanted) {
         return Err(Error::failure(
             format!("lab host {name} did not become {wanted} within 10 s"),
             Some(format!("look at {}/cgroup.events", unified.display())),
@@ -663,23 +672,28 @@ fn write_cgroup(file: &Path, value: &str) -> Result<()> {
 
 /// Remove what a stopped host may have left in the kernel: its network namespace and veth, its
 /// overlay mount, its cgroup directories and nspawn's propagation directory. Idempotent.
-pub fn clear_leftovers(lab_dir: &Path, name: &str) -> Result<()> {
-    if state(name) != HostState::Stopped {
+pub fn clear_leftovers(slot: Slot, lab_dir: &Path, name: &str) -> Result<()> {
+    if state(slot, name) != HostState::Stopped {
         return Err(Error::failure(
             format!("lab host {name} is still running"),
             Some(format!("stop it first: pgstrap lab stop {name}")),
         ));
     }
-    net::remove_host_network(name);
+    net::remove_host_network(slot, name);
     let p = paths(lab_dir, name);
     unmount(&p.root)?;
-    let groups = cgroups(name);
+    let groups = cgroups(slot, name);
     for dir in std::iter::once(&groups.unified).chain(groups.legacy.as_ref()) {
         remove_cgroup_tree(dir)?;
     }
-    let _ = std::fs::remove_dir_all(format!("/run/systemd/nspawn/propagate/{name}"));
+    let _ = std::fs::remove_dir_all(propagate_dir(slot, name));
     let _ = std::fs::remove_file(&p.pidfile);
     Ok(())
+}
+
+/// The directory nspawn keeps for a running machine (left behind when it is killed).
+fn propagate_dir(slot: Slot, name: &str) -> String {
+    format!("/run/systemd/nspawn/propagate/{}", slot.machine(name))
 }
 
 /// Remove a cgroup directory and its children, deepest first (cgroup directories are removed
@@ -709,8 +723,8 @@ pub fn remove_cgroup_tree(dir: &Path) -> Result<()> {
 }
 
 /// Names of hosts that have a cgroup directory (running or left behind).
-pub fn cgroup_host_names() -> Vec<String> {
-    let base = cgroup_base();
+pub fn cgroup_host_names(slot: Slot) -> Vec<String> {
+    let base = cgroup_base(slot);
     let mut names = Vec::new();
     for dir in std::iter::once(&base.unified).chain(base.legacy.as_ref()) {
         if let Ok(entries) = std::fs::read_dir(dir) {
@@ -756,7 +770,7 @@ mod tests {
             unified: PathBuf::from("/sys/fs/cgroup/unified/pgstrap-lab/n1"),
             legacy: Some(PathBuf::from("/sys/fs/cgroup/systemd/pgstrap-lab/n1")),
         };
-        let script = supervisor_script(&host, &p, &groups);
+        let script = supervisor_script(Slot::default(), &host, &p, &groups);
         assert!(script
             .contains("echo $$ > /sys/fs/cgroup/unified/pgstrap-lab/n1/cgroup.procs || exit 1"));
         assert!(script
@@ -768,11 +782,21 @@ mod tests {
         assert!(script.contains("--network-namespace-path=/run/netns/pglab-n1 --private-network"));
         assert!(script.contains("ip -n pglab-n1 route add default via 10.77.0.1 || exit 1"));
         assert!(script.ends_with("umount /var/lib/pgstrap/lab/hosts/n1/root\necho \"pgstrap-lab: n1 stopped (systemd-nspawn exit status $rc) at $(date -Is)\"\nexit \"$rc\"\n"));
+        // Another slot: its own machine name, netns and datacenter network.
+        let slot = Slot::new(1).expect("slot 1");
+        let host = LabHost {
+            address: Ipv4Addr::new(10, 77, 2, 11),
+            ..host
+        };
+        let script = supervisor_script(slot, &host, &p, &groups);
+        assert!(script.contains("-M n1-lab1 --boot"));
+        assert!(script.contains("ip -n pglab1-n1 route add default via 10.77.2.1 || exit 1"));
+        assert!(script.contains("rm -rf /run/systemd/nspawn/propagate/n1-lab1"));
     }
 
     #[test]
     fn etc_hosts_lists_every_lab_host() {
-        let hosts = super::super::inventory::hosts_for(2, 1);
+        let hosts = super::super::inventory::hosts_for(Slot::default(), 2, 1);
         let text = etc_hosts(&hosts);
         assert!(text.starts_with(ETC_HOSTS_HEADER));
         assert!(text.contains("10.77.0.12\tn2\n"));

@@ -54,12 +54,15 @@ impl Contents {
 /// memory like `pgstrap check`: nothing is generated or written next to it but the inventory).
 pub fn contents(work_dir: &Path, release: &str) -> Result<Contents> {
     let path = work_dir.join(format!("image-{release}.inventory.yaml"));
-    let mut clusters = inventory::layout(LAYOUT_HOSTS, 0);
+    // The addresses do not matter to what is installed: the default slot's.
+    let slot = super::Slot::default();
+    let mut clusters = inventory::layout(slot, LAYOUT_HOSTS, 0);
     inventory::with_backup(&mut clusters);
     let text = inventory::render(
-        &inventory::hosts_for(LAYOUT_HOSTS, 0),
+        &inventory::hosts_for(slot, LAYOUT_HOSTS, 0),
         &clusters,
         &inventory::InventoryPaths {
+            slot,
             identity_file: &work_dir.join("id_ed25519"),
             known_hosts: &work_dir.join("known_hosts"),
             apt_proxy: None,

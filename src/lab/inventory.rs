@@ -7,13 +7,12 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-/// The networks of the two lab datacenters (every cluster's `networks`).
-pub const NETWORKS: [&str; 2] = ["10.77.0.0/24", "10.77.1.0/24"];
+use super::slot::Slot;
 
 /// The most hosts a lab datacenter takes: addresses .11 to .210 stay below the VIP at .250.
 pub const MAX_HOSTS_PER_DATACENTER: usize = 200;
 
-/// One lab host: `n1..nN` in dc1 (10.77.0.11…), `d1..dM` in dc2 (10.77.1.11…).
+/// One lab host: `n1..nN` in dc1 (10.77.0.11… in slot 0), `d1..dM` in dc2 (10.77.1.11…).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LabHost {
     pub name: String,
@@ -22,13 +21,13 @@ pub struct LabHost {
 }
 
 /// The hosts of a lab with `dc1` hosts in datacenter 1 and `dc2` in datacenter 2.
-pub fn hosts_for(dc1: usize, dc2: usize) -> Vec<LabHost> {
-    let datacenter = |prefix: &str, dc: &str, third: u8, count: usize| {
+pub fn hosts_for(slot: Slot, dc1: usize, dc2: usize) -> Vec<LabHost> {
+    let datacenter = |prefix: &str, dc: &str, number: u8, count: usize| {
         (1..=count)
             .map(|i| LabHost {
                 name: format!("{prefix}{i}"),
                 // Bounded by MAX_HOSTS_PER_DATACENTER, checked before this is called.
-                address: Ipv4Addr::new(10, 77, third, 10 + i as u8),
+                address: slot.host_address(number, i as u8),
                 datacenter: dc.to_string(),
             })
             .collect::<Vec<_>>()
@@ -69,7 +68,7 @@ pub fn with_backup(clusters: &mut [ClusterLayout]) {
 /// Which lab host plays which role. dc1 with 3 or more hosts gets cluster `main` (etcd and
 /// PostgreSQL on n1–n3; balancers n4, n5 when there are 5 hosts, else n1, n2; the VIP .100);
 /// dc2 with 3 or more hosts gets the DR standby cluster `dr` on d1–d3 (only beside a `main`).
-pub fn layout(dc1: usize, dc2: usize) -> Vec<ClusterLayout> {
+pub fn layout(slot: Slot, dc1: usize, dc2: usize) -> Vec<ClusterLayout> {
     let names = |prefix: &str, range: std::ops::RangeInclusive<usize>| -> Vec<String> {
         range.map(|i| format!("{prefix}{i}")).collect()
     };
@@ -88,7 +87,7 @@ pub fn layout(dc1: usize, dc2: usize) -> Vec<ClusterLayout> {
         standby_of: None,
         etcd: names("n", 1..=3),
         postgres: names("n", 1..=3),
-        vip: (!balancers.is_empty()).then(|| "10.77.0.250/24".to_string()),
+        vip: (!balancers.is_empty()).then(|| slot.vip(0)),
         balancers,
         backup: Vec::new(),
     });
@@ -106,7 +105,7 @@ pub fn layout(dc1: usize, dc2: usize) -> Vec<ClusterLayout> {
             standby_of: Some("main".into()),
             etcd: names("d", 1..=3),
             postgres: names("d", 1..=3),
-            vip: (!balancers.is_empty()).then(|| "10.77.1.250/24".to_string()),
+            vip: (!balancers.is_empty()).then(|| slot.vip(1)),
             balancers,
             backup: Vec::new(),
         });
@@ -116,6 +115,8 @@ pub fn layout(dc1: usize, dc2: usize) -> Vec<ClusterLayout> {
 
 /// Where the generated inventory points pgstrap for SSH and apt.
 pub struct InventoryPaths<'a> {
+    /// The lab's slot: its datacenters' networks are every cluster's `networks`.
+    pub slot: Slot,
     pub identity_file: &'a Path,
     pub known_hosts: &'a Path,
     pub apt_proxy: Option<&'a str>,
@@ -124,7 +125,7 @@ pub struct InventoryPaths<'a> {
 /// The text of `<dir>/inventory.yaml`.
 pub fn render(hosts: &[LabHost], clusters: &[ClusterLayout], paths: &InventoryPaths) -> String {
     let list = |items: &[String]| format!("[{}]", items.join(", "));
-    let networks = list(&NETWORKS.map(String::from));
+    let networks = list(&[paths.slot.network(0), paths.slot.network(1)]);
     let mut out = String::new();
     // `write!` to a String cannot fail.
     let _ = writeln!(
@@ -192,14 +193,14 @@ mod tests {
 
     #[test]
     fn fewer_than_three_hosts_make_no_cluster() {
-        assert!(layout(0, 0).is_empty());
-        assert!(layout(2, 5).is_empty());
+        assert!(layout(Slot::default(), 0, 0).is_empty());
+        assert!(layout(Slot::default(), 2, 5).is_empty());
     }
 
     #[test]
     fn three_or_four_hosts_put_the_balancers_on_n1_n2() {
         for dc1 in [3, 4] {
-            let clusters = layout(dc1, 0);
+            let clusters = layout(Slot::default(), dc1, 0);
             assert_eq!(clusters.len(), 1);
             let (etcd, postgres, balancers) = names(&clusters[0]);
             assert_eq!(etcd, ["n1", "n2", "n3"]);
@@ -211,10 +212,10 @@ mod tests {
 
     #[test]
     fn five_hosts_get_dedicated_balancers_and_dr_needs_three() {
-        let clusters = layout(6, 2);
+        let clusters = layout(Slot::default(), 6, 2);
         assert_eq!(clusters.len(), 1);
         assert_eq!(names(&clusters[0]).2, ["n4", "n5"]);
-        let clusters = layout(5, 3);
+        let clusters = layout(Slot::default(), 5, 3);
         assert_eq!(clusters.len(), 2);
         let dr = &clusters[1];
         assert_eq!(dr.standby_of.as_deref(), Some("main"));
@@ -225,7 +226,7 @@ mod tests {
         );
         assert_eq!(dr.vip, None);
         // Five hosts in dc2: the standby side gets balancers and a VIP of its own.
-        let clusters = layout(5, 5);
+        let clusters = layout(Slot::default(), 5, 5);
         let dr = &clusters[1];
         assert_eq!(
             names(dr),
@@ -240,7 +241,7 @@ mod tests {
 
     #[test]
     fn hosts_are_numbered_per_datacenter() {
-        let hosts = hosts_for(2, 1);
+        let hosts = hosts_for(Slot::default(), 2, 1);
         let got: Vec<String> = hosts
             .iter()
             .map(|h| format!("{} {} {}", h.name, h.address, h.datacenter))
@@ -258,11 +259,16 @@ mod tests {
     #[test]
     fn inventory_text_matches_the_documented_format() {
         let paths = InventoryPaths {
+            slot: Slot::default(),
             identity_file: Path::new("/var/lib/pgstrap/lab/id_ed25519"),
             known_hosts: Path::new("/var/lib/pgstrap/lab/known_hosts"),
             apt_proxy: Some("http://10.77.0.1:3142"),
         };
-        let text = render(&hosts_for(5, 3), &layout(5, 3), &paths);
+        let text = render(
+            &hosts_for(Slot::default(), 5, 3),
+            &layout(Slot::default(), 5, 3),
+            &paths,
+        );
         let expected = "\
 # Generated by `pgstrap lab up`; regenerated on every `lab up`.
 ssh:
@@ -301,11 +307,16 @@ clusters:
     #[test]
     fn small_lab_without_proxy_writes_empty_clusters() {
         let paths = InventoryPaths {
+            slot: Slot::default(),
             identity_file: Path::new("/l/id_ed25519"),
             known_hosts: Path::new("/l/known_hosts"),
             apt_proxy: None,
         };
-        let text = render(&hosts_for(1, 0), &layout(1, 0), &paths);
+        let text = render(
+            &hosts_for(Slot::default(), 1, 0),
+            &layout(Slot::default(), 1, 0),
+            &paths,
+        );
         assert!(!text.contains("apt:"), "{text}");
         assert!(
             text.ends_with("hosts:\n  n1: {address: 10.77.0.11, datacenter: dc1}\nclusters: {}\n"),
@@ -316,12 +327,17 @@ clusters:
     #[test]
     fn generated_inventory_parses_with_the_raw_inventory_model() {
         let paths = InventoryPaths {
+            slot: Slot::default(),
             identity_file: Path::new("/l/id_ed25519"),
             known_hosts: Path::new("/l/known_hosts"),
             apt_proxy: Some("http://10.77.0.1:3142"),
         };
         for (dc1, dc2) in [(1, 0), (3, 0), (4, 0), (6, 3)] {
-            let text = render(&hosts_for(dc1, dc2), &layout(dc1, dc2), &paths);
+            let text = render(
+                &hosts_for(Slot::default(), dc1, dc2),
+                &layout(Slot::default(), dc1, dc2),
+                &paths,
+            );
             let parsed: std::result::Result<crate::inventory::raw::RawInventory, _> =
                 serde_saphyr::from_str(&text);
             assert!(parsed.is_ok(), "{dc1}+{dc2}: {:?}\n{text}", parsed.err());

@@ -15,6 +15,7 @@ mod host;
 mod image;
 mod inventory;
 mod net;
+mod slot;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -23,6 +24,7 @@ use serde::{Deserialize, Serialize};
 
 pub use host::HostState;
 pub use inventory::{layout, ClusterLayout, LabHost};
+pub use slot::Slot;
 
 use crate::error::{Error, Result};
 
@@ -50,6 +52,8 @@ pub struct UpOptions {
     pub preinstalled: bool,
     /// The primary cluster has backups (`backup: {repository: …}` in the inventory).
     pub backup: bool,
+    /// Which of the labs that run side by side this is (its networks and kernel names).
+    pub slot: Slot,
 }
 
 impl UpOptions {
@@ -63,6 +67,7 @@ impl UpOptions {
             release: crate::role::releases().default.clone(),
             preinstalled: false,
             backup: false,
+            slot: Slot::default(),
         }
     }
 
@@ -137,6 +142,9 @@ struct LabState {
     /// The Debian release of the hosts (labs made before releases were recorded ran 12).
     #[serde(default = "release_12")]
     release: String,
+    /// The lab's slot (labs made before slots ran in slot 0).
+    #[serde(default)]
+    slot: Slot,
 }
 
 fn release_12() -> String {
@@ -192,6 +200,8 @@ pub fn up(opts: &UpOptions) -> Result<LabInfo> {
         ));
     };
     let dir = &opts.dir;
+    let slot = opts.slot;
+    check_slot(dir, slot)?;
     if let Some(running) = load_state(dir).ok().filter(|s| s.release != opts.release) {
         let up = running_hosts(&running);
         if !up.is_empty() {
@@ -216,7 +226,7 @@ pub fn up(opts: &UpOptions) -> Result<LabInfo> {
     } else {
         None
     };
-    let hosts = inventory::hosts_for(opts.dc1_hosts, opts.dc2_hosts);
+    let hosts = inventory::hosts_for(slot, opts.dc1_hosts, opts.dc2_hosts);
     let wanted_root = match &contents {
         Some(contents) => image::root(&opts.cache_dir, release, contents),
         None => base.root.clone(),
@@ -241,17 +251,18 @@ pub fn up(opts: &UpOptions) -> Result<LabInfo> {
         base_root: wanted_root,
         cache_dir: opts.cache_dir.clone(),
         release: opts.release.clone(),
+        slot,
     };
-    let removed = remove_unwanted_hosts(dir, &hosts)?;
+    let removed = remove_unwanted_hosts(slot, dir, &hosts)?;
     save_state(dir, &state)?;
 
-    net::ensure_bridges()?;
-    net::install_filter_and_forwarding(dir)?;
-    net::raise_inotify_instances(dir, hosts.len())?;
-    let (apt_proxy, apt_proxy_problem) = match cache::ensure(dir, &opts.cache_dir) {
+    net::ensure_bridges(slot)?;
+    net::install_filter_and_forwarding(slot)?;
+    net::raise_inotify_instances(running_lab_hosts() + hosts.len())?;
+    let (apt_proxy, apt_proxy_problem) = match cache::ensure(slot, dir, &opts.cache_dir) {
         Ok(installed) => {
             installed_packages.extend(installed);
-            (Some(cache::proxy_url()), None)
+            (Some(cache::proxy_url(slot)), None)
         }
         Err(error) => {
             let problem = error.to_string();
@@ -275,11 +286,12 @@ pub fn up(opts: &UpOptions) -> Result<LabInfo> {
 
     let (left_alone, to_boot): (Vec<&LabHost>, Vec<&LabHost>) = hosts
         .iter()
-        .partition(|h| host::state(&h.name) != HostState::Stopped);
+        .partition(|h| host::state(slot, &h.name) != HostState::Stopped);
     for running in &left_alone {
         host::refresh_etc_hosts(dir, &hosts, &running.name)?;
     }
     let context = host::HostContext {
+        slot,
         lab_dir: dir,
         base_root: &state.base_root,
         hosts: &hosts,
@@ -294,11 +306,11 @@ pub fn up(opts: &UpOptions) -> Result<LabInfo> {
         known_hosts: &known_hosts,
     };
     parallel(&to_boot, |h| {
-        host::launch(dir, h)?;
-        host::wait_ready(dir, h, &ssh, BOOT_TIMEOUT)
+        host::launch(slot, dir, h)?;
+        host::wait_ready(slot, dir, h, &ssh, BOOT_TIMEOUT)
     })?;
 
-    let mut clusters = inventory::layout(opts.dc1_hosts, opts.dc2_hosts);
+    let mut clusters = inventory::layout(slot, opts.dc1_hosts, opts.dc2_hosts);
     if opts.backup {
         inventory::with_backup(&mut clusters);
     }
@@ -306,6 +318,7 @@ pub fn up(opts: &UpOptions) -> Result<LabInfo> {
         &hosts,
         &clusters,
         &inventory::InventoryPaths {
+            slot,
             identity_file: &identity_file,
             known_hosts: &known_hosts,
             apt_proxy: apt_proxy.as_deref(),
@@ -359,12 +372,57 @@ pub fn image(work_dir: &Path, cache_dir: &Path, release: &str) -> Result<ImageIn
     })
 }
 
+/// Refuse a slot another lab on this machine uses (its bridge exists, and this directory's lab,
+/// if any, is in another slot), and a lab directory whose running hosts are in another slot.
+fn check_slot(dir: &Path, slot: Slot) -> Result<()> {
+    let previous = load_state(dir).ok();
+    if let Some(previous) = previous.as_ref().filter(|p| p.slot != slot) {
+        let up = running_hosts(previous);
+        if !up.is_empty() {
+            return Err(Error::usage(
+                format!(
+                    "the lab in {} runs in slot {} ({}); asked for slot {slot}",
+                    dir.display(),
+                    previous.slot,
+                    up.join(", ")
+                ),
+                Some("`pgstrap lab down` first, or leave out --slot".into()),
+            ));
+        }
+    }
+    let ours = previous.is_some_and(|p| p.slot == slot);
+    let bridge = slot.bridge(0);
+    if !ours && net::link_exists(&bridge) {
+        return Err(Error::usage(
+            format!(
+                "slot {slot} is taken by another lab on this machine (its bridge {bridge} exists) \
+                 and the lab in {} is not it",
+                dir.display()
+            ),
+            Some(
+                "give this lab another slot (`--slot N` or PGSTRAP_LAB_SLOT), or take the other \
+                 lab down first (`pgstrap lab down --dir` with its directory)"
+                    .into(),
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// How many hosts of every lab on this machine run (for the inotify limit all share).
+fn running_lab_hosts() -> usize {
+    (0..=Slot::MAX)
+        .filter_map(|n| Slot::new(n).ok())
+        .map(|slot| host::cgroup_host_names(slot).len())
+        .sum()
+}
+
 /// The hosts of a lab that are not stopped.
 fn running_hosts(state: &LabState) -> Vec<&str> {
     state
         .hosts
         .iter()
-        .filter(|h| host::state(&h.name) != HostState::Stopped)
+        .filter(|h| host::state(state.slot, &h.name) != HostState::Stopped)
         .map(|h| h.name.as_str())
         .collect()
 }
@@ -471,7 +529,7 @@ fn load_state(dir: &Path) -> Result<LabState> {
 }
 
 /// Names of hosts something of which exists on the machine: host directories, cgroups, netns.
-fn existing_host_names(dir: &Path) -> Vec<String> {
+fn existing_host_names(slot: Slot, dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir.join("hosts"))
         .map(|entries| {
             entries
@@ -480,16 +538,16 @@ fn existing_host_names(dir: &Path) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default();
-    names.extend(host::cgroup_host_names());
+    names.extend(host::cgroup_host_names(slot));
     names.extend(
         net::netns_list()
             .into_iter()
-            .filter_map(|n| n.strip_prefix(net::NETNS_PREFIX).map(String::from)),
+            .filter_map(|n| n.strip_prefix(&slot.netns_prefix()).map(String::from)),
     );
     names.extend(
         net::links()
             .into_iter()
-            .filter_map(|n| n.strip_prefix(net::VETH_PREFIX).map(String::from)),
+            .filter_map(|n| n.strip_prefix(&slot.veth_prefix()).map(String::from)),
     );
     names.sort();
     names.dedup();
@@ -497,20 +555,20 @@ fn existing_host_names(dir: &Path) -> Vec<String> {
 }
 
 /// Power off and delete hosts that exist but are not wanted.
-fn remove_unwanted_hosts(dir: &Path, wanted: &[LabHost]) -> Result<Vec<String>> {
+fn remove_unwanted_hosts(slot: Slot, dir: &Path, wanted: &[LabHost]) -> Result<Vec<String>> {
     let mut removed = Vec::new();
-    for name in existing_host_names(dir) {
+    for name in existing_host_names(slot, dir) {
         if wanted.iter().any(|h| h.name == name) {
             continue;
         }
-        destroy_host(dir, &name)?;
+        destroy_host(slot, dir, &name)?;
         removed.push(name);
     }
     Ok(removed)
 }
 
-fn destroy_host(dir: &Path, name: &str) -> Result<()> {
-    host::kill(dir, name)?;
+fn destroy_host(slot: Slot, dir: &Path, name: &str) -> Result<()> {
+    host::kill(slot, dir, name)?;
     let host_dir = host::paths(dir, name).dir;
     if !host::mounts_under(&host_dir).is_empty() {
         return Err(Error::failure(
@@ -536,11 +594,13 @@ pub struct DownReport {
 }
 
 /// Remove everything the lab made (hosts, their disks, netns, veths, bridges, the nft table,
-/// cgroups, mounts, the package cache daemon; `ip_forward` back to its saved value). Keeps the
-/// base cache. Idempotent.
+/// cgroups, mounts, the package cache daemon; `ip_forward` back to its saved value when no lab
+/// in another slot runs). Keeps the base cache. Idempotent.
 pub fn down(dir: &Path) -> Result<DownReport> {
     require_root()?;
-    let names = existing_host_names(dir);
+    // No lab state: the default slot's leftovers (or nothing) are cleared.
+    let slot = load_state(dir).map(|s| s.slot).unwrap_or_default();
+    let names = existing_host_names(slot, dir);
     // Power cuts in parallel: disks are thrown away anyway.
     let refs: Vec<LabHost> = names
         .iter()
@@ -551,11 +611,11 @@ pub fn down(dir: &Path) -> Result<DownReport> {
         })
         .collect();
     let refs: Vec<&LabHost> = refs.iter().collect();
-    parallel(&refs, |h| destroy_host(dir, &h.name))?;
+    parallel(&refs, |h| destroy_host(slot, dir, &h.name))?;
     cache::stop(dir)?;
-    net::remove_filter_and_forwarding(dir)?;
-    net::remove_all_links()?;
-    let base = host::cgroup_base();
+    net::remove_all_links(slot)?;
+    net::remove_filter_and_forwarding(slot, dir)?;
+    let base = host::cgroup_base(slot);
     for root in std::iter::once(&base.unified).chain(base.legacy.as_ref()) {
         host::remove_cgroup_tree(root)?;
     }
@@ -586,8 +646,8 @@ pub fn status(dir: &Path) -> Result<Vec<HostStatus>> {
         .hosts
         .into_iter()
         .map(|h| HostStatus {
-            state: host::state(&h.name),
-            isolated: net::is_isolated(&h.name),
+            state: host::state(state.slot, &h.name),
+            isolated: net::is_isolated(state.slot, &h.name),
             host: h,
         })
         .collect())
@@ -604,26 +664,29 @@ pub fn fault(dir: &Path, name: &str, fault: Fault) -> Result<()> {
             Some(format!("the lab's hosts are: {}", known.join(", "))),
         ));
     };
+    let slot = state.slot;
     match fault {
-        Fault::Stop => host::stop(dir, name, STOP_TIMEOUT),
-        Fault::Kill => host::kill(dir, name),
-        Fault::Freeze => host::set_frozen(name, true),
-        Fault::Thaw => host::set_frozen(name, false),
-        Fault::Isolate => net::set_isolated(name, true),
-        Fault::Heal => net::set_isolated(name, false),
+        Fault::Stop => host::stop(slot, dir, name, STOP_TIMEOUT),
+        Fault::Kill => host::kill(slot, dir, name),
+        Fault::Freeze => host::set_frozen(slot, name, true),
+        Fault::Thaw => host::set_frozen(slot, name, false),
+        Fault::Isolate => net::set_isolated(slot, name, true),
+        Fault::Heal => net::set_isolated(slot, name, false),
         Fault::Start => start(dir, &state, target),
     }
 }
 
 fn start(dir: &Path, state: &LabState, target: &LabHost) -> Result<()> {
-    if host::state(&target.name) != HostState::Stopped {
+    let slot = state.slot;
+    if host::state(slot, &target.name) != HostState::Stopped {
         return Ok(());
     }
     let public_key = ensure_key(dir)?;
     // The network may be gone after a reboot of this machine; make sure it is there.
-    net::ensure_bridges()?;
-    net::install_filter_and_forwarding(dir)?;
+    net::ensure_bridges(slot)?;
+    net::install_filter_and_forwarding(slot)?;
     let context = host::HostContext {
+        slot,
         lab_dir: dir,
         base_root: &state.base_root,
         hosts: &state.hosts,
@@ -635,8 +698,8 @@ fn start(dir: &Path, state: &LabState, target: &LabHost) -> Result<()> {
         identity_file: &identity_file,
         known_hosts: &known_hosts,
     };
-    host::launch(dir, target)?;
-    host::wait_ready(dir, target, &ssh, BOOT_TIMEOUT)
+    host::launch(slot, dir, target)?;
+    host::wait_ready(slot, dir, target, &ssh, BOOT_TIMEOUT)
 }
 
 /// An `ssh` command to a lab host as root with the lab's key and strict host-key checking, for

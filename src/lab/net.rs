@@ -7,54 +7,29 @@ use std::path::Path;
 
 use super::command::Cmd;
 use super::inventory::LabHost;
+use super::slot::Slot;
 use crate::error::{Error, Result};
 
-/// Both datacenters' networks in one prefix: every lab address is inside it.
-pub const LAB_RANGE: &str = "10.77.0.0/23";
-/// The nft table (family inet) that holds the lab's egress filter and NAT.
-pub const NFT_TABLE: &str = "pgstrap_lab";
 /// The mirror the lab hosts use (the one this machine's apt sources use).
 pub const MIRROR_HOST: &str = "deb.debian.org";
 const FORWARD_SYSCTL: &str = "/proc/sys/net/ipv4/ip_forward";
-const SAVED_SYSCTLS: &str = "saved-sysctls";
-/// Names of host-side veths start with this; bridges with [`BRIDGE_PREFIX`]; netns with
-/// [`NETNS_PREFIX`].
-pub const VETH_PREFIX: &str = "pgl-";
-pub const BRIDGE_PREFIX: &str = "pglab-dc";
-pub const NETNS_PREFIX: &str = "pglab-";
+/// The sysctls labs changed, with the values they had before the first lab: one file for the
+/// machine (labs in several slots share `ip_forward`), put back by the last lab's `down`.
+const SAVED_SYSCTLS: &str = "/run/pgstrap-lab-sysctls";
+/// Where labs made before slots kept them (in the lab's directory): still put back.
+const LEGACY_SAVED_SYSCTLS: &str = "saved-sysctls";
 
-/// One datacenter's bridge.
-pub struct Bridge {
-    pub name: &'static str,
-    pub gateway: Ipv4Addr,
+/// The datacenter a host's bridge belongs to: 0 for dc1, 1 for every other.
+fn dc_of(host: &LabHost) -> u8 {
+    u8::from(host.datacenter != "dc1")
 }
 
-pub const BRIDGES: [Bridge; 2] = [
-    Bridge {
-        name: "pglab-dc1",
-        gateway: Ipv4Addr::new(10, 77, 0, 1),
-    },
-    Bridge {
-        name: "pglab-dc2",
-        gateway: Ipv4Addr::new(10, 77, 1, 1),
-    },
-];
-
-/// The bridge a host's datacenter hangs on (dc1 → the first, everything else → the second).
-pub fn bridge_of(host: &LabHost) -> &'static Bridge {
-    if host.datacenter == "dc1" {
-        &BRIDGES[0]
-    } else {
-        &BRIDGES[1]
-    }
+pub fn netns_name(slot: Slot, host: &str) -> String {
+    format!("{}{host}", slot.netns_prefix())
 }
 
-pub fn netns_name(host: &str) -> String {
-    format!("{NETNS_PREFIX}{host}")
-}
-
-pub fn veth_name(host: &str) -> String {
-    format!("{VETH_PREFIX}{host}")
+pub fn veth_name(slot: Slot, host: &str) -> String {
+    format!("{}{host}", slot.veth_prefix())
 }
 
 /// A fixed, locally administered MAC derived from an address, so a rebooted host keeps its MAC
@@ -70,10 +45,11 @@ const MAC_BRIDGE: u8 = 0x4b;
 
 /// The commands that give a host a fresh network namespace with `eth0` on its datacenter bridge;
 /// run by the host's supervisor before every boot.
-pub fn host_network_up(host: &LabHost) -> Vec<Cmd> {
-    let netns = netns_name(&host.name);
-    let veth = veth_name(&host.name);
-    let bridge = bridge_of(host);
+pub fn host_network_up(slot: Slot, host: &LabHost) -> Vec<Cmd> {
+    let netns = netns_name(slot, &host.name);
+    let veth = veth_name(slot, &host.name);
+    let dc = dc_of(host);
+    let bridge = slot.bridge(dc);
     vec![
         Cmd::new("ip").args(["netns", "add", &netns]),
         Cmd::new("ip").args([
@@ -92,7 +68,7 @@ pub fn host_network_up(host: &LabHost) -> Vec<Cmd> {
             "netns",
             &netns,
         ]),
-        Cmd::new("ip").args(["link", "set", &veth, "master", bridge.name, "up"]),
+        Cmd::new("ip").args(["link", "set", &veth, "master", &bridge, "up"]),
         Cmd::new("ip").args(["-n", &netns, "link", "set", "lo", "up"]),
         Cmd::new("ip").args([
             "-n",
@@ -111,30 +87,30 @@ pub fn host_network_up(host: &LabHost) -> Vec<Cmd> {
             "add",
             "default",
             "via",
-            &bridge.gateway.to_string(),
+            &slot.gateway(dc).to_string(),
         ]),
     ]
 }
 
 /// The commands that remove a host's network namespace (its veth pair goes with it) and a stale
 /// host-side veth; each may find nothing to remove.
-pub fn host_network_down(host: &str) -> Vec<Cmd> {
+pub fn host_network_down(slot: Slot, host: &str) -> Vec<Cmd> {
     vec![
-        Cmd::new("ip").args(["netns", "delete", &netns_name(host)]),
-        Cmd::new("ip").args(["link", "delete", &veth_name(host)]),
+        Cmd::new("ip").args(["netns", "delete", &netns_name(slot, host)]),
+        Cmd::new("ip").args(["link", "delete", &veth_name(slot, host)]),
     ]
 }
 
 /// Remove a host's network now (a power-cut host must stop answering ARP at once).
-pub fn remove_host_network(host: &str) {
-    for command in host_network_down(host) {
+pub fn remove_host_network(slot: Slot, host: &str) {
+    for command in host_network_down(slot, host) {
         command.succeeds();
     }
 }
 
 /// Cut (`isolated = true`) or restore a host's link to its bridge.
-pub fn set_isolated(host: &str, isolated: bool) -> Result<()> {
-    let veth = veth_name(host);
+pub fn set_isolated(slot: Slot, host: &str, isolated: bool) -> Result<()> {
+    let veth = veth_name(slot, host);
     if !link_exists(&veth) {
         return Err(Error::failure(
             format!("lab host {host} has no network link ({veth}): it is not running"),
@@ -149,8 +125,8 @@ pub fn set_isolated(host: &str, isolated: bool) -> Result<()> {
 }
 
 /// Whether a host's link is cut: its veth exists and is administratively down.
-pub fn is_isolated(host: &str) -> bool {
-    let flags = std::fs::read_to_string(format!("/sys/class/net/{}/flags", veth_name(host)));
+pub fn is_isolated(slot: Slot, host: &str) -> bool {
+    let flags = std::fs::read_to_string(format!("/sys/class/net/{}/flags", veth_name(slot, host)));
     match flags {
         Ok(text) => {
             let value = u32::from_str_radix(text.trim().trim_start_matches("0x"), 16).unwrap_or(1);
@@ -187,32 +163,31 @@ fn dir_names(dir: &str) -> Vec<String> {
 }
 
 /// Create both datacenter bridges with their gateway addresses (or leave them as they are).
-pub fn ensure_bridges() -> Result<()> {
-    for bridge in &BRIDGES {
-        if !link_exists(bridge.name) {
+pub fn ensure_bridges(slot: Slot) -> Result<()> {
+    for dc in 0..2 {
+        let bridge = slot.bridge(dc);
+        let gateway = slot.gateway(dc);
+        if !link_exists(&bridge) {
             Cmd::new("ip")
                 .args([
                     "link",
                     "add",
-                    bridge.name,
+                    &bridge,
                     "address",
-                    &mac_for(bridge.gateway, MAC_BRIDGE),
+                    &mac_for(gateway, MAC_BRIDGE),
                     "type",
                     "bridge",
                 ])
                 .run("is the `bridge` kernel module available? check `ip link`")?;
         }
         Cmd::new("ip")
-            .args([
-                "addr",
-                "replace",
-                &format!("{}/24", bridge.gateway),
-                "dev",
-                bridge.name,
-            ])
-            .run("check `ip addr` on this machine; another network may use 10.77.0.0/23")?;
+            .args(["addr", "replace", &format!("{gateway}/24"), "dev", &bridge])
+            .run(&format!(
+                "check `ip addr` on this machine; another network may use {}",
+                slot.range()
+            ))?;
         Cmd::new("ip")
-            .args(["link", "set", bridge.name, "up"])
+            .args(["link", "set", &bridge, "up"])
             .run("check `ip link` on this machine")?;
     }
     Ok(())
@@ -274,8 +249,9 @@ fn address_set(addresses: &[Ipv4Addr]) -> String {
 /// dropped (counted, so tests read counters instead of connecting out). `br_netfilter` sends even
 /// bridged host-to-host traffic through FORWARD, hence the explicit lab↔lab rule. INPUT: hosts
 /// reach this machine only for replies, ping and the package cache (3142).
-pub fn ruleset(mirrors: &[Ipv4Addr], dns: &[Ipv4Addr]) -> String {
-    let lab = LAB_RANGE;
+pub fn ruleset(slot: Slot, mirrors: &[Ipv4Addr], dns: &[Ipv4Addr]) -> String {
+    let lab = slot.range();
+    let lab = lab.as_str();
     let mut forward = vec![
         "type filter hook forward priority filter; policy accept;".to_string(),
         format!("ip saddr {lab} ip daddr {lab} accept"),
@@ -320,8 +296,9 @@ pub fn ruleset(mirrors: &[Ipv4Addr], dns: &[Ipv4Addr]) -> String {
     };
     // Declaring then deleting the table first makes the load an atomic replace, whether or not
     // a (stale) table exists.
+    let table = slot.nft_table();
     format!(
-        "table inet {NFT_TABLE}\ndelete table inet {NFT_TABLE}\ntable inet {NFT_TABLE} {{\n{}{}{}}}\n",
+        "table inet {table}\ndelete table inet {table}\ntable inet {table} {{\n{}{}{}}}\n",
         chain("forward", &forward),
         chain("input", &input),
         chain("postrouting", &postrouting),
@@ -349,38 +326,62 @@ fn write_forward(value: &str) -> Result<()> {
 }
 
 /// Load the egress filter, and only then turn on forwarding: with forwarding on and no filter,
-/// lab hosts' packets would leave the machine unfiltered. The old `ip_forward` is saved once (a
-/// second `up` must not save the lab's own 1) in `<dir>/saved-sysctls`.
-pub fn install_filter_and_forwarding(dir: &Path) -> Result<()> {
-    let saved = dir.join(SAVED_SYSCTLS);
-    if !saved.exists() {
-        let old = read_forward()?;
-        std::fs::write(&saved, format!("net.ipv4.ip_forward={old}\n")).map_err(|error| {
-            Error::failure(
-                format!("could not write {}: {error}", saved.display()),
-                None,
-            )
-        })?;
-    }
-    let rules = ruleset(&mirror_addresses()?, &dns_servers());
+/// lab hosts' packets would leave the machine unfiltered. The old `ip_forward` is saved once for
+/// the machine (a second `up`, or a lab in another slot, must not save the labs' own 1).
+pub fn install_filter_and_forwarding(slot: Slot) -> Result<()> {
+    save_sysctl("net.ipv4.ip_forward", &read_forward()?)?;
+    let rules = ruleset(slot, &mirror_addresses()?, &dns_servers());
     let loaded = Cmd::new("nft")
         .args(["-f", "-"])
         .input(rules)
         .run("is nftables installed? the rules are in `pgstrap lab` src/lab/net.rs");
     if let Err(error) = loaded {
-        // Never leave forwarding on without the filter.
-        if let Some(old) = saved_forward(dir) {
-            let _ = write_forward(&old);
+        // Never leave forwarding on without the filter (unless another lab's filter holds it).
+        if other_lab_tables(slot).is_empty() {
+            if let Some(old) = saved_sysctls(None).get("net.ipv4.ip_forward") {
+                let _ = write_forward(old);
+            }
         }
         return Err(error);
     }
     write_forward("1")
 }
 
-/// Make sure the kernel allows enough inotify instances for `hosts` systemd containers (each
-/// systemd takes a few; the usual default of 128 stops at about 50 hosts with "Too many open
-/// files"). The old value is saved beside `ip_forward` and restored by `lab down`.
-pub fn raise_inotify_instances(dir: &Path, hosts: usize) -> Result<()> {
+/// Keep a sysctl's value from before the first lab, unless one is kept already.
+fn save_sysctl(key: &str, value: &str) -> Result<()> {
+    let text = std::fs::read_to_string(SAVED_SYSCTLS).unwrap_or_default();
+    if text.lines().any(|l| l.starts_with(&format!("{key}="))) {
+        return Ok(());
+    }
+    std::fs::write(SAVED_SYSCTLS, format!("{text}{key}={value}\n")).map_err(|error| {
+        Error::failure(
+            format!("could not write {SAVED_SYSCTLS}: {error}"),
+            Some("run as root".into()),
+        )
+    })
+}
+
+/// The sysctls kept before the first lab (and, from a lab made before slots, in its `dir`).
+fn saved_sysctls(dir: Option<&Path>) -> std::collections::BTreeMap<String, String> {
+    let legacy = dir.map(|d| d.join(LEGACY_SAVED_SYSCTLS));
+    [Some(Path::new(SAVED_SYSCTLS).to_path_buf()), legacy]
+        .into_iter()
+        .flatten()
+        .filter_map(|file| std::fs::read_to_string(file).ok())
+        .flat_map(|text| {
+            text.lines()
+                .filter_map(|l| l.split_once('='))
+                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+                .collect::<Vec<_>>()
+        })
+        .rev()
+        .collect()
+}
+
+/// Make sure the kernel allows enough inotify instances for `hosts` more systemd containers
+/// (each systemd takes a few; the usual default of 128 stops at about 50 hosts with "Too many
+/// open files"). The old value is kept beside `ip_forward` and put back by the last `lab down`.
+pub fn raise_inotify_instances(hosts: usize) -> Result<()> {
     const KEY: &str = "fs.inotify.max_user_instances";
     let path = "/proc/sys/fs/inotify/max_user_instances";
     let current: usize = std::fs::read_to_string(path)
@@ -391,16 +392,7 @@ pub fn raise_inotify_instances(dir: &Path, hosts: usize) -> Result<()> {
     if current >= wanted {
         return Ok(());
     }
-    let saved = dir.join(SAVED_SYSCTLS);
-    let text = std::fs::read_to_string(&saved).unwrap_or_default();
-    if !text.lines().any(|l| l.starts_with(&format!("{KEY}="))) {
-        std::fs::write(&saved, format!("{text}{KEY}={current}\n")).map_err(|error| {
-            Error::failure(
-                format!("could not write {}: {error}", saved.display()),
-                None,
-            )
-        })?;
-    }
+    save_sysctl(KEY, &current.to_string())?;
     std::fs::write(path, wanted.to_string()).map_err(|error| {
         Error::failure(
             format!("could not raise {KEY} to {wanted}: {error}"),
@@ -409,61 +401,63 @@ pub fn raise_inotify_instances(dir: &Path, hosts: usize) -> Result<()> {
     })
 }
 
-/// Put back every saved sysctl other than `ip_forward` (which goes first, with the filter).
-fn restore_other_sysctls(dir: &Path) {
-    let Ok(text) = std::fs::read_to_string(dir.join(SAVED_SYSCTLS)) else {
-        return;
-    };
-    for line in text.lines() {
-        if let Some((key, value)) = line.split_once('=') {
+/// Remove this lab's nft table; when it was the last lab on the machine, put `ip_forward` back
+/// (first, so nothing is forwarded unfiltered) and every other kept sysctl. Called once the
+/// lab's hosts and links are gone, so nothing of this lab is forwarded while other labs keep
+/// forwarding on.
+pub fn remove_filter_and_forwarding(slot: Slot, dir: &Path) -> Result<()> {
+    if other_lab_tables(slot).is_empty() {
+        let saved = saved_sysctls(Some(dir));
+        if let Some(old) = saved.get("net.ipv4.ip_forward") {
+            write_forward(old)?;
+        }
+        for (key, value) in &saved {
             if key != "net.ipv4.ip_forward" {
                 let path = format!("/proc/sys/{}", key.replace('.', "/"));
-                let _ = std::fs::write(path, value.trim());
+                let _ = std::fs::write(path, value);
             }
         }
+        let _ = std::fs::remove_file(SAVED_SYSCTLS);
     }
-}
-
-fn saved_forward(dir: &Path) -> Option<String> {
-    let text = std::fs::read_to_string(dir.join(SAVED_SYSCTLS)).ok()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix("net.ipv4.ip_forward="))
-        .map(|v| v.trim().to_string())
-}
-
-/// Restore `ip_forward` to its saved value (first, so nothing is forwarded unfiltered), then
-/// remove the nft table.
-pub fn remove_filter_and_forwarding(dir: &Path) -> Result<()> {
-    if let Some(old) = saved_forward(dir) {
-        write_forward(&old)?;
-    }
-    restore_other_sysctls(dir);
-    let _ = std::fs::remove_file(dir.join(SAVED_SYSCTLS));
-    if nft_table_exists() {
+    let _ = std::fs::remove_file(dir.join(LEGACY_SAVED_SYSCTLS));
+    if nft_table_exists(slot) {
         Cmd::new("nft")
-            .args(["delete", "table", "inet", NFT_TABLE])
+            .args(["delete", "table", "inet", &slot.nft_table()])
             .run("check `nft list tables`")?;
     }
     Ok(())
 }
 
-pub fn nft_table_exists() -> bool {
+pub fn nft_table_exists(slot: Slot) -> bool {
     Cmd::new("nft")
-        .args(["list", "table", "inet", NFT_TABLE])
+        .args(["list", "table", "inet", &slot.nft_table()])
         .succeeds()
 }
 
-/// Remove every lab netns, veth and bridge still on this machine.
-pub fn remove_all_links() -> Result<()> {
+/// The nft tables of labs in other slots that run on this machine.
+pub fn other_lab_tables(slot: Slot) -> Vec<String> {
+    let listing = Cmd::new("nft")
+        .args(["list", "tables"])
+        .capture()
+        .map(|(_, stdout, _)| stdout)
+        .unwrap_or_default();
+    super::slot::lab_tables(&listing)
+        .into_iter()
+        .filter(|t| *t != slot.nft_table())
+        .collect()
+}
+
+/// Remove every netns, veth and bridge of this lab still on this machine.
+pub fn remove_all_links(slot: Slot) -> Result<()> {
     for netns in netns_list() {
-        if netns.starts_with(NETNS_PREFIX) {
+        if netns.starts_with(&slot.netns_prefix()) {
             Cmd::new("ip")
                 .args(["netns", "delete", &netns])
                 .run("check `ip netns list`")?;
         }
     }
     for link in links() {
-        if link.starts_with(VETH_PREFIX) || link.starts_with(BRIDGE_PREFIX) {
+        if link.starts_with(&slot.veth_prefix()) || link.starts_with(&slot.bridge_prefix()) {
             Cmd::new("ip")
                 .args(["link", "delete", &link])
                 .run("check `ip link`")?;
@@ -492,6 +486,7 @@ mod tests {
     #[test]
     fn ruleset_drops_everything_but_the_mirror_and_dns() {
         let rules = ruleset(
+            Slot::default(),
             &[Ipv4Addr::new(203, 0, 113, 80)],
             &[Ipv4Addr::new(10, 255, 255, 53)],
         );
@@ -510,7 +505,12 @@ mod tests {
 
     #[test]
     fn ruleset_without_dns_has_no_empty_set() {
-        let rules = ruleset(&[Ipv4Addr::new(203, 0, 113, 80)], &[]);
+        let rules = ruleset(
+            Slot::new(1).expect("slot 1"),
+            &[Ipv4Addr::new(203, 0, 113, 80)],
+            &[],
+        );
+        assert!(rules.contains("ip saddr 10.77.2.0/23 ip daddr 10.77.2.0/23 accept"));
         assert!(!rules.contains("{  }"));
         assert!(!rules.contains("dport 53"));
     }

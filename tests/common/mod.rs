@@ -1,6 +1,10 @@
 //! Helpers shared by the end-to-end tests on lab hosts: the switch that enables them, running
 //! the real binary, and SSH to a lab host exactly as a user would (the lab's key and known_hosts,
 //! strict host-key checking). Only lab addresses (10.77.x.x) are ever contacted.
+//!
+//! The lab is the one in `PGSTRAP_LAB_DIR` (default /var/lib/pgstrap/lab), in slot
+//! `PGSTRAP_LAB_SLOT` (default 0): tests/run.sh runs two rows of test files side by side, each on
+//! its own lab; a test names hosts' addresses through [`ip`] and [`vip`], never literally.
 #![allow(dead_code)]
 
 pub mod cli;
@@ -8,8 +12,47 @@ pub mod cli;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-/// The lab's state directory (`pgstrap lab up` default).
-pub const DIR: &str = "/var/lib/pgstrap/lab";
+/// The lab's state directory: `PGSTRAP_LAB_DIR`, else `pgstrap lab up`'s default (the pgstrap
+/// commands the tests run read the same variable).
+pub fn dir() -> String {
+    std::env::var("PGSTRAP_LAB_DIR").unwrap_or_else(|_| pgstrap::lab::DEFAULT_DIR.into())
+}
+
+/// The lab's slot: `PGSTRAP_LAB_SLOT`, else 0 (`pgstrap lab up` reads the same variable).
+pub fn slot() -> pgstrap::lab::Slot {
+    let number = std::env::var("PGSTRAP_LAB_SLOT")
+        .ok()
+        .map(|n| n.parse().expect("PGSTRAP_LAB_SLOT: a number"))
+        .unwrap_or(0);
+    pgstrap::lab::Slot::new(number).expect("PGSTRAP_LAB_SLOT: a lab slot")
+}
+
+/// A lab host's address by its name: `nK` in dc1, `dK` in dc2 (10.77.0.(10 + K) in slot 0).
+pub fn ip(host: &str) -> String {
+    let (dc, number) = match host.split_at(1) {
+        ("n", k) => (0, k),
+        ("d", k) => (1, k),
+        _ => panic!("not a lab host name: {host}"),
+    };
+    let index = number.parse().expect("a lab host number");
+    slot().host_address(dc, index).to_string()
+}
+
+/// The VIP of the lab's datacenter `dc` (0: dc1, 1: dc2), without its prefix length.
+pub fn vip_of(dc: u8) -> String {
+    let vip = slot().vip(dc);
+    vip.split('/').next().unwrap_or_default().to_string()
+}
+
+/// The VIP of the lab's cluster `main` (dc1).
+pub fn vip() -> String {
+    vip_of(0)
+}
+
+/// The network of the lab's datacenter 1 (`networks:` of an inventory a test writes).
+pub fn network() -> String {
+    slot().network(0)
+}
 
 /// etcdctl on a DB host, with the host's certificate from the inventory's CA (etcd refuses
 /// clients without one).
@@ -29,7 +72,7 @@ pub fn require_e2e() {
 
 /// The lab inventory's path.
 pub fn inventory() -> String {
-    format!("{DIR}/inventory.yaml")
+    format!("{}/inventory.yaml", dir())
 }
 
 /// A lab of fresh hosts (`pgstrap lab down`, then `pgstrap lab up ARGS`): what a test finds does
@@ -96,7 +139,7 @@ pub const DR: Shared = Shared {
 /// The marker of a cluster given back: its name and the lab's host keys (a fresh lab has new
 /// ones, so a marker never outlives the hosts it was written for).
 fn marker() -> std::path::PathBuf {
-    Path::new(DIR).join("e2e-shared-cluster")
+    Path::new(&dir()).join("e2e-shared-cluster")
 }
 
 fn marker_text(shared: &Shared) -> Option<String> {
@@ -201,14 +244,14 @@ pub fn pgstrap_ok(args: &[&str]) -> String {
 }
 
 pub fn known_hosts() -> PathBuf {
-    Path::new(DIR).join("known_hosts")
+    Path::new(&dir()).join("known_hosts")
 }
 
 /// `ssh` with the lab key, a given known_hosts and strict host-key checking.
 pub fn ssh(address: &str, known_hosts: &Path, remote: &str) -> Output {
     Command::new("ssh")
         .args(pgstrap::lab::ssh_args(
-            &Path::new(DIR).join("id_ed25519"),
+            &Path::new(&dir()).join("id_ed25519"),
             known_hosts,
             address,
         ))
