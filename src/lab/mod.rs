@@ -256,9 +256,12 @@ pub fn up(opts: &UpOptions) -> Result<LabInfo> {
     let removed = remove_unwanted_hosts(slot, dir, &hosts)?;
     save_state(dir, &state)?;
 
-    net::ensure_bridges(slot)?;
-    net::install_filter_and_forwarding(slot)?;
-    net::raise_inotify_instances(running_lab_hosts() + hosts.len())?;
+    {
+        let _shared = net::machine_lock()?;
+        net::ensure_bridges(slot)?;
+        net::install_filter_and_forwarding(slot)?;
+        net::raise_inotify_instances(running_lab_hosts() + hosts.len())?;
+    }
     let (apt_proxy, apt_proxy_problem) = match cache::ensure(slot, dir, &opts.cache_dir) {
         Ok(installed) => {
             installed_packages.extend(installed);
@@ -613,8 +616,11 @@ pub fn down(dir: &Path) -> Result<DownReport> {
     let refs: Vec<&LabHost> = refs.iter().collect();
     parallel(&refs, |h| destroy_host(slot, dir, &h.name))?;
     cache::stop(dir)?;
-    net::remove_all_links(slot)?;
-    net::remove_filter_and_forwarding(slot, dir)?;
+    {
+        let _shared = net::machine_lock()?;
+        net::remove_all_links(slot)?;
+        net::remove_filter_and_forwarding(slot, dir)?;
+    }
     let base = host::cgroup_base(slot);
     for root in std::iter::once(&base.unified).chain(base.legacy.as_ref()) {
         host::remove_cgroup_tree(root)?;
@@ -683,8 +689,11 @@ fn start(dir: &Path, state: &LabState, target: &LabHost) -> Result<()> {
     }
     let public_key = ensure_key(dir)?;
     // The network may be gone after a reboot of this machine; make sure it is there.
-    net::ensure_bridges(slot)?;
-    net::install_filter_and_forwarding(slot)?;
+    {
+        let _shared = net::machine_lock()?;
+        net::ensure_bridges(slot)?;
+        net::install_filter_and_forwarding(slot)?;
+    }
     let context = host::HostContext {
         slot,
         lab_dir: dir,

@@ -325,6 +325,28 @@ fn write_forward(value: &str) -> Result<()> {
     })
 }
 
+/// The machine-wide lock every lab takes while it changes what labs share (`ip_forward`, the
+/// kept sysctls, which lab is the last): two labs coming up or going down at the same moment
+/// would otherwise both keep "the value before the first lab" (one of them the other's 1), or
+/// both think another lab remains. Held until the returned file is dropped.
+pub fn machine_lock() -> Result<std::fs::File> {
+    const LOCK: &str = "/run/pgstrap-lab.lock";
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(LOCK)
+        .map_err(|error| {
+            Error::failure(
+                format!("could not open {LOCK}: {error}"),
+                Some("run as root".into()),
+            )
+        })?;
+    rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)
+        .map_err(|error| Error::failure(format!("could not lock {LOCK}: {error}"), None))?;
+    Ok(file)
+}
+
 /// Load the egress filter, and only then turn on forwarding: with forwarding on and no filter,
 /// lab hosts' packets would leave the machine unfiltered. The old `ip_forward` is saved once for
 /// the machine (a second `up`, or a lab in another slot, must not save the labs' own 1).
