@@ -95,7 +95,7 @@ fn a_set_value_of_the_wrong_type_is_bad_input() {
     for (set, expected) in [
         (
             "patroni.ttl=thirty",
-            "`patroni.ttl` must be a whole number of at least 20, not \"thirty\"",
+            "`patroni.ttl` must be a whole number from 20 to 3600, not \"thirty\"",
         ),
         (
             "keepalived.nopreempt=\"false\"",
@@ -138,7 +138,7 @@ fn staged(example: &str, secrets: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("temp dir");
     let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(example);
     std::fs::copy(source, dir.path().join("inventory.yaml")).expect("copy inventory");
-    std::fs::write(dir.path().join("inventory.secrets.yaml"), secrets).expect("write secrets");
+    common::cli::write_secrets(dir.path().join("inventory.secrets.yaml"), secrets);
     dir
 }
 
@@ -368,4 +368,116 @@ fn ssh_and_psql_refuse_what_the_inventory_does_not_have_before_connecting() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
+}
+
+/// An inventory with `text` in a temporary directory (messages name `inventory.yaml`).
+fn inventory_of(text: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join("inventory.yaml"), text).expect("write inventory");
+    dir
+}
+
+#[test]
+fn names_and_lines_from_the_inventory_never_reach_the_terminal_raw() {
+    // A host name with an escape sequence and one with a newline (issue 22, item 10): escaped in
+    // the message, no forged line.
+    let dir = inventory_of(
+        "hosts:\n  \"pg\\e[31m1\": {address: 10.10.0.11}\n  \"pg2\\nerror: forged\": {address: 10.10.0.12}\nclusters: {}\n",
+    );
+    let (code, stderr) = run_in(dir.path(), &["check", "-i", "inventory.yaml"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(!stderr.contains('\u{1b}'), "a raw escape: {stderr:?}");
+    assert!(stderr.contains("pg\\u{1b}[31m1"), "{stderr}");
+    assert!(
+        !stderr.lines().any(|l| l.starts_with("error: forged")),
+        "a forged line: {stderr}"
+    );
+    // A raw ESC byte in a comment (a YAML error of its own): replaced in the line shown, which
+    // is the right one.
+    let dir = inventory_of("hosts:\n  pg1: {address: 10.10.0.11} # \u{1b}[2J\nclusters: {}\n");
+    let (code, stderr) = run_in(dir.path(), &["check", "-i", "inventory.yaml"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(!stderr.contains('\u{1b}'), "a raw escape: {stderr:?}");
+    assert!(stderr.contains("inventory.yaml:2:"), "{stderr}");
+}
+
+#[test]
+fn a_secret_written_inline_is_never_echoed() {
+    for secrets in [
+        "secrets:\n  superuser_password: \"Inline-Secret-1\"\n",
+        "secrets:\n  superuser_password: {value: \"Inline-Secret-1\"}\n",
+        "secrets: {superuser_password: \"Inline-Secret-1\"}\n",
+    ] {
+        let dir = inventory_of(&format!(
+            "hosts:\n  pg1: {{address: 10.10.0.11}}\nclusters: {{}}\n{secrets}"
+        ));
+        let (code, stderr) = run_in(dir.path(), &["check", "-i", "inventory.yaml"]);
+        assert_eq!(code, Some(2), "{stderr}");
+        assert!(!stderr.contains("Inline-Secret"), "{stderr}");
+        assert!(stderr.contains("inventory.yaml:"), "where, still: {stderr}");
+    }
+}
+
+#[test]
+fn thousands_of_problems_are_capped_and_counted() {
+    let hosts: Vec<String> = (0..3000).map(|i| format!("x{i}")).collect();
+    let dir = inventory_of(&format!(
+        "hosts:\n  h: {{address: 10.0.0.1}}\nclusters:\n  main:\n    etcd: [{}]\n    postgres: [h]\n",
+        hosts.join(", ")
+    ));
+    let (code, stderr) = run_in(dir.path(), &["check", "-i", "inventory.yaml"]);
+    assert_eq!(code, Some(2));
+    assert!(stderr.len() < 2_000_000, "{} bytes of errors", stderr.len());
+    assert!(
+        stderr.contains("more problem(s) not shown"),
+        "{}",
+        &stderr[stderr.len().saturating_sub(300)..]
+    );
+    assert!(stderr.contains("3001 problems found"), "the count is whole");
+}
+
+#[test]
+fn a_template_name_is_never_a_path_outside_the_templates() {
+    let output = pgstrap()
+        .args(["templates", "show", "/etc/hostname"])
+        .output()
+        .expect("run pgstrap");
+    assert_eq!(output.status.code(), Some(2));
+    assert!(output.stdout.is_empty());
+    // An override that includes an absolute path renders nothing of it.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let source =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("inventories/single-dc.yaml");
+    let text = std::fs::read_to_string(source).expect("example");
+    std::fs::write(
+        dir.path().join("inventory.yaml"),
+        text.replacen("\nhosts:", "\ntemplates_dir: overrides\nhosts:", 1),
+    )
+    .expect("write inventory");
+    std::fs::create_dir_all(dir.path().join("overrides/common")).expect("mkdir");
+    std::fs::write(
+        dir.path().join("overrides/common/createcluster.conf.j2"),
+        "{% include '/etc/hostname' %}\n",
+    )
+    .expect("write override");
+    let (code, stderr) = run_in(dir.path(), &["check", "-i", "inventory.yaml"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("/etc/hostname"), "{stderr}");
+}
+
+#[test]
+fn a_fifo_where_a_file_is_expected_is_refused_not_waited_on() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let fifo = dir.path().join("inventory.yaml");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo");
+    assert!(made.success());
+    let started = std::time::Instant::now();
+    let (code, stderr) = run_in(dir.path(), &["check", "-i", "inventory.yaml"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("not a regular file"), "{stderr}");
+    // Not a timed assertion of speed: a FIFO read would block for ever.
+    assert!(started.elapsed() < std::time::Duration::from_secs(60));
 }

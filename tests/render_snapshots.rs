@@ -20,7 +20,7 @@ fn staged(inventory: &str, secret_value: impl Fn(&str) -> String) -> (tempfile::
         .into_owned();
     let secrets = common::cli::secrets_yaml(|name, _| secret_value(name));
     let store = target.with_file_name(format!("{stem}.secrets.yaml"));
-    std::fs::write(&store, secrets).expect("write secrets");
+    common::cli::write_secrets(&store, secrets);
     (dir, target)
 }
 

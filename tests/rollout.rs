@@ -31,7 +31,7 @@ fn poison_secrets(inventory: &str) {
             .take(length.max(8))
             .collect()
     });
-    std::fs::write(&store, text).expect("write secrets");
+    common::cli::write_secrets(&store, text);
 }
 
 /// One write through the VIP's write port; Ok when it landed on a primary.

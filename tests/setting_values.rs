@@ -111,7 +111,7 @@ fn render(target: &Target, value: &Value) -> Option<Files> {
     let path = dir.path().join("inventory.yaml");
     std::fs::write(&path, inventory_text(target, value)).expect("write inventory");
     let secrets = common::cli::secrets_yaml(|name, _| format!("{name}x"));
-    std::fs::write(dir.path().join("inventory.secrets.yaml"), secrets).expect("write secrets");
+    common::cli::write_secrets(dir.path().join("inventory.secrets.yaml"), secrets);
     let project = pgstrap::render::load_project(&path, &[]).ok()?;
     let secrets = project.secrets(false).ok()?;
     let state = pgstrap::render::desired_state(&project, &secrets, None).ok()?;

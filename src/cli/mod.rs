@@ -229,10 +229,21 @@ pub(crate) fn declined() -> Error {
     )
 }
 
-/// Print every report of an error to stderr, once.
+/// The most reports of one error printed in full: past it, one line says how many more there
+/// are (3000 unknown host names once printed 324 MB).
+const MAX_REPORTS: usize = 20;
+
+/// Print the reports of an error to stderr, once: the first [`MAX_REPORTS`] in full, then how
+/// many more there are.
 pub fn report(error: &Error) {
-    for report in &error.reports {
+    for report in error.reports.iter().take(MAX_REPORTS) {
         crate::ui::print_report(report);
+    }
+    let more = error.reports.len().saturating_sub(MAX_REPORTS);
+    if more > 0 {
+        crate::ui::eprintln(&format!(
+            "… and {more} more problem(s) not shown: fix the ones above and run it again"
+        ));
     }
     if error.kind == ErrorKind::BadInput && error.reports.len() > 1 {
         crate::ui::eprintln(&format!(

@@ -10,14 +10,40 @@ use serde_saphyr::Location;
 #[derive(Clone, Debug)]
 pub struct Source {
     pub name: String,
+    /// The text as read (what is parsed).
     pub text: Arc<String>,
+    /// The text as diagnostics show it: a lone carriage return is a line break (as for the YAML
+    /// parser, whose line numbers the diagnostics use), and every other control character but
+    /// newline and tab is shown as U+FFFD, so a snippet never sends the terminal an escape
+    /// sequence. Same lines, same characters per line as `text`.
+    shown: Arc<String>,
 }
 
 impl Source {
-    /// The byte offset of a 1-based line and column (columns count characters).
+    pub fn new(name: &str, text: String) -> Self {
+        let mut shown = String::with_capacity(text.len());
+        let mut chars = text.chars().peekable();
+        while let Some(c) = chars.next() {
+            shown.push(match c {
+                '\r' if chars.peek() == Some(&'\n') => '\r',
+                '\r' => '\n',
+                '\n' | '\t' => c,
+                c if c.is_control() => '\u{FFFD}',
+                c => c,
+            });
+        }
+        Self {
+            name: plain(name),
+            text: Arc::new(text),
+            shown: Arc::new(shown),
+        }
+    }
+
+    /// The byte offset in the shown text of a 1-based line and column (columns count
+    /// characters).
     pub fn offset(&self, line: u64, column: u64) -> usize {
         let mut offset = 0;
-        for (index, text) in self.text.split_inclusive('\n').enumerate() {
+        for (index, text) in self.shown.split_inclusive('\n').enumerate() {
             if index as u64 + 1 == line {
                 let chars = column.saturating_sub(1) as usize;
                 return offset
@@ -28,8 +54,26 @@ impl Source {
             }
             offset += text.len();
         }
-        self.text.len()
+        self.shown.len()
     }
+}
+
+/// `text` with its control characters written as escapes (`\u{1b}`, `\n`): a name or value from
+/// the inventory in a message can neither colour the terminal nor forge a line.
+pub fn plain(text: &str) -> String {
+    if !text.chars().any(char::is_control) {
+        return text.to_owned();
+    }
+    text.chars()
+        .flat_map(|c| {
+            let escaped: Vec<char> = if c.is_control() {
+                c.escape_default().collect()
+            } else {
+                vec![c]
+            };
+            escaped
+        })
+        .collect()
 }
 
 /// An inventory problem: a message, where it is, and what to do about it.
@@ -59,16 +103,22 @@ impl InventoryError {
             .map_or((0, 0), |l| (l.line(), l.column()));
         let offset = (line > 0).then(|| source.offset(line, column));
         Self {
-            message: message.to_string(),
+            message: plain(&message.to_string()),
             file: source.name.clone(),
             line,
             column,
-            label: label.to_string(),
+            label: plain(&label.to_string()),
             help: None,
             warning: false,
-            source: NamedSource::new(source.name.clone(), source.text.clone()),
+            source: NamedSource::new(source.name.clone(), source.shown.clone()),
             offset,
         }
+    }
+
+    /// Say where, but show no line of the file (the line may hold a secret).
+    pub fn without_snippet(mut self) -> Self {
+        self.offset = None;
+        self
     }
 
     pub fn hint(mut self, help: impl fmt::Display) -> Self {

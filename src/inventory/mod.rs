@@ -11,7 +11,6 @@ pub mod vars;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use ipnet::IpNet;
 use serde_saphyr::Location;
@@ -56,7 +55,6 @@ pub struct Ssh {
 #[derive(Debug, Clone, Default)]
 pub struct Apt {
     pub proxy: Option<String>,
-    pub mirror: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -179,17 +177,14 @@ pub(crate) fn resolve_path(dir: &Path, text: &str) -> PathBuf {
 /// settings and values of the wrong type are refused). Errors are bad input (exit 2) and list
 /// every problem found.
 pub fn load(path: &Path, schema: &crate::role::types::Schema) -> Result<Inventory> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
+    let text = read_user_file(path).map_err(|e| {
         Error::usage(
             format!("cannot read inventory `{}`: {e}", path.display()),
             Some("pass the inventory file with -i FILE (e.g. inventories/single-dc.yaml)".into()),
         )
     })?;
-    let source = Source {
-        name: path.display().to_string(),
-        text: Arc::new(text),
-    };
-    let raw: raw::RawInventory = serde_saphyr::from_str(&source.text)
+    let source = Source::new(&path.display().to_string(), text);
+    let raw: raw::RawInventory = serde_saphyr::from_str_with_options(&source.text, yaml_options())
         .map_err(|e| Error::bad_input(parse_error(&source, &e)))?;
     let dir = path
         .parent()
@@ -200,6 +195,28 @@ pub fn load(path: &Path, schema: &crate::role::types::Schema) -> Result<Inventor
 }
 
 /// Turn a YAML error into a diagnostic at its place, with hints for the common mistakes.
+/// Read a file the user points pgstrap at (the inventory, a template override, the secrets
+/// file, a secret's file, the CA): only a regular file, so a FIFO or a device there is refused
+/// instead of hanging the command.
+pub fn read_user_file(path: &Path) -> std::io::Result<String> {
+    let metadata = std::fs::metadata(path)?;
+    if !metadata.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file (a FIFO, a device or a directory is never read)",
+        ));
+    }
+    std::fs::read_to_string(path)
+}
+
+/// How pgstrap reads YAML it is given (the inventory, `--set` values): YAML 1.2 booleans only
+/// (`true`/`false`), so `yes`, `no`, `on` and `off` stay the strings they look like (PostgreSQL's
+/// `on`/`off` parameters keep their spelling, and a boolean field refuses them rather than
+/// reading `no` as false).
+pub fn yaml_options() -> serde_saphyr::Options {
+    serde_saphyr::options! { strict_booleans: true }
+}
+
 fn parse_error(source: &Source, error: &serde_saphyr::Error) -> InventoryError {
     let full = error.to_string();
     // The library's message carries its own location and snippet; keep the first line only.
@@ -210,20 +227,89 @@ fn parse_error(source: &Source, error: &serde_saphyr::Error) -> InventoryError {
         .trim()
         .to_owned();
     let message = strip_location_suffix(&message);
+    let (message, hint) = parse_message(&message);
     let mut diagnostic = InventoryError::at(source, error.location(), &message, "here");
-    if message.contains("unknown field") {
-        diagnostic = diagnostic.hint(
-            "check the spelling; the inventory format is in README.md (unknown keys are rejected so typos are not ignored)",
+    if let Some(hint) = hint {
+        diagnostic = diagnostic.hint(hint);
+    }
+    let line = error.location().map_or(0, |l| l.line());
+    if in_secrets_section(&source.text, line) {
+        // The line may hold a secret written inline: where, never what.
+        diagnostic = diagnostic.without_snippet().hint(
+            "the line is not shown: it may hold a secret. A secret is given as `{env: NAME}`, \
+             `{file: PATH}` or `{generate: true}`, never inline",
         );
-    } else if message.contains("duplicate") {
-        diagnostic = diagnostic.hint("every key may appear once: rename or remove the second one");
-    } else if message.contains("missing field") {
-        diagnostic = diagnostic.hint("add the missing key");
-    } else if message.contains("while parsing") || message.contains("while scanning") {
-        diagnostic = diagnostic
-            .hint("check the brackets, quotes and indentation on this line and the one before");
     }
     diagnostic
+}
+
+/// The YAML reader's message in the inventory's words (never a Rust type or function), and a
+/// hint.
+fn parse_message(message: &str) -> (String, Option<&'static str>) {
+    let hint = if message.contains("unknown field") {
+        Some("check the spelling; the inventory format is in README.md (unknown keys are rejected so typos are not ignored)")
+    } else if message.contains("duplicate") {
+        Some("every key may appear once: rename or remove the second one")
+    } else if message.contains("missing field") {
+        Some("add the missing key")
+    } else if message.contains("invalid boolean") {
+        Some("write true or false: pgstrap reads YAML 1.2, where yes, no, on and off are strings, not booleans")
+    } else if message.contains("while parsing") || message.contains("while scanning") {
+        Some("check the brackets, quotes and indentation on this line and the one before")
+    } else {
+        None
+    };
+    if message.starts_with("multiple YAML documents") {
+        return (
+            "the inventory holds more than one YAML document (a `---` line)".into(),
+            Some("keep one document: merge what follows the `---` into it, or remove it"),
+        );
+    }
+    if message.starts_with("budget breached") {
+        return (
+            "the inventory is too large to read (over the YAML reader's limit of 250000 nodes, a guard against hostile input)".into(),
+            Some("an inventory of a few thousand hosts stays far below it: look for a runaway generator or alias expansion"),
+        );
+    }
+    if message.starts_with("cannot deserialize null") {
+        return (
+            "a value is missing here (empty, or `~`)".into(),
+            Some("write the value, or remove the key"),
+        );
+    }
+    if let Some(expected) = message.strip_prefix("expected ") {
+        let what = match expected {
+            e if e.starts_with("mapping") => "a mapping (`key: value` lines or `{…}`)",
+            e if e.starts_with("sequence") => "a list (`- item` lines or `[…]`)",
+            e if e.contains("scalar") => "a single value (not a list or a mapping)",
+            _ => "another kind of value",
+        };
+        return (
+            format!("{what} is expected here"),
+            Some("see the inventory format in README.md"),
+        );
+    }
+    // Whatever else the reader says, without advice meant for Rust programmers ("; use …").
+    let message = message
+        .split_once("; use ")
+        .map_or(message, |(before, _)| before);
+    (message.to_owned(), hint)
+}
+
+/// Whether 1-based `line` of the inventory lies in its top-level `secrets:` section (where a
+/// line may hold a secret written inline by mistake).
+fn in_secrets_section(text: &str, line: u64) -> bool {
+    let mut inside = false;
+    for (index, text) in text.lines().enumerate() {
+        let top_level = !text.starts_with([' ', '\t', '#']) && !text.trim().is_empty();
+        if top_level {
+            inside = text.starts_with("secrets:");
+        }
+        if index as u64 + 1 == line {
+            return inside;
+        }
+    }
+    false
 }
 
 /// The library's message carries its own location (`error: line 5 column 3: …`, `… at line 3

@@ -141,7 +141,8 @@ pub struct RawSsh {
 pub struct RawApt {
     /// An HTTP proxy for apt on every host (e.g. an apt-cacher-ng), for caching or air-gapped sites.
     pub proxy: Option<Spanned<String>>,
-    /// A Debian mirror to use instead of the hosts' configured one.
+    /// Refused with a hint (pgstrap does not rewrite the hosts' apt sources): read so the
+    /// error can say so rather than "unknown field".
     pub mirror: Option<Spanned<String>>,
 }
 

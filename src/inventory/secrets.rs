@@ -311,7 +311,7 @@ pub fn load(
                     })
                 }
             },
-            SecretSource::File(path) => match std::fs::read_to_string(path) {
+            SecretSource::File(path) => match super::read_user_file(path) {
                 Ok(v) if !v.trim_end_matches('\n').is_empty() => {
                     let v = v.trim_end_matches('\n').to_owned();
                     check_value(name, &v, &format!("file `{}`", path.display()))?;
@@ -420,7 +420,25 @@ pub fn regenerate(
 }
 
 fn read_store(store: &Path) -> Result<BTreeMap<String, String>, SecretError> {
-    match std::fs::read_to_string(store) {
+    // Like ssh with a private key: a secrets file others can read is refused, not used.
+    if let Ok(metadata) = std::fs::metadata(store) {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = metadata.permissions().mode() & 0o777;
+        if mode & 0o007 != 0 {
+            return Err(SecretError {
+                name: String::new(),
+                message: format!(
+                    "the secrets file `{}` is open to every user of this machine (mode {mode:04o})",
+                    store.display()
+                ),
+                hint: format!(
+                    "chmod 600 {} (pgstrap writes it 0600); then consider the secrets in it exposed and rotate them (`pgstrap rotate passwords`)",
+                    store.display()
+                ),
+            });
+        }
+    }
+    match super::read_user_file(store) {
         Ok(text) => serde_saphyr::from_str(&text).map_err(|e| SecretError {
             name: String::new(),
             // Never the parser's own message: it quotes the text around the error, which is
@@ -539,6 +557,26 @@ pub fn generate_password(length: usize) -> String {
 mod tests {
     use super::*;
 
+    /// A secrets file as pgstrap writes it (0600: one other users can read is refused).
+    fn write_private(path: &Path, text: impl AsRef<[u8]>) {
+        write_atomically(path, text.as_ref(), 0o600).unwrap();
+    }
+
+    #[test]
+    fn a_secrets_file_other_users_can_read_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("inv.secrets.yaml");
+        std::fs::write(&store, "superuser_password: \"Open-Value\"\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&store, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let error = load(&BTreeMap::new(), &store, false)
+            .err()
+            .expect("refused");
+        assert!(error.message.contains("mode 0644"), "{}", error.message);
+        assert!(error.hint.starts_with("chmod 600"), "{}", error.hint);
+        assert!(!format!("{} {}", error.message, error.hint).contains("Open-Value"));
+    }
+
     fn write_store(store: &Path, values: &BTreeMap<String, String>) -> std::io::Result<()> {
         write_atomically(store, store_text(values)?.as_bytes(), 0o600)
     }
@@ -583,11 +621,10 @@ mod tests {
         // Regression (issue 11): the parser's message quoted the neighbouring secrets.
         let dir = tempfile::tempdir().unwrap();
         let store = dir.path().join("inv.secrets.yaml");
-        std::fs::write(
+        write_private(
             &store,
             "superuser_password: \"Neighbour-One\"\nreplication_password: \"Broken-Value\n  rewind_password: [Neighbour-Two\nkeepalived_password: \"Neighbour-3\"\n",
-        )
-        .unwrap();
+        );
         let error = load(&BTreeMap::new(), &store, false)
             .err()
             .expect("refused");
@@ -641,7 +678,7 @@ mod tests {
             ("superuser_password: \"ab\u{2028}  cd\"\n", "U+2028"),
             ("superuser_password: \"a\u{2029}b\"\n", "U+2028"),
         ] {
-            std::fs::write(&store, text).unwrap();
+            write_private(&store, text);
             let error = load(&BTreeMap::new(), &store, true).err().expect("refused");
             assert!(error.message.contains(problem), "{}", error.message);
             assert!(!error.message.contains("ab") || problem == "is empty");

@@ -1131,38 +1131,101 @@ fn check_secrets(
 }
 
 fn check_apt(c: &mut Checker, raw: &RawInventory) -> Apt {
-    let mut url = |v: &Option<Spanned<String>>, what: &str| -> Option<String> {
-        let v = v.as_ref()?;
-        if !(v.value.starts_with("http://") || v.value.starts_with("https://")) {
-            c.error(
-                v.referenced,
-                format!(
-                    "apt {what} `{}` is not an http(s) URL",
-                    types::shown(&v.value)
-                ),
+    if let Some(mirror) = &raw.apt.mirror {
+        // Accepted and then used nowhere would be worse than refused: a site that depends on it
+        // (air-gapped) would find out at the first install.
+        c.error(
+            mirror.referenced,
+            "apt mirror: pgstrap does not rewrite the hosts' apt sources".to_string(),
+            "not supported",
+            Some(
+                "remove `apt.mirror`: point the hosts' own apt sources at your mirror, or give \
+                 `apt.proxy` (e.g. an apt-cacher-ng that reaches the mirror)"
+                    .into(),
+            ),
+        );
+    }
+    let proxy = raw.apt.proxy.as_ref().and_then(|v| {
+        let problem = if !(v.value.starts_with("http://") || v.value.starts_with("https://")) {
+            Some((
+                "is not an http(s) URL".to_string(),
                 "expected http://…",
-                Some(format!("e.g. `{what}: http://10.0.0.1:3142`")),
-            );
+                "e.g. `proxy: http://10.0.0.1:3142`".to_string(),
+            ))
         } else if let Some(bad) = v.value.chars().find(|ch| !url_character(*ch)) {
             // The URL is written between double quotes in apt.conf, where `"` ends the value and
             // `;` or a newline starts another setting.
-            c.error(
-                v.referenced,
+            Some((
                 format!(
-                    "apt {what} `{}` contains `{}`, which a URL written into apt.conf may not hold",
-                    types::shown(&v.value),
+                    "contains `{}`, which a URL written into apt.conf may not hold",
                     bad.escape_debug()
                 ),
                 "not a URL character",
-                Some("percent-encode the character (e.g. `%22` for `\"`), or remove it".into()),
-            );
+                "percent-encode the character (e.g. `%22` for `\"`), or remove it".to_string(),
+            ))
+        } else {
+            url_authority_problem(&v.value)
+        };
+        match problem {
+            Some((what, label, hint)) => {
+                c.error(
+                    v.referenced,
+                    format!("apt proxy `{}` {what}", types::shown(&v.value)),
+                    label,
+                    Some(hint),
+                );
+                None
+            }
+            None => Some(v.value.trim_end_matches('/').to_owned()),
         }
-        Some(v.value.trim_end_matches('/').to_owned())
-    };
-    Apt {
-        proxy: url(&raw.apt.proxy, "proxy"),
-        mirror: url(&raw.apt.mirror, "mirror"),
+    });
+    Apt { proxy }
+}
+
+/// What is wrong with the authority (`user@host:port`) of an http(s) URL whose characters are
+/// fine: no host, a bad port, or credentials (they would be written into a file every user of
+/// the host can read, and shown in plans).
+fn url_authority_problem(url: &str) -> Option<(String, &'static str, String)> {
+    let rest = url.split_once("://").map_or("", |(_, rest)| rest);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if authority.contains('@') {
+        return Some((
+            "holds credentials".to_string(),
+            "user:password@ here",
+            "use a proxy that needs no credentials (e.g. an apt-cacher-ng on the hosts' network): \
+             credentials would sit in every host's /etc/apt/apt.conf.d, readable by all, and in \
+             plans"
+                .to_string(),
+        ));
     }
+    let (host, port) = match authority.strip_prefix('[') {
+        // [IPv6]:port
+        Some(bracketed) => match bracketed.split_once(']') {
+            Some((host, tail)) => (host, tail.strip_prefix(':')),
+            None => ("", None),
+        },
+        None => match authority.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (authority, None),
+        },
+    };
+    if host.is_empty() {
+        return Some((
+            "has no host".to_string(),
+            "expected http://HOST[:PORT]",
+            "e.g. `proxy: http://10.0.0.1:3142`".to_string(),
+        ));
+    }
+    if let Some(port) = port.filter(|p| !p.is_empty()) {
+        if !port.parse::<u16>().is_ok_and(|p| p > 0) {
+            return Some((
+                format!("has port `{port}`, which is not a port (1–65535)"),
+                "the port",
+                "e.g. `proxy: http://10.0.0.1:3142`".to_string(),
+            ));
+        }
+    }
+    None
 }
 
 /// The characters of a URL (RFC 3986) that may stand between double quotes in apt.conf: no `"`,

@@ -178,7 +178,8 @@ pub fn parse_set(text: &str) -> Result<(String, Value), String> {
     let value: Value = if value.is_empty() {
         Value::String(String::new())
     } else {
-        serde_saphyr::from_str(value).unwrap_or_else(|_| Value::String(value.to_owned()))
+        serde_saphyr::from_str_with_options(value, super::yaml_options())
+            .unwrap_or_else(|_| Value::String(value.to_owned()))
     };
     Ok((key.to_owned(), value))
 }

@@ -98,56 +98,90 @@ fn host_list(project: &Project, cluster: &Cluster, names: &[String], members: bo
     )
 }
 
-/// Patroni's rule `ttl >= loop_wait + 2 * retry_timeout` for every member of `cluster` (each
-/// value may come from a different layer), reported once per cluster.
-fn patroni_timeouts(project: &Project, cluster: &Cluster) -> Option<InventoryError> {
+/// A rule between numeric settings that every host of a group must hold: `keys` are read per
+/// host (each value may come from a different layer), `broken` says what is wrong with them.
+struct CrossRule<'a> {
+    keys: &'a [&'a str],
+    /// What is wrong with the values (in the order of `keys`), if anything.
+    broken: fn(&[u64]) -> Option<String>,
+    hint: &'a str,
+}
+
+/// Check `rule` for every host of `hosts` in `cluster`; the first host that breaks it is
+/// reported once for the cluster, pointing at the value the host or the cluster sets (the
+/// host's wins), else at the cluster.
+fn cross_rule(
+    project: &Project,
+    cluster: &Cluster,
+    hosts: &[String],
+    rule: &CrossRule,
+) -> Option<InventoryError> {
     let inventory = &project.inventory;
-    for host in cluster
-        .postgres
-        .iter()
-        .filter_map(|h| inventory.hosts.get(h))
-    {
+    for host in hosts.iter().filter_map(|h| inventory.hosts.get(h)) {
         let get = |key: &str| {
             project
                 .setting(Some(host), Some(cluster), key)
                 .as_ref()
                 .and_then(Value::as_u64)
         };
-        let (Some(ttl), Some(loop_wait), Some(retry)) = (
-            get("patroni.ttl"),
-            get("patroni.loop_wait"),
-            get("patroni.retry_timeout"),
-        ) else {
+        let Some(values) = rule
+            .keys
+            .iter()
+            .map(|k| get(k))
+            .collect::<Option<Vec<u64>>>()
+        else {
             continue;
         };
-        if ttl < loop_wait + 2 * retry {
-            // Point at the value the host or the cluster sets (the host's wins), else the cluster.
-            let keys = ["patroni.ttl", "patroni.loop_wait", "patroni.retry_timeout"];
-            let find = |locations: &BTreeMap<String, serde_saphyr::Location>| {
-                keys.iter().find_map(|k| locations.get(*k).copied())
-            };
-            let (at, whose) = match find(&host.setting_locations) {
-                Some(at) => (at, format!("host `{}`", host.name)),
-                None => (
-                    find(&cluster.setting_locations).unwrap_or(cluster.location),
-                    format!("cluster `{}`", cluster.name),
-                ),
-            };
-            return Some(
-                inventory
-                    .error_at(
-                        Some(at),
-                        format!(
-                            "{whose}: Patroni needs ttl >= loop_wait + 2 x retry_timeout, and {ttl} < {loop_wait} + 2 x {retry}"
-                        ),
-                        "set here",
-                    )
-                    .hint("raise `patroni.ttl` or lower `patroni.loop_wait` / `patroni.retry_timeout`; `pgstrap vars HOST -i INV` shows where each value comes from"),
-            );
-        }
+        let Some(problem) = (rule.broken)(&values) else {
+            continue;
+        };
+        let find = |locations: &BTreeMap<String, serde_saphyr::Location>| {
+            rule.keys.iter().find_map(|k| locations.get(*k).copied())
+        };
+        let (at, whose) = match find(&host.setting_locations) {
+            Some(at) => (at, format!("host `{}`", host.name)),
+            None => (
+                find(&cluster.setting_locations).unwrap_or(cluster.location),
+                format!("cluster `{}`", cluster.name),
+            ),
+        };
+        return Some(
+            inventory
+                .error_at(Some(at), format!("{whose}: {problem}"), "set here")
+                .hint(rule.hint),
+        );
     }
     None
 }
+
+/// Patroni's rule `ttl >= loop_wait + 2 * retry_timeout` for every member.
+const PATRONI_TIMEOUTS: CrossRule = CrossRule {
+    keys: &["patroni.ttl", "patroni.loop_wait", "patroni.retry_timeout"],
+    broken: |values| {
+        let &[ttl, loop_wait, retry] = values else {
+            return None;
+        };
+        (ttl < loop_wait.saturating_add(retry.saturating_mul(2))).then(|| {
+            format!("Patroni needs ttl >= loop_wait + 2 x retry_timeout, and {ttl} < {loop_wait} + 2 x {retry}")
+        })
+    },
+    hint: "raise `patroni.ttl` or lower `patroni.loop_wait` / `patroni.retry_timeout`; `pgstrap vars HOST -i INV` shows where each value comes from",
+};
+
+/// etcd refuses to start with an election timeout under 5 heartbeats (its own check); 10 is what
+/// its documentation advises.
+const ETCD_TIMEOUTS: CrossRule = CrossRule {
+    keys: &["etcd.election_timeout", "etcd.heartbeat_interval"],
+    broken: |values| {
+        let &[election, heartbeat] = values else {
+            return None;
+        };
+        (election < heartbeat.saturating_mul(5)).then(|| {
+            format!("etcd needs election_timeout >= 5 x heartbeat_interval, and {election} < 5 x {heartbeat} (ms)")
+        })
+    },
+    hint: "keep `etcd.election_timeout` about 10 x `etcd.heartbeat_interval` (etcd refuses to start under 5 x); `pgstrap vars HOST -i INV` shows where each value comes from",
+};
 
 /// Role names that pg_hba.conf reads as keywords (`all`, `replication`, `sameuser`…): a rule
 /// written for such a role would match other roles or connections.
@@ -238,9 +272,13 @@ pub fn clusters(project: &Project) -> Result<BTreeMap<String, Value>> {
                 );
             }
         }
-        if let Some(problem) = patroni_timeouts(project, cluster) {
-            errors.push(problem);
-        }
+        errors.extend(cross_rule(
+            project,
+            cluster,
+            &cluster.postgres,
+            &PATRONI_TIMEOUTS,
+        ));
+        errors.extend(cross_rule(project, cluster, &cluster.etcd, &ETCD_TIMEOUTS));
         errors.extend(hba_keyword_roles(project, cluster));
         if cluster.repository().is_some()
             && project.setting(None, Some(cluster), "tls.enabled") == Some(Value::Bool(false))
@@ -504,7 +542,7 @@ impl Shared {
                 .map_or_else(placeholder, |pki| pki.ca.clone()),
             tls_hosts,
             secrets: super::mj(&values),
-            apt: super::mj(&json!({"proxy": inventory.apt.proxy, "mirror": inventory.apt.mirror})),
+            apt: super::mj(&json!({"proxy": inventory.apt.proxy})),
             inventory: super::mj(&json!({ "hosts": hosts })),
             pgstrap: super::mj(&json!({"version": env!("CARGO_PKG_VERSION")})),
         }

@@ -36,11 +36,17 @@ impl std::fmt::Display for TemplateOrigin {
 
 /// Find a template: the override directory first, then the embedded copy.
 pub fn find_template(overrides: &Path, name: &str) -> Option<(String, TemplateOrigin)> {
-    if name.contains("..") {
+    // A template name is a relative path below the template directories: never an absolute
+    // path or `..` (`templates show /etc/hostname`, `{% include '/etc/hostname' %}`).
+    let relative = !name.is_empty()
+        && Path::new(name)
+            .components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)));
+    if !relative {
         return None;
     }
     let path = overrides.join(name);
-    if let Ok(text) = std::fs::read_to_string(&path) {
+    if let Ok(text) = crate::inventory::read_user_file(&path) {
         return Some((text, TemplateOrigin::Override(path)));
     }
     TEMPLATES

@@ -259,6 +259,12 @@ impl SettingType {
         match self {
             Self::Bool => match value {
                 Value::Bool(_) => Ok(()),
+                Value::String(s)
+                    if ["yes", "no", "on", "off", "y", "n"]
+                        .contains(&s.to_ascii_lowercase().as_str()) =>
+                {
+                    fail("write true or false: pgstrap reads YAML 1.2, where yes, no, on and off are strings, not booleans".into())
+                }
                 Value::String(_) => fail(
                     "write true or false without quotes: a quoted \"false\" is a non-empty string, which reads as true".into(),
                 ),
@@ -280,6 +286,7 @@ impl SettingType {
                         Value::String(s) if s.trim().parse::<i64>().is_ok() => {
                             "write the number without quotes".into()
                         }
+                        Value::Number(n) if n.is_u64() => format!("{n} is out of range"),
                         _ => "write a whole number without quotes, e.g. 10".into(),
                     });
                 };

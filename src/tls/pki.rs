@@ -351,7 +351,7 @@ pub fn pem_to_der(pem: &str) -> Option<Vec<u8>> {
 }
 
 fn read(path: &Path) -> Result<Option<String>, PkiError> {
-    match std::fs::read_to_string(path) {
+    match crate::inventory::read_user_file(path) {
         Ok(text) => Ok(Some(text)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(error(

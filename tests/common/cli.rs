@@ -28,3 +28,18 @@ pub fn secrets_yaml(value: impl Fn(&str, usize) -> String) -> String {
     }
     text
 }
+
+/// Write a secrets file as pgstrap does: mode 0600 (pgstrap refuses one other users can read).
+pub fn write_secrets(path: impl AsRef<std::path::Path>, text: impl AsRef<[u8]>) {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let _ = std::fs::remove_file(path.as_ref());
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path.as_ref())
+        .expect("create the secrets file");
+    file.write_all(text.as_ref())
+        .expect("write the secrets file");
+}
