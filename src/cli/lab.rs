@@ -190,7 +190,7 @@ fn deploy_on(info: &lab::LabInfo, verbose: u8) -> crate::error::Result<i32> {
     let project = crate::render::load_project(&info.inventory, &[])?;
     let secrets = super::running_secrets(&project)?;
     let status = super::block_on(crate::stack::status::status(&project, &secrets))?;
-    crate::ui::out(&crate::stack::status::render_table(&status));
+    crate::ui::out(&crate::ui::status_text(&status));
     let say = crate::ui::eprintln;
     for cluster in project
         .inventory

@@ -20,7 +20,7 @@ pub fn run(args: Args) -> Result<i32> {
     if args.json {
         crate::ui::print_json(&status);
     } else {
-        crate::ui::out(&crate::stack::status::render_table(&status));
+        crate::ui::out(&crate::ui::status_text(&status));
     }
     let problems = status.problems();
     for problem in &problems {

@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::inventory::secrets::Secret;
@@ -61,6 +63,12 @@ pub struct Member {
     /// Bytes behind the leader (`"unknown"` becomes `None`).
     #[serde(default, deserialize_with = "lag")]
     pub lag: Option<u64>,
+    /// A parameter changed that takes effect only at a restart (Patroni lists it only when true).
+    #[serde(default)]
+    pub pending_restart: bool,
+    /// The member's Patroni tags (`nofailover`, `noloadbalance`, `clonefrom`…).
+    #[serde(default)]
+    pub tags: BTreeMap<String, serde_json::Value>,
 }
 
 fn lag<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {

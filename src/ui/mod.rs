@@ -4,6 +4,7 @@ mod dr;
 mod drill;
 mod ops;
 pub mod progress;
+mod status;
 pub mod summary;
 
 pub use dr::{dr_forced_text, dr_promote_text};
@@ -12,6 +13,7 @@ pub use ops::{
     failover_plan_lines, failover_text, history_text, maintenance_text, reinit_text, restart_text,
     update_plan_lines, update_text,
 };
+pub use status::status_text;
 
 /// Set up `tracing` logs on stderr: warnings by default, more with `-v`.
 pub fn init_logging(verbose: u8) {
