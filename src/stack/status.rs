@@ -187,6 +187,17 @@ impl ClusterStatus {
         route
     }
 
+    /// The member HAProxy's write port must send to: the leader of a primary cluster, none for
+    /// a standby cluster (its standby leader is read-only); `None` when not known (no leader).
+    pub fn expected_writer(&self) -> Option<Option<String>> {
+        let leader = self
+            .patroni
+            .members
+            .iter()
+            .find(|m| m.role == "leader" || m.role == "standby_leader")?;
+        Some((leader.role == "leader").then(|| leader.name.clone()))
+    }
+
     /// What is not as a healthy cluster has it: etcd without quorum health or a leader, Patroni
     /// without a running leader or with a replica not streaming, a PgBouncer that does not
     /// answer, a VIP held by no balancer or by several, a fence.
@@ -239,28 +250,25 @@ impl ClusterStatus {
         for probe in self.pgbouncer.iter().filter(|p| !p.ok) {
             problems.push(format!("pgbouncer on {}: {}", probe.host, probe.detail));
         }
-        let leader = self
-            .patroni
-            .members
-            .iter()
-            .find(|m| m.role == "leader" || m.role == "standby_leader")
-            .map(|m| m.name.as_str());
+        let writer = self.expected_writer();
         for balancer in self.balancers() {
             let route = self.route(&balancer);
             if route.unreachable {
                 problems.push(format!("haproxy on {balancer}: its stats do not answer"));
-            } else if route.writes.len() != 1
-                || (leader.is_some() && route.writes.first().map(String::as_str) != leader)
-            {
-                problems.push(format!(
-                    "haproxy on {balancer} sends writes to {} (the leader is {})",
-                    if route.writes.is_empty() {
-                        "no member".to_owned()
-                    } else {
-                        route.writes.join(", ")
-                    },
-                    leader.unwrap_or("unknown")
-                ));
+            } else if let Some(expected) = &writer {
+                if route.writes.first() != expected.as_ref() || route.writes.len() > 1 {
+                    problems.push(format!(
+                        "haproxy on {balancer} sends writes to {} (expected: {})",
+                        if route.writes.is_empty() {
+                            "no member".to_owned()
+                        } else {
+                            route.writes.join(", ")
+                        },
+                        expected
+                            .as_deref()
+                            .unwrap_or("no member, a standby cluster")
+                    ));
+                }
             }
         }
         if let Some(vip) = &self.vip {
@@ -743,6 +751,63 @@ mod tests {
         );
         let leaderless = cluster(vec![member_status("n2", "replica", "streaming")], &["n4"]);
         assert!(leaderless.problems()[0].contains("0 running Patroni leaders"));
+    }
+
+    fn backend(balancer: &str, proxy: &str, server: &str, status: &str) -> Backend {
+        Backend {
+            balancer: balancer.into(),
+            proxy: proxy.into(),
+            server: server.into(),
+            status: status.into(),
+        }
+    }
+
+    #[test]
+    fn haproxy_must_send_writes_to_the_leader_and_none_on_a_standby_cluster() {
+        let members = || {
+            vec![
+                member_status("n1", "leader", "running"),
+                member_status("n2", "replica", "streaming"),
+            ]
+        };
+        let mut healthy = cluster(members(), &["n4"]);
+        healthy.haproxy = vec![
+            backend("n4", "primary", "n1", "UP"),
+            backend("n4", "primary", "n2", "DOWN"),
+            backend("n4", "replicas", "n1", "DOWN"),
+            backend("n4", "replicas", "n2", "UP"),
+        ];
+        assert!(healthy.problems().is_empty(), "{:?}", healthy.problems());
+        let mut stale = cluster(members(), &["n4"]);
+        stale.haproxy = vec![
+            backend("n4", "primary", "n2", "UP"),
+            backend("n5", "-", "-", "UNREACHABLE"),
+        ];
+        let problems = stale.problems();
+        assert!(
+            problems
+                .iter()
+                .any(|p| p == "haproxy on n4 sends writes to n2 (expected: n1)"),
+            "{problems:?}"
+        );
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains("n5: its stats do not answer")),
+            "{problems:?}"
+        );
+        let mut standby = cluster(
+            vec![
+                member_status("d1", "standby_leader", "streaming"),
+                member_status("d2", "replica", "streaming"),
+            ],
+            &["d4"],
+        );
+        standby.haproxy = vec![
+            backend("d4", "primary", "d1", "DOWN"),
+            backend("d4", "replicas", "d2", "UP"),
+        ];
+        assert!(standby.problems().is_empty(), "{:?}", standby.problems());
     }
 
     #[test]

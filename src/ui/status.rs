@@ -291,22 +291,30 @@ fn pgbouncer_line(out: &mut String, cluster: &ClusterStatus) {
 /// the write port, the primary on the read port) are not listed.
 fn haproxy_lines(out: &mut String, cluster: &ClusterStatus) {
     let mut lines: Vec<(String, Vec<String>)> = Vec::new();
+    let standby = matches!(cluster.expected_writer(), Some(None));
     for balancer in cluster.balancers() {
         let route = cluster.route(&balancer);
         let text = if route.unreachable {
             "STATS UNREACHABLE".to_owned()
         } else {
-            let list = |members: &[String]| {
+            let list = |members: &[String], none: &str| {
                 if members.is_empty() {
-                    "NONE".to_owned()
+                    none.to_owned()
                 } else {
                     members.join(", ")
                 }
             };
             format!(
                 "writes → {}, reads → {}",
-                list(&route.writes),
-                list(&route.reads)
+                list(
+                    &route.writes,
+                    if standby {
+                        "none (a standby cluster)"
+                    } else {
+                        "NONE"
+                    }
+                ),
+                list(&route.reads, "NONE")
             )
         };
         match lines.iter_mut().find(|(t, _)| *t == text) {
