@@ -101,9 +101,10 @@ rows=(
 row_dirs=(/var/lib/pgstrap/lab /var/lib/pgstrap/lab-1)
 # Whatever happens, leave no lab behind (the Debian base stays cached).
 labs_down() {
-  local d
-  for d in "${row_dirs[@]}"; do
-    PGSTRAP_LAB_DIR=$d ./target/debug/pgstrap lab down >/dev/null 2>&1 || true
+  local row
+  for row in "${!row_dirs[@]}"; do
+    PGSTRAP_LAB_SLOT=$row PGSTRAP_LAB_DIR=${row_dirs[$row]} ./target/debug/pgstrap lab down \
+      >/dev/null 2>&1 || true
   done
 }
 trap labs_down EXIT

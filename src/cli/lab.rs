@@ -16,6 +16,18 @@ pub struct Args {
         default_value = lab::DEFAULT_DIR
     )]
     pub dir: PathBuf,
+    /// Which of the labs that run side by side on this machine this is (0–9): slot N takes the
+    /// networks 10.77.2N.0/23 and names of its own, so labs in different slots (each in its own
+    /// `--dir`) never touch each other. `up` keeps it in the lab's state for every later command;
+    /// `down` uses it only where no state is left (a half-removed lab).
+    #[arg(
+        long,
+        global = true,
+        value_name = "N",
+        env = "PGSTRAP_LAB_SLOT",
+        default_value_t = 0
+    )]
+    pub slot: u8,
     #[command(subcommand)]
     pub command: LabCommand,
 }
@@ -46,12 +58,6 @@ pub enum LabCommand {
         /// fewer than 5 hosts).
         #[arg(long)]
         backup: bool,
-        /// Which of the labs that run side by side on this machine this is (0–9): slot N takes
-        /// the networks 10.77.2N.0/23 and names of its own, so labs in different slots (each in
-        /// its own `--dir`) never touch each other. Kept in the lab's state for every later
-        /// command.
-        #[arg(long, value_name = "N", env = "PGSTRAP_LAB_SLOT", default_value_t = 0)]
-        slot: u8,
         /// Then roll out the whole stack on the lab (exactly `pgstrap apply -i <lab inventory>`),
         /// print its status and how to connect.
         #[arg(long)]
@@ -97,11 +103,10 @@ pub fn run(args: Args, verbose: u8) -> crate::error::Result<i32> {
             release,
             preinstalled,
             backup,
-            slot,
             deploy,
         } => {
             let options = lab::UpOptions {
-                slot: lab::Slot::new(slot)?,
+                slot: lab::Slot::new(args.slot)?,
                 dir,
                 cache_dir,
                 dc1_hosts: hosts,
@@ -129,7 +134,7 @@ pub fn run(args: Args, verbose: u8) -> crate::error::Result<i32> {
             return Ok(0);
         }
         LabCommand::Down => {
-            let report = lab::down(&dir)?;
+            let report = lab::down(&dir, lab::Slot::new(args.slot)?)?;
             crate::ui::eprintln(&format!(
                 "lab: down in {}; removed {} host(s); the Debian base stays cached",
                 lab::elapsed_since(started),

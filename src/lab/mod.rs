@@ -258,6 +258,7 @@ pub fn up(opts: &UpOptions) -> Result<LabInfo> {
 
     {
         let _shared = net::machine_lock()?;
+        slot::claim(slot, dir)?;
         net::ensure_bridges(slot)?;
         net::install_filter_and_forwarding(slot)?;
         net::raise_inotify_instances(running_lab_hosts() + hosts.len())?;
@@ -395,6 +396,21 @@ fn check_slot(dir: &Path, slot: Slot) -> Result<()> {
     }
     let ours = previous.is_some_and(|p| p.slot == slot);
     let bridge = slot.bridge(0);
+    let owner = slot::owner(slot).filter(|o| o != dir && o.join(STATE_FILE).exists());
+    if let Some(owner) = owner {
+        return Err(Error::usage(
+            format!(
+                "slot {slot} is the lab's in {} (this lab is in {})",
+                owner.display(),
+                dir.display()
+            ),
+            Some(
+                "give this lab another slot (`--slot N` or PGSTRAP_LAB_SLOT), or take the other \
+                 lab down first (`pgstrap lab down --dir` with its directory)"
+                    .into(),
+            ),
+        ));
+    }
     if !ours && net::link_exists(&bridge) {
         return Err(Error::usage(
             format!(
@@ -599,10 +615,26 @@ pub struct DownReport {
 /// Remove everything the lab made (hosts, their disks, netns, veths, bridges, the nft table,
 /// cgroups, mounts, the package cache daemon; `ip_forward` back to its saved value when no lab
 /// in another slot runs). Keeps the base cache. Idempotent.
-pub fn down(dir: &Path) -> Result<DownReport> {
+///
+/// The slot is the lab's own (from its state); `slot` is used only when no state is left (a
+/// half-removed lab), and then only if no other lab directory owns that slot: a `down` of an
+/// empty directory never touches another lab's hosts.
+pub fn down(dir: &Path, slot: Slot) -> Result<DownReport> {
     require_root()?;
-    // No lab state: the default slot's leftovers (or nothing) are cleared.
-    let slot = load_state(dir).map(|s| s.slot).unwrap_or_default();
+    let slot = match load_state(dir) {
+        Ok(state) => state.slot,
+        Err(_) => match slot::owner(slot) {
+            Some(owner) if owner != dir && owner.join(STATE_FILE).exists() => {
+                tracing::info!(
+                    "no lab in {}; slot {slot} is the lab's in {}: left alone",
+                    dir.display(),
+                    owner.display()
+                );
+                return Ok(DownReport::default());
+            }
+            _ => slot,
+        },
+    };
     let names = existing_host_names(slot, dir);
     // Power cuts in parallel: disks are thrown away anyway.
     let refs: Vec<LabHost> = names
@@ -620,6 +652,7 @@ pub fn down(dir: &Path) -> Result<DownReport> {
         let _shared = net::machine_lock()?;
         net::remove_all_links(slot)?;
         net::remove_filter_and_forwarding(slot, dir)?;
+        slot::release(slot, dir);
     }
     let base = host::cgroup_base(slot);
     for root in std::iter::once(&base.unified).chain(base.legacy.as_ref()) {

@@ -129,6 +129,35 @@ impl std::fmt::Display for Slot {
     }
 }
 
+/// Where the machine keeps which lab directory owns a slot (until that lab's `down`).
+fn owner_file(slot: Slot) -> std::path::PathBuf {
+    std::path::PathBuf::from(format!("/run/pgstrap-lab-slot{}", slot.0))
+}
+
+/// The lab directory that owns `slot`, if one does.
+pub fn owner(slot: Slot) -> Option<std::path::PathBuf> {
+    let text = std::fs::read_to_string(owner_file(slot)).ok()?;
+    Some(std::path::PathBuf::from(text.trim_end_matches('\n')))
+}
+
+/// Record that the lab in `dir` owns `slot` (call under the machine lock).
+pub fn claim(slot: Slot, dir: &std::path::Path) -> Result<()> {
+    let file = owner_file(slot);
+    std::fs::write(&file, format!("{}\n", dir.display())).map_err(|error| {
+        Error::failure(
+            format!("could not write {}: {error}", file.display()),
+            Some("run as root".into()),
+        )
+    })
+}
+
+/// Forget the owner of `slot` when it is the lab in `dir` (call under the machine lock).
+pub fn release(slot: Slot, dir: &std::path::Path) {
+    if owner(slot).is_some_and(|o| o == dir) {
+        let _ = std::fs::remove_file(owner_file(slot));
+    }
+}
+
 /// The nft tables of every lab on this machine (`pgstrap_lab`, `pgstrap_lab1`, …) in the text of
 /// `nft list tables`.
 pub fn lab_tables(listing: &str) -> Vec<String> {
