@@ -177,6 +177,21 @@ pub struct HostReport {
 }
 
 impl HostReport {
+    /// What was changed (or would be) on the host; the handlers those changes fired (a reload,
+    /// a restart) are not counted: they are listed beside.
+    pub fn change_count(&self) -> usize {
+        self.changes
+            .iter()
+            .filter(|c| c.kind != Kind::Handler)
+            .count()
+    }
+
+    /// The time this host itself took: its connection, its facts and its remote commands (the
+    /// rest of a run's time it waits for the other hosts of a phase).
+    pub fn own_ms(&self) -> u64 {
+        self.timings.connect_ms + self.timings.facts_ms + self.timings.commands_ms
+    }
+
     /// A host not worked on yet: ok, nothing done.
     pub fn new(host: &str, address: &str) -> Self {
         Self {
@@ -216,7 +231,7 @@ impl Report {
     }
 
     pub fn total_changes(&self) -> usize {
-        self.hosts.iter().map(|h| h.changes.len()).sum()
+        self.hosts.iter().map(HostReport::change_count).sum()
     }
 
     pub fn host(&self, name: &str) -> Option<&HostReport> {

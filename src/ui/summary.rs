@@ -29,7 +29,7 @@ fn host_changes_text(host: &crate::exec::HostReport, verbose: u8) -> String {
     if host.changes.is_empty() && host.failure.is_none() {
         let _ = writeln!(out, ": no changes");
     } else if !host.changes.is_empty() {
-        let _ = writeln!(out, ": {} change(s)", host.changes.len());
+        let _ = writeln!(out, ": {} change(s)", host.change_count());
     } else {
         let _ = writeln!(out, ": not planned (see below)");
     }
@@ -118,11 +118,11 @@ pub fn summary_text(report: &Report) -> String {
     for host in &report.hosts {
         let status = match host.status {
             HostStatus::Ok => "ok".to_owned(),
-            HostStatus::Changed => format!("{verb} {}", host.changes.len()),
+            HostStatus::Changed => format!("{verb} {}", host.change_count()),
             HostStatus::Failed => format!(
                 "failed at {} ({} change(s) before)",
                 host.failure.as_ref().map_or("?", |f| f.step.as_str()),
-                host.changes.len()
+                host.change_count()
             ),
             HostStatus::Unreachable => "unreachable".to_owned(),
         };
@@ -133,8 +133,10 @@ pub fn summary_text(report: &Report) -> String {
         };
         let _ = writeln!(
             out,
-            "{:width$}  {status}  ({} ms){handlers}",
-            host.host, host.timings.total_ms
+            "{:width$}  {status}  ({} command(s), {} ms on the host){handlers}",
+            host.host,
+            host.timings.commands,
+            host.own_ms()
         );
     }
     let failed = report
@@ -194,6 +196,58 @@ mod tests {
         assert_eq!(
             plan_totals(&report, 1),
             "Plan: 2 file(s), 0 package step(s), 0 service change(s), 0 other change(s) on 2 of 4 host(s); 1 cluster step(s)"
+        );
+    }
+
+    #[test]
+    fn the_summary_counts_changes_not_the_handlers_they_fired_and_each_hosts_own_time() {
+        let mut hosts: Vec<HostReport> = ["n1", "n2"]
+            .iter()
+            .map(|h| HostReport::new(h, "10.0.0.1"))
+            .collect();
+        hosts[0].changes.push(change(
+            "pgbouncer",
+            "/etc/pgbouncer/pgbouncer.ini",
+            "-a\n+b\n",
+        ));
+        let mut reload = change("pgbouncer", "reload pgbouncer", "");
+        reload.kind = crate::ops::Kind::Handler;
+        hosts[0].changes.push(reload);
+        hosts[0].handlers.push("reload pgbouncer".into());
+        hosts[0].status = HostStatus::Changed;
+        hosts[0].timings = crate::exec::Timings {
+            connect_ms: 40,
+            facts_ms: 60,
+            total_ms: 900,
+            commands: 7,
+            commands_ms: 200,
+        };
+        hosts[1].timings = crate::exec::Timings {
+            connect_ms: 30,
+            facts_ms: 50,
+            total_ms: 900,
+            commands: 1,
+            commands_ms: 20,
+        };
+        let report = Report {
+            mode: Mode::Apply,
+            hosts,
+            duration_ms: 900,
+        };
+        let text = summary_text(&report);
+        assert!(
+            text.contains(
+                "n1  changed 1  (7 command(s), 300 ms on the host)  handlers: reload pgbouncer"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("n2  ok  (1 command(s), 100 ms on the host)"),
+            "{text}"
+        );
+        assert!(
+            text.ends_with("2 host(s), 1 change(s), 0 failed, 0.9 s\n"),
+            "{text}"
         );
     }
 }
