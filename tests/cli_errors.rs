@@ -481,3 +481,40 @@ fn a_fifo_where_a_file_is_expected_is_refused_not_waited_on() {
     // Not a timed assertion of speed: a FIFO read would block for ever.
     assert!(started.elapsed() < std::time::Duration::from_secs(60));
 }
+
+#[test]
+fn check_and_lab_status_speak_json_when_asked() {
+    let output = pgstrap()
+        .args([
+            "check",
+            "--json",
+            "-i",
+            "inventories/broken/apt-values.yaml",
+        ])
+        .output()
+        .expect("run pgstrap");
+    assert_eq!(output.status.code(), Some(2));
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    assert_eq!(json["ok"], false);
+    assert_eq!(json["problems"][0]["line"], 5);
+    assert!(!String::from_utf8_lossy(&output.stdout).contains("secret@"));
+    let output = pgstrap()
+        .args(["check", "--json", "-i", "inventories/single-dc.yaml"])
+        .output()
+        .expect("run pgstrap");
+    assert_eq!(output.status.code(), Some(0));
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    assert_eq!(
+        (json["ok"].clone(), json["hosts"].clone()),
+        (true.into(), 5.into())
+    );
+    let dir = tempfile::tempdir().expect("temp dir");
+    let output = pgstrap()
+        .args(["lab", "status", "--json", "--dir"])
+        .arg(dir.path())
+        .output()
+        .expect("run pgstrap");
+    assert_eq!(output.status.code(), Some(0));
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    assert_eq!(json["hosts"], serde_json::json!([]));
+}

@@ -75,7 +75,12 @@ pub enum LabCommand {
     /// Remove everything the lab made (keeps the cached Debian base and images).
     Down,
     /// List the lab's hosts and their state.
-    Status,
+    Status {
+        /// Print JSON on stdout: `{"version": 1, "slot", "hosts": [{name, datacenter, address,
+        /// state, isolated}]}` (no lab: no hosts).
+        #[arg(long)]
+        json: bool,
+    },
     /// Shut a host down cleanly.
     Stop { host: String },
     /// Boot a stopped host again (its disk is as it was).
@@ -142,8 +147,24 @@ pub fn run(args: Args, verbose: u8) -> crate::error::Result<i32> {
             ));
             return Ok(0);
         }
-        LabCommand::Status => {
+        LabCommand::Status { json } => {
             let hosts = lab::status(&dir)?;
+            if json {
+                let hosts: Vec<serde_json::Value> = hosts
+                    .iter()
+                    .map(|h| {
+                        serde_json::json!({
+                            "name": h.host.name,
+                            "datacenter": h.host.datacenter,
+                            "address": h.host.address.to_string(),
+                            "state": h.state.to_string(),
+                            "isolated": h.isolated,
+                        })
+                    })
+                    .collect();
+                crate::ui::print_json(&serde_json::json!({"version": 1, "hosts": hosts}));
+                return Ok(0);
+            }
             if hosts.is_empty() {
                 crate::ui::eprintln(&format!(
                     "lab: no lab in {}; create one with `pgstrap lab up`",

@@ -43,8 +43,15 @@ pub struct InventoryArgs {
     /// Override a variable: KEY=VALUE (e.g. patroni.ttl=20); beats every other setting.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
-    /// The Debian release to render for when no host is reached (check, render, vars): 12 or
-    /// 13 (default 13). Commands that connect use each host's own release.
+}
+
+/// Options of the commands that reach no host (`check`, `render`, `vars`): the inventory, and
+/// the release to render for (commands that connect use each host's own, so only these have it).
+#[derive(Debug, Clone, clap::Args)]
+pub struct OfflineArgs {
+    #[command(flatten)]
+    pub inventory: InventoryArgs,
+    /// The Debian release to render for (no host is reached to learn it): 12 or 13 (default 13).
     #[arg(long, value_name = "RELEASE")]
     pub release: Option<String>,
 }

@@ -3,13 +3,13 @@
 
 use std::path::PathBuf;
 
-use crate::cli::InventoryArgs;
+use crate::cli::OfflineArgs;
 use crate::error::Result;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
     #[command(flatten)]
-    pub inventory: InventoryArgs,
+    pub offline: OfflineArgs,
     /// Directory to write into (DIR/HOST/etc/…).
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
@@ -21,9 +21,9 @@ pub struct Args {
 pub fn run(args: Args) -> Result<i32> {
     let only = (!args.hosts.is_empty()).then_some(args.hosts.as_slice());
     let written = crate::render::render_to_dir(
-        &args.inventory.inventory,
-        &args.inventory.set,
-        args.inventory.release.as_deref(),
+        &args.offline.inventory.inventory,
+        &args.offline.inventory.set,
+        args.offline.release.as_deref(),
         &args.out,
         only,
     )?;

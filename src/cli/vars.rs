@@ -1,6 +1,6 @@
 //! `pgstrap vars HOST -i INV`: every setting of a host and where its value came from.
 
-use crate::cli::InventoryArgs;
+use crate::cli::OfflineArgs;
 use crate::error::Result;
 
 #[derive(Debug, clap::Args)]
@@ -8,7 +8,7 @@ pub struct Args {
     /// The host (inventory name).
     pub host: String,
     #[command(flatten)]
-    pub inventory: InventoryArgs,
+    pub offline: OfflineArgs,
     /// Only for this cluster (a host may belong to several).
     #[arg(long)]
     pub cluster: Option<String>,
@@ -19,9 +19,9 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<i32> {
     let views = crate::render::host_vars(
-        &args.inventory.inventory,
-        &args.inventory.set,
-        args.inventory.release.as_deref(),
+        &args.offline.inventory.inventory,
+        &args.offline.inventory.set,
+        args.offline.release.as_deref(),
         &args.host,
         args.cluster.as_deref(),
     )?;

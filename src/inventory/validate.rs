@@ -32,6 +32,14 @@ impl Checker<'_> {
         self.errors.push(e);
     }
 
+    /// An error whose line is not shown (it holds a secret); the message must not hold it either.
+    fn error_hiding_line(&mut self, at: Location, message: String, hint: String) {
+        let e = InventoryError::at(self.source, Some(at), message, "")
+            .without_snippet()
+            .hint(hint);
+        self.errors.push(e);
+    }
+
     fn warn(&mut self, at: Location, message: String, label: &str, hint: Option<String>) {
         let mut e = InventoryError::at(self.source, Some(at), message, label).warning();
         if let Some(h) = hint {
@@ -1167,6 +1175,15 @@ fn check_apt(c: &mut Checker, raw: &RawInventory) -> Apt {
             url_authority_problem(&v.value)
         };
         match problem {
+            // Credentials: neither the value nor its line is shown.
+            Some((what, _, hint)) if url_has_credentials(&v.value) => {
+                c.error_hiding_line(
+                    v.referenced,
+                    format!("apt proxy {what} (the line is not shown: it holds them)"),
+                    hint,
+                );
+                None
+            }
             Some((what, label, hint)) => {
                 c.error(
                     v.referenced,
@@ -1185,10 +1202,19 @@ fn check_apt(c: &mut Checker, raw: &RawInventory) -> Apt {
 /// What is wrong with the authority (`user@host:port`) of an http(s) URL whose characters are
 /// fine: no host, a bad port, or credentials (they would be written into a file every user of
 /// the host can read, and shown in plans).
-fn url_authority_problem(url: &str) -> Option<(String, &'static str, String)> {
+/// The authority (`user@host:port`) of a URL.
+fn url_authority(url: &str) -> &str {
     let rest = url.split_once("://").map_or("", |(_, rest)| rest);
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
-    if authority.contains('@') {
+    rest.split(['/', '?', '#']).next().unwrap_or_default()
+}
+
+fn url_has_credentials(url: &str) -> bool {
+    url_authority(url).contains('@')
+}
+
+fn url_authority_problem(url: &str) -> Option<(String, &'static str, String)> {
+    let authority = url_authority(url);
+    if url_has_credentials(url) {
         return Some((
             "holds credentials".to_string(),
             "user:password@ here",

@@ -134,6 +134,39 @@ pub fn eprintln(line: &str) {
 }
 
 /// Print inventory warnings (they do not stop the run).
+/// A problem of the inventory as JSON: `severity`, `message`, `file`, `line`, `column` (0 when
+/// the place is the whole file), `hint`.
+pub fn problem_json(problem: &crate::inventory::diag::InventoryError) -> serde_json::Value {
+    serde_json::json!({
+        "severity": if problem.warning { "warning" } else { "error" },
+        "message": problem.message,
+        "file": problem.file,
+        "line": problem.line,
+        "column": problem.column,
+        "hint": problem.help,
+    })
+}
+
+/// Any reported problem as JSON: an inventory problem with its place, else its message and
+/// hint only (`file`, `line`, `column` null).
+pub fn report_json(report: &(dyn miette::Diagnostic + Send + Sync + 'static)) -> serde_json::Value {
+    let any: &(dyn std::error::Error + 'static) = report;
+    if let Some(problem) = any.downcast_ref::<crate::inventory::diag::InventoryError>() {
+        return problem_json(problem);
+    }
+    serde_json::json!({
+        "severity": match report.severity() {
+            Some(miette::Severity::Warning) => "warning",
+            _ => "error",
+        },
+        "message": report.to_string(),
+        "file": null,
+        "line": null,
+        "column": null,
+        "hint": report.help().map(|h| h.to_string()),
+    })
+}
+
 pub fn print_warnings(warnings: &[crate::inventory::diag::InventoryError]) {
     for warning in warnings {
         eprint!("{}", format_report(warning));
