@@ -142,6 +142,15 @@ fn rollout_end_to_end() {
         "second apply changed something"
     );
     assert!(!output.contains("handlers:"), "second apply fired handlers");
+    // The preflight alone, on the running stack: its ports are held by its own services.
+    let output = pgstrap(&["preflight", "--json", "-i", &inventory()]);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "preflight of a running stack"
+    );
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).expect("preflight JSON");
+    assert_eq!(json["ready"], true, "{json}");
 
     // A planned switchover.
     let before = leader(&inventory());

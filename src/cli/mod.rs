@@ -14,6 +14,7 @@ mod drill;
 mod lab;
 mod ops;
 mod plan;
+mod preflight;
 mod render;
 mod restore;
 mod rotate;
@@ -101,6 +102,10 @@ pub enum Command {
     Plan(plan::Args),
     /// Bring every host to the state the inventory describes.
     Apply(apply::Args),
+    /// Check every host is ready for `apply` (reachable with its host key, a supported Debian
+    /// release, disk, clock, the stack's ports free, its own name resolving, no data in Debian's
+    /// default cluster); change nothing.
+    Preflight(preflight::Args),
     /// Check the running stack with real clients (writes through the VIP, reads from a replica…).
     Verify(verify::Args),
     /// etcd, Patroni, PgBouncer, HAProxy and the VIP in one table.
@@ -158,6 +163,7 @@ pub fn main() -> i32 {
         Command::Templates(args) => templates::run(args),
         Command::Plan(args) => plan::run(args, cli.verbose),
         Command::Apply(args) => apply::run(args, cli.verbose),
+        Command::Preflight(args) => preflight::run(args),
         Command::Verify(args) => verify::run(args),
         Command::Status(args) => status::run(args),
         Command::Switchover(args) => switchover::run(args),

@@ -168,22 +168,7 @@ async fn converge(
     open: &BTreeMap<String, Session>,
     report: &mut RolloutReport,
 ) -> Result<()> {
-    let checks = desired.hosts.iter().filter_map(|state| {
-        open.get(&state.host)
-            .map(|session| preflight::check_host(session, state))
-    });
-    report.preflight = futures::future::join_all(checks)
-        .await
-        .into_iter()
-        .flatten()
-        .collect();
-    report.preflight.extend(preflight::judge_releases(project));
-    report.preflight.extend(preflight::judge_live(project));
-    // Debian's own default cluster: never dropped when it holds data (refused here, before any
-    // change); an untouched one is dropped after the packages are in (below).
-    report
-        .preflight
-        .extend(default_clusters(project, open).await?.1);
+    report.preflight = preflight_problems(project, &desired, open).await?;
     if report.preflight.iter().any(|p| !p.warning) {
         return Ok(());
     }
@@ -299,6 +284,50 @@ async fn converge(
         });
     }
     Ok(())
+}
+
+/// Every check of a rollout's preflight over open connections (changes nothing): each host's
+/// own (a supported release, disk, clock, ports, its name), one release per cluster, the running
+/// clusters' live settings, and Debian's default cluster (never dropped when it holds data).
+pub async fn preflight_problems(
+    project: &Project,
+    desired: &crate::state::DesiredState,
+    open: &BTreeMap<String, Session>,
+) -> Result<Vec<Problem>> {
+    let checks = desired.hosts.iter().filter_map(|state| {
+        open.get(&state.host)
+            .map(|session| preflight::check_host(session, state))
+    });
+    let mut problems: Vec<Problem> = futures::future::join_all(checks)
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    problems.extend(preflight::judge_releases(project));
+    problems.extend(preflight::judge_live(project));
+    problems.extend(default_clusters(project, open).await?.1);
+    Ok(problems)
+}
+
+/// `pgstrap preflight`: connect to every host and run the rollout's preflight, changing nothing
+/// (no secret or certificate is written either). An unreachable host is a problem of its own.
+pub async fn preflight_only(project: &Project) -> Result<Vec<Problem>> {
+    let secrets = project.secrets(true)?;
+    super::live::learn(project).await;
+    let prepared = exec::prepare(project, &secrets, &exec::Options::default()).await?;
+    let mut problems: Vec<Problem> = prepared
+        .unreachable
+        .iter()
+        .map(|(host, error)| Problem {
+            host: host.clone(),
+            message: error.to_string(),
+            hint: error.hint.clone().unwrap_or_default(),
+            warning: false,
+        })
+        .collect();
+    problems.extend(preflight_problems(project, &prepared.desired, &prepared.sessions).await?);
+    close(prepared.sessions).await;
+    Ok(problems)
 }
 
 /// Debian's default cluster on every DB host (of the PostgreSQL version that host runs): the

@@ -167,6 +167,33 @@ pub fn report_json(report: &(dyn miette::Diagnostic + Send + Sync + 'static)) ->
     })
 }
 
+/// `pgstrap preflight`: every problem (error or warning, with its hint), then the verdict.
+pub fn preflight_text(problems: &[crate::stack::preflight::Problem], hosts: usize) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    for problem in problems {
+        let level = if problem.warning { "warning" } else { "error" };
+        let _ = writeln!(out, "{level}: {}: {}", problem.host, problem.message);
+        if !problem.hint.is_empty() {
+            let _ = writeln!(out, "hint: {}", problem.hint);
+        }
+    }
+    let errors = problems.iter().filter(|p| !p.warning).count();
+    let _ = if errors == 0 {
+        writeln!(
+            out,
+            "preflight: all {hosts} host(s) ready for apply ({} warning(s)); nothing was changed",
+            problems.len()
+        )
+    } else {
+        writeln!(
+            out,
+            "preflight: {errors} problem(s) to fix before apply; nothing was changed"
+        )
+    };
+    out
+}
+
 pub fn print_warnings(warnings: &[crate::inventory::diag::InventoryError]) {
     for warning in warnings {
         eprint!("{}", format_report(warning));
