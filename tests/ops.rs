@@ -138,6 +138,7 @@ fn day_to_day_operations_lose_no_write() {
             String::from_utf8_lossy(&output.stderr)
         );
     }
+    report_holds_no_secret(&inventory);
 
     let mut writer = common::Writer::start(&inventory, &vip());
 
@@ -275,6 +276,63 @@ fn day_to_day_operations_lose_no_write() {
         "the apply after the operations changed something"
     );
     common::give_back(common::main_of_release());
+}
+
+/// The support bundle: the status and every host's facts, journals and managed files, with no
+/// secret value and no private key in it.
+fn report_holds_no_secret(inventory: &str) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let archive = dir.path().join("report.tar.gz");
+    let output = pgstrap(&[
+        "report",
+        "-i",
+        inventory,
+        "--out",
+        archive.to_str().expect("utf-8"),
+    ]);
+    assert!(output.status.success(), "pgstrap report failed");
+    let unpacked = std::process::Command::new("tar")
+        .arg("-xzf")
+        .arg(&archive)
+        .arg("-C")
+        .arg(dir.path())
+        .status()
+        .expect("tar");
+    assert!(unpacked.success());
+    let mut text = String::new();
+    let mut files = 0;
+    let mut stack = vec![dir.path().to_path_buf()];
+    while let Some(path) = stack.pop() {
+        if path.is_dir() {
+            stack.extend(
+                std::fs::read_dir(&path)
+                    .expect("read dir")
+                    .map(|e| e.expect("entry").path()),
+            );
+        } else if path != archive {
+            text.push_str(&String::from_utf8_lossy(
+                &std::fs::read(&path).expect("read"),
+            ));
+            files += 1;
+        }
+    }
+    assert!(!text.contains("PRIVATE KEY"), "a private key in the report");
+    let secrets = std::fs::read_to_string(format!("{}/inventory.secrets.yaml", common::dir()))
+        .expect("secrets");
+    for line in secrets.lines() {
+        if let Some((name, value)) = line.split_once(": ") {
+            let value = value.trim().trim_matches('"');
+            assert!(
+                !value.is_empty() && !text.contains(value),
+                "secret {name} in the report"
+            );
+        }
+    }
+    assert!(
+        files > 10 && text.contains("patroni"),
+        "{files} files in the report"
+    );
+    eprintln!("figure: pgstrap report: {files} files, no secret, no private key");
 }
 
 fn leader_now(inventory: &str) -> String {

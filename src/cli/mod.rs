@@ -16,6 +16,7 @@ mod ops;
 mod plan;
 mod preflight;
 mod render;
+mod report;
 mod restore;
 mod rotate;
 mod status;
@@ -108,6 +109,9 @@ pub enum Command {
     Preflight(preflight::Args),
     /// Check the running stack with real clients (writes through the VIP, reads from a replica…).
     Verify(verify::Args),
+    /// One archive for support: the status, every host's facts, its journals of the stack and
+    /// the files pgstrap manages there, secrets masked and private keys left out.
+    Report(report::Args),
     /// etcd, Patroni, PgBouncer, HAProxy and the VIP in one table.
     Status(status::Args),
     /// A planned switchover to another database host.
@@ -165,6 +169,7 @@ pub fn main() -> i32 {
         Command::Apply(args) => apply::run(args, cli.verbose),
         Command::Preflight(args) => preflight::run(args),
         Command::Verify(args) => verify::run(args),
+        Command::Report(args) => report::run(args),
         Command::Status(args) => status::run(args),
         Command::Switchover(args) => switchover::run(args),
         Command::Failover(args) => ops::failover(args),

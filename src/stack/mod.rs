@@ -14,6 +14,7 @@ pub mod ops;
 pub mod patroni;
 pub mod postgres;
 pub mod preflight;
+pub mod report;
 pub mod restart;
 pub mod rollout;
 pub mod rotate;

@@ -167,6 +167,24 @@ pub fn report_json(report: &(dyn miette::Diagnostic + Send + Sync + 'static)) ->
     })
 }
 
+/// `pgstrap report`: what went into the archive.
+pub fn report_text(
+    collected: &crate::stack::report::Collected,
+    archive: &std::path::Path,
+) -> String {
+    let mut text = format!(
+        "report: {} ({} host(s): facts, journals, {} managed file(s) with every secret masked; {} private key(s) left out)",
+        archive.display(),
+        collected.hosts.len(),
+        collected.files,
+        collected.keys_left_out
+    );
+    for (host, error) in &collected.unreachable {
+        text.push_str(&format!("\nwarning: {host} could not be reached: {error}"));
+    }
+    text
+}
+
 /// `pgstrap preflight`: every problem (error or warning, with its hint), then the verdict.
 pub fn preflight_text(problems: &[crate::stack::preflight::Problem], hosts: usize) -> String {
     use std::fmt::Write;
