@@ -94,9 +94,12 @@ fi
 # file. They are `#[ignore]`d in a plain `cargo test`: `--ignored` runs exactly them; the
 # benchmarks among them (bench_*) stay for scripts/bench*.sh. A row entry `FILE:WORDS` takes
 # only the tests of FILE whose name contains WORDS.
+# The two rows' installs from the bare base (rollout_end_to_end early in row 0, the Debian 12
+# drill's rollout) are CPU-bound in dpkg: row 1 reaches its own when row 0 is in its drills, which
+# mostly wait.
 rows=(
   "lab engine rollout tls safety ops drill:debian_13"
-  "drill:debian_12 members dr backup"
+  "dr members drill:debian_12 backup"
 )
 row_dirs=(/var/lib/pgstrap/lab /var/lib/pgstrap/lab-1)
 # Whatever happens, leave no lab behind (the Debian base stays cached).

@@ -31,7 +31,9 @@ pub fn run(args: Args) -> Result<i32> {
     let out = args
         .out
         .unwrap_or_else(|| PathBuf::from(format!("pgstrap-report-{stamp}.tar.gz")));
-    let dir = out.with_file_name(format!(".pgstrap-report-{stamp}-{}", std::process::id()));
+    // Collected in a hidden directory beside the archive, under the name the archive holds.
+    let staging = out.with_file_name(format!(".pgstrap-report-{stamp}-{}", std::process::id()));
+    let dir = staging.join(format!("pgstrap-report-{stamp}"));
     let status = super::block_on(crate::stack::status::status(&project, &secrets))?;
     let masker = secrets.masker();
     crate::stack::report::write(
@@ -47,6 +49,7 @@ pub fn run(args: Args) -> Result<i32> {
         &dir,
     ))??;
     let archive = crate::stack::report::archive(&dir, &out)?;
+    let _ = std::fs::remove_dir_all(&staging);
     crate::ui::eprintln(&crate::ui::report_text(&collected, &archive));
     Ok(if collected.unreachable.is_empty() {
         0
