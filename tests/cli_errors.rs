@@ -518,3 +518,48 @@ fn check_and_lab_status_speak_json_when_asked() {
     let json: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
     assert_eq!(json["hosts"], serde_json::json!([]));
 }
+
+#[test]
+fn a_cluster_past_the_member_bound_is_refused_and_default_networks_stay_per_cluster() {
+    // Issue 22 item 11: one cluster of N DB hosts was quadratic in `check` (every member lists
+    // every other): bounded, and said why.
+    let hosts: Vec<String> = (0..101)
+        .map(|i| format!("  db{i}: {{address: 10.1.{}.{}}}", i / 200, 10 + i % 200))
+        .collect();
+    let names: Vec<String> = (0..101).map(|i| format!("db{i}")).collect();
+    let dir = inventory_of(&format!(
+        "hosts:\n{}\nclusters:\n  big:\n    etcd: [db0, db1, db2]\n    postgres: [{}]\n    networks: [10.0.0.0/8]\n",
+        hosts.join("\n"),
+        names.join(", ")
+    ));
+    let (code, stderr) = run_in(dir.path(), &["check", "-i", "inventory.yaml"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("has 101 PostgreSQL members"), "{stderr}");
+    assert!(stderr.contains("inventory.yaml:"), "{stderr}");
+    // Without `networks:`, a cluster's pg_hba lets in its own hosts and hosts in no cluster,
+    // not every host of the inventory (869 MB of pg_hba at 3000 hosts).
+    let dir = inventory_of(
+        "hosts:\n  a1: {address: 10.1.0.11}\n  a2: {address: 10.1.0.12}\n  a3: {address: 10.1.0.13}\n  b1: {address: 10.2.0.11}\n  b2: {address: 10.2.0.12}\n  b3: {address: 10.2.0.13}\n  app: {address: 10.9.0.5}\nclusters:\n  a:\n    etcd: [a1, a2, a3]\n    postgres: [a1, a2, a3]\n  b:\n    etcd: [b1, b2, b3]\n    postgres: [b1, b2, b3]\n",
+    );
+    let (code, stderr) = run_in(
+        dir.path(),
+        &["render", "-i", "inventory.yaml", "--out", "out"],
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    let config = std::fs::read_to_string(dir.path().join("out/a1/etc/patroni/config.yml"))
+        .expect("a1's Patroni configuration");
+    let all_lines: Vec<&str> = config
+        .lines()
+        .filter(|l| l.contains(" all           all "))
+        .collect();
+    let allowed = all_lines.join("\n");
+    assert!(allowed.contains("10.1.0.12/32"), "{allowed}");
+    assert!(
+        allowed.contains("10.9.0.5/32"),
+        "a host in no cluster: {allowed}"
+    );
+    assert!(
+        !allowed.contains("10.2.0."),
+        "another cluster's hosts: {allowed}"
+    );
+}
