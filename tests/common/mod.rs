@@ -460,12 +460,15 @@ impl Reader {
                 let started = std::time::Instant::now();
                 log.attempted += 1;
                 let read = runtime.block_on(async {
-                    tokio::time::timeout(std::time::Duration::from_secs(2), async {
+                    // 5 s, as the writer's: a new TLS connection with SCRAM through HAProxy and
+                    // PgBouncer can take seconds on a loaded machine (two rows of tests, a
+                    // host's package upgrade) without anything being interrupted.
+                    tokio::time::timeout(std::time::Duration::from_secs(5), async {
                         let client = pgstrap::stack::verify::connect(&vip, port, &secrets).await?;
                         pgstrap::stack::verify::scalar(&client, "SELECT 1").await
                     })
                     .await
-                    .unwrap_or_else(|_| Err("timed out".into()))
+                    .unwrap_or_else(|_| Err("no answer within 5 s".into()))
                 });
                 match read {
                     Ok(_) => {
