@@ -146,14 +146,27 @@ run_row() {
     [[ -f "tests/$file.rs" ]] || continue
     log=$(log_of "$entry")
     : >"$log"
-    bin=${binaries[$file]}
+    bin=${binaries[$file]:-}
     echo "e2e row $row: tests/$file.rs${words:+ (tests named *$words*)} (log: $log)"
+    if [[ -z $bin ]]; then
+      echo "no test binary for tests/$file.rs" >"$log"
+      echo "$entry (no test binary)" >"$out/failed"
+      echo "  FAILED  row $row: no test binary for tests/$file.rs"
+      return 1
+    fi
     # In the order they are written in the file (tests that share a cluster rely on it; see
     # tests/common/mod.rs `take`), not libtest's alphabetical one.
     mapfile -t names < <("$bin" --ignored --list 2>/dev/null |
       sed -n 's/: test$//p' | grep -v '^bench_' | grep -F -- "$words" | while read -r name; do
         echo "$(grep -n -m1 -E "^fn $name\(" "tests/$file.rs" | cut -d: -f1) $name"
       done | sort -n | cut -d' ' -f2)
+    # An entry that selects no test is a mistake in the rows, never a pass.
+    if ((${#names[@]} == 0)); then
+      echo "no e2e test in tests/$file.rs matches '$words'" >>"$log"
+      echo "$entry (no test selected)" >"$out/failed"
+      echo "  FAILED  row $row: no e2e test of tests/$file.rs selected"
+      return 1
+    fi
     for name in "${names[@]}"; do
       start=$SECONDS
       if PGSTRAP_E2E=1 "$bin" --ignored --exact "$name" --test-threads=1 --nocapture \
