@@ -14,8 +14,9 @@ quick=0
 [[ "${1:-}" == "--quick" ]] && quick=1
 
 # Packages: the config checks run the real programs; the TLS test uses curl, openssl and psql.
+# python3 reads cargo's JSON for the test binaries (below); tar unpacks the report bundle.
 packages=(haproxy keepalived psmisc patroni python3-etcd pgbouncer pgbackrest
-  etcd-server etcd-client postgresql postgresql-common openssh-server curl openssl)
+  etcd-server etcd-client postgresql postgresql-common openssh-server curl openssl python3 tar)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

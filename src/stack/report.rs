@@ -152,10 +152,9 @@ fn is_private_key(path: &str, text: &str) -> bool {
     path.ends_with(".key") || text.contains("PRIVATE KEY")
 }
 
-/// Write a file of the report (0600; its directories 0700).
+/// Write a file of the report (0600, as the secrets file is written; its directories 0700).
 pub fn write(path: &Path, text: &str) -> Result<()> {
-    use std::io::Write as _;
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    use std::os::unix::fs::DirBuilderExt;
     if let Some(parent) = path.parent() {
         std::fs::DirBuilder::new()
             .recursive(true)
@@ -165,14 +164,7 @@ pub fn write(path: &Path, text: &str) -> Result<()> {
                 Error::failure(format!("cannot create {}: {e}", parent.display()), None)
             })?;
     }
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| Error::failure(format!("cannot write {}: {e}", path.display()), None))?;
-    file.write_all(text.as_bytes())
+    crate::inventory::secrets::write_atomically(path, text.as_bytes(), 0o600)
         .map_err(|e| Error::failure(format!("cannot write {}: {e}", path.display()), None))
 }
 

@@ -190,11 +190,7 @@ impl ClusterStatus {
     /// The member HAProxy's write port must send to: the leader of a primary cluster, none for
     /// a standby cluster (its standby leader is read-only); `None` when not known (no leader).
     pub fn expected_writer(&self) -> Option<Option<String>> {
-        let leader = self
-            .patroni
-            .members
-            .iter()
-            .find(|m| m.role == "leader" || m.role == "standby_leader")?;
+        let leader = self.patroni.members.iter().find(|m| m.leads())?;
         Some((leader.role == "leader").then(|| leader.name.clone()))
     }
 
@@ -227,19 +223,14 @@ impl ClusterStatus {
                 .iter()
                 .filter(|m| {
                     // A standby leader streams from the primary side (Patroni 4 says so).
-                    (m.role == "leader" || m.role == "standby_leader")
-                        && (m.state == "running" || m.state == "streaming")
+                    m.leads() && (m.state == "running" || m.state == "streaming")
                 })
                 .count();
             if leaders != 1 {
                 problems.push(format!("{leaders} running Patroni leaders (one expected)"));
             }
             for member in &self.patroni.members {
-                let leader = member.role == "leader" || member.role == "standby_leader";
-                if !leader
-                    && member.state != "streaming"
-                    && member.replication_state.as_deref() != Some("streaming")
-                {
+                if !member.leads() && !member.streams() {
                     problems.push(format!(
                         "replica {} is {}, not streaming",
                         member.name, member.state
@@ -380,6 +371,18 @@ pub struct MemberStatus {
     pub pending_restart: bool,
     /// The member's Patroni tags.
     pub tags: BTreeMap<String, serde_json::Value>,
+}
+
+impl MemberStatus {
+    /// The cluster's leader, or a DR standby cluster's standby leader.
+    pub fn leads(&self) -> bool {
+        self.role == "leader" || self.role == "standby_leader"
+    }
+
+    /// A replica streaming, by Patroni's state or the leader's `pg_stat_replication`.
+    pub fn streams(&self) -> bool {
+        self.state == "streaming" || self.replication_state.as_deref() == Some("streaming")
+    }
 }
 
 impl PatroniStatus {

@@ -39,14 +39,10 @@ pub fn status_text(status: &Status) -> String {
     out
 }
 
-fn is_leader(member: &MemberStatus) -> bool {
-    member.role == "leader" || member.role == "standby_leader"
-}
-
 fn cluster_text(out: &mut String, cluster: &ClusterStatus) {
     let _ = writeln!(out, "{}", verdict(cluster));
     if cluster.patroni.paused {
-        let leaderless = !cluster.patroni.members.iter().any(is_leader);
+        let leaderless = !cluster.patroni.members.iter().any(MemberStatus::leads);
         let _ = writeln!(
             out,
             "  MAINTENANCE MODE: Patroni does not fail over on its own (`pgstrap resume` ends it){}",
@@ -105,10 +101,10 @@ fn verdict(cluster: &ClusterStatus) -> String {
     let members = &cluster.patroni.members;
     let leader = members
         .iter()
-        .find(|m| is_leader(m))
+        .find(|m| m.leads())
         .map_or_else(|| "NO LEADER".to_owned(), |m| format!("leader {}", m.name));
-    let replicas: Vec<&MemberStatus> = members.iter().filter(|m| !is_leader(m)).collect();
-    let streaming: Vec<&&MemberStatus> = replicas.iter().filter(|m| streams(m)).collect();
+    let replicas: Vec<&MemberStatus> = members.iter().filter(|m| !m.leads()).collect();
+    let streaming: Vec<&&MemberStatus> = replicas.iter().filter(|m| m.streams()).collect();
     let worst = streaming
         .iter()
         .filter_map(|m| m.lag_bytes)
@@ -151,10 +147,6 @@ fn verdict(cluster: &ClusterStatus) -> String {
     )
 }
 
-fn streams(member: &MemberStatus) -> bool {
-    member.state == "streaming" || member.replication_state.as_deref() == Some("streaming")
-}
-
 /// Bytes as megabytes with one decimal (`0.0 MB`, `16.8 MB`).
 fn megabytes(bytes: u64) -> String {
     format!("{:.1} MB", bytes as f64 / 1_000_000.0)
@@ -175,7 +167,7 @@ fn members_table(out: &mut String, cluster: &ClusterStatus) {
     );
     for m in &cluster.patroni.members {
         let lag = match (&m.replication_state, m.lag_bytes) {
-            _ if is_leader(m) => "-".to_owned(),
+            _ if m.leads() => "-".to_owned(),
             (Some(state), lag) => {
                 let amount = match (lag, m.lag_ms) {
                     (Some(bytes), Some(ms)) => {
@@ -203,7 +195,7 @@ fn members_table(out: &mut String, cluster: &ClusterStatus) {
                 other => format!("{tag}={other}"),
             });
         }
-        let state = if is_leader(m) || streams(m) || m.state == "running" {
+        let state = if m.leads() || m.streams() || m.state == "running" {
             m.state.clone()
         } else {
             m.state.to_uppercase()
