@@ -48,7 +48,7 @@ impl Error {
 
     /// The same error with every secret value replaced by `***` in its messages and hints (for
     /// errors whose text may quote rendered content: templates, rendered manifests).
-    pub fn masked(self, masker: &crate::inventory::secrets::Masker) -> Self {
+    pub fn masked(self, masker: &crate::secret::Masker) -> Self {
         let reports = self
             .reports
             .into_iter()

@@ -34,6 +34,7 @@ pub mod lab;
 pub mod ops;
 pub mod render;
 pub mod role;
+pub mod secret;
 pub mod stack;
 pub mod state;
 pub mod text;

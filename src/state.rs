@@ -4,7 +4,7 @@
 
 use serde::Serialize;
 
-use crate::inventory::secrets::Masker;
+use crate::secret::Masker;
 
 /// Everything pgstrap manages on one host, role by role, in phase order.
 #[derive(Debug, Clone, Serialize)]

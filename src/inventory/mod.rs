@@ -16,6 +16,7 @@ use ipnet::IpNet;
 use serde_saphyr::Location;
 
 use crate::error::{Error, Result};
+pub use crate::secret::read_user_file;
 use diag::{InventoryError, Source};
 use secrets::SecretSource;
 use vars::Layer;
@@ -192,21 +193,6 @@ pub fn load(path: &Path, schema: &crate::role::types::Schema) -> Result<Inventor
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or_else(|| PathBuf::from("."));
     validate::validate(raw, source, path.to_path_buf(), dir, schema)
-}
-
-/// Turn a YAML error into a diagnostic at its place, with hints for the common mistakes.
-/// Read a file the user points pgstrap at (the inventory, a template override, the secrets
-/// file, a secret's file, the CA): only a regular file, so a FIFO or a device there is refused
-/// instead of hanging the command.
-pub fn read_user_file(path: &Path) -> std::io::Result<String> {
-    let metadata = std::fs::metadata(path)?;
-    if !metadata.is_file() {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            "not a regular file (a FIFO, a device or a directory is never read)",
-        ));
-    }
-    std::fs::read_to_string(path)
 }
 
 /// How pgstrap reads YAML it is given (the inventory, `--set` values): YAML 1.2 booleans only

@@ -16,7 +16,7 @@ use rcgen::{
 };
 use time::{Duration, OffsetDateTime};
 
-use crate::inventory::secrets::{Generated, PendingWrite, Secret};
+use crate::secret::{Generated, PendingWrite, Secret};
 
 /// Years the generated CA is valid.
 const CA_YEARS: i64 = 10;
@@ -351,7 +351,7 @@ pub fn pem_to_der(pem: &str) -> Option<Vec<u8>> {
 }
 
 fn read(path: &Path) -> Result<Option<String>, PkiError> {
-    match crate::inventory::read_user_file(path) {
+    match crate::secret::read_user_file(path) {
         Ok(text) => Ok(Some(text)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(error(
@@ -391,7 +391,7 @@ mod tests {
     /// Load with `generate` and write what it made up, as a command does once the hosts agree.
     fn stored(dir: &Path, wanted: &[Wanted], policy: Policy) -> Pki {
         let pki = load(dir, wanted, policy, true).unwrap().unwrap();
-        crate::inventory::secrets::persist(&pki.pending).unwrap();
+        crate::secret::persist(&pki.pending).unwrap();
         pki
     }
 
@@ -408,7 +408,7 @@ mod tests {
         // Nothing is written before the caller persists it.
         assert!(!dir.exists());
         let first = {
-            crate::inventory::secrets::persist(&first.pending).unwrap();
+            crate::secret::persist(&first.pending).unwrap();
             first
         };
         assert_eq!(first.changes, vec![("n1".into(), "new".into())]);
