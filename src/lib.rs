@@ -35,6 +35,7 @@ pub mod ops;
 pub mod render;
 pub mod role;
 pub mod secret;
+pub mod settings;
 pub mod stack;
 pub mod state;
 pub mod text;

@@ -214,7 +214,7 @@ fn plain(target: &Target) -> Value {
             let mut layers = pgstrap::role::default_layers().expect("defaults");
             let release = &pgstrap::role::releases().default;
             layers.extend(pgstrap::role::release_layers(release).expect("release"));
-            let defaults = pgstrap::inventory::vars::resolve(&layers);
+            let defaults = pgstrap::settings::vars::resolve(&layers);
             defaults
                 .get(key)
                 .cloned()
@@ -237,7 +237,7 @@ fn targets() -> Vec<Target> {
     for (key, ty) in schema.iter() {
         // A mapping's entries are settings of their own (and ParameterName varies the names);
         // the PgBouncer version decides which lines are written, by design.
-        if matches!(ty, pgstrap::role::types::SettingType::Map(_)) || key == "pgbouncer.version" {
+        if matches!(ty, pgstrap::settings::types::SettingType::Map(_)) || key == "pgbouncer.version" {
             continue;
         }
         for place in [Place::Cluster, Place::DbHost, Place::Balancer] {

@@ -6,7 +6,6 @@ pub mod diag;
 pub mod raw;
 pub mod secrets;
 mod validate;
-pub mod vars;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -19,7 +18,7 @@ use crate::error::{Error, Result};
 pub use crate::secret::read_user_file;
 use diag::{InventoryError, Source};
 use secrets::SecretSource;
-use vars::Layer;
+use crate::settings::vars::Layer;
 
 /// A validated inventory.
 #[derive(Debug)]
@@ -177,7 +176,7 @@ pub(crate) fn resolve_path(dir: &Path, text: &str) -> PathBuf {
 /// Read, parse and validate an inventory. `schema` declares every setting and its type (unknown
 /// settings and values of the wrong type are refused). Errors are bad input (exit 2) and list
 /// every problem found.
-pub fn load(path: &Path, schema: &crate::role::types::Schema) -> Result<Inventory> {
+pub fn load(path: &Path, schema: &crate::settings::types::Schema) -> Result<Inventory> {
     let text = read_user_file(path).map_err(|e| {
         Error::usage(
             format!("cannot read inventory `{}`: {e}", path.display()),
@@ -185,7 +184,7 @@ pub fn load(path: &Path, schema: &crate::role::types::Schema) -> Result<Inventor
         )
     })?;
     let source = Source::new(&path.display().to_string(), text);
-    let raw: raw::RawInventory = serde_saphyr::from_str_with_options(&source.text, yaml_options())
+    let raw: raw::RawInventory = serde_saphyr::from_str_with_options(&source.text, crate::settings::yaml_options())
         .map_err(|e| Error::bad_input(parse_error(&source, &e)))?;
     let dir = path
         .parent()
@@ -193,14 +192,6 @@ pub fn load(path: &Path, schema: &crate::role::types::Schema) -> Result<Inventor
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or_else(|| PathBuf::from("."));
     validate::validate(raw, source, path.to_path_buf(), dir, schema)
-}
-
-/// How pgstrap reads YAML it is given (the inventory, `--set` values): YAML 1.2 booleans only
-/// (`true`/`false`), so `yes`, `no`, `on` and `off` stay the strings they look like (PostgreSQL's
-/// `on`/`off` parameters keep their spelling, and a boolean field refuses them rather than
-/// reading `no` as false).
-pub fn yaml_options() -> serde_saphyr::Options {
-    serde_saphyr::options! { strict_booleans: true }
 }
 
 fn parse_error(source: &Source, error: &serde_saphyr::Error) -> InventoryError {

@@ -33,7 +33,7 @@ impl RawValue {
     }
 }
 
-/// Settings as one JSON mapping (for [`super::vars::Layer::from_nested`]).
+/// Settings as one JSON mapping (for [`crate::settings::vars::Layer::from_nested`]).
 pub fn vars_to_json(vars: &RawVars) -> serde_json::Map<String, serde_json::Value> {
     vars.iter()
         .map(|(k, v)| (k.clone(), v.value.to_json()))

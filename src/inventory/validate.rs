@@ -12,10 +12,10 @@ use serde_saphyr::{Location, Spanned};
 use super::diag::{InventoryError, Source};
 use super::raw::{self, RawCluster, RawInventory, RawValue, RawVars};
 use super::secrets::{self, SecretSource};
-use super::vars::{self, Layer, Origin};
+use crate::settings::vars::{self, Layer, Origin};
 use super::{Apt, Cluster, Host, Inventory, Ssh};
 use crate::error::{Error, Result};
-use crate::role::types::{self, Lookup, Problem, Schema, SettingType, Step};
+use crate::settings::types::{self, Lookup, Problem, Schema, SettingType, Step};
 
 struct Checker<'a> {
     source: &'a Source,

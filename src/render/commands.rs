@@ -10,7 +10,7 @@ use super::output::{OutputDir, WriteError};
 use super::{desired_state, load_project};
 use crate::error::{Error, Result};
 use crate::inventory::diag::InventoryError;
-use crate::inventory::vars::Origin;
+use crate::settings::vars::Origin;
 
 /// What `check` found.
 pub struct CheckSummary {

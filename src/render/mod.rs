@@ -21,7 +21,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 use crate::inventory::secrets::{self, Secrets};
-use crate::inventory::vars::{self, Layer, Origin, Vars};
+use crate::settings::vars::{self, Layer, Origin, Vars};
 use crate::inventory::{Cluster, Host, Inventory};
 use crate::role::{self, AppliesTo, Manifest};
 use crate::state::{
@@ -70,7 +70,7 @@ pub fn load_project(path: &Path, sets: &[String]) -> Result<Project> {
         if let Err(problem) = schema.check(&key, &value) {
             let (message, hint) = problem.describe(&key, &value);
             return Err(Error::usage(
-                format!("--set {}: {message}", role::types::shown(set)),
+                format!("--set {}: {message}", crate::settings::types::shown(set)),
                 Some(hint),
             ));
         }

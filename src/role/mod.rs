@@ -7,12 +7,12 @@
 //! other string is rendered as text. Rendering never touches the YAML text, so no value can add
 //! a key or an item to a manifest.
 
-pub mod types;
 
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+use crate::settings::types;
 use crate::state::{HandlerAction, ServiceState};
 
 /// The built-in roles, in the order the stack needs them.
@@ -230,8 +230,8 @@ pub fn releases() -> &'static Releases {
 fn settings_layer(
     role: &str,
     file: &str,
-    origin: crate::inventory::vars::Origin,
-) -> crate::error::Result<Option<crate::inventory::vars::Layer>> {
+    origin: crate::settings::vars::Origin,
+) -> crate::error::Result<Option<crate::settings::vars::Layer>> {
     let Some(text) = crate::render::engine::role_file(role, file) else {
         return Ok(None);
     };
@@ -251,7 +251,7 @@ fn settings_layer(
             ))
         }
     };
-    Ok(Some(crate::inventory::vars::Layer::from_nested(
+    Ok(Some(crate::settings::vars::Layer::from_nested(
         origin, &map,
     )))
 }
@@ -274,8 +274,8 @@ pub fn schema() -> crate::error::Result<&'static types::Schema> {
 }
 
 /// The default settings of every role, one layer per role (lowest precedence).
-pub fn default_layers() -> crate::error::Result<Vec<crate::inventory::vars::Layer>> {
-    use crate::inventory::vars::Origin;
+pub fn default_layers() -> crate::error::Result<Vec<crate::settings::vars::Layer>> {
+    use crate::settings::vars::Origin;
     let mut layers = Vec::new();
     for role in ROLES {
         layers.extend(settings_layer(
@@ -289,8 +289,8 @@ pub fn default_layers() -> crate::error::Result<Vec<crate::inventory::vars::Laye
 
 /// What differs on `release` (`roles/<role>/debian-<release>.yaml`), one layer per role that has
 /// a difference; it sits right above the role defaults.
-pub fn release_layers(release: &str) -> crate::error::Result<Vec<crate::inventory::vars::Layer>> {
-    use crate::inventory::vars::Origin;
+pub fn release_layers(release: &str) -> crate::error::Result<Vec<crate::settings::vars::Layer>> {
+    use crate::settings::vars::Origin;
     let mut layers = Vec::new();
     for role in ROLES {
         layers.extend(settings_layer(
@@ -303,9 +303,9 @@ pub fn release_layers(release: &str) -> crate::error::Result<Vec<crate::inventor
 }
 
 /// All role defaults merged into one layer (for checking that a setting exists).
-pub fn all_defaults(layers: &[crate::inventory::vars::Layer]) -> crate::inventory::vars::Layer {
-    let mut merged = crate::inventory::vars::Layer {
-        origin: crate::inventory::vars::Origin::RoleDefault("*".into()),
+pub fn all_defaults(layers: &[crate::settings::vars::Layer]) -> crate::settings::vars::Layer {
+    let mut merged = crate::settings::vars::Layer {
+        origin: crate::settings::vars::Origin::RoleDefault("*".into()),
         values: BTreeMap::new(),
     };
     for layer in layers {

@@ -284,7 +284,7 @@ pub fn judge_releases(project: &crate::render::Project) -> Vec<Problem> {
 /// cluster's Patroni to move to the other etcd keyspace is refused; a Debian 12 cluster kept on
 /// the v3 keyspace is warned about.
 pub fn judge_live(project: &crate::render::Project) -> Vec<Problem> {
-    use crate::inventory::vars::Origin;
+    use crate::settings::vars::Origin;
     let mut problems = Vec::new();
     for cluster in project.inventory.clusters.values() {
         let vars = project.cluster_vars(cluster);
@@ -330,7 +330,7 @@ fn judge_live_tls(
     project: &crate::render::Project,
     cluster: &crate::inventory::Cluster,
 ) -> Option<Problem> {
-    use crate::inventory::vars::Origin;
+    use crate::settings::vars::Origin;
     if !project.is_live(cluster, "tls.enabled") {
         return None;
     }

@@ -178,7 +178,7 @@ pub fn parse_set(text: &str) -> Result<(String, Value), String> {
     let value: Value = if value.is_empty() {
         Value::String(String::new())
     } else {
-        serde_saphyr::from_str_with_options(value, super::yaml_options())
+        serde_saphyr::from_str_with_options(value, crate::settings::yaml_options())
             .unwrap_or_else(|_| Value::String(value.to_owned()))
     };
     Ok((key.to_owned(), value))

@@ -735,15 +735,15 @@ impl Schema {
 
     /// The declared key closest to `key`, for a "did you mean" hint.
     pub fn closest(&self, key: &str) -> Option<&str> {
-        let layer = crate::inventory::vars::Layer {
-            origin: crate::inventory::vars::Origin::CommandLine,
+        let layer = crate::settings::vars::Layer {
+            origin: crate::settings::vars::Origin::CommandLine,
             values: self
                 .types
                 .keys()
                 .map(|k| (k.clone(), Value::Null))
                 .collect(),
         };
-        let found = crate::inventory::vars::closest(&layer, key)?.to_owned();
+        let found = crate::settings::vars::closest(&layer, key)?.to_owned();
         self.types.get_key_value(&found).map(|(k, _)| k.as_str())
     }
 
