@@ -293,10 +293,10 @@ pub async fn prepare(project: &Project, secrets: &Secrets, options: &Options) ->
     }
     if let Some(roles) = &options.roles {
         for name in roles {
-            if !crate::role::ROLES.contains(&name.as_str()) {
+            if !crate::role::names().contains(&name.as_str()) {
                 return Err(Error::usage(
                     format!("--roles: no role `{name}`"),
-                    Some(format!("roles are: {}", crate::role::ROLES.join(", "))),
+                    Some(format!("roles are: {}", crate::role::names().join(", "))),
                 ));
             }
         }

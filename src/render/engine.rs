@@ -13,7 +13,6 @@ use crate::error::{Error, Result};
 use crate::inventory::secrets::Masker;
 
 static TEMPLATES: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/templates");
-static ROLES: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/roles");
 
 /// Template names starting with this are snippets: the rest of the name is the template.
 const SNIPPET: &str = "snippet:";
@@ -71,13 +70,6 @@ fn collect(dir: &Dir<'static>, out: &mut Vec<String>) {
     for sub in dir.dirs() {
         collect(sub, out);
     }
-}
-
-/// A built-in role file (`<role>/role.yaml`, `<role>/defaults.yaml`).
-pub fn role_file(role: &str, file: &str) -> Option<&'static str> {
-    ROLES
-        .get_file(format!("{role}/{file}"))
-        .and_then(|f| f.contents_utf8())
 }
 
 /// The engine with every template reachable by name, recording where each came from.

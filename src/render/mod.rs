@@ -608,7 +608,7 @@ impl Renderer<'_> {
         all_groups.sort();
         all_groups.dedup();
         let mut roles = Vec::new();
-        for role_name in role::ROLES {
+        for role_name in role::names() {
             let source = self.manifests.get(role_name).ok_or_else(|| {
                 Error::failure(
                     format!("built-in role `{role_name}` has no role.yaml"),

@@ -15,18 +15,42 @@ use serde::Deserialize;
 use crate::settings::types;
 use crate::state::{HandlerAction, ServiceState};
 
-/// The built-in roles, in the order the stack needs them.
-pub const ROLES: &[&str] = &[
-    "common",
-    "etcd",
-    "postgresql",
-    "patroni",
-    "pgbackrest",
-    "backup",
-    "pgbouncer",
-    "haproxy",
-    "keepalived",
-];
+/// The built-in roles (`roles/`), embedded so pgstrap needs no files beside it.
+static EMBEDDED: include_dir::Dir<'static> = include_dir::include_dir!("$CARGO_MANIFEST_DIR/roles");
+
+/// A built-in role file (`<role>/role.yaml`, `<role>/defaults.yaml`).
+pub fn role_file(role: &str, file: &str) -> Option<&'static str> {
+    EMBEDDED
+        .get_file(format!("{role}/{file}"))
+        .and_then(|f| f.contents_utf8())
+}
+
+/// The built-in roles in the order the stack needs them: every folder of `roles/` with a
+/// `role.yaml`, by its `phase` (then by name). Found in the data, so a new role is a new folder.
+pub fn names() -> &'static [&'static str] {
+    static NAMES: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
+    NAMES.get_or_init(|| {
+        #[derive(Deserialize)]
+        struct Phase {
+            phase: u32,
+        }
+        let mut found: Vec<(u32, &'static str)> = EMBEDDED
+            .dirs()
+            .filter_map(|dir| {
+                let name = dir.path().to_str()?;
+                let text = role_file(name, "role.yaml")?;
+                // A manifest that does not parse still counts: `manifest_sources` says why.
+                let phase = serde_saphyr::from_str::<serde_json::Value>(text)
+                    .ok()
+                    .and_then(|tree| serde_json::from_value::<Phase>(tree).ok())
+                    .map_or(u32::MAX, |p| p.phase);
+                Some((phase, name))
+            })
+            .collect();
+        found.sort();
+        found.into_iter().map(|(_, name)| name).collect()
+    })
+}
 
 /// Which hosts of a cluster a role applies to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -219,7 +243,7 @@ impl Releases {
 pub fn releases() -> &'static Releases {
     static RELEASES: std::sync::OnceLock<Releases> = std::sync::OnceLock::new();
     RELEASES.get_or_init(|| {
-        let text = crate::render::engine::role_file("common", "releases.yaml")
+        let text = role_file("common", "releases.yaml")
             .expect("roles/common/releases.yaml is built in");
         // Invariant: the built-in file is valid (a unit test parses it).
         serde_saphyr::from_str(text).expect("roles/common/releases.yaml is valid")
@@ -232,7 +256,7 @@ fn settings_layer(
     file: &str,
     origin: crate::settings::vars::Origin,
 ) -> crate::error::Result<Option<crate::settings::vars::Layer>> {
-    let Some(text) = crate::render::engine::role_file(role, file) else {
+    let Some(text) = role_file(role, file) else {
         return Ok(None);
     };
     let value: serde_json::Value = serde_saphyr::from_str(text).map_err(|e| {
@@ -262,8 +286,8 @@ pub fn schema() -> crate::error::Result<&'static types::Schema> {
     SCHEMA
         .get_or_init(|| {
             let mut schema = types::Schema::default();
-            for role in ROLES {
-                if let Some(text) = crate::render::engine::role_file(role, "defaults.yaml") {
+            for role in names() {
+                if let Some(text) = role_file(role, "defaults.yaml") {
                     schema.add_file(&format!("roles/{role}/defaults.yaml"), text)?;
                 }
             }
@@ -277,7 +301,7 @@ pub fn schema() -> crate::error::Result<&'static types::Schema> {
 pub fn default_layers() -> crate::error::Result<Vec<crate::settings::vars::Layer>> {
     use crate::settings::vars::Origin;
     let mut layers = Vec::new();
-    for role in ROLES {
+    for role in names() {
         layers.extend(settings_layer(
             role,
             "defaults.yaml",
@@ -292,7 +316,7 @@ pub fn default_layers() -> crate::error::Result<Vec<crate::settings::vars::Layer
 pub fn release_layers(release: &str) -> crate::error::Result<Vec<crate::settings::vars::Layer>> {
     use crate::settings::vars::Origin;
     let mut layers = Vec::new();
-    for role in ROLES {
+    for role in names() {
         layers.extend(settings_layer(
             role,
             &format!("debian-{release}.yaml"),
@@ -334,8 +358,8 @@ pub fn manifest_sources() -> crate::error::Result<&'static BTreeMap<&'static str
     SOURCES
         .get_or_init(|| {
             let mut sources = BTreeMap::new();
-            for role in ROLES {
-                let text = crate::render::engine::role_file(role, "role.yaml")
+            for role in names() {
+                let text = role_file(role, "role.yaml")
                     .ok_or_else(|| format!("built-in role `{role}` has no role.yaml"))?;
                 let tree: serde_json::Value = serde_saphyr::from_str(text)
                     .map_err(|e| format!("built-in roles/{role}/role.yaml is invalid: {e}"))?;
@@ -371,9 +395,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn built_in_roles_are_found_in_phase_order() {
+        let sources = manifest_sources().unwrap();
+        let phases: Vec<u32> = names()
+            .iter()
+            .map(|name| sources[name].tree["phase"].as_u64().unwrap() as u32)
+            .collect();
+        assert!(phases.windows(2).all(|w| w[0] <= w[1]), "{phases:?}");
+        assert_eq!(names().first(), Some(&"common"));
+        assert!(names().contains(&"keepalived") && names().contains(&"pgbackrest"));
+    }
+
+    #[test]
     fn built_in_manifests_parse() {
         let sources = manifest_sources().unwrap();
-        assert_eq!(sources.len(), ROLES.len());
+        assert_eq!(sources.len(), names().len());
         assert_eq!(sources["etcd"].applies_to, AppliesTo::Etcd);
     }
 
