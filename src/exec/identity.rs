@@ -189,6 +189,17 @@ pub struct Store {
     pub secrets_file: std::path::PathBuf,
 }
 
+impl Store {
+    /// Where `project`'s inventory keeps its identity material: the CA directory and the secrets
+    /// file.
+    pub fn of(project: &crate::render::Project) -> Self {
+        Self {
+            tls_dir: crate::tls::pki::store_dir(&project.inventory.path),
+            secrets_file: project.inventory.secrets_store(),
+        }
+    }
+}
+
 fn refusal(conflicts: &BTreeMap<Conflict, Vec<String>>, secrets: &Secrets, store: &Store) -> Error {
     let mut message = String::from(
         "the hosts run a cluster whose identity this inventory does not hold; nothing was changed",

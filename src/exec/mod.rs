@@ -316,7 +316,7 @@ pub async fn prepare(project: &Project, secrets: &Secrets, options: &Options) ->
     let (sessions, unreachable) = connect_all(&targets, &options.sessions, &secrets.masker()).await;
     project.learn_releases(releases(&sessions).await);
     let mut desired = crate::render::desired_state(project, secrets, options.hosts.as_deref())?;
-    let store = project.identity_store();
+    let store = crate::exec::identity::Store::of(project);
     identity::check(
         &desired,
         &sessions,

@@ -308,3 +308,18 @@ fn strip_location_suffix(message: &str) -> String {
     };
     text.to_owned()
 }
+
+/// The replication slot a primary-side cluster keeps for its standby cluster `standby`.
+pub fn standby_slot(standby: &str) -> String {
+    let name: String = standby
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("standby_{name}")
+}

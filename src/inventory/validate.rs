@@ -1014,7 +1014,7 @@ fn check_standby_links(c: &mut Checker, raw: &RawInventory) {
         let Some(target) = &cluster.value.standby_of else {
             continue;
         };
-        let slot = crate::render::context::standby_slot(name);
+        let slot = crate::inventory::standby_slot(name);
         if slot.len() > 63 {
             c.error(
                 target.referenced,

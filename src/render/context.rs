@@ -10,22 +10,7 @@ use super::Project;
 use crate::error::{Error, ErrorKind, Result};
 use crate::inventory::diag::InventoryError;
 use crate::inventory::secrets::Secrets;
-use crate::inventory::{Cluster, Host};
-
-/// The replication slot a primary-side cluster keeps for its standby cluster `standby`.
-pub fn standby_slot(standby: &str) -> String {
-    let name: String = standby
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_lowercase()
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    format!("standby_{name}")
-}
+use crate::inventory::{standby_slot, Cluster, Host};
 
 /// The replication slot Patroni names after member `member` (its `slot_name_from_member_name`):
 /// lowercased, `-` and `.` as `_`, any other character not in `[a-z0-9_]` as `u` and its code

@@ -417,14 +417,6 @@ impl Project {
             .map_err(|e| Error::failure(e.message, Some(e.hint)))
     }
 
-    /// Where the inventory keeps its identity material: the CA directory and the secrets file.
-    pub fn identity_store(&self) -> crate::exec::identity::Store {
-        crate::exec::identity::Store {
-            tls_dir: crate::tls::pki::store_dir(&self.inventory.path),
-            secrets_file: self.inventory.secrets_store(),
-        }
-    }
-
     /// Whether the inventory's clusters use TLS (`tls.enabled`, one value for the inventory:
     /// `check` refuses clusters that differ).
     pub fn tls_enabled(&self) -> bool {

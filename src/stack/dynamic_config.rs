@@ -143,7 +143,7 @@ fn desired_dynamic(project: &Project, cluster: &Cluster) -> Value {
         .standbys_of(&cluster.name)
         .map(|s| {
             (
-                crate::render::context::standby_slot(&s.name),
+                crate::inventory::standby_slot(&s.name),
                 json!({"type": "physical"}),
             )
         })

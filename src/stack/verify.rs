@@ -320,7 +320,7 @@ pub async fn verify(project: &Project, secrets: &Secrets, max_lag_bytes: u64) ->
                     );
                 }
                 for standby in inventory.standbys_of(&cluster.name) {
-                    let slot = crate::render::context::standby_slot(&standby.name);
+                    let slot = crate::inventory::standby_slot(&standby.name);
                     let active = match connect(&vip, write_port, secrets).await {
                         Ok(client) => scalar(&client, &format!("SELECT active FROM pg_replication_slots WHERE slot_name = '{slot}'")).await,
                         Err(e) => Err(e),

@@ -22,7 +22,7 @@ use crate::connect::Session;
 use crate::error::{Error, Result};
 use crate::inventory::secrets::Secrets;
 use crate::inventory::Cluster;
-use crate::render::context::standby_slot;
+use crate::inventory::standby_slot;
 use crate::render::Project;
 
 pub mod emergency;

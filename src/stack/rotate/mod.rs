@@ -61,7 +61,7 @@ pub async fn passwords(project: &Project, options: Options) -> Result<RotateRepo
     if !missing.is_empty() {
         return Err(Error::usage(
             format!("the secrets file lacks {}: a rotation starts from a cluster's complete secrets", missing.join(", ")),
-            Some(format!("bring the cluster's secrets file (`{}`), or roll the cluster out with `apply` first", project.identity_store().secrets_file.display())),
+            Some(format!("bring the cluster's secrets file (`{}`), or roll the cluster out with `apply` first", crate::exec::identity::Store::of(project).secrets_file.display())),
         ));
     }
     let prepared = crate::exec::prepare(project, &current, &engine).await?;
