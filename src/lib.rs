@@ -31,7 +31,10 @@ pub mod exec;
 pub mod facts;
 pub mod inventory;
 pub mod lab;
+#[cfg(test)]
+mod layering;
 pub mod ops;
+pub mod project;
 pub mod render;
 pub mod role;
 pub mod secret;
@@ -41,3 +44,23 @@ pub mod state;
 pub mod text;
 pub mod tls;
 pub mod ui;
+
+/// The layers of the house, lowest first. A module may use only modules of lower layers (a test,
+/// `layering.rs`, checks every `crate::` path in `src/`): the model's floor (values, settings,
+/// errors, desired-state types) knows no inventory; the inventory knows no rendering; rendering
+/// knows no host; the engine (`exec`) is the one door to the hosts; orchestrations (`stack`) sit on
+/// the engine and the clients; `ui` presents their results; `lab` and `cli` are at the top.
+pub const LAYERS: &[&[&str]] = &[
+    &["text"],
+    &["secret", "settings"],
+    &["error", "state"],
+    &["role", "tls", "connect"],
+    &["inventory", "facts"],
+    &["project", "ops"],
+    &["render"],
+    &["exec"],
+    &["stack"],
+    &["ui"],
+    &["lab"],
+    &["cli"],
+];

@@ -53,7 +53,7 @@ fn hosts_only_inventory(ssh_options: &str) -> std::path::PathBuf {
 }
 
 fn session(
-    project: &pgstrap::render::Project,
+    project: &pgstrap::project::Project,
     host: &str,
     rt: &tokio::runtime::Runtime,
 ) -> Session {
@@ -71,7 +71,7 @@ fn bench_engine_on_lab_hosts() {
     pgstrap_ok(&["lab", "down"]);
     pgstrap_ok(&["lab", "up", "--hosts", "6"]);
     let path = hosts_only_inventory("");
-    let project = pgstrap::render::load_project(&path, &[]).expect("inventory");
+    let project = pgstrap::project::load(&path, &[]).expect("inventory");
     let first = rt
         .block_on(exec::apply(&project, Options::default()))
         .expect("apply");
@@ -132,7 +132,7 @@ fn bench_engine_on_lab_hosts() {
         ),
     ] {
         let path = hosts_only_inventory(options);
-        let project = pgstrap::render::load_project(&path, &[]).expect("inventory");
+        let project = pgstrap::project::load(&path, &[]).expect("inventory");
         let options = Options {
             parallel: 100,
             ..Options::default()
@@ -161,7 +161,7 @@ fn bench_rollout_on_lab_hosts() {
     // base backup of that new cluster, measured alone.
     pgstrap_ok(&["lab", "down"]);
     pgstrap_ok(&["lab", "up", "--hosts", "5"]);
-    let project = pgstrap::render::load_project(Path::new(&inventory), &[]).expect("inventory");
+    let project = pgstrap::project::load(Path::new(&inventory), &[]).expect("inventory");
     let secrets = project.secrets(true).expect("secrets");
     project.persist(&secrets).expect("secrets stored");
     let desired = pgstrap::render::desired_state(&project, &secrets, None).expect("desired");

@@ -231,7 +231,7 @@ fn dr_lab() -> (tokio::runtime::Runtime, Secrets, client::Target) {
         pgstrap_ok(&["apply", "-i", &inventory()]);
     }
     let project =
-        pgstrap::render::load_project(std::path::Path::new(&inventory()), &[]).expect("inventory");
+        pgstrap::project::load(std::path::Path::new(&inventory()), &[]).expect("inventory");
     let secrets = project.secrets(false).expect("secrets");
     let runtime = common::cli::runtime();
     let main_vip = client::Target {

@@ -349,7 +349,7 @@ static LAB: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn lab(sets: &[&str], mode: Mode) -> Report {
     let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
-    let project = pgstrap::render::load_project(Path::new(&inventory()), &sets).unwrap();
+    let project = pgstrap::project::load(Path::new(&inventory()), &sets).unwrap();
     let options = Options {
         hosts: Some(vec!["n1".into(), "n2".into(), "n3".into()]),
         roles: Some(vec!["common".into(), "pgbouncer".into()]),
@@ -402,7 +402,7 @@ fn lab_common_and_pgbouncer_converge_idempotently_and_handlers_follow_files() {
     assert!(back.hosts.iter().all(|h| h.changes.len() == 2));
 
     // A manual edit shows as drift in a plan, which changes nothing.
-    let inventory = pgstrap::render::load_project(Path::new(&inventory()), &[]).unwrap();
+    let inventory = pgstrap::project::load(Path::new(&inventory()), &[]).unwrap();
     let n2 = inventory.inventory.hosts.get("n2").unwrap();
     let target = Target::from_inventory(&inventory.inventory, n2);
     runtime().block_on(async {

@@ -391,7 +391,7 @@ fn update_costs_one_switchover_and_resumes_after_a_failed_package() {
         .clone();
     // Newer versions of PostgreSQL, Patroni and etcd on the DB hosts, of HAProxy on the
     // balancers, served from each host's own local repository.
-    let project = pgstrap::render::load_project(std::path::Path::new(&inventory), &[]).unwrap();
+    let project = pgstrap::project::load(std::path::Path::new(&inventory), &[]).unwrap();
     let packages_of_db_hosts = format!("{} patroni etcd-server", postgresql_package());
     let builds: Vec<_> = project
         .inventory

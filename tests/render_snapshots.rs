@@ -32,7 +32,7 @@ fn rendered_files_of_the_example_inventories() {
         "inventories/dedicated-etcd.yaml",
     ] {
         let (_dir, path) = staged(inventory, |name| format!("{name}-FIXED"));
-        let project = pgstrap::render::load_project(&path, &[]).expect("valid inventory");
+        let project = pgstrap::project::load(&path, &[]).expect("valid inventory");
         let secrets = project.secrets(false).expect("secrets");
         let state = pgstrap::render::desired_state(&project, &secrets, None).expect("renders");
         let stem = Path::new(inventory)
@@ -106,7 +106,7 @@ fn poison_secrets_only_appear_in_sensitive_files_and_never_in_output() {
         );
 
         // Files: the poison appears only in files marked sensitive, which are not world-readable.
-        let project = pgstrap::render::load_project(&path, &[]).unwrap();
+        let project = pgstrap::project::load(&path, &[]).unwrap();
         let secrets = project.secrets(false).unwrap();
         let state = pgstrap::render::desired_state(&project, &secrets, None).unwrap();
         let mut holders = 0;

@@ -160,7 +160,7 @@ fn rollout_end_to_end() {
 
     // Power cut of the primary: writes through the VIP resume on a new primary.
     let project =
-        pgstrap::render::load_project(std::path::Path::new(&inventory()), &[]).expect("inventory");
+        pgstrap::project::load(std::path::Path::new(&inventory()), &[]).expect("inventory");
     let secrets = project.secrets(false).expect("secrets");
     let runtime = common::cli::runtime();
     runtime

@@ -112,7 +112,7 @@ fn render(target: &Target, value: &Value) -> Option<Files> {
     std::fs::write(&path, inventory_text(target, value)).expect("write inventory");
     let secrets = common::cli::secrets_yaml(|name, _| format!("{name}x"));
     common::cli::write_secrets(dir.path().join("inventory.secrets.yaml"), secrets);
-    let project = pgstrap::render::load_project(&path, &[]).ok()?;
+    let project = pgstrap::project::load(&path, &[]).ok()?;
     let secrets = project.secrets(false).ok()?;
     let state = pgstrap::render::desired_state(&project, &secrets, None).ok()?;
     let mut files = Files::new();
@@ -237,7 +237,8 @@ fn targets() -> Vec<Target> {
     for (key, ty) in schema.iter() {
         // A mapping's entries are settings of their own (and ParameterName varies the names);
         // the PgBouncer version decides which lines are written, by design.
-        if matches!(ty, pgstrap::settings::types::SettingType::Map(_)) || key == "pgbouncer.version" {
+        if matches!(ty, pgstrap::settings::types::SettingType::Map(_)) || key == "pgbouncer.version"
+        {
             continue;
         }
         for place in [Place::Cluster, Place::DbHost, Place::Balancer] {

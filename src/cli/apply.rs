@@ -38,7 +38,7 @@ pub fn run(args: Args, verbose: u8) -> Result<i32> {
         yes,
         gate_timeout,
     } = args;
-    let project = crate::render::load_project(&args.inventory.inventory, &args.inventory.set)?;
+    let project = crate::project::load(&args.inventory.inventory, &args.inventory.set)?;
     if !yes && std::io::IsTerminal::is_terminal(&std::io::stdin()) && args.roles.is_empty() {
         // Removing members interrupts writes on a leader that leaves: ask first.
         let secrets = super::running_secrets(&project)?;
@@ -78,7 +78,7 @@ pub fn run(args: Args, verbose: u8) -> Result<i32> {
 /// The rollout with progress and its report; shared by `apply` and `lab up --deploy` so the lab
 /// is deployed by exactly the code path real servers are.
 pub(crate) fn rollout(
-    project: crate::render::Project,
+    project: crate::project::Project,
     options: crate::stack::rollout::Options,
     json: bool,
     verbose: u8,

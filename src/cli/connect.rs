@@ -61,7 +61,7 @@ fn spawn_failed(program: &str, e: &std::io::Error) -> Error {
 }
 
 pub fn ssh(args: SshArgs) -> Result<i32> {
-    let project = crate::render::load_project(&args.inventory.inventory, &args.inventory.set)?;
+    let project = crate::project::load(&args.inventory.inventory, &args.inventory.set)?;
     let inventory = &project.inventory;
     let host = inventory.hosts.get(&args.host).ok_or_else(|| {
         Error::usage(
@@ -88,7 +88,7 @@ pub fn ssh(args: SshArgs) -> Result<i32> {
 }
 
 pub fn psql(args: PsqlArgs) -> Result<i32> {
-    let project = crate::render::load_project(&args.inventory.inventory, &args.inventory.set)?;
+    let project = crate::project::load(&args.inventory.inventory, &args.inventory.set)?;
     let secrets = project.secrets(false)?;
     let cluster = crate::stack::primary_cluster(&project, args.cluster.as_deref())?;
     let vip = cluster.vip.ok_or_else(|| {

@@ -56,7 +56,7 @@ pub fn run(args: Args) -> Result<i32> {
                     Some("the emergency promotion may lose the writes the standby side had not received; the planned one (without the flag) loses none".into()),
                 ));
             }
-            let project = crate::render::load_project(&inventory.inventory, &inventory.set)?;
+            let project = crate::project::load(&inventory.inventory, &inventory.set)?;
             let secrets = super::running_secrets(&project)?;
             let steps = if emergency_may_lose_data {
                 vec![

@@ -51,7 +51,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<i32> {
-    let project = crate::render::load_project(&args.inventory.inventory, &args.inventory.set)?;
+    let project = crate::project::load(&args.inventory.inventory, &args.inventory.set)?;
     let options = drill::Options {
         scenario: args.scenario,
         cluster: args.cluster,

@@ -208,12 +208,12 @@ pub fn run(args: Args, verbose: u8) -> crate::error::Result<i32> {
 /// Roll out on the lab with the same code as `pgstrap apply`, then show the status and how to
 /// connect.
 fn deploy_on(info: &lab::LabInfo, verbose: u8) -> crate::error::Result<i32> {
-    let project = crate::render::load_project(&info.inventory, &[])?;
+    let project = crate::project::load(&info.inventory, &[])?;
     let code = super::apply::rollout(project, Default::default(), false, verbose)?;
     if code != 0 {
         return Ok(code);
     }
-    let project = crate::render::load_project(&info.inventory, &[])?;
+    let project = crate::project::load(&info.inventory, &[])?;
     let secrets = super::running_secrets(&project)?;
     let status = super::block_on(crate::stack::status::status(&project, &secrets))?;
     crate::ui::out(&crate::ui::status_text(&status));

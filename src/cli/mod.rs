@@ -232,7 +232,7 @@ pub(crate) fn block_on<F: std::future::Future>(future: F) -> crate::error::Resul
 /// The secrets, for a command about to talk to running clusters: this run's TLS clients are
 /// set up the way those clusters run (see `stack::live::learn_tls`).
 pub(crate) fn running_secrets(
-    project: &crate::render::Project,
+    project: &crate::project::Project,
 ) -> crate::error::Result<crate::inventory::secrets::Secrets> {
     let secrets = project.secrets(false)?;
     block_on(crate::stack::live::learn_tls(project))?;

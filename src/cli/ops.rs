@@ -101,7 +101,7 @@ pub struct UpdateArgs {
 }
 
 type Opened = (
-    crate::render::Project,
+    crate::project::Project,
     crate::inventory::secrets::Secrets,
     String,
 );
@@ -113,7 +113,7 @@ fn open(common: &Common) -> Result<Opened> {
 
 /// `open`; with `standby`, a DR standby cluster named with `--cluster` is taken too.
 fn open_with(common: &Common, standby: bool) -> Result<Opened> {
-    let project = crate::render::load_project(&common.inventory.inventory, &common.inventory.set)?;
+    let project = crate::project::load(&common.inventory.inventory, &common.inventory.set)?;
     let secrets = super::running_secrets(&project)?;
     let named_standby = common
         .cluster
@@ -243,7 +243,7 @@ pub fn failover(args: FailoverArgs) -> Result<i32> {
 pub fn update(args: UpdateArgs) -> Result<i32> {
     // The steps' times count from here (a client's log can be set beside them).
     let started = std::time::Instant::now();
-    let project = crate::render::load_project(&args.inventory.inventory, &args.inventory.set)?;
+    let project = crate::project::load(&args.inventory.inventory, &args.inventory.set)?;
     let secrets = super::running_secrets(&project)?;
     let (plan, sessions) = super::block_on(ops::update::plan(
         &project,

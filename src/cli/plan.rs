@@ -42,7 +42,7 @@ pub fn run(args: Args, verbose: u8) -> Result<i32> {
 /// The plan, printed; exit 0 (nothing to change), 3 (changes: `--detailed-exitcode` says 2), or
 /// the engine's own code.
 fn plan(args: crate::cli::EngineArgs, verbose: u8) -> Result<i32> {
-    let project = crate::render::load_project(&args.inventory.inventory, &args.inventory.set)?;
+    let project = crate::project::load(&args.inventory.inventory, &args.inventory.set)?;
     let (report, orchestration) =
         crate::ui::progress::run_with_progress(verbose, args.options(), |options| async move {
             crate::stack::live::learn(&project).await;

@@ -16,7 +16,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<i32> {
-    let project = crate::render::load_project(&args.inventory.inventory, &args.inventory.set)?;
+    let project = crate::project::load(&args.inventory.inventory, &args.inventory.set)?;
     let problems = super::block_on(crate::stack::rollout::preflight_only(&project))??;
     let ready = !problems.iter().any(|p| !p.warning);
     if args.json {

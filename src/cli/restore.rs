@@ -40,7 +40,7 @@ pub struct Args {
 
 pub fn run(args: Args, verbose: u8) -> Result<i32> {
     let target = Target::parse(&args.to)?;
-    let project = crate::render::load_project(&args.inventory.inventory, &args.inventory.set)?;
+    let project = crate::project::load(&args.inventory.inventory, &args.inventory.set)?;
     let into = args.into.clone().unwrap_or_else(|| args.cluster.clone());
     if args.into.as_deref() == Some(args.cluster.as_str()) {
         return Err(crate::error::Error::usage(

@@ -34,7 +34,7 @@ pub fn run(args: Args, verbose: u8) -> Result<i32> {
         secrets,
         keep_values,
     } = args.command;
-    let project = crate::render::load_project(&engine.inventory.inventory, &engine.inventory.set)?;
+    let project = crate::project::load(&engine.inventory.inventory, &engine.inventory.set)?;
     let json = engine.json;
     let report =
         crate::ui::progress::run_with_progress(verbose, engine.options(), |engine| async move {

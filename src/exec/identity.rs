@@ -192,7 +192,7 @@ pub struct Store {
 impl Store {
     /// Where `project`'s inventory keeps its identity material: the CA directory and the secrets
     /// file.
-    pub fn of(project: &crate::render::Project) -> Self {
+    pub fn of(project: &crate::project::Project) -> Self {
         Self {
             tls_dir: crate::tls::pki::store_dir(&project.inventory.path),
             secrets_file: project.inventory.secrets_store(),

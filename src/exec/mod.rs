@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::facts::{self, Facts, PathState};
 use crate::inventory::secrets::{Masker, Secrets};
 use crate::ops::{self, Kind, Planned};
-use crate::render::Project;
+use crate::project::Project;
 use crate::state::{DesiredState, HostState, ManagedFile};
 
 /// Plan only (read facts, change nothing) or apply.

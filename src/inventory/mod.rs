@@ -16,9 +16,9 @@ use serde_saphyr::Location;
 
 use crate::error::{Error, Result};
 pub use crate::secret::read_user_file;
+use crate::settings::vars::Layer;
 use diag::{InventoryError, Source};
 use secrets::SecretSource;
-use crate::settings::vars::Layer;
 
 /// A validated inventory.
 #[derive(Debug)]
@@ -184,8 +184,9 @@ pub fn load(path: &Path, schema: &crate::settings::types::Schema) -> Result<Inve
         )
     })?;
     let source = Source::new(&path.display().to_string(), text);
-    let raw: raw::RawInventory = serde_saphyr::from_str_with_options(&source.text, crate::settings::yaml_options())
-        .map_err(|e| Error::bad_input(parse_error(&source, &e)))?;
+    let raw: raw::RawInventory =
+        serde_saphyr::from_str_with_options(&source.text, crate::settings::yaml_options())
+            .map_err(|e| Error::bad_input(parse_error(&source, &e)))?;
     let dir = path
         .parent()
         .map(Path::to_path_buf)
@@ -322,4 +323,23 @@ pub fn standby_slot(standby: &str) -> String {
         })
         .collect();
     format!("standby_{name}")
+}
+
+/// The host groups of `cluster` that `host` is in (`etcd`, `postgres`, `balancers`, `backup`).
+pub fn groups_of(cluster: &Cluster, host: &str) -> Vec<&'static str> {
+    let mut groups = Vec::new();
+    let name = host.to_owned();
+    if cluster.etcd.contains(&name) {
+        groups.push("etcd");
+    }
+    if cluster.postgres.contains(&name) {
+        groups.push("postgres");
+    }
+    if cluster.balancers.contains(&name) {
+        groups.push("balancers");
+    }
+    if cluster.backup.contains(&name) {
+        groups.push("backup");
+    }
+    groups
 }

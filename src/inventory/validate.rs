@@ -12,10 +12,10 @@ use serde_saphyr::{Location, Spanned};
 use super::diag::{InventoryError, Source};
 use super::raw::{self, RawCluster, RawInventory, RawValue, RawVars};
 use super::secrets::{self, SecretSource};
-use crate::settings::vars::{self, Layer, Origin};
 use super::{Apt, Cluster, Host, Inventory, Ssh};
 use crate::error::{Error, Result};
 use crate::settings::types::{self, Lookup, Problem, Schema, SettingType, Step};
+use crate::settings::vars::{self, Layer, Origin};
 
 struct Checker<'a> {
     source: &'a Source,

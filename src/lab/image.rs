@@ -70,7 +70,7 @@ pub fn contents(work_dir: &Path, release: &str) -> Result<Contents> {
     );
     base::write(&path, &text)?;
     let rendered = (|| {
-        let mut project = crate::render::load_project(&path, &[])?;
+        let mut project = crate::project::load(&path, &[])?;
         project.assume_release(Some(release))?;
         let secrets = project.secrets(false)?;
         crate::render::desired_state(&project, &secrets, None)

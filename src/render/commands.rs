@@ -5,9 +5,9 @@ use std::path::Path;
 
 use serde::Serialize;
 
+use super::desired_state;
 use super::engine::{self, TemplateOrigin};
 use super::output::{OutputDir, WriteError};
-use super::{desired_state, load_project};
 use crate::error::{Error, Result};
 use crate::inventory::diag::InventoryError;
 use crate::settings::vars::Origin;
@@ -23,7 +23,7 @@ pub struct CheckSummary {
 /// Validate the inventory, the settings and every template (renders in memory; writes nothing,
 /// not even generated secrets).
 pub fn check(inventory: &Path, sets: &[String], release: Option<&str>) -> Result<CheckSummary> {
-    let mut project = load_project(inventory, sets)?;
+    let mut project = crate::project::load(inventory, sets)?;
     project.assume_release(release)?;
     let secrets = project.secrets(false)?;
     let state = desired_state(&project, &secrets, None)?;
@@ -50,7 +50,7 @@ pub fn render_to_dir(
     out: &Path,
     only: Option<&[String]>,
 ) -> Result<Rendered> {
-    let mut project = load_project(inventory, sets)?;
+    let mut project = crate::project::load(inventory, sets)?;
     project.assume_release(release)?;
     if let Some(names) = only {
         for name in names {
@@ -124,7 +124,7 @@ pub fn host_vars(
     host: &str,
     cluster: Option<&str>,
 ) -> Result<Vec<VarsView>> {
-    let mut project = load_project(inventory, sets)?;
+    let mut project = crate::project::load(inventory, sets)?;
     project.assume_release(release)?;
     let Some(h) = project.inventory.hosts.get(host) else {
         let known: Vec<&str> = project.inventory.hosts.keys().map(String::as_str).collect();
@@ -166,7 +166,7 @@ pub fn host_vars(
 
 fn override_dir(inventory: Option<&Path>) -> Result<std::path::PathBuf> {
     match inventory {
-        Some(path) => Ok(load_project(path, &[])?.inventory.templates_dir),
+        Some(path) => Ok(crate::project::load(path, &[])?.inventory.templates_dir),
         // No inventory: nothing overrides (a path that cannot exist).
         None => Ok(std::path::PathBuf::from("/nonexistent/pgstrap-templates")),
     }

@@ -6,11 +6,11 @@ use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
 
-use super::Project;
 use crate::error::{Error, ErrorKind, Result};
 use crate::inventory::diag::InventoryError;
 use crate::inventory::secrets::Secrets;
 use crate::inventory::{standby_slot, Cluster, Host};
+use crate::project::Project;
 
 /// The replication slot Patroni names after member `member` (its `slot_name_from_member_name`):
 /// lowercased, `-` and `.` as `_`, any other character not in `[a-z0-9_]` as `u` and its code

@@ -7,7 +7,6 @@
 //! other string is rendered as text. Rendering never touches the YAML text, so no value can add
 //! a key or an item to a manifest.
 
-
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
@@ -243,8 +242,8 @@ impl Releases {
 pub fn releases() -> &'static Releases {
     static RELEASES: std::sync::OnceLock<Releases> = std::sync::OnceLock::new();
     RELEASES.get_or_init(|| {
-        let text = role_file("common", "releases.yaml")
-            .expect("roles/common/releases.yaml is built in");
+        let text =
+            role_file("common", "releases.yaml").expect("roles/common/releases.yaml is built in");
         // Invariant: the built-in file is valid (a unit test parses it).
         serde_saphyr::from_str(text).expect("roles/common/releases.yaml is valid")
     })

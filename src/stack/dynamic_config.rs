@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use super::patroni::Patroni;
 use crate::error::{Error, Result};
 use crate::inventory::Cluster;
-use crate::render::Project;
+use crate::project::Project;
 
 /// Each setting `patch` changes, as `key: old → new` (the record of what pgstrap manages is not
 /// one of the cluster's settings).

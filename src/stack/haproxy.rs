@@ -5,7 +5,7 @@
 use crate::connect::{RemoteCommand, Session};
 use crate::inventory::secrets::Secrets;
 use crate::inventory::Cluster;
-use crate::render::Project;
+use crate::project::Project;
 
 /// The admin socket haproxy.cfg declares.
 const ADMIN_SOCKET: &str = "/run/haproxy/admin.sock";

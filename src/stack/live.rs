@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 
 use super::etcd::Etcd;
-use crate::render::Project;
+use crate::project::Project;
 
 /// Learn what the running clusters impose: each one's DCS keyspace, and the settings of etcd
 /// members that join a running cluster (clusters not running yet are left alone).

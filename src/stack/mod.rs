@@ -25,7 +25,7 @@ pub mod verify;
 
 use crate::error::{Error, Result};
 use crate::inventory::Cluster;
-use crate::render::Project;
+use crate::project::Project;
 
 /// The primary cluster a command works on: the one named, or the only primary cluster. A standby
 /// cluster has no primary to switch over or drill.

@@ -12,7 +12,7 @@ use crate::inventory::secrets::Secret;
 /// The etcd key Patroni keeps `rest` under for `cluster` (`patroni.namespace`, then the scope:
 /// the cluster's name), e.g. `/service/main/initialize`.
 pub fn dcs_key(
-    project: &crate::render::Project,
+    project: &crate::project::Project,
     cluster: &crate::inventory::Cluster,
     rest: &str,
 ) -> String {
@@ -31,7 +31,7 @@ pub fn dcs_key(
 /// which of Patroni's etcd clients: `Some("etcd3")` (v3 keyspace), `Some("etcd")` (v2), `None`
 /// (never bootstrapped, or its state was cleared); an error when no etcd member answered.
 pub async fn initialized(
-    project: &crate::render::Project,
+    project: &crate::project::Project,
     cluster: &crate::inventory::Cluster,
 ) -> Result<Option<&'static str>, String> {
     let key = dcs_key(project, cluster, "initialize");
@@ -184,7 +184,7 @@ impl Patroni {
     /// one place that asks "any member" of a cluster.
     pub async fn view(
         &self,
-        project: &crate::render::Project,
+        project: &crate::project::Project,
         cluster: &crate::inventory::Cluster,
     ) -> Option<ClusterView> {
         self.view_with_host(project, cluster)
@@ -195,7 +195,7 @@ impl Patroni {
     /// [`Patroni::view`] and the inventory host whose REST API answered.
     pub async fn view_with_host(
         &self,
-        project: &crate::render::Project,
+        project: &crate::project::Project,
         cluster: &crate::inventory::Cluster,
     ) -> Option<(String, ClusterView)> {
         let port = project.cluster_port(cluster, "patroni.restapi_port", 8008);

@@ -201,7 +201,7 @@ pub fn judge(
 /// whose hosts run different releases (streaming replication needs one PostgreSQL major, and a
 /// cluster's members must run the same versions), and a `postgresql.version` the host's release
 /// does not ship.
-pub fn judge_releases(project: &crate::render::Project) -> Vec<Problem> {
+pub fn judge_releases(project: &crate::project::Project) -> Vec<Problem> {
     let releases = crate::role::releases();
     let mut problems = Vec::new();
     for cluster in project.inventory.clusters.values() {
@@ -283,7 +283,7 @@ pub fn judge_releases(project: &crate::render::Project) -> Vec<Problem> {
 /// What the running clusters impose (see `stack::live`): an inventory that asks a running
 /// cluster's Patroni to move to the other etcd keyspace is refused; a Debian 12 cluster kept on
 /// the v3 keyspace is warned about.
-pub fn judge_live(project: &crate::render::Project) -> Vec<Problem> {
+pub fn judge_live(project: &crate::project::Project) -> Vec<Problem> {
     use crate::settings::vars::Origin;
     let mut problems = Vec::new();
     for cluster in project.inventory.clusters.values() {
@@ -327,7 +327,7 @@ pub fn judge_live(project: &crate::render::Project) -> Vec<Problem> {
 /// A cluster rolled out without TLS stays without it (learned from its etcd): a warning, or a
 /// refusal when the inventory asks for TLS on it explicitly.
 fn judge_live_tls(
-    project: &crate::render::Project,
+    project: &crate::project::Project,
     cluster: &crate::inventory::Cluster,
 ) -> Option<Problem> {
     use crate::settings::vars::Origin;

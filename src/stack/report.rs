@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use crate::connect::{RemoteCommand, Target};
 use crate::error::{Error, Result};
 use crate::inventory::secrets::Secrets;
-use crate::render::Project;
+use crate::project::Project;
 
 /// The services whose journals go into a report (those of every role, and pgstrap's helpers).
 const UNITS: &[&str] = &[

@@ -14,7 +14,7 @@ use super::verify;
 use crate::error::{Error, Result};
 use crate::inventory::secrets::Secrets;
 use crate::inventory::Cluster;
-use crate::render::Project;
+use crate::project::Project;
 
 /// Loose equality of a setting as PostgreSQL shows it and as the inventory writes it.
 fn same_setting(shown: &str, wanted: &Value) -> bool {

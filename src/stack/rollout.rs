@@ -31,7 +31,7 @@ use crate::error::{Error, Result};
 use crate::exec;
 use crate::inventory::secrets::Secrets;
 use crate::inventory::Cluster;
-use crate::render::Project;
+use crate::project::Project;
 
 /// What the caller can choose.
 #[derive(Debug, Clone)]

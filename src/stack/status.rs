@@ -14,7 +14,7 @@ use super::verify::{self, Replication};
 use crate::connect::{RemoteCommand, Session, Target};
 use crate::inventory::secrets::{Secret, Secrets};
 use crate::inventory::Cluster;
-use crate::render::Project;
+use crate::project::Project;
 
 /// The version of `status --json`'s shape (README.md, "`status --json`"). Fields may be added
 /// within a version; renaming, removing or changing the meaning of one bumps it.

@@ -10,7 +10,7 @@ use super::patroni::Patroni;
 use crate::error::{Error, Result};
 use crate::inventory::secrets::Secrets;
 use crate::inventory::Cluster;
-use crate::render::Project;
+use crate::project::Project;
 
 #[derive(Debug, Serialize)]
 pub struct SwitchoverReport {

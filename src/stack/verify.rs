@@ -9,7 +9,7 @@ use tokio_postgres::{Client, SimpleQueryMessage};
 
 use super::patroni::Patroni;
 use crate::inventory::secrets::Secrets;
-use crate::render::Project;
+use crate::project::Project;
 
 /// One verification and its verdict.
 #[derive(Debug, Clone, Serialize)]

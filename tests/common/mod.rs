@@ -302,7 +302,7 @@ impl Writer {
         style: pgstrap::stack::drill::client::Style,
     ) -> Self {
         use pgstrap::stack::drill::client;
-        let project = pgstrap::render::load_project(Path::new(inventory), &[]).expect("inventory");
+        let project = pgstrap::project::load(Path::new(inventory), &[]).expect("inventory");
         let secrets = project.secrets(false).expect("secrets");
         let runtime = cli::runtime();
         let target = client::Target {
@@ -367,8 +367,7 @@ impl Writer {
         let log = self.runtime.block_on(self.running.stop());
         let acknowledged: BTreeSet<u64> = log.acknowledged.iter().map(|(id, _)| *id).collect();
         // The secrets as they are now (a rotation during the test changed them).
-        let project =
-            pgstrap::render::load_project(Path::new(&self.inventory), &[]).expect("inventory");
+        let project = pgstrap::project::load(Path::new(&self.inventory), &[]).expect("inventory");
         let target = &pgstrap::stack::drill::client::Target {
             secrets: project.secrets(false).expect("secrets"),
             ..self.target.clone()
@@ -446,7 +445,7 @@ pub struct ReadLog {
 impl Reader {
     /// Read `SELECT 1` every 100 ms through `vip:port` with the inventory's secrets.
     pub fn start(inventory: &str, vip: &str, port: u16) -> Self {
-        let project = pgstrap::render::load_project(Path::new(inventory), &[]).expect("inventory");
+        let project = pgstrap::project::load(Path::new(inventory), &[]).expect("inventory");
         let secrets = project.secrets(false).expect("secrets");
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let stopped = stop.clone();

@@ -15,7 +15,7 @@ use serde::Serialize;
 use crate::connect::{RemoteCommand, Session};
 use crate::error::{Error, Result};
 use crate::inventory::Cluster;
-use crate::render::Project;
+use crate::project::Project;
 pub use info::{BackupSet, StanzaInfo};
 
 /// The kinds of backup pgBackRest takes.
@@ -403,7 +403,7 @@ mod tests {
              \x20 scratch:\n    etcd: [pg4]\n    postgres: [pg4]\n    restore_of: main\n",
         )
         .unwrap();
-        let project = crate::render::load_project(&path, &[]).unwrap();
+        let project = crate::project::load(&path, &[]).unwrap();
         let secrets = project.secrets(false).unwrap();
         let state = crate::render::desired_state(&project, &secrets, None).unwrap();
         (dir, state.hosts)

@@ -26,7 +26,7 @@ use crate::connect::{RemoteCommand, Session};
 use crate::error::{Error, Result};
 use crate::inventory::secrets::Secrets;
 use crate::inventory::Cluster;
-use crate::render::Project;
+use crate::project::Project;
 use crate::stack::gate::{wait_for, Poll};
 use crate::stack::postgres;
 use crate::stack::rollout::stage;

@@ -13,7 +13,7 @@ use super::fence::{self, Fence};
 use super::{pair, writes_land, Side, Step};
 use crate::error::{Error, Result};
 use crate::inventory::secrets::Secrets;
-use crate::render::Project;
+use crate::project::Project;
 use crate::stack::patroni::Patroni;
 
 /// What `dr promote --emergency-may-lose-data` did.

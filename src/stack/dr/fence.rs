@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::super::etcd::Etcd;
 use crate::inventory::Cluster;
-use crate::render::Project;
+use crate::project::Project;
 
 /// Where fence keys live in the promoted cluster's etcd (v3 keyspace).
 pub const PREFIX: &str = "/pgstrap/fence/";

@@ -21,9 +21,9 @@ use super::postgres::psql;
 use crate::connect::Session;
 use crate::error::{Error, Result};
 use crate::inventory::secrets::Secrets;
-use crate::inventory::Cluster;
 use crate::inventory::standby_slot;
-use crate::render::Project;
+use crate::inventory::Cluster;
+use crate::project::Project;
 
 pub mod emergency;
 pub mod fence;

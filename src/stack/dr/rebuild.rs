@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use super::fence;
 use crate::connect::{shell_quote, RemoteCommand, Session};
 use crate::error::{Error, Result};
-use crate::render::Project;
+use crate::project::Project;
 use crate::stack::etcd::Etcd;
 
 /// Prepare every fenced cluster the inventory now names a standby of the cluster that fenced

@@ -24,7 +24,7 @@ use crate::connect::{RemoteCommand, Session};
 use crate::error::{Error, Result};
 use crate::inventory::secrets::Secrets;
 use crate::inventory::Cluster;
-use crate::render::Project;
+use crate::project::Project;
 pub use fault::{Injector, Scenario};
 
 /// What the caller chooses.

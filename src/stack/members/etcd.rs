@@ -11,7 +11,7 @@ use serde_json::Value;
 use crate::connect::{RemoteCommand, Session};
 use crate::error::{Error, Result};
 use crate::inventory::Cluster;
-use crate::render::Project;
+use crate::project::Project;
 use crate::stack::etcd::{Etcd, RawMember};
 use crate::stack::gate::{wait_for, Poll};
 

@@ -11,7 +11,7 @@ use crate::connect::{RemoteCommand, Session};
 use crate::error::{Error, Result};
 use crate::inventory::secrets::Secrets;
 use crate::inventory::Cluster;
-use crate::render::Project;
+use crate::project::Project;
 use crate::stack::etcd::Etcd;
 use crate::stack::patroni::{dcs_key, ClusterView, Patroni};
 

@@ -13,7 +13,7 @@ use super::Reached;
 use crate::error::{Error, Result};
 use crate::inventory::secrets::Secrets;
 use crate::inventory::Cluster;
-use crate::render::Project;
+use crate::project::Project;
 use crate::stack::patroni::lsn_text;
 
 /// A member as the failover sees it.

@@ -7,7 +7,7 @@ use super::Reached;
 use crate::error::{Error, Result};
 use crate::inventory::secrets::Secrets;
 use crate::inventory::Cluster;
-use crate::render::Project;
+use crate::project::Project;
 use crate::stack::patroni::Switch;
 
 #[derive(Debug, Serialize)]

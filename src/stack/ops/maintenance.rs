@@ -11,7 +11,7 @@ use super::Reached;
 use crate::error::{Error, Result};
 use crate::inventory::secrets::Secrets;
 use crate::inventory::Cluster;
-use crate::render::Project;
+use crate::project::Project;
 use crate::stack::gate::{wait_for, Poll};
 
 #[derive(Debug, Serialize)]

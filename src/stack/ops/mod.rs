@@ -24,7 +24,7 @@ pub mod update;
 use crate::error::{Error, Result};
 use crate::inventory::secrets::Secrets;
 use crate::inventory::Cluster;
-use crate::render::Project;
+use crate::project::Project;
 use crate::stack::patroni::{ClusterView, Patroni};
 
 /// A cluster's Patroni, reached through the first member that answers: the client, that

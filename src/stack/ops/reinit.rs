@@ -14,7 +14,7 @@ use crate::connect::RemoteCommand;
 use crate::error::{Error, Result};
 use crate::inventory::secrets::Secrets;
 use crate::inventory::Cluster;
-use crate::render::Project;
+use crate::project::Project;
 
 #[derive(Debug, Serialize)]
 pub struct ReinitReport {

@@ -12,7 +12,7 @@ use super::Reached;
 use crate::error::{Error, Result};
 use crate::inventory::secrets::Secrets;
 use crate::inventory::Cluster;
-use crate::render::Project;
+use crate::project::Project;
 use crate::stack::restart::{pending, rolling_restart, Restart};
 
 /// Which members.

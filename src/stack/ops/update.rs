@@ -33,7 +33,7 @@ use serde::Serialize;
 use crate::connect::{RemoteCommand, Session};
 use crate::error::{Error, Result};
 use crate::inventory::secrets::Secrets;
-use crate::render::Project;
+use crate::project::Project;
 
 /// The restarts still owed on a host (written before the upgrade, removed after the restarts).
 const OWED: &str = "/var/lib/pgstrap/update-restarts";

@@ -15,7 +15,7 @@
 
 use crate::error::{Error, Result};
 use crate::inventory::secrets::{self, KNOWN};
-use crate::render::Project;
+use crate::project::Project;
 use crate::stack::rollout::{self, RolloutReport};
 use crate::stack::{patroni::Patroni, postgres, scram};
 
