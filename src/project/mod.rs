@@ -3,6 +3,9 @@
 //! what the running clusters impose, and `--set` values — and the secrets and TLS policy that go
 //! with it. Rendering (`render`), the engine (`exec`) and every orchestration read settings here.
 
+pub mod checks;
+pub mod names;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 
