@@ -172,18 +172,31 @@ impl Project {
             .cloned()
     }
 
-    /// A port setting of a cluster (`haproxy.write_port`…), or `default` when unset or invalid.
-    pub fn cluster_port(&self, cluster: &Cluster, key: &str, default: u16) -> u16 {
-        self.setting(None, Some(cluster), key)
+    /// Transitional (removed once every caller names a [`Port`]): `key`'s port; `_default` is
+    /// ignored, the role's default applies.
+    pub fn cluster_port(&self, cluster: &Cluster, key: &str, _default: u16) -> u16 {
+        let port = Port::ALL
+            .into_iter()
+            .find(|p| p.key() == key)
+            .unwrap_or_else(|| panic!("`{key}` is not a port pgstrap knows"));
+        self.port(cluster, port)
+    }
+
+    /// A port of a cluster, as its settings resolve it (the default is the role's, in
+    /// `roles/<role>/defaults.yaml`: every [`Port`] has one, typed `port`, checked by a test).
+    pub fn port(&self, cluster: &Cluster, port: Port) -> u16 {
+        self.setting(None, Some(cluster), port.key())
             .as_ref()
             .and_then(Value::as_u64)
             .and_then(|p| u16::try_from(p).ok())
-            .unwrap_or(default)
+            // Unreachable: the roles declare every port with the type `port` (1..=65535), and
+            // every layer's value was checked against it on load.
+            .unwrap_or_else(|| panic!("roles declare `{}` (type port)", port.key()))
     }
 
     /// The client URLs of a cluster's etcd members.
     pub fn etcd_endpoints(&self, cluster: &Cluster) -> Vec<String> {
-        let port = self.cluster_port(cluster, "etcd.client_port", 2379);
+        let port = self.port(cluster, Port::EtcdClient);
         cluster
             .etcd
             .iter()
@@ -460,5 +473,79 @@ impl Project {
             client_only: true,
         });
         wanted
+    }
+}
+
+/// The ports pgstrap's own clients use, each a setting declared (with its default) by its role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Port {
+    EtcdClient,
+    EtcdPeer,
+    PostgreSQL,
+    PatroniRestApi,
+    PgBouncer,
+    HaproxyWrite,
+    HaproxyRead,
+    HaproxyStats,
+    PgBackRestTls,
+}
+
+impl Port {
+    pub const ALL: [Port; 9] = [
+        Port::EtcdClient,
+        Port::EtcdPeer,
+        Port::PostgreSQL,
+        Port::PatroniRestApi,
+        Port::PgBouncer,
+        Port::HaproxyWrite,
+        Port::HaproxyRead,
+        Port::HaproxyStats,
+        Port::PgBackRestTls,
+    ];
+
+    /// The setting that holds the port.
+    pub fn key(self) -> &'static str {
+        match self {
+            Port::EtcdClient => "etcd.client_port",
+            Port::EtcdPeer => "etcd.peer_port",
+            Port::PostgreSQL => "postgresql.port",
+            Port::PatroniRestApi => "patroni.restapi_port",
+            Port::PgBouncer => "pgbouncer.port",
+            Port::HaproxyWrite => "haproxy.write_port",
+            Port::HaproxyRead => "haproxy.read_port",
+            Port::HaproxyStats => "haproxy.stats_port",
+            Port::PgBackRestTls => "pgbackrest.tls_port",
+        }
+    }
+}
+
+#[cfg(test)]
+mod port_tests {
+    use super::Port;
+
+    #[test]
+    fn every_port_has_a_role_default_typed_port() {
+        let schema = crate::role::schema().unwrap();
+        let defaults = crate::role::all_defaults(&crate::role::default_layers().unwrap());
+        for port in Port::ALL {
+            let value = defaults.values.get(port.key());
+            assert!(
+                value
+                    .and_then(|v| v.as_u64())
+                    .is_some_and(|p| (1..=65535).contains(&p)),
+                "{}: no port default in roles/ ({value:?})",
+                port.key()
+            );
+            assert!(
+                schema.check(port.key(), &serde_json::json!(0)).is_err(),
+                "{}",
+                port.key()
+            );
+            assert!(
+                schema.check(port.key(), &serde_json::json!(65535)).is_ok(),
+                "{}",
+                port.key()
+            );
+        }
     }
 }
