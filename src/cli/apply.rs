@@ -59,9 +59,9 @@ pub fn run(args: Args, verbose: u8) -> Result<i32> {
         if args.json {
             crate::ui::print_json(&report);
         } else if verbose > 0 {
-            eprint!("{}", crate::ui::summary::plan_text(&report, verbose));
+            crate::ui::eprint(&crate::ui::summary::plan_text(&report, verbose));
         }
-        eprint!("{}", crate::ui::summary::summary_text(&report));
+        crate::ui::eprint(&crate::ui::summary::summary_text(&report));
         return Ok(report.exit_code());
     }
     let options = crate::stack::rollout::Options {
@@ -91,6 +91,6 @@ pub(crate) fn rollout(
     if json {
         crate::ui::print_json(&report);
     }
-    eprint!("{}", crate::ui::rollout_text(&report, verbose));
+    crate::ui::eprint(&crate::ui::rollout_text(&report, verbose));
     Ok(if report.ok() { 0 } else { 1 })
 }

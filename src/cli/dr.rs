@@ -76,14 +76,14 @@ pub fn run(args: Args) -> Result<i32> {
                 if json {
                     crate::ui::print_json(&report);
                 }
-                eprint!("{}", crate::ui::dr_forced_text(&report));
+                crate::ui::eprint(&crate::ui::dr_forced_text(&report));
                 return Ok(0);
             }
             let report = super::block_on(crate::stack::dr::promote(&project, &secrets, &cluster))??;
             if json {
                 crate::ui::print_json(&report);
             }
-            eprint!("{}", crate::ui::dr_promote_text(&report));
+            crate::ui::eprint(&crate::ui::dr_promote_text(&report));
             Ok(0)
         }
     }

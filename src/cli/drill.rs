@@ -66,6 +66,6 @@ pub fn run(args: Args) -> Result<i32> {
     if args.json {
         crate::ui::print_json(&report);
     }
-    eprint!("{}", crate::ui::drill_text(&report));
+    crate::ui::eprint(&crate::ui::drill_text(&report));
     Ok(if report.ok() { 0 } else { 1 })
 }

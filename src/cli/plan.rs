@@ -74,7 +74,7 @@ fn plan(args: crate::cli::EngineArgs, verbose: u8) -> Result<i32> {
         text.push('\n');
         crate::ui::out(&text);
     }
-    eprint!("{}", crate::ui::summary::summary_text(&report));
+    crate::ui::eprint(&crate::ui::summary::summary_text(&report));
     let code = report.exit_code();
     let changes = report.total_changes() > 0 || orchestration.iter().any(|s| s.change);
     Ok(if code == 0 && changes { 3 } else { code })

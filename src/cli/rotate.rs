@@ -51,6 +51,6 @@ pub fn run(args: Args, verbose: u8) -> Result<i32> {
     if json {
         crate::ui::print_json(&report);
     }
-    eprint!("{}", crate::ui::rotate_text(&report, verbose));
+    crate::ui::eprint(&crate::ui::rotate_text(&report, verbose));
     Ok(if report.rollout.ok() { 0 } else { 1 })
 }

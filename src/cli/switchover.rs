@@ -48,10 +48,7 @@ pub fn run(args: Args) -> Result<i32> {
     if args.json {
         crate::ui::print_json(&report);
     } else {
-        eprintln!(
-            "switched over cluster {}: {} → {} in {:.1}s (writes land on the new primary)",
-            report.cluster, report.from, report.to, report.seconds
-        );
+        crate::ui::eprintln(&crate::ui::switchover_text(&report));
     }
     Ok(0)
 }

@@ -133,6 +133,19 @@ pub fn eprintln(line: &str) {
     eprintln!("{line}");
 }
 
+/// Print `text` (whole lines, each ending in a newline) to stderr.
+pub fn eprint(text: &str) {
+    eprint!("{text}");
+}
+
+/// The one line a switchover prints.
+pub fn switchover_text(report: &crate::stack::switchover::SwitchoverReport) -> String {
+    format!(
+        "switched over cluster {}: {} → {} in {:.1}s (writes land on the new primary)",
+        report.cluster, report.from, report.to, report.seconds
+    )
+}
+
 /// Print inventory warnings (they do not stop the run).
 /// A problem of the inventory as JSON: `severity`, `message`, `file`, `line`, `column` (0 when
 /// the place is the whole file), `hint`.
