@@ -3,7 +3,9 @@
 //! files and one daemon-reload; then the roles by ascending phase with a barrier between phases
 //! across hosts (etcd everywhere before Patroni…). Hosts run in parallel up to a limit; a failed
 //! step stops that host only. Every step reports an [`Event`] to one channel that the UI draws;
-//! the result is a [`Report`].
+//! the result is a [`Report`]. The engine is also the door to the hosts: every SSH session to an
+//! inventory host is opened through [`open`] (by name: [`connect`]), with the inventory's settings
+//! turned into a `connect::Target` by [`target`].
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -280,6 +282,15 @@ impl Prepared {
 /// render the desired state for those releases with `secrets`, and refuse when a host holds
 /// another identity than it would write ([`identity`]). Before changing anything, the caller
 /// persists what `secrets` made up (`Project::persist`).
+///
+/// Round trips per host before any change: the release read ([`releases`]), the identity read
+/// (only on hosts whose roles mark identity files), then the run's facts (`HostRun::gather`).
+/// The release is read apart from the facts on purpose: it decides the desired state, and the
+/// desired state decides what the facts script asks (packages, paths, services, sysctls); the
+/// identity read must refuse before anything changes on any host, and the facts are read when
+/// the host's run starts (an orchestration may change hosts between `prepare` and the run, so
+/// facts read here could be stale). The release read and the facts share one reader of
+/// `/etc/os-release` (`facts::host_sections`).
 pub async fn prepare(project: &Project, secrets: &Secrets, options: &Options) -> Result<Prepared> {
     if let Some(hosts) = &options.hosts {
         for name in hosts {
