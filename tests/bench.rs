@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::cli::runtime;
 use common::{dir, pgstrap_ok};
-use pgstrap::connect::{RemoteCommand, Session, Target};
+use pgstrap::connect::{RemoteCommand, Session};
 use pgstrap::exec::{self, Options};
 use pgstrap::inventory::secrets::Masker;
 
@@ -58,7 +58,7 @@ fn session(
     rt: &tokio::runtime::Runtime,
 ) -> Session {
     let host = &project.inventory.hosts[host];
-    let target = Target::from_inventory(&project.inventory, host);
+    let target = pgstrap::exec::target(&project.inventory, host);
     rt.block_on(Session::connect(&target, Masker::default()))
         .expect("connect")
 }
@@ -169,7 +169,7 @@ fn bench_rollout_on_lab_hosts() {
     rt.block_on(async {
         let installs = desired.hosts.iter().map(|state| {
             let host = &project.inventory.hosts[&state.host];
-            let target = Target::from_inventory(&project.inventory, host);
+            let target = pgstrap::exec::target(&project.inventory, host);
             let packages = state.packages();
             async move {
                 let session = Session::connect(&target, Masker::default()).await.expect("connect");

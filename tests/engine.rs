@@ -404,7 +404,7 @@ fn lab_common_and_pgbouncer_converge_idempotently_and_handlers_follow_files() {
     // A manual edit shows as drift in a plan, which changes nothing.
     let inventory = pgstrap::project::load(Path::new(&inventory()), &[]).unwrap();
     let n2 = inventory.inventory.hosts.get("n2").unwrap();
-    let target = Target::from_inventory(&inventory.inventory, n2);
+    let target = pgstrap::exec::target(&inventory.inventory, n2);
     runtime().block_on(async {
         let s = pgstrap::connect::Session::connect(&target, Masker::default())
             .await

@@ -51,11 +51,10 @@ pub fn run(args: Args, verbose: u8) -> Result<i32> {
     }
     let options = args.options();
     if options.roles.is_some() {
-        let report =
-            crate::ui::progress::run_with_progress(verbose, options, |options| async move {
-                crate::stack::live::learn(&project).await;
-                crate::exec::apply(&project, options).await
-            })?;
+        let report = super::run_with_progress(verbose, options, |options| async move {
+            crate::stack::live::learn(&project).await;
+            crate::exec::apply(&project, options).await
+        })?;
         if args.json {
             crate::ui::print_json(&report);
         } else if verbose > 0 {
@@ -84,7 +83,7 @@ pub(crate) fn rollout(
     verbose: u8,
 ) -> Result<i32> {
     let engine = options.engine.clone();
-    let report = crate::ui::progress::run_with_progress(verbose, engine, |engine| async move {
+    let report = super::run_with_progress(verbose, engine, |engine| async move {
         let options = crate::stack::rollout::Options { engine, ..options };
         crate::stack::rollout::rollout(&project, options).await
     })?;

@@ -77,7 +77,7 @@ pub fn ssh(args: SshArgs) -> Result<i32> {
             )),
         )
     })?;
-    let target = crate::connect::Target::from_inventory(inventory, host);
+    let target = crate::exec::target(inventory, host);
     let ssh_args = crate::connect::ssh_args(&target, &args.command)
         .map_err(|e| Error::failure(format!("ssh settings: {e}"), None))?;
     let status = std::process::Command::new("ssh")

@@ -219,14 +219,39 @@ fn man() -> crate::error::Result<i32> {
     Ok(0)
 }
 
-/// Run a future to completion on a fresh multi-threaded runtime (commands are synchronous at the
-/// top; the work inside is async).
+/// The one async runtime of the process (multi-threaded), built on first use: commands are
+/// synchronous at the top and may call [`block_on`] several times (sessions opened in one call are
+/// used in the next, e.g. `update`'s plan and its run), always on this runtime.
+fn runtime() -> crate::error::Result<&'static tokio::runtime::Runtime> {
+    static RUNTIME: std::sync::OnceLock<Result<tokio::runtime::Runtime, String>> =
+        std::sync::OnceLock::new();
+    RUNTIME
+        .get_or_init(|| {
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())
+        })
+        .as_ref()
+        .map_err(|e| Error::failure(format!("cannot start the async runtime: {e}"), None))
+}
+
+/// Run a future to completion on the process's runtime.
 pub(crate) fn block_on<F: std::future::Future>(future: F) -> crate::error::Result<F::Output> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Error::failure(format!("cannot start the async runtime: {e}"), None))?;
-    Ok(runtime.block_on(future))
+    Ok(runtime()?.block_on(future))
+}
+
+/// Run an engine call on the process's runtime with the progress drawn from its events.
+pub(crate) fn run_with_progress<F, Fut, T>(
+    verbose: u8,
+    options: crate::exec::Options,
+    call: F,
+) -> crate::error::Result<T>
+where
+    F: FnOnce(crate::exec::Options) -> Fut,
+    Fut: std::future::Future<Output = crate::error::Result<T>>,
+{
+    block_on(crate::ui::progress::with_progress(verbose, options, call))?
 }
 
 /// The secrets, for a command about to talk to running clusters: this run's TLS clients are

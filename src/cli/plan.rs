@@ -44,7 +44,7 @@ pub fn run(args: Args, verbose: u8) -> Result<i32> {
 fn plan(args: crate::cli::EngineArgs, verbose: u8) -> Result<i32> {
     let project = crate::project::load(&args.inventory.inventory, &args.inventory.set)?;
     let (report, orchestration) =
-        crate::ui::progress::run_with_progress(verbose, args.options(), |options| async move {
+        super::run_with_progress(verbose, args.options(), |options| async move {
             crate::stack::live::learn(&project).await;
             let report = crate::exec::plan(&project, options.clone()).await?;
             // Beyond the hosts' files: the clusters' dynamic configuration and restarts.

@@ -64,7 +64,7 @@ pub fn run(args: Args, verbose: u8) -> Result<i32> {
     }
     let secrets = super::running_secrets(&project)?;
     let options = crate::stack::rollout::Options::default();
-    let report = crate::ui::progress::run_with_progress(verbose, options.engine.clone(), {
+    let report = super::run_with_progress(verbose, options.engine.clone(), {
         let source = args.cluster.clone();
         |engine| async move {
             let options = crate::stack::rollout::Options { engine, ..options };

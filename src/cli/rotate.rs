@@ -36,18 +36,17 @@ pub fn run(args: Args, verbose: u8) -> Result<i32> {
     } = args.command;
     let project = crate::project::load(&engine.inventory.inventory, &engine.inventory.set)?;
     let json = engine.json;
-    let report =
-        crate::ui::progress::run_with_progress(verbose, engine.options(), |engine| async move {
-            let options = crate::stack::rotate::Options {
-                names: secrets,
-                keep_values,
-                rollout: crate::stack::rollout::Options {
-                    engine,
-                    ..Default::default()
-                },
-            };
-            crate::stack::rotate::passwords(&project, options).await
-        })?;
+    let report = super::run_with_progress(verbose, engine.options(), |engine| async move {
+        let options = crate::stack::rotate::Options {
+            names: secrets,
+            keep_values,
+            rollout: crate::stack::rollout::Options {
+                engine,
+                ..Default::default()
+            },
+        };
+        crate::stack::rotate::passwords(&project, options).await
+    })?;
     if json {
         crate::ui::print_json(&report);
     }

@@ -11,10 +11,14 @@ use std::time::{Duration, Instant};
 use openssh::{KnownHosts, SessionBuilder, Stdio};
 use tokio::io::AsyncWriteExt;
 
-use crate::inventory::secrets::Masker;
-use crate::inventory::{Host, Inventory};
+/// Hides secrets in texts shown to the user (commands, stderr). Connect knows addresses and ssh
+/// options only, not where the secrets come from: the engine hands in the inventory's masker.
+pub trait Mask: Send + Sync {
+    fn mask(&self, text: &str) -> String;
+}
 
-/// Where and how to reach one host.
+/// Where and how to reach one host: plain values (the engine fills them from the inventory,
+/// `exec::target`).
 #[derive(Debug, Clone)]
 pub struct Target {
     /// The inventory name of the host (for messages).
@@ -27,30 +31,8 @@ pub struct Target {
     /// Run commands through `sudo -n` (the user is not root).
     pub become_root: bool,
     pub connect_timeout: u64,
-    /// Extra `ssh -o KEY=VALUE` options from the inventory.
+    /// Extra `ssh -o KEY=VALUE` options (the inventory's `ssh.options`).
     pub options: Vec<(String, String)>,
-}
-
-impl Target {
-    /// The connection settings of `host` from the inventory (`ssh_port` beats `ssh.port`).
-    pub fn from_inventory(inventory: &Inventory, host: &Host) -> Self {
-        let ssh = &inventory.ssh;
-        Self {
-            host: host.name.clone(),
-            address: host.address.to_string(),
-            user: ssh.user.clone(),
-            port: host.ssh_port.unwrap_or(ssh.port),
-            identity_file: ssh.identity_file.clone(),
-            known_hosts: ssh.known_hosts.clone(),
-            become_root: ssh.become_root && ssh.user != "root",
-            connect_timeout: ssh.connect_timeout,
-            options: ssh
-                .options
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-        }
-    }
 }
 
 /// A host could not be reached: names the host, what ssh said and what to try.
@@ -279,7 +261,7 @@ pub fn command_hint(stderr: &str, target: &Target) -> Option<String> {
 pub struct Session {
     pub target: Target,
     inner: Arc<openssh::Session>,
-    masker: Masker,
+    masker: Arc<dyn Mask>,
 }
 
 impl fmt::Debug for Session {
@@ -368,7 +350,10 @@ pub fn ssh_args(target: &Target, remote: &[String]) -> std::io::Result<Vec<Strin
 
 impl Session {
     /// Open the ControlMaster to `target`. Host keys are always checked strictly.
-    pub async fn connect(target: &Target, masker: Masker) -> Result<Session, ConnectError> {
+    pub async fn connect(
+        target: &Target,
+        masker: impl Mask + 'static,
+    ) -> Result<Session, ConnectError> {
         let fail = |message: String| ConnectError {
             host: target.host.clone(),
             address: target.address.clone(),
@@ -401,12 +386,8 @@ impl Session {
         Ok(Session {
             target: target.clone(),
             inner: Arc::new(session),
-            masker,
+            masker: Arc::new(masker),
         })
-    }
-
-    pub fn masker(&self) -> &Masker {
-        &self.masker
     }
 
     /// Run a command and return its output whatever its exit status; errors only when it could

@@ -3,7 +3,9 @@
 //! files and one daemon-reload; then the roles by ascending phase with a barrier between phases
 //! across hosts (etcd everywhere before Patroni…). Hosts run in parallel up to a limit; a failed
 //! step stops that host only. Every step reports an [`Event`] to one channel that the UI draws;
-//! the result is a [`Report`].
+//! the result is a [`Report`]. The engine is also the door to the hosts: every SSH session to an
+//! inventory host is opened through [`open`] (by name: [`connect`]), with the inventory's settings
+//! turned into a `connect::Target` by [`target`].
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -12,10 +14,11 @@ use futures::stream::{self, StreamExt};
 use serde::Serialize;
 use tokio::sync::mpsc::UnboundedSender;
 
-use crate::connect::{CommandError, RemoteCommand, Session, Target};
+use crate::connect::{CommandError, ConnectError, RemoteCommand, Session, Target};
 use crate::error::{Error, Result};
 use crate::facts::{self, Facts, PathState};
 use crate::inventory::secrets::{Masker, Secrets};
+use crate::inventory::{Host, Inventory};
 use crate::ops::{self, Kind, Planned};
 use crate::project::Project;
 use crate::state::{DesiredState, HostState, ManagedFile};
@@ -263,7 +266,7 @@ pub struct Prepared {
     /// Open connections by host; a host missing here could not be reached.
     pub sessions: BTreeMap<String, Session>,
     /// Hosts that could not be reached, with the error and its hint.
-    pub unreachable: Vec<(String, crate::connect::ConnectError)>,
+    pub unreachable: Vec<(String, ConnectError)>,
 }
 
 impl Prepared {
@@ -279,6 +282,15 @@ impl Prepared {
 /// render the desired state for those releases with `secrets`, and refuse when a host holds
 /// another identity than it would write ([`identity`]). Before changing anything, the caller
 /// persists what `secrets` made up (`Project::persist`).
+///
+/// Round trips per host before any change: the release read ([`releases`]), the identity read
+/// (only on hosts whose roles mark identity files), then the run's facts (`HostRun::gather`).
+/// The release is read apart from the facts on purpose: it decides the desired state, and the
+/// desired state decides what the facts script asks (packages, paths, services, sysctls); the
+/// identity read must refuse before anything changes on any host, and the facts are read when
+/// the host's run starts (an orchestration may change hosts between `prepare` and the run, so
+/// facts read here could be stale). The release read and the facts share one reader of
+/// `/etc/os-release` (`facts::host_sections`).
 pub async fn prepare(project: &Project, secrets: &Secrets, options: &Options) -> Result<Prepared> {
     if let Some(hosts) = &options.hosts {
         for name in hosts {
@@ -301,18 +313,7 @@ pub async fn prepare(project: &Project, secrets: &Secrets, options: &Options) ->
             }
         }
     }
-    let targets: Vec<Target> = project
-        .inventory
-        .hosts
-        .values()
-        .filter(|h| {
-            options
-                .hosts
-                .as_ref()
-                .is_none_or(|only| only.contains(&h.name))
-        })
-        .map(|h| Target::from_inventory(&project.inventory, h))
-        .collect();
+    let targets = targets(project, options.hosts.as_deref());
     let (sessions, unreachable) = connect_all(&targets, &options.sessions, &secrets.masker()).await;
     project.learn_releases(releases(&sessions).await);
     let mut desired = crate::render::desired_state(project, secrets, options.hosts.as_deref())?;
@@ -338,19 +339,79 @@ pub async fn prepare(project: &Project, secrets: &Secrets, options: &Options) ->
     })
 }
 
+// The door to the hosts: every SSH session pgstrap opens to an inventory host is opened by the
+// functions below (`connect` knows addresses and ssh options only; the inventory's settings are
+// turned into a `Target` here), so how a host is reached is decided in one place.
+
+/// The inventory's secrets mask what `connect` shows (commands, stderr).
+impl crate::connect::Mask for Masker {
+    fn mask(&self, text: &str) -> String {
+        Masker::mask(self, text)
+    }
+}
+
+/// How to reach `host`: the inventory's `ssh` settings (a host's `ssh_port` beats `ssh.port`).
+pub fn target(inventory: &Inventory, host: &Host) -> Target {
+    let ssh = &inventory.ssh;
+    Target {
+        host: host.name.clone(),
+        address: host.address.to_string(),
+        user: ssh.user.clone(),
+        port: host.ssh_port.unwrap_or(ssh.port),
+        identity_file: ssh.identity_file.clone(),
+        known_hosts: ssh.known_hosts.clone(),
+        become_root: ssh.become_root && ssh.user != "root",
+        connect_timeout: ssh.connect_timeout,
+        options: ssh
+            .options
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+    }
+}
+
+/// The targets of the inventory's hosts in inventory order: all, or only those named.
+pub fn targets(project: &Project, only: Option<&[String]>) -> Vec<Target> {
+    project
+        .inventory
+        .hosts
+        .values()
+        .filter(|h| only.is_none_or(|only| only.contains(&h.name)))
+        .map(|h| target(&project.inventory, h))
+        .collect()
+}
+
+/// Open a session to `target` (host keys checked strictly; what it shows is masked).
+pub async fn open(target: &Target, masker: &Masker) -> std::result::Result<Session, ConnectError> {
+    Session::connect(target, masker.clone()).await
+}
+
+/// One session to the inventory host named `host`, for orchestrations outside an engine run
+/// (commands masked with the inventory's secrets).
+pub async fn connect(project: &Project, host: &str, secrets: &Secrets) -> Result<Session> {
+    let inventory_host = project
+        .inventory
+        .hosts
+        .get(host)
+        .ok_or_else(|| Error::failure(format!("no host {host} in the inventory"), None))?;
+    open(
+        &target(&project.inventory, inventory_host),
+        &secrets.masker(),
+    )
+    .await
+    .map_err(|e| Error::failure(e.to_string(), e.hint.clone()))
+}
+
 /// Connect to every target at once; already open connections are reused.
 pub async fn connect_all(
     targets: &[Target],
-    open: &BTreeMap<String, Session>,
+    already: &BTreeMap<String, Session>,
     masker: &Masker,
-) -> (
-    BTreeMap<String, Session>,
-    Vec<(String, crate::connect::ConnectError)>,
-) {
+) -> (BTreeMap<String, Session>, Vec<(String, ConnectError)>) {
     let futures = targets.iter().map(|target| async move {
-        let result = match open.get(&target.host) {
+        let result = match already.get(&target.host) {
             Some(session) => Ok(session.clone()),
-            None => Session::connect(target, masker.clone()).await,
+            None => open(target, masker).await,
         };
         (target.host.clone(), result)
     });
@@ -370,12 +431,12 @@ pub async fn connect_all(
 /// Each connected host's Debian release (`VERSION_ID` of `/etc/os-release`); a host whose release
 /// cannot be read is left out (the default applies and preflight reports the host).
 pub async fn releases(sessions: &BTreeMap<String, Session>) -> Vec<(String, String)> {
-    let command = RemoteCommand::new(&["cat", "/etc/os-release"]);
+    let command = RemoteCommand::stdin_script(facts::release_script(), "read /etc/os-release");
     let reads = sessions.iter().map(|(host, session)| {
         let command = command.clone();
         async move {
             let output = session.run(&command).await.ok()?;
-            let os = facts::parse_os_release(&output.stdout_text());
+            let os = facts::os_release_of(&output.stdout_text());
             (os.id == "debian" && !os.version_id.is_empty()).then(|| (host.clone(), os.version_id))
         }
     });
@@ -590,7 +651,7 @@ impl HostRun {
         let started = Instant::now();
         let open = match self.reuse.take() {
             Some(session) => Ok(session),
-            None => Session::connect(&self.target, self.masker.clone()).await,
+            None => open(&self.target, &self.masker).await,
         };
         match open {
             Ok(session) => self.session = Some(session),

@@ -123,12 +123,7 @@ pub fn script(request: &Request) -> String {
             .join(" ")
     };
     let mut s = String::from("export LC_ALL=C\n");
-    s.push_str(&format!(
-        "echo '{MARK}os'\ncat /etc/os-release 2>/dev/null\n"
-    ));
-    s.push_str(&format!(
-        "echo '{MARK}container'\nsystemd-detect-virt --container 2>/dev/null || true\n"
-    ));
+    s.push_str(&host_sections());
     s.push_str(&format!(
         "echo '{MARK}apt'\nnewest=$(find /var/lib/apt/lists -maxdepth 1 -type f -name '*_Packages*' \
          -printf '%T@\\n' 2>/dev/null | sort -n | tail -n 1 | cut -d. -f1)\necho \"$(date +%s) ${{newest:--}}\"\n"
@@ -170,6 +165,34 @@ pub fn script(request: &Request) -> String {
     }
     s.push_str(&format!("echo '{MARK}end'\n"));
     s
+}
+
+/// The sections `os` (`/etc/os-release` as it is) and `container` (`systemd-detect-virt
+/// --container`): the one reader of a host's release and container, shared by the facts script,
+/// the engine's early release read ([`release_script`]), preflight and `status`; read back with
+/// [`sections`], [`parse_os_release`] and [`parse_container`] (or [`os_release_of`]).
+pub fn host_sections() -> String {
+    format!(
+        "echo '{MARK}os'\ncat /etc/os-release 2>/dev/null\n\
+         echo '{MARK}container'\nsystemd-detect-virt --container 2>/dev/null || true\n"
+    )
+}
+
+/// Only [`host_sections`]: what the engine reads before it can render a host's desired state
+/// (the release decides it; the desired state decides what the full facts script asks).
+pub fn release_script() -> String {
+    format!("export LC_ALL=C\n{}echo '{MARK}end'\n", host_sections())
+}
+
+/// The release in an output holding the `os` section of [`host_sections`].
+pub fn os_release_of(output: &str) -> OsRelease {
+    parse_os_release(sections(output).get("os").map_or("", String::as_str))
+}
+
+/// The text that opens the section `name` in a script's output (for scripts that add their own
+/// sections after [`host_sections`]).
+pub fn section_mark(name: &str) -> String {
+    format!("echo '{MARK}{name}'\n")
 }
 
 /// A facts output that does not parse.
@@ -363,19 +386,6 @@ pub fn parse_sysctls(text: &str) -> Result<BTreeMap<String, Option<String>>, Par
 /// A sysctl value with runs of whitespace made one space.
 pub fn normalize_sysctl(value: &str) -> String {
     value.split_whitespace().collect::<Vec<_>>().join(" ")
-}
-
-/// Gather the facts of one host in one round trip.
-pub async fn gather(session: &Session, request: &Request) -> Result<Facts, CommandError> {
-    let command = RemoteCommand::stdin_script(script(request), "gather facts (sh -s)");
-    let output = session.run(&command).await?;
-    parse(&output.stdout_text()).map_err(|e| crate::connect::CommandError {
-        host: session.target.host.clone(),
-        command: command.display.clone(),
-        status: output.status,
-        stderr: e.to_string(),
-        hint: Some("is the host a Debian system with coreutils and systemd?".into()),
-    })
 }
 
 /// Read several files in one round trip (for diffs). Missing files are absent from the result.

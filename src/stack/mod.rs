@@ -66,20 +66,6 @@ pub fn primary_cluster<'a>(project: &'a Project, name: Option<&str>) -> Result<&
     Ok(cluster)
 }
 
-/// One SSH connection to an inventory host (for orchestrations that reach a host outside an
-/// engine run; commands masked with the inventory's secrets).
-pub async fn connect_host(
-    project: &Project,
-    host: &str,
-    secrets: &crate::inventory::secrets::Secrets,
-) -> Result<crate::connect::Session> {
-    let inventory_host = project
-        .inventory
-        .hosts
-        .get(host)
-        .ok_or_else(|| Error::failure(format!("no host {host} in the inventory"), None))?;
-    let target = crate::connect::Target::from_inventory(&project.inventory, inventory_host);
-    crate::connect::Session::connect(&target, secrets.masker())
-        .await
-        .map_err(|e| Error::failure(e.to_string(), e.hint.clone()))
-}
+/// One SSH connection to an inventory host: the engine's door (`exec::connect`), named here for
+/// the orchestrations that reach a host outside an engine run.
+pub use crate::exec::connect as connect_host;

@@ -11,12 +11,18 @@ use serde::Serialize;
 use crate::connect::{RemoteCommand, Session};
 use crate::state::HostState;
 
-/// One script per host: one round trip.
-pub const SCRIPT: &str = r#"set -u
-. /etc/os-release 2>/dev/null
-echo "os=${ID:-unknown} ${VERSION_ID:-unknown}"
-echo "virt=$(systemd-detect-virt --container 2>/dev/null || true)"
-echo "disk_kb=$(df -Pk /var/lib 2>/dev/null | awk 'NR==2 {print $4}')"
+/// One script per host: one round trip. The release and container come from the facts' own
+/// sections (`facts::host_sections`), the rest from `KEY=VALUE` lines in a `preflight` section.
+pub fn script() -> String {
+    format!(
+        "set -u\n{}{}{CHECKS}",
+        crate::facts::host_sections(),
+        crate::facts::section_mark("preflight")
+    )
+}
+
+/// Preflight's own checks, after the shared sections.
+const CHECKS: &str = r#"echo "disk_kb=$(df -Pk /var/lib 2>/dev/null | awk 'NR==2 {print $4}')"
 echo "clock=$(date +%s.%N)"
 h=$(hostname)
 if getent hosts "$h" >/dev/null 2>&1; then echo "resolves=yes"; else echo "resolves=no $h"; fi
@@ -38,17 +44,26 @@ pub struct HostFacts {
 
 /// Parse the script's output (pure; tested on captured output).
 pub fn parse(text: &str) -> HostFacts {
-    let mut facts = HostFacts::default();
-    for line in text.lines() {
+    let sections = crate::facts::sections(text);
+    let section = |name: &str| sections.get(name).map_or("", String::as_str);
+    let os = crate::facts::parse_os_release(section("os"));
+    let known = |value: String| {
+        if value.is_empty() {
+            "unknown".to_owned()
+        } else {
+            value
+        }
+    };
+    let mut facts = HostFacts {
+        os: format!("{} {}", known(os.id), known(os.version_id)),
+        container: crate::facts::parse_container(section("container")),
+        ..HostFacts::default()
+    };
+    for line in section("preflight").lines() {
         let Some((key, value)) = line.split_once('=') else {
             continue;
         };
         match key {
-            "os" => facts.os = value.trim().to_owned(),
-            "virt" => {
-                let v = value.trim();
-                facts.container = (!v.is_empty() && v != "none").then(|| v.to_owned());
-            }
             "disk_kb" => facts.disk_free_kb = value.trim().parse().ok(),
             "clock" => facts.clock = value.trim().parse().ok(),
             "resolves" => {
@@ -364,10 +379,7 @@ pub async fn check_host(session: &Session, state: &HostState) -> Vec<Problem> {
     };
     let sent = now();
     match session
-        .run(&RemoteCommand::stdin_script(
-            SCRIPT.to_owned(),
-            "preflight checks",
-        ))
+        .run(&RemoteCommand::stdin_script(script(), "preflight checks"))
         .await
     {
         Ok(output) => judge(
@@ -391,8 +403,9 @@ mod tests {
     use super::*;
     use crate::state::RoleState;
 
-    /// Captured from a lab host (Debian 12 in systemd-nspawn) running etcd and sshd.
-    const CAPTURED: &str = "os=debian 12\nvirt=systemd-nspawn\ndisk_kb=52428800\nclock=1763791234.123456789\nresolves=yes\nlisten=0.0.0.0:22 users:((\"sshd\",pid=61,fd=3))\nlisten=10.77.0.11:2379 users:((\"etcd\",pid=90,fd=7))\nlisten=127.0.0.1:2379 users:((\"etcd\",pid=90,fd=6))\nlisten=[::]:22 users:((\"sshd\",pid=61,fd=4))\n";
+    /// Captured from a lab host (Debian 12 in systemd-nspawn) running etcd and sshd (its
+    /// os-release trimmed to the lines read).
+    const CAPTURED: &str = "@@pgstrap os\nPRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nID=debian\nVERSION_ID=\"12\"\n@@pgstrap container\nsystemd-nspawn\n@@pgstrap preflight\ndisk_kb=52428800\nclock=1763791234.123456789\nresolves=yes\nlisten=0.0.0.0:22 users:((\"sshd\",pid=61,fd=3))\nlisten=10.77.0.11:2379 users:((\"etcd\",pid=90,fd=7))\nlisten=127.0.0.1:2379 users:((\"etcd\",pid=90,fd=6))\nlisten=[::]:22 users:((\"sshd\",pid=61,fd=4))\n";
 
     fn host(role: &str, ports: &[(&str, u64)]) -> HostState {
         HostState {

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::connect::{RemoteCommand, Target};
+use crate::connect::RemoteCommand;
 use crate::error::{Error, Result};
 use crate::inventory::secrets::Secrets;
 use crate::project::Project;
@@ -60,12 +60,7 @@ pub async fn collect(
     dir: &Path,
 ) -> Result<Collected> {
     let masker = secrets.masker();
-    let targets: Vec<Target> = project
-        .inventory
-        .hosts
-        .values()
-        .map(|h| Target::from_inventory(&project.inventory, h))
-        .collect();
+    let targets = crate::exec::targets(project, None);
     let (sessions, failed) = crate::exec::connect_all(&targets, &BTreeMap::new(), &masker).await;
     // The files pgstrap manages, rendered for each host's own release.
     project.learn_releases(crate::exec::releases(&sessions).await);

@@ -11,7 +11,7 @@ use serde::Serialize;
 use super::etcd::{self, EtcdHealth};
 use super::patroni::{Member, Patroni};
 use super::verify::{self, Replication};
-use crate::connect::{RemoteCommand, Session, Target};
+use crate::connect::{RemoteCommand, Session};
 use crate::inventory::secrets::{Secret, Secrets};
 use crate::inventory::Cluster;
 use crate::project::Project;
@@ -43,69 +43,74 @@ pub struct HostInfo {
     pub error: Option<String>,
 }
 
-/// The script behind [`HostInfo`]: the release, then `package version` lines.
-const HOST_INFO_SCRIPT: &str = r#". /etc/os-release 2>/dev/null; echo "release=${VERSION_ID:-}"
-dpkg-query -W -f='${Package} ${db:Status-Abbrev} ${Version}\n' 'postgresql-[0-9]*' patroni etcd-server pgbouncer haproxy keepalived 2>/dev/null | awk '$2 == "ii" && $1 !~ /-(client|contrib|doc)-/ {print $1 "=" $3}'
+/// The script behind [`HostInfo`]: the release (the facts' own sections,
+/// `facts::host_sections`), then `package=version` lines in a `packages` section.
+fn host_info_script() -> String {
+    format!(
+        "{}{}{PACKAGE_VERSIONS}",
+        crate::facts::host_sections(),
+        crate::facts::section_mark("packages")
+    )
+}
+
+/// The installed versions of the stack's packages, as `package=version` lines.
+const PACKAGE_VERSIONS: &str = r#"dpkg-query -W -f='${Package} ${db:Status-Abbrev} ${Version}\n' 'postgresql-[0-9]*' patroni etcd-server pgbouncer haproxy keepalived 2>/dev/null | awk '$2 == "ii" && $1 !~ /-(client|contrib|doc)-/ {print $1 "=" $3}'
 "#;
 
-/// Parse [`HOST_INFO_SCRIPT`]'s output (pure; tested on captured output).
+/// Parse [`host_info_script`]'s output (pure; tested on captured output).
 pub fn parse_host_info(name: &str, text: &str) -> HostInfo {
+    let sections = crate::facts::sections(text);
+    let release = crate::facts::os_release_of(text).version_id;
     let mut info = HostInfo {
         name: name.to_owned(),
-        release: None,
+        release: (!release.is_empty()).then_some(release),
         packages: BTreeMap::new(),
         error: None,
     };
-    for line in text.lines() {
-        let Some((key, value)) = line.split_once('=') else {
-            continue;
-        };
-        if key == "release" {
-            info.release = (!value.is_empty()).then(|| value.to_owned());
-        } else {
-            info.packages.insert(key.to_owned(), value.to_owned());
+    for line in sections.get("packages").map_or("", String::as_str).lines() {
+        if let Some((package, version)) = line.split_once('=') {
+            info.packages.insert(package.to_owned(), version.to_owned());
         }
     }
     info
 }
 
-/// Every host of the inventory, in parallel.
-async fn host_infos(project: &Project, secrets: &Secrets) -> Vec<HostInfo> {
-    let asks = project.inventory.hosts.values().map(|host| {
-        let target = Target::from_inventory(&project.inventory, host);
-        let masker = secrets.masker();
+/// Every host of the inventory, in inventory order, over the view's sessions (`error`: why a
+/// host could not be asked).
+async fn host_infos(project: &Project, hosts: &Hosts) -> Vec<HostInfo> {
+    let (sessions, unreachable) = hosts;
+    let command = RemoteCommand::stdin_script(host_info_script(), "release and package versions");
+    let unanswered = |name: &str, error: String| HostInfo {
+        name: name.to_owned(),
+        release: None,
+        packages: BTreeMap::new(),
+        error: Some(error),
+    };
+    let asks = project.inventory.hosts.keys().map(|name| {
+        let command = &command;
         async move {
-            let session = match Session::connect(&target, masker).await {
-                Ok(session) => session,
-                Err(e) => {
-                    return HostInfo {
-                        name: target.host.clone(),
-                        release: None,
-                        packages: BTreeMap::new(),
-                        error: Some(e.to_string()),
-                    }
-                }
+            let Some(session) = sessions.get(name) else {
+                let error = unreachable
+                    .iter()
+                    .find(|(host, _)| host == name)
+                    .map_or_else(|| "not connected".to_owned(), |(_, e)| e.to_string());
+                return unanswered(name, error);
             };
-            let output = session
-                .output(&RemoteCommand::stdin_script(
-                    HOST_INFO_SCRIPT.to_owned(),
-                    "release and package versions",
-                ))
-                .await;
-            session.close().await;
-            match output {
-                Ok(output) => parse_host_info(&target.host, &output.stdout_text()),
-                Err(e) => HostInfo {
-                    name: target.host.clone(),
-                    release: None,
-                    packages: BTreeMap::new(),
-                    error: Some(e.to_string()),
-                },
+            match session.output(command).await {
+                Ok(output) => parse_host_info(name, &output.stdout_text()),
+                Err(e) => unanswered(name, e.to_string()),
             }
         }
     });
     futures::future::join_all(asks).await
 }
+
+/// The view's sessions, one per inventory host (opened once through the engine's door, used for
+/// the VIP's holders and every host's release), and the hosts that could not be reached.
+type Hosts = (
+    BTreeMap<String, Session>,
+    Vec<(String, crate::connect::ConnectError)>,
+);
 
 #[derive(Debug, Serialize)]
 pub struct ClusterStatus {
@@ -506,6 +511,12 @@ pub async fn status(project: &Project, secrets: &Secrets) -> Status {
         std::time::Duration::from_secs(3),
     );
     let live_roles = crate::stack::dr::live_roles(project, &patroni).await;
+    let hosts: Hosts = crate::exec::connect_all(
+        &crate::exec::targets(project, None),
+        &BTreeMap::new(),
+        &secrets.masker(),
+    )
+    .await;
     let mut clusters = Vec::new();
     for cluster in inventory.clusters.values() {
         let live_role = live_roles.get(&cluster.name).cloned();
@@ -607,7 +618,7 @@ pub async fn status(project: &Project, secrets: &Secrets) -> Status {
         let vip = match cluster.vip {
             Some(vip) => Some(VipStatus {
                 address: vip.addr().to_string(),
-                holders: vip_holders(project, cluster, &vip.addr().to_string(), secrets).await,
+                holders: vip_holders(cluster, &vip.addr().to_string(), &hosts.0).await,
             }),
             None => None,
         };
@@ -627,39 +638,35 @@ pub async fn status(project: &Project, secrets: &Secrets) -> Status {
             waits_for_restore,
         });
     }
+    let host_infos = host_infos(project, &hosts).await;
+    futures::future::join_all(hosts.0.into_values().map(Session::close)).await;
     Status {
         version: JSON_VERSION,
         clusters,
-        hosts: host_infos(project, secrets).await,
+        hosts: host_infos,
     }
 }
 
-/// Which balancers have the VIP on an interface (`ip -o -4 addr`), over SSH.
+/// Which balancers have the VIP on an interface (`ip -o -4 addr`), over the view's sessions.
 async fn vip_holders(
-    project: &Project,
     cluster: &Cluster,
     vip: &str,
-    secrets: &Secrets,
+    sessions: &BTreeMap<String, Session>,
 ) -> Vec<String> {
     let checks = cluster
         .balancers
         .iter()
-        .filter_map(|name| project.inventory.hosts.get(name))
-        .map(|host| {
-            let target = Target::from_inventory(&project.inventory, host);
-            let masker = secrets.masker();
-            async move {
-                let session = Session::connect(&target, masker).await.ok()?;
-                let output = session
-                    .output(&RemoteCommand::new(&["ip", "-o", "-4", "addr", "show"]))
-                    .await
-                    .ok();
-                session.close().await;
-                let text = output?.stdout_text();
-                text.split_whitespace()
-                    .any(|word| word.split('/').next() == Some(vip))
-                    .then(|| target.host.clone())
-            }
+        .filter_map(|name| sessions.get(name).map(|session| (name, session)))
+        .map(|(name, session)| async move {
+            let output = session
+                .output(&RemoteCommand::new(&["ip", "-o", "-4", "addr", "show"]))
+                .await
+                .ok()?;
+            output
+                .stdout_text()
+                .split_whitespace()
+                .any(|word| word.split('/').next() == Some(vip))
+                .then(|| name.clone())
         });
     futures::future::join_all(checks)
         .await
@@ -818,7 +825,7 @@ mod tests {
         // Captured from a Debian 13 lab host with the whole stack.
         let info = parse_host_info(
             "n1",
-            "release=13\netcd-server=3.5.16-4+b5\nhaproxy=3.0.11-1+deb13u1\npatroni=4.0.7-1\npgbouncer=1.24.1-1\npostgresql-17=17.6-0+deb13u1\n",
+            "@@pgstrap os\nID=debian\nVERSION_ID=\"13\"\n@@pgstrap container\nsystemd-nspawn\n@@pgstrap packages\netcd-server=3.5.16-4+b5\nhaproxy=3.0.11-1+deb13u1\npatroni=4.0.7-1\npgbouncer=1.24.1-1\npostgresql-17=17.6-0+deb13u1\n",
         );
         assert_eq!(info.release.as_deref(), Some("13"));
         assert_eq!(

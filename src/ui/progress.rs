@@ -122,8 +122,9 @@ pub fn spawn(mut events: UnboundedReceiver<Event>, verbose: u8) -> tokio::task::
     })
 }
 
-/// Run an engine call on a fresh runtime with the progress drawn from its events.
-pub fn run_with_progress<F, Fut, T>(
+/// Run an engine call with the progress drawn from its events (on the caller's runtime: the CLI
+/// builds the only one, `cli::run_with_progress`).
+pub async fn with_progress<F, Fut, T>(
     verbose: u8,
     mut options: crate::exec::Options,
     call: F,
@@ -132,20 +133,12 @@ where
     F: FnOnce(crate::exec::Options) -> Fut,
     Fut: std::future::Future<Output = crate::error::Result<T>>,
 {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| {
-            crate::error::Error::failure(format!("cannot start the async runtime: {e}"), None)
-        })?;
-    runtime.block_on(async move {
-        let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
-        options.events = Some(sender);
-        let drawer = spawn(receiver, verbose);
-        let result = call(options).await;
-        // The options (and the sender in them) were moved into the call and are dropped by now:
-        // the drawer sees the channel close and finishes.
-        let _ = drawer.await;
-        result
-    })
+    let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+    options.events = Some(sender);
+    let drawer = spawn(receiver, verbose);
+    let result = call(options).await;
+    // The options (and the sender in them) were moved into the call and are dropped by now: the
+    // drawer sees the channel close and finishes.
+    let _ = drawer.await;
+    result
 }
