@@ -56,7 +56,7 @@ pub fn run(args: Args) -> Result<i32> {
         scenario: args.scenario,
         cluster: args.cluster,
         duration: Duration::from_secs(args.duration),
-        lab_dir: Some(args.lab_dir),
+        lab: Some(std::sync::Arc::new(crate::lab::DrillFaults(args.lab_dir))),
         on_servers: args.on_servers,
         converge_timeout: Duration::from_secs(args.converge_timeout),
         client_on_primary: args.client_on_primary,

@@ -692,6 +692,33 @@ pub fn status(dir: &Path) -> Result<Vec<HostStatus>> {
         .collect())
 }
 
+/// The lab as drills see it: the hosts of the lab in this directory, and the faults it makes.
+pub struct DrillFaults(pub PathBuf);
+
+impl crate::stack::drill::HostFaults for DrillFaults {
+    fn hosts(&self) -> Vec<(String, String)> {
+        // No lab here (or none readable): it controls no host, and the drill says so.
+        status(&self.0)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|l| (l.host.name, l.host.address.to_string()))
+            .collect()
+    }
+
+    fn apply(&self, host: &str, fault: crate::stack::drill::HostFault) -> Result<()> {
+        use crate::stack::drill::HostFault;
+        let fault = match fault {
+            HostFault::Kill => Fault::Kill,
+            HostFault::Start => Fault::Start,
+            HostFault::Isolate => Fault::Isolate,
+            HostFault::Heal => Fault::Heal,
+            HostFault::Freeze => Fault::Freeze,
+            HostFault::Thaw => Fault::Thaw,
+        };
+        self::fault(&self.0, host, fault)
+    }
+}
+
 /// Inject a fault into one host, or remove it.
 pub fn fault(dir: &Path, name: &str, fault: Fault) -> Result<()> {
     require_root()?;

@@ -3,7 +3,6 @@
 //! made over SSH, each with its heal armed first as a systemd timer ON the host, so a lost SSH
 //! session never leaves a service stopped.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -62,11 +61,38 @@ impl Scenario {
     }
 }
 
-/// Where faults are made: the lab (its directory) or real servers over SSH.
-#[derive(Debug, Clone)]
+/// Where faults are made: test hosts whose power, network and CPU a harness controls (the lab,
+/// through [`HostFaults`]), or real servers over SSH.
+#[derive(Clone)]
 pub enum Injector {
-    Lab(PathBuf),
+    Lab(std::sync::Arc<dyn HostFaults>),
     Ssh,
+}
+
+/// What a harness of test hosts can do to a host from outside it. `pgstrap lab` implements it;
+/// drills know only this, so the orchestration does not depend on the lab.
+pub trait HostFaults: Send + Sync {
+    /// The hosts it controls, as (name, address); empty when it controls none now.
+    fn hosts(&self) -> Vec<(String, String)>;
+    /// Make or undo `fault` on `host` (blocking: it runs commands and waits).
+    fn apply(&self, host: &str, fault: HostFault) -> Result<()>;
+}
+
+/// A fault made from outside a test host, and its undoing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostFault {
+    /// Power cut: every process killed at once, the network gone.
+    Kill,
+    /// Boot a killed host again, with its disk as it was.
+    Start,
+    /// Cut its network link.
+    Isolate,
+    /// Restore its network link.
+    Heal,
+    /// Freeze every process.
+    Freeze,
+    /// Resume a frozen host.
+    Thaw,
 }
 
 /// One fault on one or more hosts, and how it is undone.
@@ -145,9 +171,9 @@ pub async fn inject(
             .await
         }
         (Fault::StopEtcd, _) => ssh(session, &["systemctl", "stop", "etcd"]).await,
-        (Fault::PowerCut, Injector::Lab(dir)) => lab(dir, host, crate::lab::Fault::Kill).await,
-        (Fault::Isolate, Injector::Lab(dir)) => lab(dir, host, crate::lab::Fault::Isolate).await,
-        (Fault::Freeze, Injector::Lab(dir)) => lab(dir, host, crate::lab::Fault::Freeze).await,
+        (Fault::PowerCut, Injector::Lab(lab)) => outside(lab, host, HostFault::Kill).await,
+        (Fault::Isolate, Injector::Lab(lab)) => outside(lab, host, HostFault::Isolate).await,
+        (Fault::Freeze, Injector::Lab(lab)) => outside(lab, host, HostFault::Freeze).await,
         (_, Injector::Ssh) => Err(Error::usage(
             "this fault needs lab hosts",
             Some(
@@ -165,9 +191,9 @@ pub async fn heal(injector: &Injector, fault: &Fault, host: &str, session: &Sess
             disarm(session).await;
             Ok(())
         }
-        (Fault::PowerCut, Injector::Lab(dir)) => lab(dir, host, crate::lab::Fault::Start).await,
-        (Fault::Isolate, Injector::Lab(dir)) => lab(dir, host, crate::lab::Fault::Heal).await,
-        (Fault::Freeze, Injector::Lab(dir)) => lab(dir, host, crate::lab::Fault::Thaw).await,
+        (Fault::PowerCut, Injector::Lab(lab)) => outside(lab, host, HostFault::Start).await,
+        (Fault::Isolate, Injector::Lab(lab)) => outside(lab, host, HostFault::Heal).await,
+        (Fault::Freeze, Injector::Lab(lab)) => outside(lab, host, HostFault::Thaw).await,
         _ => Ok(()),
     }
 }
@@ -188,11 +214,12 @@ async fn ssh(session: &Session, argv: &[&str]) -> Result<()> {
         .map_err(|e| Error::failure(e.to_string(), e.hint.clone()))
 }
 
-/// A lab fault, off the async runtime's threads (it runs commands and waits).
-async fn lab(dir: &std::path::Path, host: &str, fault: crate::lab::Fault) -> Result<()> {
-    let dir = dir.to_owned();
+/// A fault made from outside the host, off the async runtime's threads (it runs commands and
+/// waits).
+async fn outside(lab: &std::sync::Arc<dyn HostFaults>, host: &str, fault: HostFault) -> Result<()> {
+    let lab = lab.clone();
     let host = host.to_owned();
-    tokio::task::spawn_blocking(move || crate::lab::fault(&dir, &host, fault))
+    tokio::task::spawn_blocking(move || lab.apply(&host, fault))
         .await
         .map_err(|e| Error::failure(format!("lab fault: {e}"), None))?
 }

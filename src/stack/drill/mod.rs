@@ -25,17 +25,17 @@ use crate::error::{Error, Result};
 use crate::inventory::secrets::Secrets;
 use crate::inventory::Cluster;
 use crate::project::Project;
-pub use fault::{Injector, Scenario};
+pub use fault::{HostFault, HostFaults, Injector, Scenario};
 
 /// What the caller chooses.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Options {
     pub scenario: Scenario,
     pub cluster: Option<String>,
     /// How long the fault lasts before it is healed.
     pub duration: Duration,
-    /// The lab directory when the inventory's hosts are lab hosts.
-    pub lab_dir: Option<PathBuf>,
+    /// The test hosts' harness (the lab) when the inventory's hosts may be its hosts.
+    pub lab: Option<std::sync::Arc<dyn HostFaults>>,
     /// Allow the SSH-made faults on hosts that are not lab hosts.
     pub on_servers: bool,
     /// How long to wait for the cluster to converge after the heal.
@@ -400,15 +400,15 @@ async fn host_journal(reach: &Reach<'_>, host: &str, command: &RemoteCommand) ->
 
 /// Choose how faults are made, refusing what cannot be done safely.
 fn injector(project: &Project, cluster: &Cluster, options: &Options) -> Result<Injector> {
-    if let Some(dir) = &options.lab_dir {
-        if let Ok(lab) = crate::lab::status(dir) {
-            let all_lab = cluster.hosts().all(|h| {
-                lab.iter()
-                    .any(|l| l.host.name == *h && l.host.address.to_string() == project.address(h))
-            });
-            if all_lab {
-                return Ok(Injector::Lab(dir.clone()));
-            }
+    if let Some(lab) = &options.lab {
+        let hosts = lab.hosts();
+        let all_lab = cluster.hosts().all(|h| {
+            hosts
+                .iter()
+                .any(|(name, address)| name == h && *address == project.address(h))
+        });
+        if all_lab {
+            return Ok(Injector::Lab(lab.clone()));
         }
     }
     if options.scenario.lab_only() {
