@@ -147,47 +147,7 @@ pub fn run(args: Args, verbose: u8) -> crate::error::Result<i32> {
             ));
             return Ok(0);
         }
-        LabCommand::Status { json } => {
-            let hosts = lab::status(&dir)?;
-            if json {
-                let hosts: Vec<serde_json::Value> = hosts
-                    .iter()
-                    .map(|h| {
-                        serde_json::json!({
-                            "name": h.host.name,
-                            "datacenter": h.host.datacenter,
-                            "address": h.host.address.to_string(),
-                            "state": h.state.to_string(),
-                            "isolated": h.isolated,
-                        })
-                    })
-                    .collect();
-                crate::ui::print_json(&serde_json::json!({"version": 1, "hosts": hosts}));
-                return Ok(0);
-            }
-            if hosts.is_empty() {
-                crate::ui::eprintln(&format!(
-                    "lab: no lab in {}; create one with `pgstrap lab up`",
-                    dir.display()
-                ));
-                return Ok(0);
-            }
-            crate::ui::out(&format!(
-                "{:<6} {:<4} {:<12} {:<8} NETWORK\n",
-                "HOST", "DC", "ADDRESS", "STATE"
-            ));
-            for h in hosts {
-                let network = if h.isolated { "isolated" } else { "ok" };
-                crate::ui::out(&format!(
-                    "{:<6} {:<4} {:<12} {:<8} {network}\n",
-                    h.host.name,
-                    h.host.datacenter,
-                    h.host.address.to_string(),
-                    h.state.to_string()
-                ));
-            }
-            return Ok(0);
-        }
+        LabCommand::Status { json } => return status(&dir, json),
         LabCommand::Stop { host } => (host, lab::Fault::Stop),
         LabCommand::Start { host } => (host, lab::Fault::Start),
         LabCommand::Kill { host } => (host, lab::Fault::Kill),
@@ -202,6 +162,49 @@ pub fn run(args: Args, verbose: u8) -> crate::error::Result<i32> {
         format!("{fault:?}").to_lowercase(),
         lab::elapsed_since(started)
     ));
+    Ok(0)
+}
+
+/// `lab status`: the lab's hosts, their state and network, as a table or JSON.
+fn status(dir: &std::path::Path, json: bool) -> crate::error::Result<i32> {
+    let hosts = lab::status(dir)?;
+    if json {
+        let hosts: Vec<serde_json::Value> = hosts
+            .iter()
+            .map(|h| {
+                serde_json::json!({
+                    "name": h.host.name,
+                    "datacenter": h.host.datacenter,
+                    "address": h.host.address.to_string(),
+                    "state": h.state.to_string(),
+                    "isolated": h.isolated,
+                })
+            })
+            .collect();
+        crate::ui::print_json(&serde_json::json!({"version": 1, "hosts": hosts}));
+        return Ok(0);
+    }
+    if hosts.is_empty() {
+        crate::ui::eprintln(&format!(
+            "lab: no lab in {}; create one with `pgstrap lab up`",
+            dir.display()
+        ));
+        return Ok(0);
+    }
+    crate::ui::out(&format!(
+        "{:<6} {:<4} {:<12} {:<8} NETWORK\n",
+        "HOST", "DC", "ADDRESS", "STATE"
+    ));
+    for h in hosts {
+        let network = if h.isolated { "isolated" } else { "ok" };
+        crate::ui::out(&format!(
+            "{:<6} {:<4} {:<12} {:<8} {network}\n",
+            h.host.name,
+            h.host.datacenter,
+            h.host.address.to_string(),
+            h.state.to_string()
+        ));
+    }
     Ok(0)
 }
 

@@ -182,16 +182,7 @@ fn paths(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
 /// half-torn-down lab are cleared; hosts beyond the requested numbers are removed.
 pub fn up(opts: &UpOptions) -> Result<LabInfo> {
     require_root()?;
-    let max = inventory::MAX_HOSTS_PER_DATACENTER;
-    if opts.dc1_hosts > max || opts.dc2_hosts > max || opts.dc1_hosts + opts.dc2_hosts == 0 {
-        return Err(Error::usage(
-            format!(
-                "a lab needs 1 to {max} hosts per datacenter (asked for {} in dc1, {} in dc2)",
-                opts.dc1_hosts, opts.dc2_hosts
-            ),
-            Some("e.g. `pgstrap lab up --hosts 3 --dr-hosts 3`".into()),
-        ));
-    }
+    check_host_counts(opts)?;
     let releases = crate::role::releases();
     let Some(release) = releases.get(&opts.release) else {
         return Err(Error::usage(
@@ -202,20 +193,7 @@ pub fn up(opts: &UpOptions) -> Result<LabInfo> {
     let dir = &opts.dir;
     let slot = opts.slot;
     check_slot(dir, slot)?;
-    if let Some(running) = load_state(dir).ok().filter(|s| s.release != opts.release) {
-        let up = running_hosts(&running);
-        if !up.is_empty() {
-            return Err(Error::usage(
-                format!(
-                    "the lab runs Debian {} ({}); asked for Debian {}",
-                    running.release,
-                    up.join(", "),
-                    opts.release
-                ),
-                Some("`pgstrap lab down` first: one lab runs one release".into()),
-            ));
-        }
-    }
+    refuse_other_release(dir, &opts.release)?;
     let packages: Vec<&str> = base::MACHINE_PACKAGES.iter().map(|(p, _)| *p).collect();
     let mut installed_packages = base::install_missing(&packages)?;
     base::create_dir(dir)?;
@@ -231,20 +209,7 @@ pub fn up(opts: &UpOptions) -> Result<LabInfo> {
         Some(contents) => image::root(&opts.cache_dir, release, contents),
         None => base.root.clone(),
     };
-    if let Some(previous) = load_state(dir).ok().filter(|s| s.base_root != wanted_root) {
-        let running = running_hosts(&previous);
-        if !running.is_empty() {
-            return Err(Error::usage(
-                format!(
-                    "the lab's running hosts ({}) started from {}; asked for {}",
-                    running.join(", "),
-                    describe_root(&previous.base_root),
-                    describe_root(&wanted_root)
-                ),
-                Some("`pgstrap lab down` first: one lab starts from one image".into()),
-            ));
-        }
-    }
+    refuse_other_root(dir, &wanted_root)?;
     let public_key = ensure_key(dir)?;
     let state = LabState {
         hosts: hosts.clone(),
@@ -255,28 +220,8 @@ pub fn up(opts: &UpOptions) -> Result<LabInfo> {
     };
     let removed = remove_unwanted_hosts(slot, dir, &hosts)?;
     save_state(dir, &state)?;
-
-    {
-        let _shared = net::machine_lock()?;
-        slot::claim(slot, dir)?;
-        net::ensure_bridges(slot)?;
-        net::install_filter_and_forwarding(slot)?;
-        net::raise_inotify_instances(running_lab_hosts() + hosts.len())?;
-    }
-    let (apt_proxy, apt_proxy_problem) = match cache::ensure(slot, dir, &opts.cache_dir) {
-        Ok(installed) => {
-            installed_packages.extend(installed);
-            (Some(cache::proxy_url(slot)), None)
-        }
-        Err(error) => {
-            let problem = error.to_string();
-            crate::ui::eprintln(&format!(
-                "warning: the package cache (apt-cacher-ng) is not running, hosts will download \
-                 from the mirror directly: {problem}"
-            ));
-            (None, Some(problem))
-        }
-    };
+    claim_network(slot, dir, hosts.len())?;
+    let (apt_proxy, apt_proxy_problem) = start_cache(opts, &mut installed_packages);
     let image = match &contents {
         Some(contents) => Some(image::ensure(
             &opts.cache_dir,
@@ -294,41 +239,13 @@ pub fn up(opts: &UpOptions) -> Result<LabInfo> {
     for running in &left_alone {
         host::refresh_etc_hosts(dir, &hosts, &running.name)?;
     }
-    let context = host::HostContext {
-        slot,
-        lab_dir: dir,
-        base_root: &state.base_root,
-        hosts: &hosts,
-        authorized_key: &public_key,
-    };
-    parallel(&to_boot, |h| host::prepare(&context, h))?;
-
     let (inventory_path, known_hosts, identity_file) = paths(dir);
-    write_known_hosts(dir, &hosts, &known_hosts)?;
     let ssh = host::SshAccess {
         identity_file: &identity_file,
         known_hosts: &known_hosts,
     };
-    parallel(&to_boot, |h| {
-        host::launch(slot, dir, h)?;
-        host::wait_ready(slot, dir, h, &ssh, BOOT_TIMEOUT)
-    })?;
-
-    let mut clusters = inventory::layout(slot, opts.dc1_hosts, opts.dc2_hosts);
-    if opts.backup {
-        inventory::with_backup(&mut clusters);
-    }
-    let text = inventory::render(
-        &hosts,
-        &clusters,
-        &inventory::InventoryPaths {
-            slot,
-            identity_file: &identity_file,
-            known_hosts: &known_hosts,
-            apt_proxy: apt_proxy.as_deref(),
-        },
-    );
-    base::write(&inventory_path, &text)?;
+    boot(&state, dir, &to_boot, &public_key, &ssh)?;
+    write_inventory(opts, &hosts, &inventory_path, &ssh, apt_proxy.as_deref())?;
     Ok(LabInfo {
         dir: dir.clone(),
         inventory: inventory_path,
@@ -344,6 +261,141 @@ pub fn up(opts: &UpOptions) -> Result<LabInfo> {
         image: image.map(|i| (i.root, i.built)),
         installed_packages,
     })
+}
+
+/// Refused unless each datacenter asks for 1 to the maximum hosts (and the lab for one at least).
+fn check_host_counts(opts: &UpOptions) -> Result<()> {
+    let max = inventory::MAX_HOSTS_PER_DATACENTER;
+    if opts.dc1_hosts > max || opts.dc2_hosts > max || opts.dc1_hosts + opts.dc2_hosts == 0 {
+        return Err(Error::usage(
+            format!(
+                "a lab needs 1 to {max} hosts per datacenter (asked for {} in dc1, {} in dc2)",
+                opts.dc1_hosts, opts.dc2_hosts
+            ),
+            Some("e.g. `pgstrap lab up --hosts 3 --dr-hosts 3`".into()),
+        ));
+    }
+    Ok(())
+}
+
+/// Refused while hosts of the lab run another Debian release: one lab runs one release.
+fn refuse_other_release(dir: &Path, release: &str) -> Result<()> {
+    if let Some(running) = load_state(dir).ok().filter(|s| s.release != release) {
+        let up = running_hosts(&running);
+        if !up.is_empty() {
+            return Err(Error::usage(
+                format!(
+                    "the lab runs Debian {} ({}); asked for Debian {}",
+                    running.release,
+                    up.join(", "),
+                    release
+                ),
+                Some("`pgstrap lab down` first: one lab runs one release".into()),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Refused while hosts of the lab run from another root (base or image): one lab starts from
+/// one image.
+fn refuse_other_root(dir: &Path, wanted_root: &Path) -> Result<()> {
+    if let Some(previous) = load_state(dir).ok().filter(|s| s.base_root != wanted_root) {
+        let running = running_hosts(&previous);
+        if !running.is_empty() {
+            return Err(Error::usage(
+                format!(
+                    "the lab's running hosts ({}) started from {}; asked for {}",
+                    running.join(", "),
+                    describe_root(&previous.base_root),
+                    describe_root(wanted_root)
+                ),
+                Some("`pgstrap lab down` first: one lab starts from one image".into()),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Under the machine's lock: the slot claimed, its bridges, egress filter and forwarding, and
+/// enough inotify instances for every lab host of the machine.
+fn claim_network(slot: Slot, dir: &Path, new_hosts: usize) -> Result<()> {
+    let _shared = net::machine_lock()?;
+    slot::claim(slot, dir)?;
+    net::ensure_bridges(slot)?;
+    net::install_filter_and_forwarding(slot)?;
+    net::raise_inotify_instances(running_lab_hosts() + new_hosts)
+}
+
+/// The package cache (apt-cacher-ng) started: its proxy URL, or (only a warning: hosts then
+/// download from the mirror) why not. What it installed is added to `installed_packages`.
+fn start_cache(
+    opts: &UpOptions,
+    installed_packages: &mut Vec<String>,
+) -> (Option<String>, Option<String>) {
+    match cache::ensure(opts.slot, &opts.dir, &opts.cache_dir) {
+        Ok(installed) => {
+            installed_packages.extend(installed);
+            (Some(cache::proxy_url(opts.slot)), None)
+        }
+        Err(error) => {
+            let problem = error.to_string();
+            crate::ui::eprintln(&format!(
+                "warning: the package cache (apt-cacher-ng) is not running, hosts will download \
+                 from the mirror directly: {problem}"
+            ));
+            (None, Some(problem))
+        }
+    }
+}
+
+/// The stopped hosts prepared, then launched, each until it answers over SSH.
+fn boot(
+    state: &LabState,
+    dir: &Path,
+    to_boot: &[&LabHost],
+    public_key: &str,
+    ssh: &host::SshAccess<'_>,
+) -> Result<()> {
+    let slot = state.slot;
+    let context = host::HostContext {
+        slot,
+        lab_dir: dir,
+        base_root: &state.base_root,
+        hosts: &state.hosts,
+        authorized_key: public_key,
+    };
+    parallel(to_boot, |h| host::prepare(&context, h))?;
+    write_known_hosts(dir, &state.hosts, ssh.known_hosts)?;
+    parallel(to_boot, |h| {
+        host::launch(slot, dir, h)?;
+        host::wait_ready(slot, dir, h, ssh, BOOT_TIMEOUT)
+    })
+}
+
+/// The lab's inventory written: its clusters' layout (with backups when asked).
+fn write_inventory(
+    opts: &UpOptions,
+    hosts: &[LabHost],
+    inventory_path: &Path,
+    ssh: &host::SshAccess<'_>,
+    apt_proxy: Option<&str>,
+) -> Result<()> {
+    let mut clusters = inventory::layout(opts.slot, opts.dc1_hosts, opts.dc2_hosts);
+    if opts.backup {
+        inventory::with_backup(&mut clusters);
+    }
+    let text = inventory::render(
+        hosts,
+        &clusters,
+        &inventory::InventoryPaths {
+            slot: opts.slot,
+            identity_file: ssh.identity_file,
+            known_hosts: ssh.known_hosts,
+            apt_proxy,
+        },
+    );
+    base::write(inventory_path, &text)
 }
 
 /// What `lab image` made.

@@ -394,77 +394,15 @@ pub fn plan_file(
     masker: &Masker,
 ) -> Planned {
     let want = (file.owner.as_str(), file.group.as_str(), file.mode);
-    let done = Effect::Path(
-        file.path.clone(),
-        PathState::File {
-            owner: file.owner.clone(),
-            group: file.group.clone(),
-            mode: file.mode,
-            sha256: file.sha256.clone(),
-        },
-    );
-    let write = || write_file_command(&file.path, file.content.as_bytes(), want.0, want.1, want.2);
-    let diff_or_note = |old: Option<&[u8]>| match file_diff(
-        &file.path,
-        old,
-        &file.content,
-        file.sensitive,
-        masker,
-    ) {
-        Ok(diff) => (Some(diff), None),
-        Err(note) => (None, Some(note)),
-    };
     match state {
         PathState::File {
             owner,
             group,
             mode,
             sha256,
-        } => {
-            let differences = ownership_differences(owner, group, *mode, want);
-            if sha256 == &file.sha256 {
-                if differences.is_empty() {
-                    return Planned::noop(
-                        Kind::File,
-                        &file.path,
-                        format!(
-                            "content matches (sha256 {}…), {owner}:{group} {mode:04o}",
-                            &sha256[..12.min(sha256.len())]
-                        ),
-                    );
-                }
-                return Planned::Change(Change {
-                    kind: Kind::File,
-                    subject: file.path.clone(),
-                    summary: differences.join(", "),
-                    why: "content matches; ownership or mode differ (fixed without rewriting)"
-                        .into(),
-                    diff: None,
-                    commands: vec![ownership_commands(&file.path, want.0, want.1, want.2)],
-                    effect: done,
-                });
-            }
-            let (diff, note) = diff_or_note(current);
-            let mut summary = note.unwrap_or_else(|| "content changed".into());
-            if !differences.is_empty() {
-                summary.push_str(&format!("; {}", differences.join(", ")));
-            }
-            Planned::Change(Change {
-                kind: Kind::File,
-                subject: file.path.clone(),
-                summary,
-                why: format!(
-                    "sha256 on host {}… ≠ rendered {}…",
-                    &sha256[..12.min(sha256.len())],
-                    &file.sha256[..12.min(file.sha256.len())]
-                ),
-                diff,
-                commands: vec![write()],
-                effect: done,
-            })
-        }
+        } => plan_present_file(file, current, masker, owner, group, *mode, sha256),
         PathState::Missing => {
-            let (diff, note) = diff_or_note(None);
+            let (diff, note) = diff_or_note(file, None, masker);
             Planned::Change(Change {
                 kind: Kind::File,
                 subject: file.path.clone(),
@@ -479,8 +417,8 @@ pub fn plan_file(
                 ),
                 why: "does not exist".into(),
                 diff,
-                commands: vec![write()],
-                effect: done,
+                commands: vec![write_file(file)],
+                effect: file_done(file),
             })
         }
         PathState::Directory { .. } => Planned::Change(Change {
@@ -490,8 +428,8 @@ pub fn plan_file(
                 .into(),
             why: "a directory is in the way".into(),
             diff: None,
-            commands: vec![write()],
-            effect: done,
+            commands: vec![write_file(file)],
+            effect: file_done(file),
         }),
         PathState::Other { kind } => Planned::Change(Change {
             kind: Kind::File,
@@ -499,9 +437,100 @@ pub fn plan_file(
             summary: format!("replace a {kind} with the rendered file"),
             why: format!("a {kind} is at the path"),
             diff: None,
-            commands: vec![write()],
-            effect: done,
+            commands: vec![write_file(file)],
+            effect: file_done(file),
         }),
+    }
+}
+
+/// A managed file the host has (`owner`, `group`, `mode`, `sha256` there): nothing to do, its
+/// ownership or mode fixed without rewriting it, or rewritten (with a diff).
+fn plan_present_file(
+    file: &ManagedFile,
+    current: Option<&[u8]>,
+    masker: &Masker,
+    owner: &str,
+    group: &str,
+    mode: u32,
+    sha256: &str,
+) -> Planned {
+    let want = (file.owner.as_str(), file.group.as_str(), file.mode);
+    let differences = ownership_differences(owner, group, mode, want);
+    if sha256 == file.sha256 {
+        if differences.is_empty() {
+            return Planned::noop(
+                Kind::File,
+                &file.path,
+                format!(
+                    "content matches (sha256 {}…), {owner}:{group} {mode:04o}",
+                    &sha256[..12.min(sha256.len())]
+                ),
+            );
+        }
+        return Planned::Change(Change {
+            kind: Kind::File,
+            subject: file.path.clone(),
+            summary: differences.join(", "),
+            why: "content matches; ownership or mode differ (fixed without rewriting)".into(),
+            diff: None,
+            commands: vec![ownership_commands(&file.path, want.0, want.1, want.2)],
+            effect: file_done(file),
+        });
+    }
+    let (diff, note) = diff_or_note(file, current, masker);
+    let mut summary = note.unwrap_or_else(|| "content changed".into());
+    if !differences.is_empty() {
+        summary.push_str(&format!("; {}", differences.join(", ")));
+    }
+    Planned::Change(Change {
+        kind: Kind::File,
+        subject: file.path.clone(),
+        summary,
+        why: format!(
+            "sha256 on host {}… ≠ rendered {}…",
+            &sha256[..12.min(sha256.len())],
+            &file.sha256[..12.min(file.sha256.len())]
+        ),
+        diff,
+        commands: vec![write_file(file)],
+        effect: file_done(file),
+    })
+}
+
+/// What the host has once the managed file is written.
+fn file_done(file: &ManagedFile) -> Effect {
+    Effect::Path(
+        file.path.clone(),
+        PathState::File {
+            owner: file.owner.clone(),
+            group: file.group.clone(),
+            mode: file.mode,
+            sha256: file.sha256.clone(),
+        },
+    )
+}
+
+/// The command that writes the managed file (content, owner, group, mode).
+fn write_file(file: &ManagedFile) -> RemoteCommand {
+    write_file_command(
+        &file.path,
+        file.content.as_bytes(),
+        &file.owner,
+        &file.group,
+        file.mode,
+    )
+}
+
+/// The diff from `old` (None: no file) to the managed file's content, or the note said instead
+/// when it is hidden (a secret).
+fn diff_or_note(
+    file: &ManagedFile,
+    old: Option<&[u8]>,
+    masker: &Masker,
+) -> (Option<String>, Option<String>) {
+    match file_diff(&file.path, old, &file.content, file.sensitive, masker) {
+        Ok(diff) => (Some(diff), None),
+        Err(note) => (None, Some(note)),
     }
 }
 

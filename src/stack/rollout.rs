@@ -72,6 +72,17 @@ pub struct Action {
     pub what: String,
 }
 
+impl Action {
+    /// An action of no one cluster or host (a member that retired, a departure prepared).
+    fn global(what: String) -> Self {
+        Self {
+            cluster: String::new(),
+            host: None,
+            what,
+        }
+    }
+}
+
 /// The outcome of a rollout.
 #[derive(Debug, Default, Serialize)]
 pub struct RolloutReport {
@@ -172,41 +183,7 @@ async fn converge(
     if report.preflight.iter().any(|p| !p.warning) {
         return Ok(());
     }
-
-    // The running clusters' DR roles must match the inventory's `standby_of` (apply never
-    // reverses a promotion).
-    let patroni = Patroni::from_secrets(secrets)?;
-    super::dr::refuse_role_mismatch(project, &patroni).await?;
-    // A cluster fenced by an emergency promotion, now a standby of the promoted one in the
-    // inventory: prepared to be bootstrapped again as such (below, like a new standby cluster).
-    for (cluster, what) in super::dr::rebuild::prepare_fenced(project, open).await? {
-        report.actions.push(Action {
-            cluster,
-            host: None,
-            what,
-        });
-    }
-    // Membership changes: refused before anything changes when unsafe (exit 2); a leaving DB
-    // member that leads hands over first, so the balancers never lose their primary.
-    let mut etcd_changes = BTreeMap::new();
-    for cluster in project.inventory.clusters.values() {
-        if let Some(change) = members::etcd::change(project, cluster).await {
-            if !change.is_empty() {
-                members::etcd::refuse_unsafe(project, cluster, &change, open).await?;
-                etcd_changes.insert(cluster.name.clone(), change);
-            }
-        }
-    }
-    for what in
-        members::retire::prepare_departures(project, secrets, &patroni, options.allow_no_replica)
-            .await?
-    {
-        report.actions.push(Action {
-            cluster: String::new(),
-            host: None,
-            what,
-        });
-    }
+    let etcd_changes = prepare_changes(project, options, secrets, open, report).await?;
 
     // 2. The engine: every role on every host.
     stage(options, "configure: packages and files on every host");
@@ -222,23 +199,7 @@ async fn converge(
     if !engine_ok {
         return Ok(());
     }
-    let (untouched, problems) = default_clusters(project, open).await?;
-    if let Some(problem) = problems.first() {
-        return Err(Error::failure(
-            format!("{}: {}", problem.host, problem.message),
-            Some(problem.hint.clone()),
-        ));
-    }
-    for (host, version) in &untouched {
-        if let Some(session) = open.get(host) {
-            postgres::drop_default_cluster(session, version).await?;
-            report.actions.push(Action {
-                cluster: String::new(),
-                host: Some(host.clone()),
-                what: format!("dropped Debian's untouched default cluster {version}/main"),
-            });
-        }
-    }
+    drop_default_clusters(project, open, report).await?;
 
     // 3–6, cluster by cluster: primary sides first, then their standbys.
     let mut order: Vec<&Cluster> = project
@@ -268,21 +229,96 @@ async fn converge(
         }
         converge_cluster(project, cluster, secrets, open, options, report).await?;
     }
-    // Hosts that left a role: its services stopped and disabled (etcd only once not a member).
+    stop_retired(project, secrets, open, &desired_services, report).await
+}
+
+/// Before the engine: the DR roles checked, fenced clusters prepared for their rebuild, and the
+/// membership changes refused when unsafe or prepared (a leaving leader hands over). Returns the
+/// etcd membership change of each cluster that has one.
+async fn prepare_changes(
+    project: &Project,
+    options: &Options,
+    secrets: &Secrets,
+    open: &BTreeMap<String, Session>,
+    report: &mut RolloutReport,
+) -> Result<BTreeMap<String, members::etcd::Change>> {
+    // The running clusters' DR roles must match the inventory's `standby_of` (apply never
+    // reverses a promotion).
+    let patroni = Patroni::from_secrets(secrets)?;
+    super::dr::refuse_role_mismatch(project, &patroni).await?;
+    // A cluster fenced by an emergency promotion, now a standby of the promoted one in the
+    // inventory: prepared to be bootstrapped again as such (below, like a new standby cluster).
+    for (cluster, what) in super::dr::rebuild::prepare_fenced(project, open).await? {
+        report.actions.push(Action {
+            cluster,
+            host: None,
+            what,
+        });
+    }
+    // Membership changes: refused before anything changes when unsafe (exit 2); a leaving DB
+    // member that leads hands over first, so the balancers never lose their primary.
+    let mut etcd_changes = BTreeMap::new();
+    for cluster in project.inventory.clusters.values() {
+        if let Some(change) = members::etcd::change(project, cluster).await {
+            if !change.is_empty() {
+                members::etcd::refuse_unsafe(project, cluster, &change, open).await?;
+                etcd_changes.insert(cluster.name.clone(), change);
+            }
+        }
+    }
+    let departures =
+        members::retire::prepare_departures(project, secrets, &patroni, options.allow_no_replica);
+    report
+        .actions
+        .extend(departures.await?.into_iter().map(Action::global));
+    Ok(etcd_changes)
+}
+
+/// After the engine: Debian's untouched default cluster dropped on every DB host (one holding
+/// data is an error: preflight reported it).
+async fn drop_default_clusters(
+    project: &Project,
+    open: &BTreeMap<String, Session>,
+    report: &mut RolloutReport,
+) -> Result<()> {
+    let (untouched, problems) = default_clusters(project, open).await?;
+    if let Some(problem) = problems.first() {
+        return Err(Error::failure(
+            format!("{}: {}", problem.host, problem.message),
+            Some(problem.hint.clone()),
+        ));
+    }
+    for (host, version) in &untouched {
+        if let Some(session) = open.get(host) {
+            postgres::drop_default_cluster(session, version).await?;
+            report.actions.push(Action {
+                cluster: String::new(),
+                host: Some(host.clone()),
+                what: format!("dropped Debian's untouched default cluster {version}/main"),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Hosts that left a role: its services stopped and disabled (etcd only once not a member).
+async fn stop_retired(
+    project: &Project,
+    secrets: &Secrets,
+    open: &BTreeMap<String, Session>,
+    desired_services: &BTreeMap<String, std::collections::BTreeSet<String>>,
+    report: &mut RolloutReport,
+) -> Result<()> {
     let mut etcd_members = Vec::new();
     for cluster in project.inventory.clusters.values() {
         etcd_members.extend(members::etcd::member_hosts(project, cluster).await);
     }
     let patroni = Patroni::from_secrets(secrets)?;
     let retired =
-        members::retire::stop_retired(project, open, &desired_services, &etcd_members, &patroni);
-    for what in retired.await? {
-        report.actions.push(Action {
-            cluster: String::new(),
-            host: None,
-            what,
-        });
-    }
+        members::retire::stop_retired(project, open, desired_services, &etcd_members, &patroni);
+    report
+        .actions
+        .extend(retired.await?.into_iter().map(Action::global));
     Ok(())
 }
 
@@ -462,12 +498,41 @@ pub(crate) async fn converge_cluster(
     options: &Options,
     report: &mut RolloutReport,
 ) -> Result<()> {
-    let action = |host: Option<&str>, what: String| Action {
-        cluster: cluster.name.clone(),
-        host: host.map(str::to_owned),
-        what,
-    };
     // 3. etcd.
+    let endpoints = wait_etcd(project, cluster, options).await?;
+    // 4. Patroni.
+    let run = ClusterRun {
+        project,
+        cluster,
+        secrets,
+        open,
+        options,
+        patroni: Patroni::from_secrets(secrets)?,
+        rest_port: project.cluster_port(cluster, "patroni.restapi_port", 8008),
+    };
+    let Some(leader) = run.start_members(report).await? else {
+        return Ok(());
+    };
+    run.keep_etcd_leader_off(&endpoints, &leader, report).await;
+    let pg_pending = run.converge_dynamic_config(&leader, report).await?;
+    // 5. PgBouncer's auth function, on the primary (a standby cluster gets it by replication).
+    run.ensure_pgbouncer_auth(&leader, report).await?;
+    // 6. The VIP answers and its write port reaches the primary.
+    run.wait_vip().await?;
+    // Parameters that need a restart: a rolling restart when allowed, else reported.
+    if cluster.standby_of.is_none() {
+        run.restart_pending(&leader, &pg_pending, report).await?;
+    }
+    // Backups: the stanza and a first full backup, once the primary archives.
+    if cluster.repository().is_some() && cluster.standby_of.is_none() {
+        run.converge_backups(leader, report).await?;
+    }
+    Ok(())
+}
+
+/// Step 3 of a cluster: gate on its etcd cluster (healthy members and a leader). Returns the
+/// endpoints.
+async fn wait_etcd(project: &Project, cluster: &Cluster, options: &Options) -> Result<Vec<String>> {
     let endpoints = project.etcd_endpoints(cluster);
     stage(
         options,
@@ -487,189 +552,271 @@ pub(crate) async fn converge_cluster(
             etcd.leader.as_deref().unwrap_or("?")
         ),
     );
+    Ok(endpoints)
+}
 
-    // 4. Patroni.
-    let patroni = Patroni::from_secrets(secrets)?;
-    let rest_port = project.cluster_port(cluster, "patroni.restapi_port", 8008);
-    let leader_path = if cluster.standby_of.is_some() {
-        "/standby-leader"
-    } else {
-        "/primary"
-    };
-    let running = patroni_running(cluster, open).await?;
-    let view = patroni.view(project, cluster).await;
-    if view.as_ref().is_some_and(|v| v.pause) {
+/// What the steps of [`converge_cluster`] after etcd share: one cluster, over open connections.
+struct ClusterRun<'a> {
+    project: &'a Project,
+    cluster: &'a Cluster,
+    secrets: &'a Secrets,
+    open: &'a BTreeMap<String, Session>,
+    options: &'a Options,
+    patroni: Patroni,
+    rest_port: u16,
+}
+
+impl ClusterRun<'_> {
+    /// An action of this cluster, for the report.
+    fn action(&self, host: Option<&str>, what: String) -> Action {
+        Action {
+            cluster: self.cluster.name.clone(),
+            host: host.map(str::to_owned),
+            what,
+        }
+    }
+
+    /// Step 4: Patroni on every member (the designated first one alone when the cluster is new),
+    /// gate: a leader and every replica streaming. Returns the leader's host, or None for a
+    /// restore target that waits for `pgstrap restore --into`.
+    async fn start_members(&self, report: &mut RolloutReport) -> Result<Option<String>> {
+        let (project, cluster, options) = (self.project, self.cluster, self.options);
+        let leader_path = if cluster.standby_of.is_some() {
+            "/standby-leader"
+        } else {
+            "/primary"
+        };
+        let running = patroni_running(cluster, self.open).await?;
+        let view = self.patroni.view(project, cluster).await;
+        if view.as_ref().is_some_and(|v| v.pause) {
+            stage(
+                options,
+                format!(
+                    "warning: cluster {} is in maintenance mode (`pgstrap pause`): its configuration is applied, but Patroni does not fail over on its own until `pgstrap resume`",
+                    cluster.name
+                ),
+            );
+        }
+        let has_leader = view.as_ref().is_some_and(|v| v.leader().is_some());
+        let mut to_start: Vec<String> = cluster
+            .postgres
+            .iter()
+            .filter(|h| !running.contains(*h))
+            .cloned()
+            .collect();
+        if !has_leader && running.is_empty() && cluster.restore_of.is_some() {
+            // A restore target is created by `pgstrap restore --into`, never by initdb.
+            stage(
+                options,
+                format!(
+                    "{}: prepared; waits for `pgstrap restore --cluster {} --into {}`",
+                    cluster.name,
+                    cluster.restore_of.as_deref().unwrap_or("?"),
+                    cluster.name
+                ),
+            );
+            return Ok(None);
+        }
+        if !has_leader && running.is_empty() {
+            // A new cluster: the designated first member bootstraps it alone.
+            let first = cluster.postgres[0].clone();
+            self.bootstrap(&first, leader_path, report).await?;
+            to_start.retain(|h| h != &first);
+        }
+        if !to_start.is_empty() {
+            self.start_others(&to_start, report).await?;
+        }
+        let leader = wait_streaming(project, cluster, &self.patroni, self.open, options).await?;
         stage(
             options,
             format!(
-                "warning: cluster {} is in maintenance mode (`pgstrap pause`): its configuration is applied, but Patroni does not fail over on its own until `pgstrap resume`",
+                "{}: Patroni: leader {leader}, every replica streaming",
                 cluster.name
             ),
         );
+        Ok(Some(leader))
     }
-    let has_leader = view.as_ref().is_some_and(|v| v.leader().is_some());
-    let mut to_start: Vec<String> = cluster
-        .postgres
-        .iter()
-        .filter(|h| !running.contains(*h))
-        .cloned()
-        .collect();
-    if !has_leader && running.is_empty() && cluster.restore_of.is_some() {
-        // A restore target is created by `pgstrap restore --into`, never by initdb.
+
+    /// A new cluster: Patroni started on its first member alone, gate: it leads.
+    async fn bootstrap(
+        &self,
+        first: &str,
+        leader_path: &str,
+        report: &mut RolloutReport,
+    ) -> Result<()> {
         stage(
-            options,
-            format!(
-                "{}: prepared; waits for `pgstrap restore --cluster {} --into {}`",
-                cluster.name,
-                cluster.restore_of.as_deref().unwrap_or("?"),
-                cluster.name
-            ),
-        );
-        return Ok(());
-    }
-    if !has_leader && running.is_empty() {
-        // A new cluster: the designated first member bootstraps it alone.
-        let first = cluster.postgres[0].clone();
-        stage(
-            options,
+            self.options,
             format!(
                 "{}: Patroni: bootstrapping on {first}, waiting for {leader_path}",
-                cluster.name
+                self.cluster.name
             ),
         );
-        start_patroni(open, &first).await?;
-        report.actions.push(action(
-            Some(&first),
+        start_patroni(self.open, first).await?;
+        report.actions.push(self.action(
+            Some(first),
             "started Patroni (bootstraps the cluster)".into(),
         ));
-        to_start.retain(|h| h != &first);
         wait_leading(
-            project,
-            cluster,
-            &patroni,
-            &first,
+            self.project,
+            self.cluster,
+            &self.patroni,
+            first,
             leader_path,
-            options.gate_timeout,
+            self.options.gate_timeout,
             "see `journalctl -u patroni` on that host; for a standby cluster, check that the primary side is reachable and its slot exists",
         )
-        .await?;
+        .await
     }
-    if !to_start.is_empty() {
+
+    /// Patroni started on the members that do not run it, all at once.
+    async fn start_others(&self, to_start: &[String], report: &mut RolloutReport) -> Result<()> {
         stage(
-            options,
+            self.options,
             format!(
                 "{}: Patroni: starting {}",
-                cluster.name,
+                self.cluster.name,
                 to_start.join(", ")
             ),
         );
-        let starts = to_start.iter().map(|h| start_patroni(open, h));
+        let starts = to_start.iter().map(|h| start_patroni(self.open, h));
         for result in futures::future::join_all(starts).await {
             result?;
         }
-        for host in &to_start {
+        for host in to_start {
             report
                 .actions
-                .push(action(Some(host), "started Patroni".into()));
+                .push(self.action(Some(host), "started Patroni".into()));
         }
-    }
-    let leader = wait_streaming(project, cluster, &patroni, open, options).await?;
-    stage(
-        options,
-        format!(
-            "{}: Patroni: leader {leader}, every replica streaming",
-            cluster.name
-        ),
-    );
-    match super::etcd::keep_leader_off(&endpoints, &project.address(&leader)).await {
-        Ok(Some(to)) => report.actions.push(action(
-            None,
-            format!("moved the etcd leadership to {to}, off the PostgreSQL primary's host (a power cut of that host then fails over one lease renewal sooner)"),
-        )),
-        Ok(None) => {}
-        Err(e) => tracing::debug!("etcd leadership left where it is: {e}"),
+        Ok(())
     }
 
-    // The dynamic configuration follows the inventory (a standby cluster's too: it runs with its
-    // primary side's parameters); slots for standbys. Members where PostgreSQL shows a changed
-    // parameter pending a restart:
-    let mut pg_pending = Vec::new();
-    {
-        let leader_address = project.address(&leader);
-        let found =
-            super::dynamic_config::change(project, cluster, &patroni, &leader_address, rest_port)
-                .await?;
-        if let Some(change) = found.patch {
-            // Said as `plan` says it (the restart impact follows from the pending members).
-            let restart = super::dynamic_config::restart_only(
-                project,
-                cluster,
-                secrets,
-                &leader_address,
-                &change,
-            )
-            .await
-            .unwrap_or_default();
-            patroni
-                .patch_config(&leader_address, rest_port, &change)
-                .await
-                .map_err(|e| Error::failure(format!("cluster {}: {e}", cluster.name), None))?;
-            report.actions.push(action(
+    /// The etcd leadership moved off the PostgreSQL primary's host (best effort).
+    async fn keep_etcd_leader_off(
+        &self,
+        endpoints: &[String],
+        leader: &str,
+        report: &mut RolloutReport,
+    ) {
+        match super::etcd::keep_leader_off(endpoints, &self.project.address(leader)).await {
+            Ok(Some(to)) => report.actions.push(self.action(
                 None,
-                super::dynamic_config::summary(&change, &found.live, &restart, &cluster.postgres),
-            ));
-            if let Some(Value::Object(parameters)) =
-                change.get("postgresql").and_then(|p| p.get("parameters"))
-            {
-                stage(
-                    options,
-                    format!(
-                        "{}: waiting for the new settings on every member",
-                        cluster.name
-                    ),
-                );
-                pg_pending = super::restart::wait_applied(
-                    project,
-                    cluster,
-                    secrets,
-                    parameters,
-                    options.gate_timeout,
-                )
-                .await?;
-            }
-        }
-        // 5. PgBouncer's auth function, on the primary (a standby cluster gets it by replication).
-        if let Some(session) = open.get(&leader).filter(|_| cluster.standby_of.is_none()) {
-            let user = project
-                .cluster_vars(cluster)
-                .get_str("pgbouncer.auth_user")
-                .unwrap_or_else(|| "pgbouncer_auth".into());
-            let password = secrets
-                .get("pgbouncer_auth_password")
-                .ok_or_else(|| Error::failure("no pgbouncer_auth_password", None))?;
-            if postgres::ensure_pgbouncer_auth(session, &user, password).await? {
-                report.actions.push(action(
-                    Some(&leader),
-                    format!("created PgBouncer's auth role {user} and pgbouncer.get_auth()"),
-                ));
-            }
+                format!("moved the etcd leadership to {to}, off the PostgreSQL primary's host (a power cut of that host then fails over one lease renewal sooner)"),
+            )),
+            Ok(None) => {}
+            Err(e) => tracing::debug!("etcd leadership left where it is: {e}"),
         }
     }
 
-    // 6. The VIP answers and its write port reaches the primary.
-    if let (Some(vip), None) = (cluster.vip, &cluster.standby_of) {
-        let vip = vip.addr().to_string();
-        let write_port = project.cluster_port(cluster, "haproxy.write_port", 5000);
+    /// The dynamic configuration follows the inventory (a standby cluster's too: it runs with its
+    /// primary side's parameters); slots for standbys. Returns the members where PostgreSQL shows
+    /// a changed parameter pending a restart.
+    async fn converge_dynamic_config(
+        &self,
+        leader: &str,
+        report: &mut RolloutReport,
+    ) -> Result<Vec<String>> {
+        let (project, cluster, secrets) = (self.project, self.cluster, self.secrets);
+        let leader_address = project.address(leader);
+        let found = super::dynamic_config::change(
+            project,
+            cluster,
+            &self.patroni,
+            &leader_address,
+            self.rest_port,
+        )
+        .await?;
+        let Some(change) = found.patch else {
+            return Ok(Vec::new());
+        };
+        // Said as `plan` says it (the restart impact follows from the pending members).
+        let restart = super::dynamic_config::restart_only(
+            project,
+            cluster,
+            secrets,
+            &leader_address,
+            &change,
+        )
+        .await
+        .unwrap_or_default();
+        self.patroni
+            .patch_config(&leader_address, self.rest_port, &change)
+            .await
+            .map_err(|e| Error::failure(format!("cluster {}: {e}", cluster.name), None))?;
+        report.actions.push(self.action(
+            None,
+            super::dynamic_config::summary(&change, &found.live, &restart, &cluster.postgres),
+        ));
+        let Some(Value::Object(parameters)) =
+            change.get("postgresql").and_then(|p| p.get("parameters"))
+        else {
+            return Ok(Vec::new());
+        };
         stage(
-            options,
+            self.options,
+            format!(
+                "{}: waiting for the new settings on every member",
+                cluster.name
+            ),
+        );
+        super::restart::wait_applied(
+            project,
+            cluster,
+            secrets,
+            parameters,
+            self.options.gate_timeout,
+        )
+        .await
+    }
+
+    /// Step 5: PgBouncer's auth role and lookup function on the primary (not on a standby
+    /// cluster's leader: it gets them by replication).
+    async fn ensure_pgbouncer_auth(&self, leader: &str, report: &mut RolloutReport) -> Result<()> {
+        let Some(session) = self
+            .open
+            .get(leader)
+            .filter(|_| self.cluster.standby_of.is_none())
+        else {
+            return Ok(());
+        };
+        let user = self
+            .project
+            .cluster_vars(self.cluster)
+            .get_str("pgbouncer.auth_user")
+            .unwrap_or_else(|| "pgbouncer_auth".into());
+        let password = self
+            .secrets
+            .get("pgbouncer_auth_password")
+            .ok_or_else(|| Error::failure("no pgbouncer_auth_password", None))?;
+        if postgres::ensure_pgbouncer_auth(session, &user, password).await? {
+            report.actions.push(self.action(
+                Some(leader),
+                format!("created PgBouncer's auth role {user} and pgbouncer.get_auth()"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Step 6, on a primary cluster with a VIP: gate: the VIP's write port reaches the primary.
+    async fn wait_vip(&self) -> Result<()> {
+        let cluster = self.cluster;
+        let (Some(vip), None) = (cluster.vip, &cluster.standby_of) else {
+            return Ok(());
+        };
+        let vip = vip.addr().to_string();
+        let write_port = self
+            .project
+            .cluster_port(cluster, "haproxy.write_port", 5000);
+        stage(
+            self.options,
             format!(
                 "{}: waiting for the VIP {vip}:{write_port} to reach the primary",
                 cluster.name
             ),
         );
+        let secrets = self.secrets;
         wait_for(
             &format!("the VIP {vip}:{write_port} to reach the primary of {}", cluster.name),
-            options.gate_timeout,
+            self.options.gate_timeout,
             Duration::from_secs(1),
             "check `journalctl -u keepalived` and `-u haproxy` on the balancers, and HAProxy's stats page",
             || async {
@@ -683,55 +830,66 @@ pub(crate) async fn converge_cluster(
                 }
             },
         )
-        .await?;
+        .await
     }
 
-    // Parameters that need a restart: a rolling restart when allowed, else reported.
-    if cluster.standby_of.is_none() {
+    /// The members pending a restart: restarted one by one when `--rolling-restart` allows it,
+    /// else reported.
+    async fn restart_pending(
+        &self,
+        leader: &str,
+        pg_pending: &[String],
+        report: &mut RolloutReport,
+    ) -> Result<()> {
+        let (project, cluster) = (self.project, self.cluster);
         let pending = super::restart::pending_after(
             project,
             cluster,
-            &patroni,
-            &pg_pending,
+            &self.patroni,
+            pg_pending,
             Duration::from_secs(30),
         )
         .await;
-        if !pending.is_empty() && options.rolling_restart {
-            stage(
-                options,
-                format!(
-                    "{}: rolling restart of {}",
-                    cluster.name,
-                    pending.join(", ")
-                ),
-            );
-            let done = super::restart::rolling_restart(
-                project,
-                cluster,
-                secrets,
-                &patroni,
-                &leader,
-                &pending,
-                super::restart::Restart::Pending,
-                options.gate_timeout,
-            )
-            .await?;
-            for step in done {
-                report.actions.push(action(None, step));
-            }
-        } else {
+        if pending.is_empty() || !self.options.rolling_restart {
             report.pending_restart.extend(
                 pending
                     .iter()
                     .map(|m| format!("{m} (cluster {})", cluster.name)),
             );
+            return Ok(());
         }
+        stage(
+            self.options,
+            format!(
+                "{}: rolling restart of {}",
+                cluster.name,
+                pending.join(", ")
+            ),
+        );
+        let done = super::restart::rolling_restart(
+            project,
+            cluster,
+            self.secrets,
+            &self.patroni,
+            leader,
+            &pending,
+            super::restart::Restart::Pending,
+            self.options.gate_timeout,
+        )
+        .await?;
+        for step in done {
+            report.actions.push(self.action(None, step));
+        }
+        Ok(())
     }
 
-    // Backups: the stanza and a first full backup, once the primary archives.
-    if cluster.repository().is_some() && cluster.standby_of.is_none() {
+    /// Backups: the stanza and a first full backup, once the leader archives (`leader` is the one
+    /// before a rolling restart, used when the cluster shows none now).
+    async fn converge_backups(&self, leader: String, report: &mut RolloutReport) -> Result<()> {
+        let (project, cluster) = (self.project, self.cluster);
         // The leader now (a rolling restart above may have switched over).
-        let leader = patroni
+        let leader = self
+            .patroni
             .view(project, cluster)
             .await
             .and_then(|v| v.leader().map(|m| m.name.clone()))
@@ -739,7 +897,7 @@ pub(crate) async fn converge_cluster(
                 crate::render::context::member_hosts(project, cluster).remove(&member)
             })
             .unwrap_or(leader);
-        let archiving = match open.get(&leader) {
+        let archiving = match self.open.get(&leader) {
             Some(session) => {
                 postgres::psql(
                     session,
@@ -754,7 +912,7 @@ pub(crate) async fn converge_cluster(
             None => false,
         };
         stage(
-            options,
+            self.options,
             if archiving {
                 format!(
                     "{}: backups: the stanza and a first full backup",
@@ -764,18 +922,13 @@ pub(crate) async fn converge_cluster(
                 format!("{}: backups wait for archive_mode, which needs a restart (`pgstrap apply --rolling-restart`)", cluster.name)
             },
         );
-        for what in super::backup::converge(cluster, open, archiving).await? {
-            report.actions.push(action(None, what));
+        for what in super::backup::converge(cluster, self.open, archiving).await? {
+            report.actions.push(self.action(None, what));
         }
+        Ok(())
     }
-    Ok(())
 }
 
-/// What `apply` would change beyond the engine, read-only: per primary cluster, the dynamic
-/// configuration keys that differ from the inventory, members pending a restart, or that the
-/// cluster is not bootstrapped yet. For `plan`.
-///
-/// See also [`removals`]: the subset `apply` asks about on a terminal.
 /// The members an `apply` would remove (etcd and Patroni), as `plan` says them: what `apply` asks
 /// about on a terminal before it starts.
 pub async fn removals(project: &Project, secrets: &Secrets) -> Vec<String> {
@@ -845,6 +998,11 @@ impl PlanStep {
     }
 }
 
+/// What `apply` would change beyond the engine, read-only: per primary cluster, the dynamic
+/// configuration keys that differ from the inventory, members pending a restart, or that the
+/// cluster is not bootstrapped yet. For `plan`.
+///
+/// See also [`removals`]: the subset `apply` asks about on a terminal.
 pub async fn plan_orchestration(project: &Project, secrets: &Secrets) -> Vec<PlanStep> {
     let Ok(patroni) = Patroni::from_secrets(secrets) else {
         return Vec::new();
@@ -852,113 +1010,151 @@ pub async fn plan_orchestration(project: &Project, secrets: &Secrets) -> Vec<Pla
     let mut lines = Vec::new();
     for cluster in project.inventory.clusters.values() {
         if let Some(fence) = super::dr::fence::find(project, cluster).await {
-            lines.push(if cluster.standby_of.as_deref() == Some(fence.by.as_str()) {
-                PlanStep::change(format!(
-                    "cluster {}: fenced by {}'s emergency promotion: stop Patroni, move its data directories aside (kept), clear its Patroni state, lift the fence, bootstrap it as a standby cluster of {}",
-                    cluster.name, fence.by, fence.by
-                ))
-            } else {
-                PlanStep::note(format!(
-                    "cluster {}: fenced by {}'s emergency promotion ({}): apply refuses until the inventory sets `standby_of: {}` on it",
-                    cluster.name, fence.by, fence.at, fence.by
-                ))
-            });
+            lines.push(plan_fenced(cluster, &fence));
             continue;
         }
         // Membership, in the order apply takes the steps.
-        if let Some(change) = members::etcd::change(project, cluster).await {
-            lines.extend(
-                change
-                    .steps(&cluster.name, project)
-                    .into_iter()
-                    .map(PlanStep::change),
-            );
-        }
-        if let Some((leaving, view)) =
-            members::retire::leaving_db_members(project, cluster, &patroni).await
-        {
-            lines.extend(
-                leaving_lines(cluster, &leaving, &view)
-                    .into_iter()
-                    .map(PlanStep::change),
-            );
-            let joining: Vec<&String> = cluster
-                .postgres
-                .iter()
-                .filter(|h| {
-                    project.inventory.hosts.get(*h).is_some_and(|host| {
-                        let name = crate::render::context::member_name(project, host, cluster);
-                        !view.members.iter().any(|m| m.name == name)
-                    })
+        lines.extend(plan_membership(project, cluster, &patroni).await);
+        lines.extend(plan_patroni(project, cluster, secrets, &patroni).await);
+    }
+    lines
+}
+
+/// The plan of a cluster fenced by an emergency promotion: rebuilt as a standby of the promoted
+/// one when the inventory says so, else refused.
+fn plan_fenced(cluster: &Cluster, fence: &super::dr::fence::Fence) -> PlanStep {
+    if cluster.standby_of.as_deref() == Some(fence.by.as_str()) {
+        PlanStep::change(format!(
+            "cluster {}: fenced by {}'s emergency promotion: stop Patroni, move its data directories aside (kept), clear its Patroni state, lift the fence, bootstrap it as a standby cluster of {}",
+            cluster.name, fence.by, fence.by
+        ))
+    } else {
+        PlanStep::note(format!(
+            "cluster {}: fenced by {}'s emergency promotion ({}): apply refuses until the inventory sets `standby_of: {}` on it",
+            cluster.name, fence.by, fence.at, fence.by
+        ))
+    }
+}
+
+/// The membership steps of a plan: etcd's, then the DB members that leave and join.
+async fn plan_membership(project: &Project, cluster: &Cluster, patroni: &Patroni) -> Vec<PlanStep> {
+    let mut lines = Vec::new();
+    if let Some(change) = members::etcd::change(project, cluster).await {
+        lines.extend(
+            change
+                .steps(&cluster.name, project)
+                .into_iter()
+                .map(PlanStep::change),
+        );
+    }
+    if let Some((leaving, view)) =
+        members::retire::leaving_db_members(project, cluster, patroni).await
+    {
+        lines.extend(
+            leaving_lines(cluster, &leaving, &view)
+                .into_iter()
+                .map(PlanStep::change),
+        );
+        let joining: Vec<&String> = cluster
+            .postgres
+            .iter()
+            .filter(|h| {
+                project.inventory.hosts.get(*h).is_some_and(|host| {
+                    let name = crate::render::context::member_name(project, host, cluster);
+                    !view.members.iter().any(|m| m.name == name)
                 })
-                .collect();
-            for host in joining {
+            })
+            .collect();
+        for host in joining {
+            lines.push(PlanStep::change(format!(
+                "patroni {}: add {host} after pg_hba and HAProxy are updated on the others; gate: it streams",
+                cluster.name
+            )));
+        }
+    }
+    lines
+}
+
+/// The Patroni side of a plan: a cluster to bootstrap (or waiting for a restore), one without a
+/// leader, or a primary cluster's dynamic configuration and pending restarts.
+async fn plan_patroni(
+    project: &Project,
+    cluster: &Cluster,
+    secrets: &Secrets,
+    patroni: &Patroni,
+) -> Vec<PlanStep> {
+    let port = project.cluster_port(cluster, "patroni.restapi_port", 8008);
+    let Some(view) = patroni.view(project, cluster).await else {
+        return vec![match &cluster.restore_of {
+            // Nothing for apply to do there but prepare the hosts: not a pending change.
+            Some(source) => PlanStep::note(format!(
+                "cluster {}: waits for `pgstrap restore --cluster {source} --into {}` (apply prepares its hosts only)",
+                cluster.name, cluster.name
+            )),
+            None => PlanStep::change(format!("cluster {}: Patroni is not running: apply will bootstrap it (leader first, then replicas)", cluster.name)),
+        }];
+    };
+    let Some(leader) = view.leader() else {
+        return vec![PlanStep::note(format!(
+            "cluster {}: no leader now {}",
+            cluster.name,
+            view.describe()
+        ))];
+    };
+    if cluster.standby_of.is_some() {
+        return Vec::new();
+    }
+    let address = leader.host.clone().unwrap_or_default();
+    let mut lines = plan_dynamic_config(project, cluster, secrets, patroni, &address, port).await;
+    let pending = super::restart::pending(project, cluster, patroni).await;
+    if !pending.is_empty() {
+        lines.push(PlanStep::note(format!(
+            "cluster {}: restart pending on {} (apply --rolling-restart)",
+            cluster.name,
+            pending.join(", ")
+        )));
+    }
+    lines
+}
+
+/// The dynamic configuration's part of a plan: the patch apply would send (with its restart
+/// impact), and the parameters set outside the inventory.
+async fn plan_dynamic_config(
+    project: &Project,
+    cluster: &Cluster,
+    secrets: &Secrets,
+    patroni: &Patroni,
+    address: &str,
+    port: u16,
+) -> Vec<PlanStep> {
+    let mut lines = Vec::new();
+    match super::dynamic_config::change(project, cluster, patroni, address, port).await {
+        Ok(super::dynamic_config::Change {
+            patch,
+            unmanaged,
+            live,
+        }) => {
+            if let Some(change) = patch {
+                let restart = super::dynamic_config::restart_only(
+                    project, cluster, secrets, address, &change,
+                )
+                .await
+                .unwrap_or_else(|e| vec![format!("(unknown: pg_settings not read: {e})")]);
                 lines.push(PlanStep::change(format!(
-                    "patroni {}: add {host} after pg_hba and HAProxy are updated on the others; gate: it streams",
-                    cluster.name
+                    "cluster {}: {}",
+                    cluster.name,
+                    super::dynamic_config::summary(&change, &live, &restart, &cluster.postgres)
+                )));
+            }
+            if !unmanaged.is_empty() {
+                lines.push(PlanStep::note(format!(
+                    "cluster {}: parameters set outside the inventory (left alone; name them in the inventory to manage them): {}",
+                    cluster.name,
+                    unmanaged.join(", ")
                 )));
             }
         }
-        let port = project.cluster_port(cluster, "patroni.restapi_port", 8008);
-        let Some(view) = patroni.view(project, cluster).await else {
-            lines.push(match &cluster.restore_of {
-                // Nothing for apply to do there but prepare the hosts: not a pending change.
-                Some(source) => PlanStep::note(format!(
-                    "cluster {}: waits for `pgstrap restore --cluster {source} --into {}` (apply prepares its hosts only)",
-                    cluster.name, cluster.name
-                )),
-                None => PlanStep::change(format!("cluster {}: Patroni is not running: apply will bootstrap it (leader first, then replicas)", cluster.name)),
-            });
-            continue;
-        };
-        let Some(leader) = view.leader() else {
-            lines.push(PlanStep::note(format!(
-                "cluster {}: no leader now {}",
-                cluster.name,
-                view.describe()
-            )));
-            continue;
-        };
-        if cluster.standby_of.is_some() {
-            continue;
-        }
-        let address = leader.host.clone().unwrap_or_default();
-        match super::dynamic_config::change(project, cluster, &patroni, &address, port).await {
-            Ok(super::dynamic_config::Change {
-                patch,
-                unmanaged,
-                live,
-            }) => {
-                if let Some(change) = patch {
-                    let restart = super::dynamic_config::restart_only(
-                        project, cluster, secrets, &address, &change,
-                    )
-                    .await
-                    .unwrap_or_else(|e| vec![format!("(unknown: pg_settings not read: {e})")]);
-                    lines.push(PlanStep::change(format!(
-                        "cluster {}: {}",
-                        cluster.name,
-                        super::dynamic_config::summary(&change, &live, &restart, &cluster.postgres)
-                    )));
-                }
-                if !unmanaged.is_empty() {
-                    lines.push(PlanStep::note(format!(
-                        "cluster {}: parameters set outside the inventory (left alone; name them in the inventory to manage them): {}",
-                        cluster.name,
-                        unmanaged.join(", ")
-                    )));
-                }
-            }
-            Err(e) => lines.push(PlanStep::note(format!("cluster {}: {e}", cluster.name))),
-        }
-        let pending = super::restart::pending(project, cluster, &patroni).await;
-        if !pending.is_empty() {
-            lines.push(PlanStep::note(format!(
-                "cluster {}: restart pending on {} (apply --rolling-restart)",
-                cluster.name,
-                pending.join(", ")
-            )));
-        }
+        Err(e) => lines.push(PlanStep::note(format!("cluster {}: {e}", cluster.name))),
     }
     lines
 }

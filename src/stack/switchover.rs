@@ -28,30 +28,8 @@ pub async fn switchover(
     cluster: Option<&str>,
     to: Option<&str>,
 ) -> Result<SwitchoverReport> {
-    let inventory = &project.inventory;
     let cluster = super::primary_cluster(project, cluster)?;
-    let member_of = |host: &str| {
-        inventory
-            .hosts
-            .get(host)
-            .map(|h| crate::render::context::member_name(project, h, cluster))
-    };
-    let candidate = match to {
-        Some(host) if cluster.postgres.iter().any(|h| h == host) => member_of(host),
-        Some(host) => {
-            return Err(Error::usage(
-                format!(
-                    "`{host}` is not a database host of cluster `{}`",
-                    cluster.name
-                ),
-                Some(format!(
-                    "its database hosts: {}",
-                    cluster.postgres.join(", ")
-                )),
-            ))
-        }
-        None => None,
-    };
+    let candidate = candidate_member(project, cluster, to)?;
     let super::ops::Reached {
         patroni,
         api_host,
@@ -84,26 +62,14 @@ pub async fn switchover(
         balancers.set_state("replicas", candidate, "drain").await;
     }
     let started = Instant::now();
-    let requested = patroni
-        .switchover(
-            // To the leader itself: Patroni there acts at once (a replica that takes the
-            // request only records it, and the leader sees it on its next loop, up to
-            // loop_wait later: measured 9 s against 2 s).
-            &leader_address,
-            rest_port,
-            &leader,
-            candidate.as_deref(),
-        )
-        .await
-        .map_err(|e| {
-            Error::failure(
-                format!("switchover refused: {e}"),
-                Some(
-                    "Patroni refuses when no replica is healthy enough; see `pgstrap status`"
-                        .into(),
-                ),
-            )
-        });
+    let requested = request(
+        &patroni,
+        &leader_address,
+        rest_port,
+        &leader,
+        candidate.as_deref(),
+    )
+    .await;
     if let Err(e) = requested {
         if let (Some(balancers), Some(candidate)) = (balancers, &candidate) {
             balancers.set_state("replicas", candidate, "ready").await;
@@ -138,6 +104,66 @@ pub async fn switchover(
         to: new_leader,
         seconds,
     })
+}
+
+/// The member `--to` names (`None` without `--to`: any healthy replica); refused when that host
+/// is not a DB host of the cluster.
+fn candidate_member(
+    project: &Project,
+    cluster: &Cluster,
+    to: Option<&str>,
+) -> Result<Option<String>> {
+    let member_of = |host: &str| {
+        project
+            .inventory
+            .hosts
+            .get(host)
+            .map(|h| crate::render::context::member_name(project, h, cluster))
+    };
+    match to {
+        Some(host) if cluster.postgres.iter().any(|h| h == host) => Ok(member_of(host)),
+        Some(host) => Err(Error::usage(
+            format!(
+                "`{host}` is not a database host of cluster `{}`",
+                cluster.name
+            ),
+            Some(format!(
+                "its database hosts: {}",
+                cluster.postgres.join(", ")
+            )),
+        )),
+        None => Ok(None),
+    }
+}
+
+/// The switchover asked of Patroni on the leader.
+async fn request(
+    patroni: &Patroni,
+    leader_address: &str,
+    rest_port: u16,
+    leader: &str,
+    candidate: Option<&str>,
+) -> Result<()> {
+    patroni
+        .switchover(
+            // To the leader itself: Patroni there acts at once (a replica that takes the
+            // request only records it, and the leader sees it on its next loop, up to
+            // loop_wait later: measured 9 s against 2 s).
+            leader_address,
+            rest_port,
+            leader,
+            candidate,
+        )
+        .await
+        .map_err(|e| {
+            Error::failure(
+                format!("switchover refused: {e}"),
+                Some(
+                    "Patroni refuses when no replica is healthy enough; see `pgstrap status`"
+                        .into(),
+                ),
+            )
+        })
 }
 
 /// Wait until a member other than `old` (any member when `None`) leads `cluster` and serves

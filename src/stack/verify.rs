@@ -154,7 +154,6 @@ fn describe(error: &tokio_postgres::Error) -> String {
 /// Run every verification. Never fails early: the report says what passed and what did not.
 pub async fn verify(project: &Project, secrets: &Secrets, max_lag_bytes: u64) -> VerifyReport {
     let mut report = VerifyReport::default();
-    let inventory = &project.inventory;
     let names = HostNames::new(project);
     let patroni = Patroni::new(
         secrets
@@ -162,36 +161,87 @@ pub async fn verify(project: &Project, secrets: &Secrets, max_lag_bytes: u64) ->
             .cloned()
             .unwrap_or_else(|| crate::inventory::secrets::Secret::new(String::new())),
     );
-    for cluster in inventory.clusters.values() {
-        let mut add = |name: &str, ok: bool, detail: String| {
-            report.checks.push(Check {
-                cluster: cluster.name.clone(),
-                name: name.to_owned(),
-                ok,
-                detail,
-            })
+    for cluster in project.inventory.clusters.values() {
+        let mut checks = ClusterChecks {
+            project,
+            secrets,
+            cluster,
+            max_lag_bytes,
+            checks: &mut report.checks,
         };
+        checks.etcd().await;
+        if checks.not_restored_yet().await {
+            continue;
+        }
+        // Patroni: a leader, every replica streaming with bounded lag.
+        let Some(view) = patroni.view(project, cluster).await else {
+            checks.add(
+                "patroni leader",
+                false,
+                "no member's REST API answered".into(),
+            );
+            continue;
+        };
+        let leader_host = checks.patroni_leader(&view);
+        checks.streaming(&view, leader_host.as_deref()).await;
+        // Backups: the repository answers with backups in it, and the primary's archive works.
+        if cluster.standby_of.is_none() {
+            checks.backups(leader_host.as_deref()).await;
+        }
+        checks.pgbouncers().await;
+        // Through the VIP (primary-side clusters with balancers).
+        if cluster.standby_of.is_none() {
+            if let Some(vip) = cluster.vip {
+                checks.through_vip(&vip.addr().to_string(), &names).await;
+            }
+        }
+    }
+    report
+}
 
-        // etcd
-        let endpoints = project.etcd_endpoints(cluster);
+/// The verifications of one cluster, each added to the report as it is made.
+struct ClusterChecks<'a> {
+    project: &'a Project,
+    secrets: &'a Secrets,
+    cluster: &'a crate::inventory::Cluster,
+    max_lag_bytes: u64,
+    checks: &'a mut Vec<Check>,
+}
+
+impl ClusterChecks<'_> {
+    fn add(&mut self, name: &str, ok: bool, detail: String) {
+        self.checks.push(Check {
+            cluster: self.cluster.name.clone(),
+            name: name.to_owned(),
+            ok,
+            detail,
+        });
+    }
+
+    /// etcd: every member healthy, with a leader.
+    async fn etcd(&mut self) {
+        let endpoints = self.project.etcd_endpoints(self.cluster);
         match super::etcd::health(&endpoints).await {
-            Ok(h) => add(
+            Ok(h) => self.add(
                 "etcd healthy",
-                h.all_healthy(cluster.etcd.len()),
+                h.all_healthy(self.cluster.etcd.len()),
                 h.describe(),
             ),
-            Err(e) => add("etcd healthy", false, e),
+            Err(e) => self.add("etcd healthy", false, e),
         }
+    }
 
-        // A restore target that was never restored (no Patroni state in its etcd) has nothing
-        // to verify beyond etcd yet.
+    /// A restore target that was never restored (no Patroni state in its etcd) has nothing to
+    /// verify beyond etcd yet: true (and said) when this cluster is one.
+    async fn not_restored_yet(&mut self) -> bool {
+        let cluster = self.cluster;
         if cluster.restore_of.is_some()
             && matches!(
-                super::patroni::initialized(project, cluster).await,
+                super::patroni::initialized(self.project, cluster).await,
                 Ok(None)
             )
         {
-            add(
+            self.add(
                 "restore target",
                 true,
                 format!(
@@ -200,202 +250,224 @@ pub async fn verify(project: &Project, secrets: &Secrets, max_lag_bytes: u64) ->
                     cluster.name
                 ),
             );
-            continue;
+            return true;
         }
-        // Patroni: a leader, every replica streaming with bounded lag.
-        let Some(view) = patroni.view(project, cluster).await else {
-            add(
-                "patroni leader",
-                false,
-                "no member's REST API answered".into(),
-            );
-            continue;
-        };
-        let expected_leader = if cluster.standby_of.is_some() {
+        false
+    }
+
+    /// Patroni: a leader (a standby leader in a standby cluster) and every member there. Returns
+    /// the leader's address.
+    fn patroni_leader(&mut self, view: &super::patroni::ClusterView) -> Option<String> {
+        let expected_leader = if self.cluster.standby_of.is_some() {
             "standby_leader"
         } else {
             "leader"
         };
         let leader = view.members.iter().find(|m| m.role == expected_leader);
-        add(
+        self.add(
             "patroni leader",
-            leader.is_some() && view.members.len() == cluster.postgres.len(),
+            leader.is_some() && view.members.len() == self.cluster.postgres.len(),
             format!(
                 "{} {}",
                 leader.map_or("no leader", |m| m.name.as_str()),
                 view.describe()
             ),
         );
-        // Streaming is judged where it is known: the leader's pg_stat_replication (Patroni 3.0.2
-        // reports replicas as `running` whatever their WAL receiver does).
-        let bouncer_port = project.cluster_port(cluster, "pgbouncer.port", 6432);
-        let leader_host = leader.and_then(|m| m.host.clone());
+        leader.and_then(|m| m.host.clone())
+    }
+
+    /// Every replica streams with bounded lag. Judged where it is known: the leader's
+    /// pg_stat_replication (Patroni 3.0.2 reports replicas as `running` whatever their WAL
+    /// receiver does).
+    async fn streaming(&mut self, view: &super::patroni::ClusterView, leader_host: Option<&str>) {
+        let bouncer_port = self.bouncer_port();
         let replicas: Vec<&str> = view
             .members
             .iter()
             .filter(|m| m.role == "replica")
             .map(|m| m.name.as_str())
             .collect();
-        if let (Some(leader_host), false) = (leader_host, replicas.is_empty()) {
-            let seen = replication(&leader_host, bouncer_port, secrets).await;
-            for replica in replicas {
-                let (ok, detail) = match &seen {
-                    Ok(seen) => match seen.iter().find(|r| r.member == replica) {
-                        Some(r) => (
-                            r.state == "streaming"
-                                && r.replay_lag_bytes.is_some_and(|lag| lag <= max_lag_bytes),
-                            // The check's name says streaming: the state only when it is not.
-                            match (r.state.as_str(), r.replay_lag_bytes) {
-                                ("streaming", Some(lag)) => format!("replay lag {lag} bytes"),
-                                ("streaming", None) => "replay lag not known yet".into(),
-                                (state, Some(lag)) => format!("{state}, replay lag {lag} bytes"),
-                                (state, None) => format!("{state}, replay lag not known yet"),
-                            },
-                        ),
-                        None => (false, "not in the leader's pg_stat_replication".into()),
-                    },
-                    Err(e) => (false, e.clone()),
-                };
-                add(&format!("replica {replica} streaming"), ok, detail);
-            }
-        }
-
-        // Backups: the repository answers with backups in it, and the primary's archive works.
-        if cluster.standby_of.is_none() {
-            let leader_address = leader.and_then(|m| m.host.clone());
-            if let Some(backup) = crate::stack::backup::status(
-                project,
-                secrets,
-                cluster,
-                leader_address.as_deref(),
-                bouncer_port,
-            )
-            .await
-            {
-                let problems = backup.problems();
-                add(
-                    "backups and WAL archive",
-                    problems.is_empty(),
-                    if problems.is_empty() {
-                        backup.summary()
-                    } else {
-                        problems.join("; ")
-                    },
-                );
-            }
-        }
-
-        // PgBouncer on every DB host.
-        for member in &cluster.postgres {
-            let result = match connect(&project.address(member), bouncer_port, secrets).await {
-                Ok(client) => scalar(&client, "SELECT 1").await,
-                Err(e) => Err(e),
+        let (Some(leader_host), false) = (leader_host, replicas.is_empty()) else {
+            return;
+        };
+        let max_lag_bytes = self.max_lag_bytes;
+        let seen = replication(leader_host, bouncer_port, self.secrets).await;
+        for replica in replicas {
+            let (ok, detail) = match &seen {
+                Ok(seen) => match seen.iter().find(|r| r.member == replica) {
+                    Some(r) => (
+                        r.state == "streaming"
+                            && r.replay_lag_bytes.is_some_and(|lag| lag <= max_lag_bytes),
+                        // The check's name says streaming: the state only when it is not.
+                        match (r.state.as_str(), r.replay_lag_bytes) {
+                            ("streaming", Some(lag)) => format!("replay lag {lag} bytes"),
+                            ("streaming", None) => "replay lag not known yet".into(),
+                            (state, Some(lag)) => format!("{state}, replay lag {lag} bytes"),
+                            (state, None) => format!("{state}, replay lag not known yet"),
+                        },
+                    ),
+                    None => (false, "not in the leader's pg_stat_replication".into()),
+                },
+                Err(e) => (false, e.clone()),
             };
-            add(
+            self.add(&format!("replica {replica} streaming"), ok, detail);
+        }
+    }
+
+    fn bouncer_port(&self) -> u16 {
+        self.project
+            .cluster_port(self.cluster, "pgbouncer.port", 6432)
+    }
+
+    /// Backups: the repository answers with backups in it, and the primary's archive works.
+    async fn backups(&mut self, leader_address: Option<&str>) {
+        let Some(backup) = crate::stack::backup::status(
+            self.project,
+            self.secrets,
+            self.cluster,
+            leader_address,
+            self.bouncer_port(),
+        )
+        .await
+        else {
+            return;
+        };
+        let problems = backup.problems();
+        self.add(
+            "backups and WAL archive",
+            problems.is_empty(),
+            if problems.is_empty() {
+                backup.summary()
+            } else {
+                problems.join("; ")
+            },
+        );
+    }
+
+    /// PgBouncer answers on every DB host.
+    async fn pgbouncers(&mut self) {
+        let bouncer_port = self.bouncer_port();
+        for member in &self.cluster.postgres {
+            let result =
+                match connect(&self.project.address(member), bouncer_port, self.secrets).await {
+                    Ok(client) => scalar(&client, "SELECT 1").await,
+                    Err(e) => Err(e),
+                };
+            self.add(
                 &format!("pgbouncer on {member}"),
                 result.is_ok(),
                 result.map_or_else(|e| e, |_| "answers".into()),
             );
         }
+    }
 
-        // Through the VIP (primary-side clusters with balancers).
-        if cluster.standby_of.is_none() {
-            if let Some(vip) = cluster.vip {
-                let vip = vip.addr().to_string();
-                let write_port = project.cluster_port(cluster, "haproxy.write_port", 5000);
-                let read_port = project.cluster_port(cluster, "haproxy.read_port", 5001);
-                let token = format!("{}-{}", cluster.name, std::process::id());
-                let write = write_through(&vip, write_port, secrets, &token, &names).await;
-                add(
-                    "write through VIP lands on the primary",
-                    write.is_ok(),
-                    write.clone().unwrap_or_else(|e| e),
-                );
-                if write.is_ok() && cluster.postgres.len() > 1 {
-                    let read = read_through(&vip, read_port, secrets, &token, &names).await;
-                    add(
-                        "read through VIP lands on a replica and sees the write",
-                        read.is_ok(),
-                        read.unwrap_or_else(|e| e),
-                    );
-                }
-                for standby in inventory.standbys_of(&cluster.name) {
-                    let slot = crate::inventory::standby_slot(&standby.name);
-                    let active = match connect(&vip, write_port, secrets).await {
-                        Ok(client) => scalar(&client, &format!("SELECT active FROM pg_replication_slots WHERE slot_name = '{slot}'")).await,
-                        Err(e) => Err(e),
-                    };
-                    let (ok, detail) = slot_verdict(&slot, &active);
-                    add(
-                        &format!("standby cluster {} streams from slot {slot}", standby.name),
-                        ok,
-                        detail,
-                    );
-                    // Its lag across datacenters, as the primary sees its standby leader.
-                    let lag = standby_lag(project, standby, &vip, write_port, secrets).await;
-                    add(
-                        &format!(
-                            "standby cluster {} lags by at most {max_lag_bytes} bytes",
-                            standby.name
-                        ),
-                        lag.as_ref()
-                            .is_ok_and(|l| l.replay_lag_bytes.is_some_and(|b| b <= max_lag_bytes)),
-                        match &lag {
-                            Ok(l) => lag_words(l),
-                            Err(e) => e.clone(),
-                        },
-                    );
-                    // Its VIP: reads reach the standby leader or its replicas.
-                    if let Some(standby_vip) = standby.vip {
-                        let address = standby_vip.addr().to_string();
-                        let port = project.cluster_port(standby, "haproxy.read_port", 5001);
-                        let read = match connect(&address, port, secrets).await {
-                            Ok(client) => scalar(&client, "SELECT pg_is_in_recovery()").await,
-                            Err(e) => Err(e),
-                        };
-                        add(
-                            &format!(
-                                "reads through standby cluster {}'s VIP reach it",
-                                standby.name
-                            ),
-                            matches!(&read, Ok(Some(v)) if v == "t"),
-                            match read {
-                                Ok(Some(v)) if v == "t" => {
-                                    format!("{address}:{port} answers from a standby")
-                                }
-                                Ok(_) => format!(
-                                    "{address}:{port} answered from a server not in recovery"
-                                ),
-                                Err(e) => e,
-                            },
-                        );
-                    }
-                    // The write made through the VIP reaches every host of the standby cluster.
-                    if write.is_ok() {
-                        let port = project.cluster_port(standby, "pgbouncer.port", 6432);
-                        for host in &standby.postgres {
-                            let seen = match connect(&project.address(host), port, secrets).await {
-                                Ok(client) => wait_for_token(&client, &token).await,
-                                Err(e) => Err(e),
-                            };
-                            add(
-                                &format!(
-                                    "standby cluster {} host {host} has the write",
-                                    standby.name
-                                ),
-                                seen.is_ok(),
-                                seen.map_or_else(
-                                    |last| format!("not within 15s (last: {last})"),
-                                    |s| format!("after {s:.1}s"),
-                                ),
-                            );
-                        }
-                    }
-                }
+    /// Through the VIP of a primary-side cluster: a write lands on the primary, a read on a
+    /// replica that sees it; then each of its standby clusters.
+    async fn through_vip(&mut self, vip: &str, names: &HostNames) {
+        let (project, cluster, secrets) = (self.project, self.cluster, self.secrets);
+        let write_port = project.cluster_port(cluster, "haproxy.write_port", 5000);
+        let read_port = project.cluster_port(cluster, "haproxy.read_port", 5001);
+        let token = format!("{}-{}", cluster.name, std::process::id());
+        let write = write_through(vip, write_port, secrets, &token, names).await;
+        self.add(
+            "write through VIP lands on the primary",
+            write.is_ok(),
+            write.clone().unwrap_or_else(|e| e),
+        );
+        if write.is_ok() && cluster.postgres.len() > 1 {
+            let read = read_through(vip, read_port, secrets, &token, names).await;
+            self.add(
+                "read through VIP lands on a replica and sees the write",
+                read.is_ok(),
+                read.unwrap_or_else(|e| e),
+            );
+        }
+        for standby in project.inventory.standbys_of(&cluster.name) {
+            self.standby(standby, vip, write_port).await;
+            // The write made through the VIP reaches every host of the standby cluster.
+            if write.is_ok() {
+                self.standby_has_write(standby, &token).await;
             }
         }
     }
-    report
+
+    /// A standby cluster of this one: it streams from its slot with bounded lag (as the primary
+    /// side sees it, through its VIP), and reads through its own VIP reach it.
+    async fn standby(&mut self, standby: &crate::inventory::Cluster, vip: &str, write_port: u16) {
+        let (project, secrets, max_lag_bytes) = (self.project, self.secrets, self.max_lag_bytes);
+        let slot = crate::inventory::standby_slot(&standby.name);
+        let active = match connect(vip, write_port, secrets).await {
+            Ok(client) => {
+                scalar(
+                    &client,
+                    &format!("SELECT active FROM pg_replication_slots WHERE slot_name = '{slot}'"),
+                )
+                .await
+            }
+            Err(e) => Err(e),
+        };
+        let (ok, detail) = slot_verdict(&slot, &active);
+        self.add(
+            &format!("standby cluster {} streams from slot {slot}", standby.name),
+            ok,
+            detail,
+        );
+        // Its lag across datacenters, as the primary sees its standby leader.
+        let lag = standby_lag(project, standby, vip, write_port, secrets).await;
+        self.add(
+            &format!(
+                "standby cluster {} lags by at most {max_lag_bytes} bytes",
+                standby.name
+            ),
+            lag.as_ref()
+                .is_ok_and(|l| l.replay_lag_bytes.is_some_and(|b| b <= max_lag_bytes)),
+            match &lag {
+                Ok(l) => lag_words(l),
+                Err(e) => e.clone(),
+            },
+        );
+        // Its VIP: reads reach the standby leader or its replicas.
+        let Some(standby_vip) = standby.vip else {
+            return;
+        };
+        let address = standby_vip.addr().to_string();
+        let port = project.cluster_port(standby, "haproxy.read_port", 5001);
+        let read = match connect(&address, port, secrets).await {
+            Ok(client) => scalar(&client, "SELECT pg_is_in_recovery()").await,
+            Err(e) => Err(e),
+        };
+        self.add(
+            &format!(
+                "reads through standby cluster {}'s VIP reach it",
+                standby.name
+            ),
+            matches!(&read, Ok(Some(v)) if v == "t"),
+            match read {
+                Ok(Some(v)) if v == "t" => format!("{address}:{port} answers from a standby"),
+                Ok(_) => format!("{address}:{port} answered from a server not in recovery"),
+                Err(e) => e,
+            },
+        );
+    }
+
+    /// The write made through the VIP (`token`) reaches every host of `standby`.
+    async fn standby_has_write(&mut self, standby: &crate::inventory::Cluster, token: &str) {
+        let port = self.project.cluster_port(standby, "pgbouncer.port", 6432);
+        for host in &standby.postgres {
+            let seen = match connect(&self.project.address(host), port, self.secrets).await {
+                Ok(client) => wait_for_token(&client, token).await,
+                Err(e) => Err(e),
+            };
+            self.add(
+                &format!("standby cluster {} host {host} has the write", standby.name),
+                seen.is_ok(),
+                seen.map_or_else(
+                    |last| format!("not within 15s (last: {last})"),
+                    |s| format!("after {s:.1}s"),
+                ),
+            );
+        }
+    }
 }
 
 /// The standby leader of `standby` as its primary side's `pg_stat_replication` shows it (through

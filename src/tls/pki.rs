@@ -92,26 +92,9 @@ pub fn load(
     generate: bool,
 ) -> Result<Option<Pki>, PkiError> {
     let now = OffsetDateTime::now_utc();
-    let (ca_cert_path, ca_key_path) = (dir.join("ca.crt"), dir.join("ca.key"));
     let mut pending = Vec::new();
-    let (ca_pem, ca_key_pem) = match (read(&ca_cert_path)?, read(&ca_key_path)?) {
-        (Some(cert), Some(key)) => (cert, key),
-        (None, None) if !generate => return Ok(None),
-        (None, None) => {
-            let (cert, key) = new_ca(dir, now)?;
-            pending.push(pending_write(&ca_key_path, &key, 0o600, Generated::Ca));
-            pending.push(pending_write(&ca_cert_path, &cert, 0o644, Generated::Ca));
-            (cert, key)
-        }
-        _ => {
-            return Err(error(
-                format!(
-                    "{}: only one of ca.crt and ca.key is there",
-                    dir.display()
-                ),
-                "put both the CA certificate and its key there (PEM), or neither to have pgstrap generate a CA",
-            ))
-        }
+    let Some((ca_pem, ca_key_pem)) = ca_files(dir, now, generate, &mut pending)? else {
+        return Ok(None);
     };
     let ca_key = KeyPair::from_pem(&ca_key_pem).map_err(|e| {
         error(
@@ -137,13 +120,17 @@ pub fn load(
             "put the CA's own key next to it",
         ));
     }
-    let ca_not_after = ca_x509.validity().not_after.timestamp();
     let issuer = Issuer::from_ca_cert_pem(&ca_pem, &ca_key).map_err(|e| {
         error(
             format!("{}: ca.crt cannot issue certificates: {e}", dir.display()),
             "a CA certificate (basic constraints CA:true)",
         )
     })?;
+    let ca = Ca {
+        x509: &ca_x509,
+        issuer: &issuer,
+        not_after: ca_x509.validity().not_after.timestamp(),
+    };
 
     let mut pki = Pki {
         dir: dir.to_owned(),
@@ -153,59 +140,110 @@ pub fn load(
         pending,
     };
     for want in wanted {
-        // Hosts in `hosts/`, pgstrap's own next to the CA: no host name can clash with them.
-        let base = if want.client_only {
-            dir.join(format!("{}-client", want.name))
-        } else {
-            dir.join("hosts").join(&want.name)
-        };
-        let path = |ext: &str| {
-            let mut path = base.clone().into_os_string();
-            path.push(ext);
-            PathBuf::from(path)
-        };
-        let (cert_path, key_path) = (path(".crt"), path(".key"));
-        let stored = match (read(&cert_path)?, read(&key_path)?) {
-            (Some(cert), Some(key)) => Some((cert, key)),
-            _ => None,
-        };
-        // Without `generate`, what is stored is used as is (a stale one is renewed by the next
-        // apply) and a missing one stays missing.
-        let why = match &stored {
-            Some((cert, key)) => judge(cert, key, &ca_x509, want, policy, now).err(),
-            None => Some("new".to_owned()),
-        };
-        let issued = match (why, stored) {
-            (Some(why), _) if generate => {
-                let not_after = (now + Duration::days(policy.days))
-                    .min(OffsetDateTime::from_unix_timestamp(ca_not_after).unwrap_or(now));
-                let (cert, key) = issue(&issuer, want, now, not_after).map_err(|e| {
-                    error(
-                        format!("cannot issue a certificate for {}: {e}", want.name),
-                        "check the host's name and address in the inventory",
-                    )
-                })?;
-                let what = || Generated::Certificate(want.name.clone());
-                pki.pending
-                    .push(pending_write(&key_path, &key, 0o600, what()));
-                pki.pending
-                    .push(pending_write(&cert_path, &cert, 0o644, what()));
-                pki.changes.push((want.name.clone(), why));
-                Some((cert, key))
-            }
-            (_, stored) => stored,
-        };
-        if let Some((cert, key)) = issued {
-            pki.issued.insert(
-                want.name.clone(),
-                Issued {
-                    cert,
-                    key: Secret::new(key),
-                },
-            );
-        }
+        load_certificate(&mut pki, &ca, want, policy, now, generate)?;
     }
     Ok(Some(pki))
+}
+
+/// The CA's certificate and key (PEM) as stored; with `generate`, a new CA when neither file is
+/// there (its files left in `pending`); `None` without. One file without the other is an error.
+fn ca_files(
+    dir: &Path,
+    now: OffsetDateTime,
+    generate: bool,
+    pending: &mut Vec<PendingWrite>,
+) -> Result<Option<(String, String)>, PkiError> {
+    let (ca_cert_path, ca_key_path) = (dir.join("ca.crt"), dir.join("ca.key"));
+    match (read(&ca_cert_path)?, read(&ca_key_path)?) {
+        (Some(cert), Some(key)) => Ok(Some((cert, key))),
+        (None, None) if !generate => Ok(None),
+        (None, None) => {
+            let (cert, key) = new_ca(dir, now)?;
+            pending.push(pending_write(&ca_key_path, &key, 0o600, Generated::Ca));
+            pending.push(pending_write(&ca_cert_path, &cert, 0o644, Generated::Ca));
+            Ok(Some((cert, key)))
+        }
+        _ => Err(error(
+            format!(
+                "{}: only one of ca.crt and ca.key is there",
+                dir.display()
+            ),
+            "put both the CA certificate and its key there (PEM), or neither to have pgstrap generate a CA",
+        )),
+    }
+}
+
+/// The CA as the certificates need it: to judge a stored one, to issue one, and its expiry (no
+/// certificate outlives it).
+struct Ca<'a> {
+    x509: &'a x509_parser::certificate::X509Certificate<'a>,
+    issuer: &'a Issuer<'a, &'a KeyPair>,
+    /// Unix seconds.
+    not_after: i64,
+}
+
+/// One wanted certificate into `pki`: the stored one, or (with `generate`) one issued anew when
+/// it is missing, changed or expiring (its files left pending, the reason in `changes`).
+fn load_certificate(
+    pki: &mut Pki,
+    ca: &Ca<'_>,
+    want: &Wanted,
+    policy: Policy,
+    now: OffsetDateTime,
+    generate: bool,
+) -> Result<(), PkiError> {
+    // Hosts in `hosts/`, pgstrap's own next to the CA: no host name can clash with them.
+    let base = if want.client_only {
+        pki.dir.join(format!("{}-client", want.name))
+    } else {
+        pki.dir.join("hosts").join(&want.name)
+    };
+    let path = |ext: &str| {
+        let mut path = base.clone().into_os_string();
+        path.push(ext);
+        PathBuf::from(path)
+    };
+    let (cert_path, key_path) = (path(".crt"), path(".key"));
+    let stored = match (read(&cert_path)?, read(&key_path)?) {
+        (Some(cert), Some(key)) => Some((cert, key)),
+        _ => None,
+    };
+    // Without `generate`, what is stored is used as is (a stale one is renewed by the next
+    // apply) and a missing one stays missing.
+    let why = match &stored {
+        Some((cert, key)) => judge(cert, key, ca.x509, want, policy, now).err(),
+        None => Some("new".to_owned()),
+    };
+    let issued = match (why, stored) {
+        (Some(why), _) if generate => {
+            let not_after = (now + Duration::days(policy.days))
+                .min(OffsetDateTime::from_unix_timestamp(ca.not_after).unwrap_or(now));
+            let (cert, key) = issue(ca.issuer, want, now, not_after).map_err(|e| {
+                error(
+                    format!("cannot issue a certificate for {}: {e}", want.name),
+                    "check the host's name and address in the inventory",
+                )
+            })?;
+            let what = || Generated::Certificate(want.name.clone());
+            pki.pending
+                .push(pending_write(&key_path, &key, 0o600, what()));
+            pki.pending
+                .push(pending_write(&cert_path, &cert, 0o644, what()));
+            pki.changes.push((want.name.clone(), why));
+            Some((cert, key))
+        }
+        (_, stored) => stored,
+    };
+    if let Some((cert, key)) = issued {
+        pki.issued.insert(
+            want.name.clone(),
+            Issued {
+                cert,
+                key: Secret::new(key),
+            },
+        );
+    }
+    Ok(())
 }
 
 /// Why a stored certificate must be issued anew, or `Ok` to keep it.

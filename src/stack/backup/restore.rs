@@ -310,46 +310,20 @@ async fn run_restore(
     open: &BTreeMap<String, Session>,
     started: Instant,
 ) -> Result<RestoreReport> {
-    let session = |host: &str| {
-        open.get(host)
-            .ok_or_else(|| Error::failure(format!("{host}: not connected"), None))
+    let run = RestoreRun {
+        project,
+        secrets,
+        source,
+        cluster,
+        repository,
+        target,
+        options,
+        open,
+        in_place: cluster.name == source.name,
     };
-    let in_place = cluster.name == source.name;
-    let info = super::info(session(repository)?, source).await.map_err(|e| {
-        Error::usage(
-            format!("the repository on {repository} does not answer: {e}"),
-            Some("nothing was changed; check `systemctl status pgbackrest` on the repository host".into()),
-        )
-    })?;
-    if !info.exists() {
-        return Err(Error::usage(
-            format!(
-                "the repository on {repository} has no stanza {}",
-                source.name
-            ),
-            Some(
-                "run `pgstrap apply`: it creates the stanza and takes the first full backup".into(),
-            ),
-        ));
-    }
-    let now = time::OffsetDateTime::now_utc().unix_timestamp() * 1_000_000;
-    judge_target(target, &info, now)?;
-    match crate::stack::patroni::initialized(project, cluster).await {
-        _ if in_place => {}
-        Ok(None) => {}
-        Ok(Some(_)) => {
-            return Err(Error::usage(
-                format!("cluster `{}` already holds a database (Patroni's state is in its etcd)", cluster.name),
-                Some("restore into a cluster that was never bootstrapped, or over this one with `--in-place` (its data directories are moved aside)".into()),
-            ))
-        }
-        Err(e) => {
-            return Err(Error::usage(
-                format!("the etcd of cluster `{}` does not answer: {e}", cluster.name),
-                Some(format!("run `pgstrap apply` first: it prepares cluster {}'s hosts and etcd", cluster.name)),
-            ))
-        }
-    }
+    // 1. Every check before any change.
+    run.check_repository().await?;
+    run.check_no_database().await?;
     let version = project.postgres_version(
         project
             .inventory
@@ -359,211 +333,27 @@ async fn run_restore(
         cluster,
     );
     let data_dir = format!("/var/lib/postgresql/{version}/{}", cluster.name);
-    let data_dir_ref = data_dir.as_str();
-    let prepared = cluster.postgres.iter().map(|h| async move {
-        let output = session(h)?
-            .run(&RemoteCommand::script(
-                PREPARED,
-                &[data_dir_ref, source.name.as_str()],
-                "is this host prepared for the restore",
-            ))
-            .await
-            .map_err(|e| Error::failure(e.to_string(), None))?;
-        Ok::<_, Error>((h.clone(), output.stdout_text().trim().to_owned()))
-    });
-    for result in futures::future::join_all(prepared).await {
-        let (host, state) = result?;
-        // In place, Patroni runs there until it is stopped below.
-        if state != "ready" && !(in_place && state == "Patroni is running") {
-            return Err(Error::usage(
-                format!("{host} is not ready for the restore: {state}"),
-                Some(format!("run `pgstrap apply` (it prepares cluster {}'s hosts and leaves Patroni stopped there); nothing was changed", cluster.name)),
-            ));
-        }
-    }
-
-    // The archive made current: when the source runs, its current WAL segment is switched and
-    // archived (`pgbackrest check` waits for it), so a target in the last minutes is reachable.
-    let current = super::run(
-        session(repository)?,
-        &super::pgbackrest(&source.name, &["check"], "archive the source's current WAL"),
-        "",
-    )
-    .await;
-    stage(
-        options,
-        match current {
-            Ok(_) => format!("{}: the archive holds {}'s WAL up to now", cluster.name, source.name),
-            Err(_) => format!("{}: {} did not archive its current WAL (not running?): restoring what the archive holds", cluster.name, source.name),
-        },
-    );
+    run.check_prepared(&data_dir).await?;
+    run.archive_current().await?;
 
     // In place: the cluster stops (replicas first, the primary last: its shutdown archives
     // what is left of its WAL), and its Patroni state goes, so that Patroni adopts the restored
     // data directory as a new leader.
-    if in_place {
+    if run.in_place {
         stop_cluster(project, secrets, cluster, open).await?;
     }
 
     // 2. Data directories left on the target's hosts moved aside; the restore on the first one.
-    let stamp = time::OffsetDateTime::now_utc().unix_timestamp();
-    let aside = format!("{data_dir}.pgstrap-before-restore-{stamp}");
-    let mut moved_aside = Vec::new();
-    for host in &cluster.postgres {
-        if postgres::move_aside(session(host)?, &data_dir, &aside, &version).await? {
-            moved_aside.push((host.clone(), aside.clone()));
-        }
-    }
+    let moved_aside = run.move_aside(&data_dir, &version).await?;
     let leader = cluster.postgres[0].clone();
-    let leader_session = session(&leader)?;
-    stage(
-        options,
-        format!(
-            "{}: pgbackrest restore to {} on {leader}",
-            cluster.name,
-            target.describe()
-        ),
-    );
-    let restore_started = Instant::now();
-    let mut args: Vec<String> = vec![format!("--pg1-path={data_dir}")];
-    args.extend(target.pgbackrest_args());
-    args.push("restore".into());
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    super::run(
-        leader_session,
-        &super::pgbackrest(&source.name, &args, "restore the data directory"),
-        "see /var/log/pgbackrest/ on this host and on the repository host; re-running the restore moves this partial data directory aside and starts again",
-    )
-    .await?;
-    let restore_seconds = restore_started.elapsed().as_secs_f64();
+    let restore_seconds = run.pgbackrest_restore(&leader, &data_dir).await?;
 
     // 3. Recovery to the target, by PostgreSQL alone (no TCP, no archiving), then a clean stop.
-    let port = project
-        .cluster_port(cluster, "postgresql.port", 5432)
-        .to_string();
-    stage(
-        options,
-        format!(
-            "{}: PostgreSQL recovers to {}",
-            cluster.name,
-            target.describe()
-        ),
-    );
-    let recovery_started = Instant::now();
-    leader_session
-        .run(&RemoteCommand::script(
-            RECOVER,
-            &[
-                data_dir.as_str(),
-                version.as_str(),
-                port.as_str(),
-                cluster.name.as_str(),
-                // In place the promoted timeline is archived into the cluster's own stanza, its
-                // history file first: a later restore sees it. Into another cluster, nothing may
-                // reach the source's archive.
-                if in_place { "on" } else { "off" },
-            ],
-            "start PostgreSQL for the recovery",
-        ))
-        .await
-        .map_err(|e| {
-            Error::failure(
-                e.to_string(),
-                Some(format!(
-                    "see /var/log/postgresql/pgstrap-restore-{}.log on {leader}",
-                    cluster.name
-                )),
-            )
-        })?;
-    let port_ref = port.as_str();
-    let sql = |q: &'static str| async move {
-        postgres::psql_port(
-            leader_session,
-            "postgres",
-            port_ref,
-            q,
-            "watch the recovery",
-        )
-        .await
-    };
-    wait_for(
-        &format!("PostgreSQL on {leader} to recover to {} and promote", target.describe()),
-        Duration::from_secs(3600),
-        Duration::from_millis(500),
-        &format!("see /var/log/postgresql/pgstrap-restore-{}.log on {leader}: a restore point that does not exist, or WAL missing from the archive, ends the recovery early", cluster.name),
-        || async move {
-            match sql("SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn()").await {
-                Ok(text) if text.trim().starts_with("f|") => Poll::Ready(()),
-                Ok(text) => Poll::NotYet(format!("in recovery, replayed to {}", text.trim().trim_start_matches("t|"))),
-                Err(e) => Poll::NotYet(e.to_string()),
-            }
-        },
-    )
-    .await?;
-    let recovery_seconds = recovery_started.elapsed().as_secs_f64();
-    let bytes = sql("SELECT sum(pg_database_size(oid)) FROM pg_database")
-        .await?
-        .trim()
-        .parse::<u64>()
-        .unwrap_or(0);
-    postgres::psql_port(
-        leader_session,
-        "postgres",
-        &port,
-        RESET_RECOVERY,
-        "reset the recovery settings pgBackRest wrote",
-    )
-    .await?;
-    leader_session
-        .run(&RemoteCommand::script(
-            STOP,
-            &[data_dir.as_str(), version.as_str()],
-            "stop PostgreSQL after the recovery",
-        ))
-        .await
-        .map_err(|e| Error::failure(e.to_string(), None))?;
+    let (recovery_seconds, bytes) = run.recover(&leader, &data_dir, &version).await?;
 
     // 4. Patroni takes the data directory over; the rest is the rollout's.
-    stage(
-        options,
-        format!(
-            "{}: Patroni takes the restored data directory over on {leader}",
-            cluster.name
-        ),
-    );
     let mut report = crate::stack::rollout::RolloutReport::default();
-    crate::stack::rollout::start_patroni(open, &leader).await?;
-    report.actions.push(crate::stack::rollout::Action {
-        cluster: cluster.name.clone(),
-        host: Some(leader.clone()),
-        what: "started Patroni on the restored data directory".into(),
-    });
-    crate::stack::rollout::wait_adopted(project, cluster, secrets, options).await?;
-    // In place, the full backup comes before the other members: they are restored from the
-    // newest backup, and every older one may lie past the point this timeline branched off
-    // (PostgreSQL could not follow it from there). Taken from the primary: no replica runs yet.
-    if in_place {
-        stage(
-            options,
-            format!("{}: a full backup of the restored cluster", cluster.name),
-        );
-        let taken = super::take(
-            session(repository)?,
-            cluster,
-            repository,
-            super::BackupType::Full,
-            super::From::Primary,
-        )
-        .await?;
-        report.actions.push(crate::stack::rollout::Action {
-            cluster: cluster.name.clone(),
-            host: Some(repository.to_owned()),
-            what: format!(
-                "took a full backup of the restored cluster: {} ({:.1} s)",
-                taken.backup.label, taken.seconds
-            ),
-        });
-    }
+    run.adopt(&leader, &mut report).await?;
     crate::stack::rollout::converge_cluster(project, cluster, secrets, open, options, &mut report)
         .await?;
     Ok(RestoreReport {
@@ -579,6 +369,305 @@ async fn run_restore(
         bytes,
         steps: report.actions.into_iter().map(|a| a.what).collect(),
     })
+}
+
+/// What the steps of one restore share: the source, the target cluster and the open sessions.
+struct RestoreRun<'a> {
+    project: &'a Project,
+    secrets: &'a Secrets,
+    source: &'a Cluster,
+    cluster: &'a Cluster,
+    repository: &'a str,
+    target: &'a Target,
+    options: &'a crate::stack::rollout::Options,
+    open: &'a BTreeMap<String, Session>,
+    /// Restored over the source itself (`--in-place`).
+    in_place: bool,
+}
+
+impl<'a> RestoreRun<'a> {
+    fn session(&self, host: &str) -> Result<&'a Session> {
+        self.open
+            .get(host)
+            .ok_or_else(|| Error::failure(format!("{host}: not connected"), None))
+    }
+
+    /// Check: the repository answers, holds the source's stanza, and the target point lies within
+    /// its backups.
+    async fn check_repository(&self) -> Result<()> {
+        let (repository, source) = (self.repository, self.source);
+        let info = super::info(self.session(repository)?, source).await.map_err(|e| {
+            Error::usage(
+                format!("the repository on {repository} does not answer: {e}"),
+                Some("nothing was changed; check `systemctl status pgbackrest` on the repository host".into()),
+            )
+        })?;
+        if !info.exists() {
+            return Err(Error::usage(
+                format!(
+                    "the repository on {repository} has no stanza {}",
+                    source.name
+                ),
+                Some(
+                    "run `pgstrap apply`: it creates the stanza and takes the first full backup"
+                        .into(),
+                ),
+            ));
+        }
+        let now = time::OffsetDateTime::now_utc().unix_timestamp() * 1_000_000;
+        judge_target(self.target, &info, now)
+    }
+
+    /// Check, unless in place: the target cluster holds no database yet (no Patroni state in its
+    /// etcd).
+    async fn check_no_database(&self) -> Result<()> {
+        let cluster = self.cluster;
+        match crate::stack::patroni::initialized(self.project, cluster).await {
+            _ if self.in_place => Ok(()),
+            Ok(None) => Ok(()),
+            Ok(Some(_)) => Err(Error::usage(
+                format!("cluster `{}` already holds a database (Patroni's state is in its etcd)", cluster.name),
+                Some("restore into a cluster that was never bootstrapped, or over this one with `--in-place` (its data directories are moved aside)".into()),
+            )),
+            Err(e) => Err(Error::usage(
+                format!("the etcd of cluster `{}` does not answer: {e}", cluster.name),
+                Some(format!("run `pgstrap apply` first: it prepares cluster {}'s hosts and etcd", cluster.name)),
+            )),
+        }
+    }
+
+    /// Check: every DB host of the target is prepared by `apply` (see [`PREPARED`]).
+    async fn check_prepared(&self, data_dir: &str) -> Result<()> {
+        let source = self.source.name.as_str();
+        let prepared = self.cluster.postgres.iter().map(|h| async move {
+            let output = self
+                .session(h)?
+                .run(&RemoteCommand::script(
+                    PREPARED,
+                    &[data_dir, source],
+                    "is this host prepared for the restore",
+                ))
+                .await
+                .map_err(|e| Error::failure(e.to_string(), None))?;
+            Ok::<_, Error>((h.clone(), output.stdout_text().trim().to_owned()))
+        });
+        for result in futures::future::join_all(prepared).await {
+            let (host, state) = result?;
+            // In place, Patroni runs there until it is stopped below.
+            if state != "ready" && !(self.in_place && state == "Patroni is running") {
+                return Err(Error::usage(
+                    format!("{host} is not ready for the restore: {state}"),
+                    Some(format!("run `pgstrap apply` (it prepares cluster {}'s hosts and leaves Patroni stopped there); nothing was changed", self.cluster.name)),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The archive made current: when the source runs, its current WAL segment is switched and
+    /// archived (`pgbackrest check` waits for it), so a target in the last minutes is reachable.
+    async fn archive_current(&self) -> Result<()> {
+        let (cluster, source) = (self.cluster, self.source);
+        let current = super::run(
+            self.session(self.repository)?,
+            &super::pgbackrest(&source.name, &["check"], "archive the source's current WAL"),
+            "",
+        )
+        .await;
+        stage(
+            self.options,
+            match current {
+                Ok(_) => format!("{}: the archive holds {}'s WAL up to now", cluster.name, source.name),
+                Err(_) => format!("{}: {} did not archive its current WAL (not running?): restoring what the archive holds", cluster.name, source.name),
+            },
+        );
+        Ok(())
+    }
+
+    /// Data directories left on the target's DB hosts moved aside (kept, named). Returns where.
+    async fn move_aside(&self, data_dir: &str, version: &str) -> Result<Vec<(String, String)>> {
+        let stamp = time::OffsetDateTime::now_utc().unix_timestamp();
+        let aside = format!("{data_dir}.pgstrap-before-restore-{stamp}");
+        let mut moved_aside = Vec::new();
+        for host in &self.cluster.postgres {
+            if postgres::move_aside(self.session(host)?, data_dir, &aside, version).await? {
+                moved_aside.push((host.clone(), aside.clone()));
+            }
+        }
+        Ok(moved_aside)
+    }
+
+    /// `pgbackrest restore` to the target writes the data directory on `leader`. Returns how long
+    /// it took (seconds).
+    async fn pgbackrest_restore(&self, leader: &str, data_dir: &str) -> Result<f64> {
+        let leader_session = self.session(leader)?;
+        stage(
+            self.options,
+            format!(
+                "{}: pgbackrest restore to {} on {leader}",
+                self.cluster.name,
+                self.target.describe()
+            ),
+        );
+        let restore_started = Instant::now();
+        let mut args: Vec<String> = vec![format!("--pg1-path={data_dir}")];
+        args.extend(self.target.pgbackrest_args());
+        args.push("restore".into());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        super::run(
+            leader_session,
+            &super::pgbackrest(&self.source.name, &args, "restore the data directory"),
+            "see /var/log/pgbackrest/ on this host and on the repository host; re-running the restore moves this partial data directory aside and starts again",
+        )
+        .await?;
+        Ok(restore_started.elapsed().as_secs_f64())
+    }
+
+    /// PostgreSQL recovers to the target on `leader` alone and promotes; the recovery settings
+    /// are reset and it stops cleanly. Returns how long the recovery took (seconds) and the size
+    /// of the databases (bytes).
+    async fn recover(&self, leader: &str, data_dir: &str, version: &str) -> Result<(f64, u64)> {
+        let cluster = self.cluster;
+        let leader_session = self.session(leader)?;
+        let port = self
+            .project
+            .cluster_port(cluster, "postgresql.port", 5432)
+            .to_string();
+        stage(
+            self.options,
+            format!(
+                "{}: PostgreSQL recovers to {}",
+                cluster.name,
+                self.target.describe()
+            ),
+        );
+        let recovery_started = Instant::now();
+        leader_session
+            .run(&RemoteCommand::script(
+                RECOVER,
+                &[
+                    data_dir,
+                    version,
+                    port.as_str(),
+                    cluster.name.as_str(),
+                    // In place the promoted timeline is archived into the cluster's own stanza,
+                    // its history file first: a later restore sees it. Into another cluster,
+                    // nothing may reach the source's archive.
+                    if self.in_place { "on" } else { "off" },
+                ],
+                "start PostgreSQL for the recovery",
+            ))
+            .await
+            .map_err(|e| {
+                Error::failure(
+                    e.to_string(),
+                    Some(format!(
+                        "see /var/log/postgresql/pgstrap-restore-{}.log on {leader}",
+                        cluster.name
+                    )),
+                )
+            })?;
+        let port_ref = port.as_str();
+        let sql = |q: &'static str| async move {
+            postgres::psql_port(
+                leader_session,
+                "postgres",
+                port_ref,
+                q,
+                "watch the recovery",
+            )
+            .await
+        };
+        wait_for(
+            &format!("PostgreSQL on {leader} to recover to {} and promote", self.target.describe()),
+            Duration::from_secs(3600),
+            Duration::from_millis(500),
+            &format!("see /var/log/postgresql/pgstrap-restore-{}.log on {leader}: a restore point that does not exist, or WAL missing from the archive, ends the recovery early", cluster.name),
+            || async move {
+                match sql("SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn()").await {
+                    Ok(text) if text.trim().starts_with("f|") => Poll::Ready(()),
+                    Ok(text) => Poll::NotYet(format!("in recovery, replayed to {}", text.trim().trim_start_matches("t|"))),
+                    Err(e) => Poll::NotYet(e.to_string()),
+                }
+            },
+        )
+        .await?;
+        let recovery_seconds = recovery_started.elapsed().as_secs_f64();
+        let bytes = sql("SELECT sum(pg_database_size(oid)) FROM pg_database")
+            .await?
+            .trim()
+            .parse::<u64>()
+            .unwrap_or(0);
+        postgres::psql_port(
+            leader_session,
+            "postgres",
+            &port,
+            RESET_RECOVERY,
+            "reset the recovery settings pgBackRest wrote",
+        )
+        .await?;
+        leader_session
+            .run(&RemoteCommand::script(
+                STOP,
+                &[data_dir, version],
+                "stop PostgreSQL after the recovery",
+            ))
+            .await
+            .map_err(|e| Error::failure(e.to_string(), None))?;
+        Ok((recovery_seconds, bytes))
+    }
+
+    /// Patroni started on `leader` takes the restored data directory over; in place, a full
+    /// backup of the restored cluster follows.
+    async fn adopt(
+        &self,
+        leader: &str,
+        report: &mut crate::stack::rollout::RolloutReport,
+    ) -> Result<()> {
+        let cluster = self.cluster;
+        stage(
+            self.options,
+            format!(
+                "{}: Patroni takes the restored data directory over on {leader}",
+                cluster.name
+            ),
+        );
+        crate::stack::rollout::start_patroni(self.open, leader).await?;
+        report.actions.push(crate::stack::rollout::Action {
+            cluster: cluster.name.clone(),
+            host: Some(leader.to_owned()),
+            what: "started Patroni on the restored data directory".into(),
+        });
+        crate::stack::rollout::wait_adopted(self.project, cluster, self.secrets, self.options)
+            .await?;
+        // In place, the full backup comes before the other members: they are restored from the
+        // newest backup, and every older one may lie past the point this timeline branched off
+        // (PostgreSQL could not follow it from there). Taken from the primary: no replica runs
+        // yet.
+        if self.in_place {
+            stage(
+                self.options,
+                format!("{}: a full backup of the restored cluster", cluster.name),
+            );
+            let taken = super::take(
+                self.session(self.repository)?,
+                cluster,
+                self.repository,
+                super::BackupType::Full,
+                super::From::Primary,
+            )
+            .await?;
+            report.actions.push(crate::stack::rollout::Action {
+                cluster: cluster.name.clone(),
+                host: Some(self.repository.to_owned()),
+                what: format!(
+                    "took a full backup of the restored cluster: {} ({:.1} s)",
+                    taken.backup.label, taken.seconds
+                ),
+            });
+        }
+        Ok(())
+    }
 }
 
 /// Stop Patroni (and with it PostgreSQL) on every member of `cluster`, replicas first and the

@@ -4,7 +4,7 @@
 //! old primary acknowledged after the last replayed transaction may be missing: the report says
 //! from when.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde::Serialize;
 use serde_json::json;
@@ -13,6 +13,7 @@ use super::fence::{self, Fence};
 use super::{pair, writes_land, Side, Step};
 use crate::error::{Error, Result};
 use crate::inventory::secrets::Secrets;
+use crate::inventory::Cluster;
 use crate::project::Project;
 use crate::stack::patroni::Patroni;
 
@@ -32,24 +33,7 @@ pub struct ForcedReport {
 pub async fn promote(project: &Project, secrets: &Secrets, name: &str) -> Result<ForcedReport> {
     let (standby, primary) = pair(project, name)?;
     let patroni = Patroni::from_secrets(secrets)?;
-    let old_port = project.cluster_port(primary, "patroni.restapi_port", 8008);
-    for host in &primary.postgres {
-        if patroni
-            .status(&project.address(host), old_port)
-            .await
-            .is_ok()
-        {
-            return Err(Error::usage(
-                format!(
-                    "cluster {}: Patroni on {host} answers: the primary side is not gone",
-                    primary.name
-                ),
-                Some(format!(
-                    "use the planned promotion, which loses nothing: `pgstrap dr promote --cluster {name}` (without --emergency-may-lose-data)"
-                )),
-            ));
-        }
-    }
+    refuse_answering(project, &patroni, primary, name).await?;
     let new = Side::new(project, standby, &patroni, secrets);
     let leader = new.standby_leader().await?;
     let began = Instant::now();
@@ -68,13 +52,13 @@ pub async fn promote(project: &Project, secrets: &Secrets, name: &str) -> Result
         .split_once('|')
         .map(|(l, t)| (l.to_owned(), t.to_owned()))
         .unwrap_or_default();
-    steps.push(Step {
-        what: format!(
+    steps.push(Step::since(
+        format!(
             "{}: replayed up to {replayed_lsn} (last transaction committed {replay_timestamp}); writes {} acknowledged later may be lost",
             standby.name, primary.name
         ),
-        seconds: at.elapsed().as_secs_f64(),
-    });
+        at,
+    ));
 
     // 2. The fence, before the promotion: the old side's hosts never start Patroni again.
     let at = Instant::now();
@@ -87,7 +71,70 @@ pub async fn promote(project: &Project, secrets: &Secrets, name: &str) -> Result
         replayed_lsn,
         replay_timestamp,
     };
-    fence::set(project, standby, &fence).await.map_err(|e| {
+    set_fence(project, standby, &fence).await?;
+    steps.push(Step::since(
+        format!(
+            "{}: fenced (its hosts will not start Patroni while {}'s etcd holds {})",
+            primary.name,
+            standby.name,
+            fence::key(&primary.name)
+        ),
+        at,
+    ));
+
+    // 3. Promote.
+    let at = Instant::now();
+    let promoted = new
+        .promote(&leader, &json!({"standby_cluster": null}))
+        .await?;
+    steps.push(Step::since(
+        format!("{}: promoted ({promoted} is the primary)", standby.name),
+        at,
+    ));
+
+    // 4. Writes land there.
+    steps.push(writes_land(project, standby, &promoted, secrets).await?);
+    new.close().await;
+    Ok(ForcedReport {
+        promoted: standby.name.clone(),
+        fenced: primary.name.clone(),
+        steps,
+        fence,
+        seconds: began.elapsed().as_secs_f64(),
+    })
+}
+
+/// Refused while Patroni answers on any host of the primary side: it is not gone.
+async fn refuse_answering(
+    project: &Project,
+    patroni: &Patroni,
+    primary: &Cluster,
+    name: &str,
+) -> Result<()> {
+    let old_port = project.cluster_port(primary, "patroni.restapi_port", 8008);
+    for host in &primary.postgres {
+        if patroni
+            .status(&project.address(host), old_port)
+            .await
+            .is_ok()
+        {
+            return Err(Error::usage(
+                format!(
+                    "cluster {}: Patroni on {host} answers: the primary side is not gone",
+                    primary.name
+                ),
+                Some(format!(
+                    "use the planned promotion, which loses nothing: `pgstrap dr promote --cluster {name}` (without --emergency-may-lose-data)"
+                )),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The fence stored in the standby side's etcd (nothing is promoted when it cannot be).
+async fn set_fence(project: &Project, standby: &Cluster, fence: &Fence) -> Result<()> {
+    fence::set(project, standby, fence).await.map_err(|e| {
         Error::failure(
             format!(
                 "cluster {}: cannot store the fence in its etcd: {e}",
@@ -98,45 +145,5 @@ pub async fn promote(project: &Project, secrets: &Secrets, name: &str) -> Result
                     .into(),
             ),
         )
-    })?;
-    steps.push(Step {
-        what: format!(
-            "{}: fenced (its hosts will not start Patroni while {}'s etcd holds {})",
-            primary.name,
-            standby.name,
-            fence::key(&primary.name)
-        ),
-        seconds: at.elapsed().as_secs_f64(),
-    });
-
-    // 3. Promote.
-    let at = Instant::now();
-    new.patch(&leader, &json!({"standby_cluster": null}))
-        .await?;
-    let promoted = new
-        .wait_answering("/primary", Duration::from_secs(120))
-        .await?;
-    steps.push(Step {
-        what: format!("{}: promoted ({promoted} is the primary)", standby.name),
-        seconds: at.elapsed().as_secs_f64(),
-    });
-
-    // 4. Writes land there.
-    let at = Instant::now();
-    let (address, port) = writes_land(project, standby, &promoted, secrets).await?;
-    steps.push(Step {
-        what: format!(
-            "{}: writes through {address}:{port} land on the new primary",
-            standby.name
-        ),
-        seconds: at.elapsed().as_secs_f64(),
-    });
-    new.close().await;
-    Ok(ForcedReport {
-        promoted: standby.name.clone(),
-        fenced: primary.name.clone(),
-        steps,
-        fence,
-        seconds: began.elapsed().as_secs_f64(),
     })
 }

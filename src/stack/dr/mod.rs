@@ -137,6 +137,16 @@ pub struct Step {
     pub seconds: f64,
 }
 
+impl Step {
+    /// A step that began at `at` and ends now.
+    fn since(what: String, at: Instant) -> Self {
+        Self {
+            what,
+            seconds: at.elapsed().as_secs_f64(),
+        }
+    }
+}
+
 /// What `dr promote` did.
 #[derive(Debug, Clone, Serialize)]
 pub struct PromoteReport {
@@ -270,6 +280,14 @@ impl<'a> Side<'a> {
         }
     }
 
+    /// Promote: the standby leader's dynamic configuration patched with `change` (no
+    /// `standby_cluster`); gate: a member answers `/primary`, which is returned.
+    async fn promote(&self, leader: &str, change: &Value) -> Result<String> {
+        self.patch(leader, change).await?;
+        self.wait_answering("/primary", Duration::from_secs(120))
+            .await
+    }
+
     async fn close(self) {
         for session in self.sessions.into_inner().into_values() {
             session.close().await;
@@ -302,192 +320,83 @@ impl<'a> Side<'a> {
 pub async fn promote(project: &Project, secrets: &Secrets, name: &str) -> Result<PromoteReport> {
     let (standby, primary) = pair(project, name)?;
     let patroni = Patroni::from_secrets(secrets)?;
-    // A promotion interrupted after the demotion (both sides standby clusters of each other)
-    // resumes; anything else must match the inventory.
-    let live = live_roles(project, &patroni).await;
-    let interrupted = live.get(&primary.name)
-        == Some(&LiveRole::StandbyOf(Some(standby.name.clone())))
-        && live.get(&standby.name) == Some(&LiveRole::StandbyOf(Some(primary.name.clone())));
-    if !interrupted {
-        refuse_role_mismatch(project, &patroni).await?;
-    }
-    let new = Side::new(project, standby, &patroni, secrets);
-    let old = Side::new(project, primary, &patroni, secrets);
+    let interrupted = resumes(project, &patroni, standby, primary).await?;
+    let run = Planned {
+        standby,
+        primary,
+        new: Side::new(project, standby, &patroni, secrets),
+        old: Side::new(project, primary, &patroni, secrets),
+    };
     let old_leader = if interrupted {
         String::new()
     } else {
-        old.answering("/primary").await.ok_or_else(|| {
+        run.old.answering("/primary").await.ok_or_else(|| {
             Error::failure(
                 format!("cluster {}: no member answers /primary", primary.name),
                 Some(format!("a planned promotion needs the primary side up; when it is gone: `pgstrap dr promote --emergency-may-lose-data --cluster {}`", standby.name)),
             )
         })?
     };
-    let new_leader = new.standby_leader().await?;
+    let new_leader = run.new.standby_leader().await?;
     let mut steps = Vec::new();
-    let mut step = |what: String, since: Instant| {
-        steps.push(Step {
-            what,
-            seconds: since.elapsed().as_secs_f64(),
-        })
-    };
 
     // 1. The old primary side becomes a standby cluster of the new side: writes stop.
     let began = Instant::now();
-    if !interrupted {
-        old.patch(
-            &old_leader,
-            &json!({"standby_cluster": old.standby_of(standby, None)}),
-        )
-        .await?;
-    }
-    let old_standby_leader = old
-        .wait_answering("/standby-leader", Duration::from_secs(120))
-        .await?;
-    step(
+    let old_standby_leader = run.demote(interrupted, &old_leader).await?;
+    steps.push(Step::since(
         format!(
             "{}: demoted to a standby cluster of {} (writes stopped)",
             primary.name, standby.name
         ),
         began,
-    );
+    ));
 
     // 2. The new side has replayed everything the old primary wrote.
     let at = Instant::now();
-    // Its PostgreSQL answers a moment after Patroni reports it standby leader.
-    let last = wait_for(
-        &format!("{}'s last WAL position", primary.name),
-        Duration::from_secs(120),
-        Duration::from_millis(500),
-        "see `journalctl -u patroni` on the old primary side's standby leader",
-        || async {
-            match old
-                .sql(
-                    &old_standby_leader,
-                    "SELECT pg_last_wal_replay_lsn()",
-                    "the old primary's last position",
-                )
-                .await
-            {
-                Ok(lsn) if !lsn.is_empty() => Poll::Ready(lsn),
-                Ok(_) => Poll::NotYet("no position yet".into()),
-                Err(e) => Poll::NotYet(e.to_string()),
-            }
-        },
-    )
-    .await?;
-    if last.is_empty() {
-        return Err(Error::failure(
-            format!(
-                "cluster {}: cannot read its last WAL position",
-                primary.name
-            ),
-            None,
-        ));
-    }
-    wait_for(
-        &format!(
-            "{} to replay {}'s last position {last}",
-            standby.name, primary.name
-        ),
-        Duration::from_secs(300),
-        Duration::from_millis(300),
-        "the standby cluster must stream from the primary side: see `pgstrap status -i INV`",
-        || async {
-            match new
-                .sql(
-                    &new_leader,
-                    &format!("SELECT pg_wal_lsn_diff(pg_last_wal_replay_lsn(), '{last}') >= 0"),
-                    "replayed the old primary's last position",
-                )
-                .await
-            {
-                Ok(t) if t == "t" => Poll::Ready(()),
-                Ok(_) => Poll::NotYet("behind".into()),
-                Err(e) => Poll::NotYet(e.to_string()),
-            }
-        },
-    )
-    .await?;
-    step(
+    let last = run.wait_replayed(&old_standby_leader, &new_leader).await?;
+    steps.push(Step::since(
         format!(
             "{}: replayed {}'s last position {last}",
             standby.name, primary.name
         ),
         at,
-    );
+    ));
 
     // 3. Promote: no standby_cluster, a permanent slot for the old side.
     let at = Instant::now();
     let slot_for_old = standby_slot(&primary.name);
-    new.patch(
-        &new_leader,
-        &json!({"standby_cluster": null, "slots": {slot_for_old.clone(): {"type": "physical"}}}),
-    )
-    .await?;
-    let promoted_leader = new
-        .wait_answering("/primary", Duration::from_secs(120))
+    let promoted_leader = run
+        .new
+        .promote(
+            &new_leader,
+            &json!({"standby_cluster": null, "slots": {slot_for_old.clone(): {"type": "physical"}}}),
+        )
         .await?;
-    step(
+    steps.push(Step::since(
         format!(
             "{}: promoted ({promoted_leader} is the primary)",
             standby.name
         ),
         at,
-    );
+    ));
 
     // 4. Writes land on the new primary (through its VIP when it has one).
-    let at = Instant::now();
-    let (address, port) = writes_land(project, standby, &promoted_leader, secrets).await?;
+    steps.push(writes_land(project, standby, &promoted_leader, secrets).await?);
     let seconds_without_writes = began.elapsed().as_secs_f64();
-    step(
-        format!(
-            "{}: writes through {address}:{port} land on the new primary",
-            standby.name
-        ),
-        at,
-    );
 
     // 5. The old side streams through its slot; it no longer keeps one for the new side.
     let at = Instant::now();
-    old.patch(
-        &old_standby_leader,
-        &json!({
-            "standby_cluster": old.standby_of(standby, Some(slot_for_old.clone())),
-            "slots": {standby_slot(&standby.name): null},
-        }),
-    )
-    .await?;
-    wait_for(
-        &format!("{} to stream from {} through slot {slot_for_old}", primary.name, standby.name),
-        Duration::from_secs(180),
-        Duration::from_secs(1),
-        "see `journalctl -u patroni` on the old primary side's standby leader",
-        || async {
-            match new
-                .sql(
-                    &promoted_leader,
-                    &format!("SELECT active FROM pg_replication_slots WHERE slot_name = '{slot_for_old}'"),
-                    "slot active",
-                )
-                .await
-            {
-                Ok(t) if t == "t" => Poll::Ready(()),
-                Ok(t) => Poll::NotYet(format!("slot {slot_for_old}: {}", if t.is_empty() { "not there yet" } else { "not active yet" })),
-                Err(e) => Poll::NotYet(e.to_string()),
-            }
-        },
-    )
-    .await?;
-    step(
+    run.follow(&old_standby_leader, &promoted_leader, &slot_for_old)
+        .await?;
+    steps.push(Step::since(
         format!(
             "{}: streams from {} through slot {slot_for_old}",
             primary.name, standby.name
         ),
         at,
-    );
-    new.close().await;
-    old.close().await;
+    ));
+    run.new.close().await;
+    run.old.close().await;
     Ok(PromoteReport {
         promoted: standby.name.clone(),
         demoted: primary.name.clone(),
@@ -497,14 +406,162 @@ pub async fn promote(project: &Project, secrets: &Secrets, name: &str) -> Result
     })
 }
 
-/// Wait until writes through `cluster`'s VIP (or, without one, its new leader's PgBouncer) land
-/// on a primary; the address and port written to.
+/// Whether a promotion interrupted after the demotion (both sides standby clusters of each other)
+/// resumes; anything else must match the inventory (refused when not).
+async fn resumes(
+    project: &Project,
+    patroni: &Patroni,
+    standby: &Cluster,
+    primary: &Cluster,
+) -> Result<bool> {
+    let live = live_roles(project, patroni).await;
+    let interrupted = live.get(&primary.name)
+        == Some(&LiveRole::StandbyOf(Some(standby.name.clone())))
+        && live.get(&standby.name) == Some(&LiveRole::StandbyOf(Some(primary.name.clone())));
+    if !interrupted {
+        refuse_role_mismatch(project, patroni).await?;
+    }
+    Ok(interrupted)
+}
+
+/// The two sides of a planned promotion: `new` (the standby side, promoted) and `old` (the
+/// primary side, demoted).
+struct Planned<'a> {
+    standby: &'a Cluster,
+    primary: &'a Cluster,
+    new: Side<'a>,
+    old: Side<'a>,
+}
+
+impl Planned<'_> {
+    /// Step 1: the old primary side made a standby cluster of the new side (unless a resumed
+    /// promotion did it already). Returns its standby leader.
+    async fn demote(&self, interrupted: bool, old_leader: &str) -> Result<String> {
+        if !interrupted {
+            self.old
+                .patch(
+                    old_leader,
+                    &json!({"standby_cluster": self.old.standby_of(self.standby, None)}),
+                )
+                .await?;
+        }
+        self.old
+            .wait_answering("/standby-leader", Duration::from_secs(120))
+            .await
+    }
+
+    /// Step 2: the old side's last WAL position, then gate: the new side replayed it. Returns
+    /// that position.
+    async fn wait_replayed(&self, old_standby_leader: &str, new_leader: &str) -> Result<String> {
+        let (old, new, primary) = (&self.old, &self.new, self.primary);
+        // Its PostgreSQL answers a moment after Patroni reports it standby leader.
+        let last = wait_for(
+            &format!("{}'s last WAL position", primary.name),
+            Duration::from_secs(120),
+            Duration::from_millis(500),
+            "see `journalctl -u patroni` on the old primary side's standby leader",
+            || async {
+                match old
+                    .sql(
+                        old_standby_leader,
+                        "SELECT pg_last_wal_replay_lsn()",
+                        "the old primary's last position",
+                    )
+                    .await
+                {
+                    Ok(lsn) if !lsn.is_empty() => Poll::Ready(lsn),
+                    Ok(_) => Poll::NotYet("no position yet".into()),
+                    Err(e) => Poll::NotYet(e.to_string()),
+                }
+            },
+        )
+        .await?;
+        if last.is_empty() {
+            return Err(Error::failure(
+                format!(
+                    "cluster {}: cannot read its last WAL position",
+                    primary.name
+                ),
+                None,
+            ));
+        }
+        wait_for(
+            &format!(
+                "{} to replay {}'s last position {last}",
+                self.standby.name, primary.name
+            ),
+            Duration::from_secs(300),
+            Duration::from_millis(300),
+            "the standby cluster must stream from the primary side: see `pgstrap status -i INV`",
+            || async {
+                match new
+                    .sql(
+                        new_leader,
+                        &format!("SELECT pg_wal_lsn_diff(pg_last_wal_replay_lsn(), '{last}') >= 0"),
+                        "replayed the old primary's last position",
+                    )
+                    .await
+                {
+                    Ok(t) if t == "t" => Poll::Ready(()),
+                    Ok(_) => Poll::NotYet("behind".into()),
+                    Err(e) => Poll::NotYet(e.to_string()),
+                }
+            },
+        )
+        .await?;
+        Ok(last)
+    }
+
+    /// Step 5: the old side pointed at its slot on the new primary (and no longer keeping one for
+    /// the new side); gate: that slot is active.
+    async fn follow(
+        &self,
+        old_standby_leader: &str,
+        promoted_leader: &str,
+        slot_for_old: &str,
+    ) -> Result<()> {
+        let (old, new, standby) = (&self.old, &self.new, self.standby);
+        old.patch(
+            old_standby_leader,
+            &json!({
+                "standby_cluster": old.standby_of(standby, Some(slot_for_old.to_owned())),
+                "slots": {standby_slot(&standby.name): null},
+            }),
+        )
+        .await?;
+        wait_for(
+            &format!("{} to stream from {} through slot {slot_for_old}", self.primary.name, standby.name),
+            Duration::from_secs(180),
+            Duration::from_secs(1),
+            "see `journalctl -u patroni` on the old primary side's standby leader",
+            || async {
+                match new
+                    .sql(
+                        promoted_leader,
+                        &format!("SELECT active FROM pg_replication_slots WHERE slot_name = '{slot_for_old}'"),
+                        "slot active",
+                    )
+                    .await
+                {
+                    Ok(t) if t == "t" => Poll::Ready(()),
+                    Ok(t) => Poll::NotYet(format!("slot {slot_for_old}: {}", if t.is_empty() { "not there yet" } else { "not active yet" })),
+                    Err(e) => Poll::NotYet(e.to_string()),
+                }
+            },
+        )
+        .await
+    }
+}
+
+/// The promotions' step: wait until writes through `cluster`'s VIP (or, without one, its new
+/// leader's PgBouncer) land on a primary.
 async fn writes_land(
     project: &Project,
     cluster: &Cluster,
     leader: &str,
     secrets: &Secrets,
-) -> Result<(String, u16)> {
+) -> Result<Step> {
+    let at = Instant::now();
     let (address, port) = match cluster.vip {
         Some(vip) => (
             vip.addr().to_string(),
@@ -534,5 +591,11 @@ async fn writes_land(
         },
     )
     .await?;
-    Ok((address, port))
+    Ok(Step::since(
+        format!(
+            "{}: writes through {address}:{port} land on the new primary",
+            cluster.name
+        ),
+        at,
+    ))
 }

@@ -226,76 +226,25 @@ pub async fn drill(project: &Project, options: &Options) -> Result<DrillReport> 
         interval: Duration::from_millis(100),
         timeout: Duration::from_secs(2),
     };
-    client::prepare(&target).await.map_err(|e| {
-        Error::failure(
-            format!("cannot create the drill's table through the VIP: {e}"),
-            None,
-        )
-    })?;
-    let epoch = Instant::now();
-    let ids = Arc::new(AtomicU64::new(1));
-    let clients = [client::Style::Reconnecting, client::Style::LongLived]
-        .map(|style| client::start(target.clone(), style, ids.clone(), epoch));
-    let on_host = if options.client_on_primary {
-        let session = reach.session(&primary_host).await?;
-        let limit = options.duration + options.converge_timeout + Duration::from_secs(120);
-        let started = client::OnHost::start(
-            &session,
-            port("postgresql.port"),
-            ON_HOST_FIRST_ID,
-            limit,
-            epoch,
-        )
-        .await;
-        session.close().await;
-        Some(started?)
-    } else {
-        None
-    };
-    // A baseline: the clients acknowledged writes before the fault. Then a random part of
-    // Patroni's loop: a real fault lands anywhere in it, and how long a dead primary's leader
-    // key outlives it depends on when its last renewal was (between `ttl - loop_wait` and `ttl`).
-    // Without it, the fault's place in the loop follows from the previous drill's timings, and
-    // runs in a row repeat one place (measured: three power cuts all at 21-23 s, or all at 14-16 s).
+    let clients = Clients::start(
+        &reach,
+        options,
+        &target,
+        &primary_host,
+        port("postgresql.port"),
+    )
+    .await?;
+    let epoch = clients.epoch;
     let loop_wait = Duration::from_secs(vars.get_u64("patroni.loop_wait").unwrap_or(10));
-    let loop_offset = loop_wait.mul_f64(rand::random::<f64>());
-    tokio::time::sleep(Duration::from_secs(2) + loop_offset).await;
+    let loop_offset = baseline(loop_wait).await;
 
     let fault_at = epoch.elapsed();
     let fault_wall_clock = std::time::SystemTime::now();
-    let mut sessions = Vec::new();
-    let outcome = run_fault(options, &reach, &injector, &fault_hosts, &mut sessions).await;
-    let healed_at = epoch.elapsed();
-    for session in sessions {
-        session.close().await;
-    }
-    let converged = match outcome {
-        Ok(()) => {
-            wait_for(
-                "the cluster to converge after the heal",
-                options.converge_timeout,
-                Duration::from_millis(500),
-                "see `pgstrap status -i INV` and `journalctl -u patroni` on the members",
-                || reach.converged(),
-            )
-            .await
-        }
-        Err(e) => Err(e),
-    };
+    let (healed_at, converged) =
+        fault_and_converge(options, &reach, &injector, &fault_hosts, epoch).await;
     // A little more writing after convergence, so the end of the gap is measured.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let mut logs = Vec::new();
-    for running in clients {
-        logs.push(running.stop().await);
-    }
-    let end = epoch.elapsed();
-    if let Some(on_host) = on_host {
-        // The former primary's host (back after the heal) holds the client's log.
-        let session = reach.session(&primary_host).await?;
-        let log = on_host.stop(&session).await;
-        session.close().await;
-        logs.push(log?);
-    }
+    let (logs, end) = clients.stop(&reach, &primary_host).await?;
     if let Some(dir) = &options.journals {
         save_journals(&reach, dir, fault_wall_clock).await?;
     }
@@ -320,16 +269,7 @@ pub async fn drill(project: &Project, options: &Options) -> Result<DrillReport> 
         problems: Vec::new(),
     };
     check_members(&reach, &target, &leader_after, &view, &logs, &mut report).await?;
-    for log in &logs {
-        report.clients.push(ClientReport {
-            client: log.style.name(),
-            attempted: log.attempted,
-            acknowledged: log.acknowledged.len() as u64,
-            lost: 0,
-            in_doubt: log.in_doubt,
-            longest_gap_s: log.longest_gap(fault_at, end).as_secs_f64(),
-        });
-    }
+    report.clients = client_reports(&logs, fault_at, end);
     count_lost(&reach, &leader_after, &logs, &mut report).await?;
     if let Err(e) = client::cleanup(&target).await {
         report
@@ -337,6 +277,135 @@ pub async fn drill(project: &Project, options: &Options) -> Result<DrillReport> 
             .push(format!("could not drop the drill's schema: {e}"));
     }
     Ok(report)
+}
+
+/// A baseline: the clients acknowledge writes before the fault. Then a random part of
+/// Patroni's loop: a real fault lands anywhere in it, and how long a dead primary's leader key
+/// outlives it depends on when its last renewal was (between `ttl - loop_wait` and `ttl`).
+/// Without it, the fault's place in the loop follows from the previous drill's timings, and runs
+/// in a row repeat one place (measured: three power cuts all at 21-23 s, or all at 14-16 s).
+/// Returns that random part.
+async fn baseline(loop_wait: Duration) -> Duration {
+    let loop_offset = loop_wait.mul_f64(rand::random::<f64>());
+    tokio::time::sleep(Duration::from_secs(2) + loop_offset).await;
+    loop_offset
+}
+
+/// Each client's part of the report (its lost writes are counted later, on the leader).
+fn client_reports(
+    logs: &[client::ClientLog],
+    fault_at: Duration,
+    end: Duration,
+) -> Vec<ClientReport> {
+    logs.iter()
+        .map(|log| ClientReport {
+            client: log.style.name(),
+            attempted: log.attempted,
+            acknowledged: log.acknowledged.len() as u64,
+            lost: 0,
+            in_doubt: log.in_doubt,
+            longest_gap_s: log.longest_gap(fault_at, end).as_secs_f64(),
+        })
+        .collect()
+}
+
+/// The drill's write clients while they run: two through the VIP, and one on the primary's
+/// host when asked.
+struct Clients {
+    /// When they started: every time of the drill is measured from it.
+    epoch: Instant,
+    running: [client::Running; 2],
+    on_host: Option<client::OnHost>,
+}
+
+impl Clients {
+    /// The drill's table created through the VIP, then the clients started.
+    async fn start(
+        reach: &Reach<'_>,
+        options: &Options,
+        target: &client::Target,
+        primary_host: &str,
+        postgres_port: u16,
+    ) -> Result<Self> {
+        client::prepare(target).await.map_err(|e| {
+            Error::failure(
+                format!("cannot create the drill's table through the VIP: {e}"),
+                None,
+            )
+        })?;
+        let epoch = Instant::now();
+        let ids = Arc::new(AtomicU64::new(1));
+        let running = [client::Style::Reconnecting, client::Style::LongLived]
+            .map(|style| client::start(target.clone(), style, ids.clone(), epoch));
+        let on_host = if options.client_on_primary {
+            let session = reach.session(primary_host).await?;
+            let limit = options.duration + options.converge_timeout + Duration::from_secs(120);
+            let started =
+                client::OnHost::start(&session, postgres_port, ON_HOST_FIRST_ID, limit, epoch)
+                    .await;
+            session.close().await;
+            Some(started?)
+        } else {
+            None
+        };
+        Ok(Self {
+            epoch,
+            running,
+            on_host,
+        })
+    }
+
+    /// Every client stopped; their logs, and when they stopped (since the epoch).
+    async fn stop(
+        self,
+        reach: &Reach<'_>,
+        primary_host: &str,
+    ) -> Result<(Vec<client::ClientLog>, Duration)> {
+        let mut logs = Vec::new();
+        for running in self.running {
+            logs.push(running.stop().await);
+        }
+        let end = self.epoch.elapsed();
+        if let Some(on_host) = self.on_host {
+            // The former primary's host (back after the heal) holds the client's log.
+            let session = reach.session(primary_host).await?;
+            let log = on_host.stop(&session).await;
+            session.close().await;
+            logs.push(log?);
+        }
+        Ok((logs, end))
+    }
+}
+
+/// The fault injected and healed, then gate: the cluster converged. Returns when the heal ended
+/// (since `epoch`) and the converged leader and view, or why not.
+async fn fault_and_converge(
+    options: &Options,
+    reach: &Reach<'_>,
+    injector: &Injector,
+    fault_hosts: &[String],
+    epoch: Instant,
+) -> (Duration, Result<(String, super::patroni::ClusterView)>) {
+    let mut sessions = Vec::new();
+    let outcome = run_fault(options, reach, injector, fault_hosts, &mut sessions).await;
+    let healed_at = epoch.elapsed();
+    for session in sessions {
+        session.close().await;
+    }
+    let converged = match outcome {
+        Ok(()) => {
+            wait_for(
+                "the cluster to converge after the heal",
+                options.converge_timeout,
+                Duration::from_millis(500),
+                "see `pgstrap status -i INV` and `journalctl -u patroni` on the members",
+                || reach.converged(),
+            )
+            .await
+        }
+        Err(e) => Err(e),
+    };
+    (healed_at, converged)
 }
 
 /// The services whose journals explain a drill.
@@ -547,18 +616,7 @@ async fn check_members(
     report: &mut DrillReport,
 ) -> Result<()> {
     let marker = 0u64;
-    let write = super::verify::connect(&target.address, target.port, &target.secrets)
-        .await
-        .map_err(|e| Error::failure(format!("marker write through the VIP: {e}"), None))?;
-    super::verify::rows(
-        &write,
-        &format!(
-            "INSERT INTO {}.writes (id, client) VALUES ({marker}, 'marker') ON CONFLICT DO NOTHING",
-            client::SCHEMA
-        ),
-    )
-    .await
-    .map_err(|e| Error::failure(format!("marker write through the VIP: {e}"), None))?;
+    write_marker(target, marker).await?;
     let leader_host = reach.host_of(leader);
     let leader_ids = ids_on(reach, &leader_host).await?;
     let acknowledged: BTreeSet<u64> = logs
@@ -568,23 +626,7 @@ async fn check_members(
     let leader_session = reach.session(&leader_host).await?;
     for member in &view.members {
         let host = reach.host_of(&member.name);
-        // Wait (bounded) until the marker has arrived: then the member has replayed the leader's
-        // history up to the end of the drill.
-        let ids = wait_for(
-            &format!("the drill's last write to reach {}", member.name),
-            Duration::from_secs(30),
-            Duration::from_millis(300),
-            "the member does not replay the leader's history: see `patronictl list` and its PostgreSQL log",
-            || async {
-                match ids_on(reach, &host).await {
-                    Ok(ids) if ids.contains(&marker) => Poll::Ready(ids),
-                    Ok(_) => Poll::NotYet("not there yet".into()),
-                    Err(e) => Poll::NotYet(e.to_string()),
-                }
-            },
-        )
-        .await;
-        let (ids, streaming) = match ids {
+        let (ids, streaming) = match replayed_ids(reach, &member.name, &host, marker).await {
             Ok(ids) => (ids, true),
             Err(e) => {
                 report.problems.push(format!("{}: {}", member.name, e));
@@ -594,27 +636,7 @@ async fn check_members(
         let ahead = if member.name == leader {
             false
         } else {
-            let session = reach.session(&host).await?;
-            let replay = psql(
-                &session,
-                "postgres",
-                "SELECT pg_last_wal_replay_lsn()",
-                "replay position",
-            )
-            .await;
-            session.close().await;
-            match replay.map(|s| s.trim().to_owned()) {
-                Ok(lsn) if !lsn.is_empty() => psql(
-                    &leader_session,
-                    "postgres",
-                    &format!("SELECT pg_wal_lsn_diff('{lsn}', pg_current_wal_lsn()) > 0"),
-                    "compare positions",
-                )
-                .await
-                .map(|t| t.trim() == "t")
-                .unwrap_or(false),
-                _ => false,
-            }
+            ahead_of_leader(reach, &host, &leader_session).await?
         };
         let missing = acknowledged.difference(&ids).count() as u64;
         let extra = ids
@@ -652,6 +674,74 @@ async fn check_members(
     }
     leader_session.close().await;
     Ok(())
+}
+
+/// A marker row written last, through the VIP: a member that holds it has replayed the
+/// leader's history up to the end of the drill.
+async fn write_marker(target: &client::Target, marker: u64) -> Result<()> {
+    let write = super::verify::connect(&target.address, target.port, &target.secrets)
+        .await
+        .map_err(|e| Error::failure(format!("marker write through the VIP: {e}"), None))?;
+    super::verify::rows(
+        &write,
+        &format!(
+            "INSERT INTO {}.writes (id, client) VALUES ({marker}, 'marker') ON CONFLICT DO NOTHING",
+            client::SCHEMA
+        ),
+    )
+    .await
+    .map_err(|e| Error::failure(format!("marker write through the VIP: {e}"), None))?;
+    Ok(())
+}
+
+/// Wait (bounded) until the marker has arrived on `member`: then it has replayed the leader's
+/// history up to the end of the drill. Returns the ids it holds.
+async fn replayed_ids(
+    reach: &Reach<'_>,
+    member: &str,
+    host: &str,
+    marker: u64,
+) -> Result<BTreeSet<u64>> {
+    wait_for(
+        &format!("the drill's last write to reach {member}"),
+        Duration::from_secs(30),
+        Duration::from_millis(300),
+        "the member does not replay the leader's history: see `patronictl list` and its PostgreSQL log",
+        || async {
+            match ids_on(reach, host).await {
+                Ok(ids) if ids.contains(&marker) => Poll::Ready(ids),
+                Ok(_) => Poll::NotYet("not there yet".into()),
+                Err(e) => Poll::NotYet(e.to_string()),
+            }
+        },
+    )
+    .await
+}
+
+/// Whether the replica on `host` has replayed past the leader's current position (a diverged
+/// history); false when either position cannot be read.
+async fn ahead_of_leader(reach: &Reach<'_>, host: &str, leader_session: &Session) -> Result<bool> {
+    let session = reach.session(host).await?;
+    let replay = psql(
+        &session,
+        "postgres",
+        "SELECT pg_last_wal_replay_lsn()",
+        "replay position",
+    )
+    .await;
+    session.close().await;
+    Ok(match replay.map(|s| s.trim().to_owned()) {
+        Ok(lsn) if !lsn.is_empty() => psql(
+            leader_session,
+            "postgres",
+            &format!("SELECT pg_wal_lsn_diff('{lsn}', pg_current_wal_lsn()) > 0"),
+            "compare positions",
+        )
+        .await
+        .map(|t| t.trim() == "t")
+        .unwrap_or(false),
+        _ => false,
+    })
 }
 
 /// Per client: acknowledged writes the leader does not hold.

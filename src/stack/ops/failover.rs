@@ -111,41 +111,7 @@ pub async fn plan(
     let last_leader_lsn = leader_optime(project, cluster).await;
     let mut candidates = Vec::new();
     for host in &cluster.postgres {
-        let member = super::member_of_host(project, cluster, host)?;
-        let status = reached
-            .patroni
-            .status(&project.address(host), reached.rest_port)
-            .await
-            .ok();
-        let number = |key: &str| {
-            status
-                .as_ref()
-                .and_then(|s| s.get("xlog"))
-                .and_then(|x| x.get(key))
-                .and_then(serde_json::Value::as_u64)
-        };
-        let received_lsn = number("received_location");
-        let replayed_lsn = number("replayed_location");
-        let seen = received_lsn.max(replayed_lsn);
-        candidates.push(Candidate {
-            host: host.clone(),
-            member,
-            state: status
-                .as_ref()
-                .and_then(|s| s.get("state"))
-                .and_then(|s| s.as_str())
-                .map(str::to_owned),
-            timeline: status
-                .as_ref()
-                .and_then(|s| s.get("timeline"))
-                .and_then(serde_json::Value::as_u64),
-            received_lsn,
-            replayed_lsn,
-            behind_bytes: match (last_leader_lsn, seen) {
-                (Some(leader), Some(seen)) => Some(leader.saturating_sub(seen)),
-                _ => None,
-            },
-        });
+        candidates.push(candidate(project, cluster, &reached, host, last_leader_lsn).await?);
     }
     // The last leader: who the last timeline switch made leader, else (no switch yet) the
     // only member that does not answer.
@@ -185,6 +151,52 @@ pub async fn plan(
             )),
         )),
     }
+}
+
+/// One member as the failover sees it: its state and WAL positions (from its own REST API), and
+/// how far behind the last leader's published position it is.
+async fn candidate(
+    project: &Project,
+    cluster: &Cluster,
+    reached: &Reached,
+    host: &str,
+    last_leader_lsn: Option<u64>,
+) -> Result<Candidate> {
+    let member = super::member_of_host(project, cluster, host)?;
+    let status = reached
+        .patroni
+        .status(&project.address(host), reached.rest_port)
+        .await
+        .ok();
+    let number = |key: &str| {
+        status
+            .as_ref()
+            .and_then(|s| s.get("xlog"))
+            .and_then(|x| x.get(key))
+            .and_then(serde_json::Value::as_u64)
+    };
+    let received_lsn = number("received_location");
+    let replayed_lsn = number("replayed_location");
+    let seen = received_lsn.max(replayed_lsn);
+    Ok(Candidate {
+        host: host.to_owned(),
+        member,
+        state: status
+            .as_ref()
+            .and_then(|s| s.get("state"))
+            .and_then(|s| s.as_str())
+            .map(str::to_owned),
+        timeline: status
+            .as_ref()
+            .and_then(|s| s.get("timeline"))
+            .and_then(serde_json::Value::as_u64),
+        received_lsn,
+        replayed_lsn,
+        behind_bytes: match (last_leader_lsn, seen) {
+            (Some(leader), Some(seen)) => Some(leader.saturating_sub(seen)),
+            _ => None,
+        },
+    })
 }
 
 /// The last WAL position the leader published: Patroni's `status` key in etcd (`optime`).

@@ -305,6 +305,40 @@ pub async fn plan(
     reboot: bool,
 ) -> Result<(UpdatePlan, BTreeMap<String, Session>)> {
     let hosts = scope(project, cluster, only)?;
+    let (sessions, texts) = simulate(project, secrets, &hosts).await?;
+    // The roles' packages are those of each host's own release (PostgreSQL 15 on Debian 12).
+    project.learn_releases(crate::exec::releases(&sessions).await);
+    let desired = crate::render::desired_state(project, secrets, Some(&hosts))?;
+    let mut found: BTreeMap<String, (HostUpdate, Vec<String>)> = BTreeMap::new();
+    for (host, text) in texts {
+        let roles = desired
+            .hosts
+            .iter()
+            .find(|h| h.host == host)
+            .map(|h| h.roles.as_slice())
+            .unwrap_or_default();
+        let found_here = host_update(&host, &text, roles);
+        found.insert(host, found_here);
+    }
+    let order = order(project, &found).await;
+    let switchovers = switchovers(project, &order, reboot).await;
+    Ok((
+        UpdatePlan {
+            hosts: order.into_iter().filter(|h| !h.is_empty(reboot)).collect(),
+            switchovers,
+            reboot,
+        },
+        sessions,
+    ))
+}
+
+/// On every host at once: connected, `apt-get update` and a simulated upgrade ([`PLAN_SCRIPT`]).
+/// Returns the sessions and each host's answer.
+async fn simulate(
+    project: &Project,
+    secrets: &Secrets,
+    hosts: &[String],
+) -> Result<(BTreeMap<String, Session>, Vec<(String, String)>)> {
     let connects = hosts.iter().map(|host| async move {
         let session = crate::stack::connect_host(project, host, secrets).await?;
         let output = session
@@ -328,78 +362,61 @@ pub async fn plan(
         sessions.insert(host.clone(), session);
         texts.push((host, text));
     }
-    // The roles' packages are those of each host's own release (PostgreSQL 15 on Debian 12).
-    project.learn_releases(crate::exec::releases(&sessions).await);
-    let desired = crate::render::desired_state(project, secrets, Some(&hosts))?;
-    let mut found: BTreeMap<String, (HostUpdate, Vec<String>)> = BTreeMap::new();
-    for (host, text) in texts {
-        let section = |name: &str| -> String {
-            text.split(&format!("--{name}\n"))
-                .nth(1)
-                .map(|rest| rest.split("\n--").next().unwrap_or_default().to_owned())
-                .unwrap_or_default()
-        };
-        let upgrades = parse_simulation(&section("simulation"));
-        let roles = desired
-            .hosts
+    Ok((sessions, texts))
+}
+
+/// One host's part of the plan from its [`PLAN_SCRIPT`] answer (`text`) and the roles it has:
+/// its upgrades, the restarts they ask for (onto the roles whose packages change) plus those it
+/// owes, and its addresses (to find the VIP's holder).
+fn host_update(
+    host: &str,
+    text: &str,
+    roles: &[crate::state::RoleState],
+) -> (HostUpdate, Vec<String>) {
+    let section = |name: &str| -> String {
+        text.split(&format!("--{name}\n"))
+            .nth(1)
+            .map(|rest| rest.split("\n--").next().unwrap_or_default().to_owned())
+            .unwrap_or_default()
+    };
+    let upgrades = parse_simulation(&section("simulation"));
+    let mut restarts: BTreeSet<Restart> = section("owed")
+        .lines()
+        .filter_map(|l| Restart::parse(l.trim()))
+        .collect();
+    for upgrade in &upgrades {
+        for role in roles
             .iter()
-            .find(|h| h.host == host)
-            .map(|h| h.roles.clone())
-            .unwrap_or_default();
-        let mut restarts: BTreeSet<Restart> = section("owed")
-            .lines()
-            .filter_map(|l| Restart::parse(l.trim()))
-            .collect();
-        for upgrade in &upgrades {
-            for role in roles
-                .iter()
-                .filter(|r| r.packages.contains(&upgrade.package))
-            {
-                // A role without a service of its own here (pgBackRest without backups)
-                // restarts nothing.
-                let restart = Restart::of_role(&role.role);
-                let runs = role.services.iter().any(|s| {
-                    matches!(
-                        s.state,
-                        crate::state::ServiceState::Started
-                            | crate::state::ServiceState::Orchestrated
-                    )
-                }) || matches!(restart, Some(Restart::Postgresql));
-                if let (Some(restart), true) = (restart, runs) {
-                    restarts.insert(restart);
-                }
+            .filter(|r| r.packages.contains(&upgrade.package))
+        {
+            // A role without a service of its own here (pgBackRest without backups)
+            // restarts nothing.
+            let restart = Restart::of_role(&role.role);
+            let runs = role.services.iter().any(|s| {
+                matches!(
+                    s.state,
+                    crate::state::ServiceState::Started | crate::state::ServiceState::Orchestrated
+                )
+            }) || matches!(restart, Some(Restart::Postgresql));
+            if let (Some(restart), true) = (restart, runs) {
+                restarts.insert(restart);
             }
         }
-        // Patroni's restart restarts PostgreSQL too.
-        if restarts.contains(&Restart::Patroni) {
-            restarts.remove(&Restart::Postgresql);
-        }
-        let postgresql = upgrades
-            .iter()
-            .find(|u| {
-                u.package.starts_with("postgresql-") && u.package[11..].parse::<u32>().is_ok()
-            })
-            .map(|u| (u.from.clone(), u.to.clone()));
-        let update = HostUpdate {
-            host: host.clone(),
-            upgrades,
-            restarts: restarts.into_iter().collect(),
-            postgresql,
-            reboot_required: section("reboot").trim() == "yes",
-        };
-        let addresses = section("addresses").lines().map(str::to_owned).collect();
-        found.insert(host, (update, addresses));
     }
-    let order = order(project, &found).await;
-    let switchovers = switchovers(project, &order, reboot).await;
-    Ok((
-        UpdatePlan {
-            hosts: order.into_iter().filter(|h| !h.is_empty(reboot)).collect(),
-            switchovers,
-            reboot,
-        },
-        sessions,
-    ))
+    patroni_restarts_postgresql(&mut restarts);
+    let postgresql = upgrades
+        .iter()
+        .find(|u| u.package.starts_with("postgresql-") && u.package[11..].parse::<u32>().is_ok())
+        .map(|u| (u.from.clone(), u.to.clone()));
+    let update = HostUpdate {
+        host: host.to_owned(),
+        upgrades,
+        restarts: restarts.into_iter().collect(),
+        postgresql,
+        reboot_required: section("reboot").trim() == "yes",
+    };
+    let addresses = section("addresses").lines().map(str::to_owned).collect();
+    (update, addresses)
 }
 
 /// The hosts in the run's order (see the module's comment).
@@ -549,89 +566,140 @@ async fn update_one(
     steps: &mut Steps<'_>,
     timeout: Duration,
 ) -> Result<()> {
-    let mut restarts: BTreeSet<Restart> = update.restarts.iter().copied().collect();
-    let mut reboot = plan.reboot && update.reboot_required;
-    {
-        let owed: Vec<&str> = update.restarts.iter().map(|r| r.name()).collect();
-        let output = hosts
-            .session(&update.host)?
-            .run(&RemoteCommand::script(
-                UPGRADE_SCRIPT,
-                &[owed.join("\n"), STALE_UNITS.join(" ")],
-                "apt-get upgrade (service restarts held back)",
-            ))
-            .await;
-        let mut stale_note = None;
-        if let Ok(output) = &output {
-            let stale: Vec<Restart> = output
-                .stdout_text()
-                .lines()
-                .filter_map(|l| l.strip_prefix("stale "))
-                .filter_map(|unit| Restart::parse(unit.trim()))
-                .collect();
-            if !stale.is_empty() {
-                stale_note = Some(format!(
-                    "{}: {} still ran replaced files (a library): restarted too",
-                    update.host,
-                    stale
-                        .iter()
-                        .map(|r| r.name())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ));
-            }
-            restarts.extend(stale);
-            reboot |= plan.reboot && output.stdout_text().lines().any(|l| l == "reboot-required");
-            if restarts.contains(&Restart::Patroni) {
-                restarts.remove(&Restart::Postgresql);
-            }
-        }
-        if let Err(e) = output {
-            let text = e.to_string();
-            let package = text
-                .lines()
-                .find_map(|l| l.split("error processing package ").nth(1))
-                .map(|rest| {
-                    rest.split_whitespace()
-                        .next()
-                        .unwrap_or_default()
-                        .to_owned()
-                });
-            return Err(Error::failure(
-                format!(
-                    "{}: the upgrade failed{}: {text}",
-                    update.host,
-                    package.map_or_else(String::new, |p| format!(" on package {p}"))
-                ),
-                Some(format!(
-                    "the hosts before {} are updated; fix the cause there (`apt-get -f install`, `journalctl -xe`) and run `pgstrap update` again: it resumes with this host",
-                    update.host
-                )),
-            ));
-        }
-        let upgraded = if update.upgrades.is_empty() {
-            "nothing (the restarts a stopped run left owed remain)".to_owned()
-        } else {
-            update
-                .upgrades
-                .iter()
-                .map(|u| format!("{} {} → {}", u.package, u.from, u.to))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        steps.push(format!("{}: upgraded {upgraded}", update.host));
-        if let Some(note) = stale_note {
-            steps.push(note);
+    let (restarts, reboot) = upgrade(plan, update, hosts, steps).await?;
+    // A primary is never restarted in place: a switchover to an updated replica first.
+    let touches_postgres = reboot || restarts.iter().any(|r| r.moves_the_primary());
+    switch_away(project, secrets, plan, update, touches_postgres, steps).await?;
+    if reboot {
+        // The reboot restarts every service: the owed restarts are made by it.
+        let seconds = reboot_one(project, secrets, hosts, &update.host, timeout).await?;
+        steps.push(format!(
+            "{}: rebooted, back in service in {seconds:.1} s",
+            update.host
+        ));
+    } else {
+        for restart in &restarts {
+            restart_one(project, secrets, hosts, &update.host, *restart, timeout).await?;
+            steps.push(format!("{}: restarted {}", update.host, restart.name()));
         }
     }
-    // A primary is never restarted in place: a switchover to an updated replica first.
+    hosts
+        .session(&update.host)?
+        .run(&RemoteCommand::new(&["rm", "-f", OWED]))
+        .await
+        .map_err(|e| Error::failure(format!("{}: {e}", update.host), None))?;
+    Ok(())
+}
+
+/// The host's packages upgraded with every service start held back (the restarts it owes are
+/// written there first). Returns the restarts to make (with the services that still ran replaced
+/// files) and whether it reboots.
+async fn upgrade(
+    plan: &UpdatePlan,
+    update: &HostUpdate,
+    hosts: &Hosts,
+    steps: &mut Steps<'_>,
+) -> Result<(BTreeSet<Restart>, bool)> {
+    let mut restarts: BTreeSet<Restart> = update.restarts.iter().copied().collect();
+    let mut reboot = plan.reboot && update.reboot_required;
+    let owed: Vec<&str> = update.restarts.iter().map(|r| r.name()).collect();
+    let output = hosts
+        .session(&update.host)?
+        .run(&RemoteCommand::script(
+            UPGRADE_SCRIPT,
+            &[owed.join("\n"), STALE_UNITS.join(" ")],
+            "apt-get upgrade (service restarts held back)",
+        ))
+        .await;
+    let mut stale_note = None;
+    if let Ok(output) = &output {
+        let stale: Vec<Restart> = output
+            .stdout_text()
+            .lines()
+            .filter_map(|l| l.strip_prefix("stale "))
+            .filter_map(|unit| Restart::parse(unit.trim()))
+            .collect();
+        if !stale.is_empty() {
+            stale_note = Some(format!(
+                "{}: {} still ran replaced files (a library): restarted too",
+                update.host,
+                stale
+                    .iter()
+                    .map(|r| r.name())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        restarts.extend(stale);
+        reboot |= plan.reboot && output.stdout_text().lines().any(|l| l == "reboot-required");
+        patroni_restarts_postgresql(&mut restarts);
+    }
+    if let Err(e) = output {
+        return Err(upgrade_failed(&update.host, e.to_string()));
+    }
+    let upgraded = if update.upgrades.is_empty() {
+        "nothing (the restarts a stopped run left owed remain)".to_owned()
+    } else {
+        update
+            .upgrades
+            .iter()
+            .map(|u| format!("{} {} → {}", u.package, u.from, u.to))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    steps.push(format!("{}: upgraded {upgraded}", update.host));
+    if let Some(note) = stale_note {
+        steps.push(note);
+    }
+    Ok((restarts, reboot))
+}
+
+/// The error of a failed upgrade on `host`, naming the package that failed when apt says it.
+fn upgrade_failed(host: &str, text: String) -> Error {
+    let package = text
+        .lines()
+        .find_map(|l| l.split("error processing package ").nth(1))
+        .map(|rest| {
+            rest.split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_owned()
+        });
+    Error::failure(
+        format!(
+            "{host}: the upgrade failed{}: {text}",
+            package.map_or_else(String::new, |p| format!(" on package {p}"))
+        ),
+        Some(format!(
+            "the hosts before {host} are updated; fix the cause there (`apt-get -f install`, `journalctl -xe`) and run `pgstrap update` again: it resumes with this host"
+        )),
+    )
+}
+
+/// Patroni's restart restarts PostgreSQL too: PostgreSQL's own is dropped then.
+fn patroni_restarts_postgresql(restarts: &mut BTreeSet<Restart>) {
+    if restarts.contains(&Restart::Patroni) {
+        restarts.remove(&Restart::Postgresql);
+    }
+}
+
+/// A primary is never restarted in place: when the host's PostgreSQL is touched
+/// (`touches_postgres`) and it leads a primary-side cluster, a switchover to an updated replica
+/// (else another member) first.
+async fn switch_away(
+    project: &Project,
+    secrets: &Secrets,
+    plan: &UpdatePlan,
+    update: &HostUpdate,
+    touches_postgres: bool,
+    steps: &mut Steps<'_>,
+) -> Result<()> {
     for cluster in project
         .inventory
         .clusters
         .values()
         .filter(|c| c.postgres.contains(&update.host) && c.standby_of.is_none())
     {
-        let touches_postgres = reboot || restarts.iter().any(|r| r.moves_the_primary());
         if touches_postgres
             && leader_host(project, cluster).await.as_deref() == Some(update.host.as_str())
         {
@@ -655,24 +723,6 @@ async fn update_one(
             ));
         }
     }
-    if reboot {
-        // The reboot restarts every service: the owed restarts are made by it.
-        let seconds = reboot_one(project, secrets, hosts, &update.host, timeout).await?;
-        steps.push(format!(
-            "{}: rebooted, back in service in {seconds:.1} s",
-            update.host
-        ));
-    } else {
-        for restart in &restarts {
-            restart_one(project, secrets, hosts, &update.host, *restart, timeout).await?;
-            steps.push(format!("{}: restarted {}", update.host, restart.name()));
-        }
-    }
-    hosts
-        .session(&update.host)?
-        .run(&RemoteCommand::new(&["rm", "-f", OWED]))
-        .await
-        .map_err(|e| Error::failure(format!("{}: {e}", update.host), None))?;
     Ok(())
 }
 
