@@ -97,14 +97,13 @@ pub fn psql(args: PsqlArgs) -> Result<i32> {
             Some("connect to a DB host's PgBouncer (port 6432) instead".into()),
         )
     })?;
-    let port = project.cluster_port(
+    let port = project.port(
         cluster,
         if args.replica {
-            "haproxy.read_port"
+            crate::project::Port::HaproxyRead
         } else {
-            "haproxy.write_port"
+            crate::project::Port::HaproxyWrite
         },
-        if args.replica { 5001 } else { 5000 },
     );
     let password = secrets.get("superuser_password").ok_or_else(|| {
         Error::usage(

@@ -72,7 +72,7 @@ pub async fn restart_only(
     patch: &Value,
 ) -> std::result::Result<Vec<String>, String> {
     let names = parameters(patch);
-    let port = project.cluster_port(cluster, "pgbouncer.port", 6432);
+    let port = project.port(cluster, crate::project::Port::PgBouncer);
     if names.is_empty() {
         return Ok(Vec::new());
     }

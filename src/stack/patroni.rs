@@ -198,7 +198,7 @@ impl Patroni {
         project: &crate::project::Project,
         cluster: &crate::inventory::Cluster,
     ) -> Option<(String, ClusterView)> {
-        let port = project.cluster_port(cluster, "patroni.restapi_port", 8008);
+        let port = project.port(cluster, crate::project::Port::PatroniRestApi);
         for host in &cluster.postgres {
             if let Ok(view) = self.cluster(&project.address(host), port).await {
                 return Some((host.clone(), view));

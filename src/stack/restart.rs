@@ -45,7 +45,7 @@ pub async fn wait_applied(
     if parameters.is_empty() {
         return Ok(Vec::new());
     }
-    let port = project.cluster_port(cluster, "pgbouncer.port", 6432);
+    let port = project.port(cluster, crate::project::Port::PgBouncer);
     let names: Vec<String> = parameters
         .keys()
         .map(|k| format!("'{}'", k.replace('\'', "''")))
@@ -134,7 +134,7 @@ pub async fn pending(project: &Project, cluster: &Cluster, patroni: &Patroni) ->
 }
 
 async fn is_pending(project: &Project, cluster: &Cluster, patroni: &Patroni, host: &str) -> bool {
-    let port = project.cluster_port(cluster, "patroni.restapi_port", 8008);
+    let port = project.port(cluster, crate::project::Port::PatroniRestApi);
     patroni
         .status(&project.address(host), port)
         .await
@@ -165,8 +165,8 @@ pub(crate) async fn restart_replica(
     mode: Restart,
     timeout: Duration,
 ) -> Result<bool> {
-    let port = project.cluster_port(cluster, "patroni.restapi_port", 8008);
-    let bouncer = project.cluster_port(cluster, "pgbouncer.port", 6432);
+    let port = project.port(cluster, crate::project::Port::PatroniRestApi);
+    let bouncer = project.port(cluster, crate::project::Port::PgBouncer);
     let address = project.address(host);
     let requested = AtomicBool::new(false);
     let replica_roles: &[&str] = if cluster.standby_of.is_some() {
@@ -246,7 +246,7 @@ pub(crate) async fn wait_streaming_from_leader(
     members: &[String],
     timeout: Duration,
 ) -> Result<()> {
-    let bouncer = project.cluster_port(cluster, "pgbouncer.port", 6432);
+    let bouncer = project.port(cluster, crate::project::Port::PgBouncer);
     wait_for(
         &format!(
             "{} to stream from the leader of {}",

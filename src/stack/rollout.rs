@@ -437,7 +437,7 @@ pub(crate) async fn wait_adopted(
     .await?;
     // Patroni writes the dynamic configuration of a cluster it adopted a moment after it leads
     // (until then GET /config has no JSON body); the convergence below reads it.
-    let rest_port = project.cluster_port(cluster, "patroni.restapi_port", 8008);
+    let rest_port = project.port(cluster, crate::project::Port::PatroniRestApi);
     let address = project.address(first);
     wait_for(
         &format!(
@@ -469,7 +469,7 @@ async fn wait_leading(
     timeout: Duration,
     hint: &str,
 ) -> Result<()> {
-    let rest_port = project.cluster_port(cluster, "patroni.restapi_port", 8008);
+    let rest_port = project.port(cluster, crate::project::Port::PatroniRestApi);
     let address = project.address(host);
     wait_for(
         &format!(
@@ -508,7 +508,7 @@ pub(crate) async fn converge_cluster(
         open,
         options,
         patroni: Patroni::from_secrets(secrets)?,
-        rest_port: project.cluster_port(cluster, "patroni.restapi_port", 8008),
+        rest_port: project.port(cluster, crate::project::Port::PatroniRestApi),
     };
     let Some(leader) = run.start_members(report).await? else {
         return Ok(());
@@ -805,7 +805,7 @@ impl ClusterRun<'_> {
         let vip = vip.addr().to_string();
         let write_port = self
             .project
-            .cluster_port(cluster, "haproxy.write_port", 5000);
+            .port(cluster, crate::project::Port::HaproxyWrite);
         stage(
             self.options,
             format!(
@@ -1083,7 +1083,7 @@ async fn plan_patroni(
     secrets: &Secrets,
     patroni: &Patroni,
 ) -> Vec<PlanStep> {
-    let port = project.cluster_port(cluster, "patroni.restapi_port", 8008);
+    let port = project.port(cluster, crate::project::Port::PatroniRestApi);
     let Some(view) = patroni.view(project, cluster).await else {
         return vec![match &cluster.restore_of {
             // Nothing for apply to do there but prepare the hosts: not a pending change.

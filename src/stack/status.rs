@@ -527,7 +527,7 @@ pub async fn status(project: &Project, secrets: &Secrets) -> Status {
         .and_then(|name| inventory.clusters.get(&name));
         let standby_lag = match primary_side.and_then(|p| p.vip.map(|v| (p, v))) {
             Some((primary, vip)) => {
-                let port = project.cluster_port(primary, "haproxy.write_port", 5000);
+                let port = project.port(primary, crate::project::Port::HaproxyWrite);
                 verify::standby_lag(project, cluster, &vip.addr().to_string(), port, secrets)
                     .await
                     .ok()
@@ -537,7 +537,7 @@ pub async fn status(project: &Project, secrets: &Secrets) -> Status {
         let endpoints = project.etcd_endpoints(cluster);
         let etcd = EtcdStatus::from_health(etcd::health(&endpoints).await);
 
-        let bouncer_port = project.cluster_port(cluster, "pgbouncer.port", 6432);
+        let bouncer_port = project.port(cluster, crate::project::Port::PgBouncer);
         let patroni_status = match patroni.view(project, cluster).await {
             None => PatroniStatus::unreachable("no Patroni REST API answered".to_owned()),
             Some(view) => {
@@ -597,7 +597,7 @@ pub async fn status(project: &Project, secrets: &Secrets) -> Status {
             });
         }
 
-        let stats_port = project.cluster_port(cluster, "haproxy.stats_port", 7000);
+        let stats_port = project.port(cluster, crate::project::Port::HaproxyStats);
         let mut haproxy = Vec::new();
         for balancer in &cluster.balancers {
             let url = format!("http://{}:{stats_port}/;csv", project.address(balancer));

@@ -178,12 +178,12 @@ pub(crate) async fn wait_new_primary(
     old: Option<&str>,
     balancers: Option<&super::haproxy::Balancers>,
 ) -> Result<String> {
-    let rest_port = project.cluster_port(cluster, "patroni.restapi_port", 8008);
+    let rest_port = project.port(cluster, crate::project::Port::PatroniRestApi);
     let handed_over = tokio::sync::OnceCell::new();
     let (target, port) = match cluster.vip {
         Some(vip) => (
             vip.addr().to_string(),
-            project.cluster_port(cluster, "haproxy.write_port", 5000),
+            project.port(cluster, crate::project::Port::HaproxyWrite),
         ),
         None => (String::new(), 0),
     };

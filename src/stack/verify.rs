@@ -316,7 +316,7 @@ impl ClusterChecks<'_> {
 
     fn bouncer_port(&self) -> u16 {
         self.project
-            .cluster_port(self.cluster, "pgbouncer.port", 6432)
+            .port(self.cluster, crate::project::Port::PgBouncer)
     }
 
     /// Backups: the repository answers with backups in it, and the primary's archive works.
@@ -365,8 +365,8 @@ impl ClusterChecks<'_> {
     /// replica that sees it; then each of its standby clusters.
     async fn through_vip(&mut self, vip: &str, names: &HostNames) {
         let (project, cluster, secrets) = (self.project, self.cluster, self.secrets);
-        let write_port = project.cluster_port(cluster, "haproxy.write_port", 5000);
-        let read_port = project.cluster_port(cluster, "haproxy.read_port", 5001);
+        let write_port = project.port(cluster, crate::project::Port::HaproxyWrite);
+        let read_port = project.port(cluster, crate::project::Port::HaproxyRead);
         let token = format!("{}-{}", cluster.name, std::process::id());
         let write = write_through(vip, write_port, secrets, &token, names).await;
         self.add(
@@ -431,7 +431,7 @@ impl ClusterChecks<'_> {
             return;
         };
         let address = standby_vip.addr().to_string();
-        let port = project.cluster_port(standby, "haproxy.read_port", 5001);
+        let port = project.port(standby, crate::project::Port::HaproxyRead);
         let read = match connect(&address, port, secrets).await {
             Ok(client) => scalar(&client, "SELECT pg_is_in_recovery()").await,
             Err(e) => Err(e),
@@ -452,7 +452,7 @@ impl ClusterChecks<'_> {
 
     /// The write made through the VIP (`token`) reaches every host of `standby`.
     async fn standby_has_write(&mut self, standby: &crate::inventory::Cluster, token: &str) {
-        let port = self.project.cluster_port(standby, "pgbouncer.port", 6432);
+        let port = self.project.port(standby, crate::project::Port::PgBouncer);
         for host in &standby.postgres {
             let seen = match connect(&self.project.address(host), port, self.secrets).await {
                 Ok(client) => wait_for_token(&client, token).await,

@@ -531,7 +531,7 @@ impl<'a> RestoreRun<'a> {
         let leader_session = self.session(leader)?;
         let port = self
             .project
-            .cluster_port(cluster, "postgresql.port", 5432)
+            .port(cluster, crate::project::Port::PostgreSQL)
             .to_string();
         stage(
             self.options,

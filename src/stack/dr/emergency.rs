@@ -111,7 +111,7 @@ async fn refuse_answering(
     primary: &Cluster,
     name: &str,
 ) -> Result<()> {
-    let old_port = project.cluster_port(primary, "patroni.restapi_port", 8008);
+    let old_port = project.port(primary, crate::project::Port::PatroniRestApi);
     for host in &primary.postgres {
         if patroni
             .status(&project.address(host), old_port)

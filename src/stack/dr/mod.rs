@@ -41,7 +41,7 @@ pub enum LiveRole {
 
 /// Any member's `GET /config` of `cluster` (`None`: no member answers: not running yet).
 async fn live_config(project: &Project, cluster: &Cluster, patroni: &Patroni) -> Option<Value> {
-    let port = project.cluster_port(cluster, "patroni.restapi_port", 8008);
+    let port = project.port(cluster, crate::project::Port::PatroniRestApi);
     for host in &cluster.postgres {
         if let Ok(config) = patroni.get_config(&project.address(host), port).await {
             return Some(config);
@@ -202,7 +202,7 @@ impl<'a> Side<'a> {
             cluster,
             patroni,
             secrets,
-            rest_port: project.cluster_port(cluster, "patroni.restapi_port", 8008),
+            rest_port: project.port(cluster, crate::project::Port::PatroniRestApi),
             sessions: Default::default(),
         }
     }
@@ -301,7 +301,7 @@ impl<'a> Side<'a> {
             .iter()
             .map(|h| self.project.address(h))
             .collect();
-        let port = self.project.cluster_port(primary, "postgresql.port", 5432);
+        let port = self.project.port(primary, crate::project::Port::PostgreSQL);
         let mut standby = json!({
             "host": hosts.join(","),
             "port": port,
@@ -565,11 +565,11 @@ async fn writes_land(
     let (address, port) = match cluster.vip {
         Some(vip) => (
             vip.addr().to_string(),
-            project.cluster_port(cluster, "haproxy.write_port", 5000),
+            project.port(cluster, crate::project::Port::HaproxyWrite),
         ),
         None => (
             project.address(leader),
-            project.cluster_port(cluster, "pgbouncer.port", 6432),
+            project.port(cluster, crate::project::Port::PgBouncer),
         ),
     };
     wait_for(

@@ -92,7 +92,7 @@ fn member_label(member: &RawMember) -> String {
 
 /// The peer URL pgstrap gives `host` in `cluster`.
 pub fn peer_url(project: &Project, cluster: &Cluster, host: &str) -> String {
-    let port = project.cluster_port(cluster, "etcd.peer_port", 2380);
+    let port = project.port(cluster, crate::project::Port::EtcdPeer);
     format!(
         "{}://{}:{port}",
         project.etcd_scheme(),

@@ -53,7 +53,7 @@ impl Reached {
             patroni,
             api_host,
             view,
-            rest_port: project.cluster_port(cluster, "patroni.restapi_port", 8008),
+            rest_port: project.port(cluster, crate::project::Port::PatroniRestApi),
         })
     }
 

@@ -775,7 +775,7 @@ async fn restart_one(
                 .iter()
                 .filter(|c| c.balancers.iter().any(|h| h == host))
             {
-                let port = project.cluster_port(cluster, "haproxy.write_port", 5000);
+                let port = project.port(cluster, crate::project::Port::HaproxyWrite);
                 wait_tcp(&project.address(host), port, timeout).await?;
             }
         }
@@ -787,7 +787,7 @@ async fn restart_one(
                 .filter(|c| c.balancers.iter().any(|h| h == host))
             {
                 if let Some(vip) = cluster.vip {
-                    let port = project.cluster_port(cluster, "haproxy.write_port", 5000);
+                    let port = project.port(cluster, crate::project::Port::HaproxyWrite);
                     wait_tcp(&vip.addr().to_string(), port, timeout).await?;
                 }
             }
@@ -918,7 +918,7 @@ async fn back_in_service(
             replica_in_service(project, secrets, cluster, host, mode, timeout).await?;
         }
         if cluster.balancers.iter().any(|h| h == host) {
-            let port = project.cluster_port(cluster, "haproxy.write_port", 5000);
+            let port = project.port(cluster, crate::project::Port::HaproxyWrite);
             wait_tcp(&project.address(host), port, timeout).await?;
             if let Some(vip) = cluster.vip {
                 wait_tcp(&vip.addr().to_string(), port, timeout).await?;
