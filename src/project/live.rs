@@ -1,0 +1,89 @@
+//! What the hosts and the running clusters impose on a project's settings, as one command gathered
+//! it: each host's Debian release (read by the engine when it connects), the layers the running
+//! clusters impose (`stack::live`: their DCS keyspace, TLS kept off) and those of etcd members
+//! joining a running cluster. A plain value: a command gathers it at a clear point and goes on
+//! with `Project::with_live`; what is learned later is a new value, never a change behind a
+//! shared project (what a plan renders must not depend on who asked the hosts first).
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+use crate::settings::vars::{Layer, Origin};
+
+/// Live state, by host, cluster and (cluster, host). Empty until a command gathers it: then
+/// every host renders for the default release and nothing is imposed.
+#[derive(Debug, Clone, Default)]
+pub struct Live {
+    /// Each host's Debian release (`VERSION_ID`), by host name.
+    releases: BTreeMap<String, String>,
+    /// What each running cluster imposes, by cluster.
+    clusters: BTreeMap<String, Layer>,
+    /// What a running cluster imposes on one of its hosts (a member joining its etcd).
+    hosts: BTreeMap<(String, String), Layer>,
+}
+
+impl Live {
+    /// The release read from `host`, if it was.
+    pub fn release(&self, host: &str) -> Option<&str> {
+        self.releases.get(host).map(String::as_str)
+    }
+
+    /// What the running `cluster` imposes, if anything.
+    pub fn cluster(&self, cluster: &str) -> Option<&Layer> {
+        self.clusters.get(cluster)
+    }
+
+    /// What the running `cluster` imposes on `host`, if anything.
+    pub fn host(&self, cluster: &str, host: &str) -> Option<&Layer> {
+        self.hosts.get(&(cluster.to_owned(), host.to_owned()))
+    }
+
+    /// With the releases read from the hosts (`VERSION_ID` by host name) added.
+    pub fn with_releases(mut self, read: impl IntoIterator<Item = (String, String)>) -> Live {
+        self.releases.extend(read);
+        self
+    }
+
+    /// With settings the running clusters impose (`(cluster, dotted key → value)`) added to
+    /// what they were known to impose.
+    pub fn imposing(
+        mut self,
+        learned: impl IntoIterator<Item = (String, BTreeMap<String, Value>)>,
+    ) -> Live {
+        for (cluster, values) in learned {
+            self.clusters
+                .entry(cluster.clone())
+                .or_insert_with(|| Layer {
+                    origin: Origin::Live(cluster),
+                    values: BTreeMap::new(),
+                })
+                .values
+                .extend(values);
+        }
+        self
+    }
+
+    /// With the settings the running `cluster` imposes on its joining member `host`.
+    pub fn imposing_on_host(
+        mut self,
+        cluster: &str,
+        host: &str,
+        values: BTreeMap<String, Value>,
+    ) -> Live {
+        self.hosts.insert(
+            (cluster.to_owned(), host.to_owned()),
+            Layer {
+                origin: Origin::Live(format!("{cluster}, joining member {host}")),
+                values,
+            },
+        );
+        self
+    }
+
+    /// Without what `cluster` imposed on `host` to join it (once it has joined).
+    pub fn joined(mut self, cluster: &str, host: &str) -> Live {
+        self.hosts.remove(&(cluster.to_owned(), host.to_owned()));
+        self
+    }
+}
