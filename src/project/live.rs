@@ -87,3 +87,61 @@ impl Live {
         self
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use serde_json::Value;
+
+    /// A project learns nothing behind the back of whoever holds it: what is gathered makes a new
+    /// project, and the one it was made from renders as before.
+    #[test]
+    fn what_is_gathered_makes_a_new_project() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("inventory.yaml");
+        std::fs::write(
+            &path,
+            "hosts:\n  pg1: {address: 10.0.0.11}\n  pg2: {address: 10.0.0.12}\n  pg3: {address: 10.0.0.13}\n\
+             clusters:\n  main:\n    etcd: [pg1, pg2, pg3]\n    postgres: [pg1, pg2, pg3]\n",
+        )
+        .unwrap();
+        let loaded = crate::project::load(&path, &[]).unwrap();
+        let main = &loaded.inventory.clusters["main"];
+        let pg1 = &loaded.inventory.hosts["pg1"];
+        let other = if loaded.default_release == "12" {
+            "13"
+        } else {
+            "12"
+        };
+
+        let read = loaded.with_releases([("pg1".to_owned(), other.to_owned())]);
+        assert_eq!(read.release_of("pg1"), other);
+        assert_eq!(loaded.release_of("pg1"), loaded.default_release);
+        assert_ne!(
+            read.postgres_version(pg1, main),
+            loaded.postgres_version(pg1, main)
+        );
+
+        let dcs = BTreeMap::from([("patroni.dcs".to_owned(), Value::String("etcd".into()))]);
+        let joining = BTreeMap::from([(
+            "etcd.initial_cluster_state".to_owned(),
+            Value::String("existing".into()),
+        )]);
+        let live = read
+            .live()
+            .clone()
+            .imposing([("main".to_owned(), dcs)])
+            .imposing_on_host("main", "pg1", joining);
+        let running = read.with_live(live);
+        assert!(running.is_live(main, "patroni.dcs"));
+        assert!(!read.is_live(main, "patroni.dcs"));
+        assert_eq!(running.release_of("pg1"), other, "releases are kept");
+        assert!(running.has_own_settings(pg1, Some(main)));
+        assert!(!read.has_own_settings(pg1, Some(main)));
+
+        let joined = running.with_live(running.live().clone().joined("main", "pg1"));
+        assert!(!joined.has_own_settings(pg1, Some(main)));
+        assert!(joined.is_live(main, "patroni.dcs"));
+    }
+}
