@@ -41,7 +41,7 @@ pub fn run(args: Args, verbose: u8) -> Result<i32> {
     let project = crate::project::load(&args.inventory.inventory, &args.inventory.set)?;
     if !yes && std::io::IsTerminal::is_terminal(&std::io::stdin()) && args.roles.is_empty() {
         // Removing members interrupts writes on a leader that leaves: ask first.
-        let secrets = super::running_secrets(&project)?;
+        let (project, secrets) = super::running_secrets(&project)?;
         let removals = super::block_on(crate::stack::rollout::removals(&project, &secrets))?;
         if !removals.is_empty()
             && !crate::ui::confirm("apply will remove members", &removals, false)
@@ -52,7 +52,7 @@ pub fn run(args: Args, verbose: u8) -> Result<i32> {
     let options = args.options();
     if options.roles.is_some() {
         let report = super::run_with_progress(verbose, options, |options| async move {
-            crate::stack::live::learn(&project).await;
+            let project = project.with_live(crate::stack::live::gather(&project).await);
             crate::exec::apply(&project, options).await
         })?;
         if args.json {

@@ -37,7 +37,7 @@ pub fn run(args: Args) -> Result<i32> {
     };
     let cluster = crate::stack::primary_cluster(&project, name)?;
     crate::stack::backup::repository_of(cluster)?;
-    let secrets = super::running_secrets(&project)?;
+    let (project, secrets) = super::running_secrets(&project)?;
     let taken = super::block_on(crate::stack::backup::backup_now(
         &project, &secrets, cluster, args.kind,
     ))??;

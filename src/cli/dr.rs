@@ -57,7 +57,7 @@ pub fn run(args: Args) -> Result<i32> {
                 ));
             }
             let project = crate::project::load(&inventory.inventory, &inventory.set)?;
-            let secrets = super::running_secrets(&project)?;
+            let (project, secrets) = super::running_secrets(&project)?;
             let steps = if emergency_may_lose_data {
                 vec![
                     format!("promote `{cluster}` from what it has replayed: writes its primary side acknowledged and it had not received are lost"),

@@ -217,7 +217,7 @@ fn deploy_on(info: &lab::LabInfo, verbose: u8) -> crate::error::Result<i32> {
         return Ok(code);
     }
     let project = crate::project::load(&info.inventory, &[])?;
-    let secrets = super::running_secrets(&project)?;
+    let (project, secrets) = super::running_secrets(&project)?;
     let status = super::block_on(crate::stack::status::status(&project, &secrets))?;
     crate::ui::out(&crate::ui::status_text(&status));
     let say = crate::ui::eprintln;

@@ -254,14 +254,15 @@ where
     block_on(crate::ui::progress::with_progress(verbose, options, call))?
 }
 
-/// The secrets, for a command about to talk to running clusters: this run's TLS clients are
-/// set up the way those clusters run (see `stack::live::learn_tls`).
+/// The project and its secrets, for a command about to talk to running clusters: the project
+/// carries whether those clusters speak TLS, and this run's TLS clients are set up the way they
+/// run (see `stack::live::gather_tls`).
 pub(crate) fn running_secrets(
     project: &crate::project::Project,
-) -> crate::error::Result<crate::inventory::secrets::Secrets> {
+) -> crate::error::Result<(crate::project::Project, crate::inventory::secrets::Secrets)> {
     let secrets = project.secrets(false)?;
-    block_on(crate::stack::live::learn_tls(project))?;
-    Ok(secrets)
+    let live = block_on(crate::stack::live::gather_tls(project))?;
+    Ok((project.with_live(live), secrets))
 }
 
 /// The user answered no: nothing was done.

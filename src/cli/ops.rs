@@ -114,7 +114,7 @@ fn open(common: &Common) -> Result<Opened> {
 /// `open`; with `standby`, a DR standby cluster named with `--cluster` is taken too.
 fn open_with(common: &Common, standby: bool) -> Result<Opened> {
     let project = crate::project::load(&common.inventory.inventory, &common.inventory.set)?;
-    let secrets = super::running_secrets(&project)?;
+    let (project, secrets) = super::running_secrets(&project)?;
     let named_standby = common
         .cluster
         .as_deref()
@@ -244,8 +244,8 @@ pub fn update(args: UpdateArgs) -> Result<i32> {
     // The steps' times count from here (a client's log can be set beside them).
     let started = std::time::Instant::now();
     let project = crate::project::load(&args.inventory.inventory, &args.inventory.set)?;
-    let secrets = super::running_secrets(&project)?;
-    let (plan, sessions) = super::block_on(ops::update::plan(
+    let (project, secrets) = super::running_secrets(&project)?;
+    let (plan, sessions, project) = super::block_on(ops::update::plan(
         &project,
         &secrets,
         args.cluster.as_deref(),

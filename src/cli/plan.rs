@@ -45,8 +45,9 @@ fn plan(args: crate::cli::EngineArgs, verbose: u8) -> Result<i32> {
     let project = crate::project::load(&args.inventory.inventory, &args.inventory.set)?;
     let (report, orchestration) =
         super::run_with_progress(verbose, args.options(), |options| async move {
-            crate::stack::live::learn(&project).await;
-            let report = crate::exec::plan(&project, options.clone()).await?;
+            let project = project.with_live(crate::stack::live::gather(&project).await);
+            let (report, project) =
+                crate::exec::plan_with_releases(&project, options.clone()).await?;
             // Beyond the hosts' files: the clusters' dynamic configuration and restarts.
             let orchestration = match (options.roles.is_none(), project.secrets(false)) {
                 (true, Ok(secrets)) => {

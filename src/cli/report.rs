@@ -22,7 +22,7 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<i32> {
     let project = crate::project::load(&args.inventory.inventory, &args.inventory.set)?;
-    let secrets = super::running_secrets(&project)?;
+    let (project, secrets) = super::running_secrets(&project)?;
     let stamp = time::OffsetDateTime::now_utc()
         .format(time::macros::format_description!(
             "[year][month][day]-[hour][minute][second]"

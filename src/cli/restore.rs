@@ -62,7 +62,7 @@ pub fn run(args: Args, verbose: u8) -> Result<i32> {
     {
         return Err(super::declined());
     }
-    let secrets = super::running_secrets(&project)?;
+    let (project, secrets) = super::running_secrets(&project)?;
     let options = crate::stack::rollout::Options::default();
     let report = super::run_with_progress(verbose, options.engine.clone(), {
         let source = args.cluster.clone();

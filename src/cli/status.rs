@@ -15,7 +15,7 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<i32> {
     let project = crate::project::load(&args.inventory.inventory, &args.inventory.set)?;
-    let secrets = super::running_secrets(&project)?;
+    let (project, secrets) = super::running_secrets(&project)?;
     let status = super::block_on(crate::stack::status::status(&project, &secrets))?;
     if args.json {
         crate::ui::print_json(&status);

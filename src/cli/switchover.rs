@@ -24,7 +24,7 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<i32> {
     let project = crate::project::load(&args.inventory.inventory, &args.inventory.set)?;
-    let secrets = super::running_secrets(&project)?;
+    let (project, secrets) = super::running_secrets(&project)?;
     let cluster = crate::stack::primary_cluster(&project, args.cluster.as_deref())?;
     let to = args
         .to

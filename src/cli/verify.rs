@@ -17,7 +17,7 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<i32> {
     let project = crate::project::load(&args.inventory.inventory, &args.inventory.set)?;
-    let secrets = super::running_secrets(&project)?;
+    let (project, secrets) = super::running_secrets(&project)?;
     let report = super::block_on(crate::stack::verify::verify(
         &project,
         &secrets,

@@ -245,9 +245,16 @@ impl Report {
 /// Plan: what `apply` would change on each host of the project (reads facts only; writes nothing,
 /// not even locally: secrets or certificates it would make up stay in memory).
 pub async fn plan(project: &Project, options: Options) -> Result<Report> {
+    Ok(plan_with_releases(project, options).await?.0)
+}
+
+/// [`plan`], with the project that carries the releases read from the hosts, for what the
+/// command renders next (`pgstrap plan`'s cluster steps).
+pub async fn plan_with_releases(project: &Project, options: Options) -> Result<(Report, Project)> {
     let secrets = project.secrets(true)?;
     let prepared = prepare(project, &secrets, &options).await?;
-    Ok(prepared.run(Mode::Plan, options).await)
+    let project = prepared.project.clone();
+    Ok((prepared.run(Mode::Plan, options).await, project))
 }
 
 /// Apply: bring each host of the project to its desired state.
@@ -261,6 +268,8 @@ pub async fn apply(project: &Project, options: Options) -> Result<Report> {
 /// What an engine run needs: each selected host's desired state, rendered for the Debian release
 /// the host runs, and the connections opened to learn that release (the run reuses them).
 pub struct Prepared {
+    /// The project with the releases read from the hosts: what the command goes on with.
+    pub project: Project,
     pub desired: DesiredState,
     pub targets: Vec<Target>,
     /// Open connections by host; a host missing here could not be reached.
@@ -279,7 +288,8 @@ impl Prepared {
 
 /// Check the options, connect to the selected hosts (in parallel, reusing connections in
 /// `options.sessions`), learn each host's release from `/etc/os-release` (one short command),
-/// render the desired state for those releases with `secrets`, and refuse when a host holds
+/// render the desired state for those releases with `secrets` (the prepared project carries
+/// them: the command goes on with it), and refuse when a host holds
 /// another identity than it would write ([`identity`]). Before changing anything, the caller
 /// persists what `secrets` made up (`Project::persist`).
 ///
@@ -315,9 +325,9 @@ pub async fn prepare(project: &Project, secrets: &Secrets, options: &Options) ->
     }
     let targets = targets(project, options.hosts.as_deref());
     let (sessions, unreachable) = connect_all(&targets, &options.sessions, &secrets.masker()).await;
-    project.learn_releases(releases(&sessions).await);
-    let mut desired = crate::render::desired_state(project, secrets, options.hosts.as_deref())?;
-    let store = crate::exec::identity::Store::of(project);
+    let project = project.with_releases(releases(&sessions).await);
+    let mut desired = crate::render::desired_state(&project, secrets, options.hosts.as_deref())?;
+    let store = crate::exec::identity::Store::of(&project);
     identity::check(
         &desired,
         &sessions,
@@ -332,6 +342,7 @@ pub async fn prepare(project: &Project, secrets: &Secrets, options: &Options) ->
         }
     }
     Ok(Prepared {
+        project,
         desired,
         targets,
         sessions,

@@ -77,7 +77,7 @@ pub fn plain(text: &str) -> String {
 }
 
 /// An inventory problem: a message, where it is, and what to do about it.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct InventoryError {
     pub message: String,
     pub file: String,

@@ -1,13 +1,18 @@
 //! The project: a validated inventory with everything needed to resolve its settings — the role
-//! defaults, what differs per Debian release, the release of each host (learned from the hosts),
-//! what the running clusters impose, and `--set` values — and the secrets and TLS policy that go
-//! with it. Rendering (`render`), the engine (`exec`) and every orchestration read settings here.
+//! defaults, what differs per Debian release, `--set` values, and the [`Live`] state a command
+//! gathered (the release of each host, what the running clusters impose) — and the secrets and
+//! TLS policy that go with it. Rendering (`render`), the engine (`exec`) and every orchestration
+//! read settings here.
 
 pub mod checks;
+pub mod live;
 pub mod names;
+
+pub use live::Live;
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use serde_json::Value;
 
@@ -18,30 +23,41 @@ use crate::role;
 use crate::settings::vars::{self, Layer, Origin, Vars};
 
 /// An inventory with everything needed to resolve settings: role defaults, what differs per
-/// Debian release, the release of each host (learned from the hosts), and `--set` values.
+/// Debian release, `--set` values, and the live state a command gathered. Cheap to clone: what
+/// was loaded is shared, so a command goes on with a new project when it learned something
+/// ([`Project::with_live`]). Reads the loaded fields through `Deref` (`project.inventory`).
+#[derive(Clone)]
 pub struct Project {
+    base: Arc<Base>,
+    /// The release assumed for a host whose release is not known (yet): the built-in default or
+    /// `--release`; what `check`, `render` and `vars` render for.
+    pub default_release: String,
+    live: Arc<Live>,
+}
+
+/// What a project loads: the inventory, role defaults and `--set` values (never changed after).
+pub struct Base {
     pub inventory: Inventory,
     pub defaults: Vec<Layer>,
     /// `roles/<role>/debian-<release>.yaml` layers, by release.
     pub release_defaults: BTreeMap<String, Vec<Layer>>,
     pub command_line: Layer,
-    /// The release assumed for a host whose release is not known (yet): the built-in default or
-    /// `--release`; what `check`, `render` and `vars` render for.
-    pub default_release: String,
-    /// Each host's Debian release (`VERSION_ID`), learned from its facts when connecting.
-    releases: std::sync::RwLock<BTreeMap<String, String>>,
-    /// Settings the running clusters impose (see `stack::live`), by cluster.
-    live: std::sync::RwLock<BTreeMap<String, std::sync::Arc<Layer>>>,
-    /// The same for one host in one cluster (a member joining a running etcd), by (cluster, host).
-    live_hosts: std::sync::RwLock<BTreeMap<(String, String), std::sync::Arc<Layer>>>,
+}
+
+impl std::ops::Deref for Project {
+    type Target = Base;
+
+    fn deref(&self) -> &Base {
+        &self.base
+    }
 }
 
 /// Layers imposed from outside the inventory (see [`Project::layers`]).
 #[derive(Default)]
-struct Imposed {
-    live: Option<std::sync::Arc<Layer>>,
+struct Imposed<'a> {
+    live: Option<&'a Layer>,
     primary_side: Option<Layer>,
-    host: Option<std::sync::Arc<Layer>>,
+    host: Option<&'a Layer>,
 }
 
 /// Load and validate an inventory together with the role defaults and `--set` values.
@@ -69,18 +85,37 @@ pub fn load(path: &Path, sets: &[String]) -> Result<Project> {
         release_defaults.insert(id.clone(), role::release_layers(id)?);
     }
     Ok(Project {
-        inventory,
-        defaults,
-        release_defaults,
-        command_line,
+        base: Arc::new(Base {
+            inventory,
+            defaults,
+            release_defaults,
+            command_line,
+        }),
         default_release: role::releases().default.clone(),
-        releases: Default::default(),
         live: Default::default(),
-        live_hosts: Default::default(),
     })
 }
 
 impl Project {
+    /// The live state this project carries (empty until a command gathered it).
+    pub fn live(&self) -> &Live {
+        &self.live
+    }
+
+    /// The same project with `live` (what a command gathered) in place of what it carried.
+    pub fn with_live(&self, live: Live) -> Project {
+        Project {
+            base: Arc::clone(&self.base),
+            default_release: self.default_release.clone(),
+            live: Arc::new(live),
+        }
+    }
+
+    /// The same project with the releases read from the hosts (`VERSION_ID` by host name) added.
+    pub fn with_releases(&self, read: impl IntoIterator<Item = (String, String)>) -> Project {
+        self.with_live(self.live().clone().with_releases(read))
+    }
+
     /// The settings of `host` as a member of `cluster` (or outside any cluster, for `common`),
     /// by the one precedence rule in [`vars::resolve`].
     pub fn vars(&self, host: &Host, cluster: Option<&Cluster>) -> Vars {
@@ -101,7 +136,7 @@ impl Project {
 
     /// What the running clusters and the primary side impose on `host` in `cluster`: layers
     /// between the release defaults and the cluster's own settings.
-    fn imposed(&self, cluster: Option<&Cluster>, host: Option<&Host>) -> Imposed {
+    fn imposed<'a>(&'a self, cluster: Option<&Cluster>, host: Option<&Host>) -> Imposed<'a> {
         let Some(cluster) = cluster else {
             return Imposed::default();
         };
@@ -119,16 +154,16 @@ impl Project {
     fn layers<'a>(
         &'a self,
         release: &str,
-        imposed: &'a Imposed,
+        imposed: &'a Imposed<'a>,
         cluster: Option<&'a Cluster>,
         host: Option<&'a Host>,
     ) -> Vec<&'a Layer> {
         self.defaults
             .iter()
             .chain(self.release_layers(release))
-            .chain(imposed.live.as_deref())
+            .chain(imposed.live)
             .chain(imposed.primary_side.as_ref())
-            .chain(imposed.host.as_deref())
+            .chain(imposed.host)
             .chain(cluster.map(|c| &c.vars))
             .chain(host.map(|h| &h.vars))
             .chain(std::iter::once(&self.command_line))
@@ -142,12 +177,8 @@ impl Project {
             || cluster.is_some_and(|c| self.live_host_layer(c, host).is_some())
     }
 
-    fn live_host_layer(&self, cluster: &Cluster, host: &Host) -> Option<std::sync::Arc<Layer>> {
-        self.live_hosts
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(&(cluster.name.clone(), host.name.clone()))
-            .cloned()
+    fn live_host_layer(&self, cluster: &Cluster, host: &Host) -> Option<&Layer> {
+        self.live.host(&cluster.name, &host.name)
     }
 
     /// One setting of `host` in `cluster` (either may be absent), by the same precedence as
@@ -256,37 +287,6 @@ impl Project {
             .map_or(&[], Vec::as_slice)
     }
 
-    /// Record settings the running clusters impose (`(cluster, dotted key → value)`).
-    pub fn learn_live(&self, learned: impl IntoIterator<Item = (String, BTreeMap<String, Value>)>) {
-        let mut live = self
-            .live
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        for (cluster, values) in learned {
-            let layer = live.entry(cluster.clone()).or_insert_with(|| {
-                std::sync::Arc::new(Layer {
-                    origin: Origin::Live(cluster),
-                    values: BTreeMap::new(),
-                })
-            });
-            std::sync::Arc::make_mut(layer).values.extend(values);
-        }
-    }
-
-    /// Record settings the running cluster imposes on one of its hosts.
-    pub fn learn_live_host(&self, cluster: &str, host: &str, values: BTreeMap<String, Value>) {
-        self.live_hosts
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(
-                (cluster.to_owned(), host.to_owned()),
-                std::sync::Arc::new(Layer {
-                    origin: Origin::Live(format!("{cluster}, joining member {host}")),
-                    values,
-                }),
-            );
-    }
-
     /// A DR standby cluster runs with its primary side's PostgreSQL parameters (it must carry
     /// the same load once promoted, and a standby needs some of them at least as high as its
     /// primary's): the primary cluster's `postgresql.parameters.*` settings, below the standby
@@ -305,14 +305,6 @@ impl Project {
         })
     }
 
-    /// Forget what was learned for a joining member once it has joined.
-    pub fn forget_live_host(&self, cluster: &str, host: &str) {
-        self.live_hosts
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove(&(cluster.to_owned(), host.to_owned()));
-    }
-
     /// Whether the running cluster imposes `key`.
     pub fn is_live(&self, cluster: &Cluster, key: &str) -> bool {
         self.live_layer(cluster)
@@ -327,35 +319,19 @@ impl Project {
             self.defaults
                 .iter()
                 .chain(self.release_layers(&self.cluster_release(cluster)))
-                .chain(live.as_deref()),
+                .chain(live),
         )
     }
 
-    fn live_layer(&self, cluster: &Cluster) -> Option<std::sync::Arc<Layer>> {
-        self.live
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(&cluster.name)
-            .cloned()
+    fn live_layer(&self, cluster: &Cluster) -> Option<&Layer> {
+        self.live.cluster(&cluster.name)
     }
 
-    /// Record the releases read from the hosts (`VERSION_ID` by host name).
-    pub fn learn_releases(&self, learned: impl IntoIterator<Item = (String, String)>) {
-        let mut releases = self
-            .releases
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        releases.extend(learned);
-    }
-
-    /// The Debian release of `host`: learned from the host, else the default.
+    /// The Debian release of `host`: read from the host (when the command did), else the default.
     pub fn release_of(&self, host: &str) -> String {
-        self.releases
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(host)
-            .cloned()
-            .unwrap_or_else(|| self.default_release.clone())
+        self.live
+            .release(host)
+            .map_or_else(|| self.default_release.clone(), str::to_owned)
     }
 
     /// The release of a cluster: that of its first member (preflight refuses a cluster whose

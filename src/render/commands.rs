@@ -31,7 +31,7 @@ pub fn check(inventory: &Path, sets: &[String], release: Option<&str>) -> Result
         hosts: state.hosts.len(),
         clusters: project.inventory.clusters.len(),
         files: state.hosts.iter().map(|h| h.files().count()).sum(),
-        warnings: project.inventory.warnings,
+        warnings: project.inventory.warnings.clone(),
     })
 }
 
@@ -84,7 +84,7 @@ pub fn render_to_dir(
     Ok(Rendered {
         hosts: state.hosts.len(),
         files,
-        warnings: project.inventory.warnings,
+        warnings: project.inventory.warnings.clone(),
     })
 }
 
@@ -166,7 +166,10 @@ pub fn host_vars(
 
 fn override_dir(inventory: Option<&Path>) -> Result<std::path::PathBuf> {
     match inventory {
-        Some(path) => Ok(crate::project::load(path, &[])?.inventory.templates_dir),
+        Some(path) => Ok(crate::project::load(path, &[])?
+            .inventory
+            .templates_dir
+            .clone()),
         // No inventory: nothing overrides (a path that cannot exist).
         None => Ok(std::path::PathBuf::from("/nonexistent/pgstrap-templates")),
     }

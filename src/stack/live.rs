@@ -8,33 +8,41 @@
 //! state `existing` (see `members::etcd`). And whether a running cluster's etcd speaks TLS: one
 //! rolled out without it is kept without it (`tls.enabled` false, the inventory's CA unused);
 //! moving a running cluster to TLS in place is not automated.
+//! Gathered once per command into a `project::Live` value ([`gather`], [`gather_tls`]); the
+//! command goes on with the project that carries it.
 
 use std::collections::BTreeMap;
 
 use serde_json::Value;
 
 use super::etcd::Etcd;
-use crate::project::Project;
+use crate::project::{Live, Project};
 
-/// Learn what the running clusters impose: each one's DCS keyspace, and the settings of etcd
-/// members that join a running cluster (clusters not running yet are left alone).
-pub async fn learn(project: &Project) {
-    learn_tls(project).await;
-    learn_dcs(project).await;
+/// What the running clusters impose, added to what `project` carries: each one's TLS and DCS
+/// keyspace, and the settings of etcd members that join a running cluster (clusters not running
+/// yet are left alone). Each probe asks the clusters the way the previous ones found them (the
+/// keyspace over the TLS found, the members over both). A command gathers this once, before it
+/// renders, and goes on with `project.with_live(..)`.
+pub async fn gather(project: &Project) -> Live {
+    let project = &project.with_live(gather_tls(project).await);
+    let project = &project.with_live(gather_dcs(project).await);
+    let mut live = project.live().clone();
     for cluster in project.inventory.clusters.values() {
         if let Some(change) = super::members::etcd::change(project, cluster).await {
             for (host, values) in super::members::etcd::joining_settings(project, cluster, &change)
             {
-                project.learn_live_host(&cluster.name, &host, values);
+                live = live.imposing_on_host(&cluster.name, &host, values);
             }
         }
     }
+    live
 }
 
-/// Whether each running cluster's etcd speaks TLS: one that answers only plain HTTP was rolled out
-/// without it and is kept that way (`tls.enabled` false), and this run's clients follow. Every
-/// command that talks to running clusters learns this first.
-pub async fn learn_tls(project: &Project) {
+/// Whether each running cluster's etcd speaks TLS, added to what `project` carries: one that
+/// answers only plain HTTP was rolled out without it and is kept that way (`tls.enabled` false),
+/// and this run's clients follow. Every command that talks to running clusters gathers this first.
+pub async fn gather_tls(project: &Project) -> Live {
+    let mut live = project.live().clone();
     if project.etcd_scheme() == "https" {
         let probes = project
             .inventory
@@ -57,14 +65,16 @@ pub async fn learn_tls(project: &Project) {
                 })
             });
         let learned = futures::future::join_all(probes).await;
-        project.learn_live(learned.into_iter().flatten());
+        live = live.imposing(learned.into_iter().flatten());
     }
-    if !project.tls_enabled() {
+    if !project.with_live(live.clone()).tls_enabled() {
         crate::tls::clear();
     }
+    live
 }
 
-async fn learn_dcs(project: &Project) {
+/// Each running cluster's DCS keyspace, added to what `project` carries.
+async fn gather_dcs(project: &Project) -> Live {
     let lookups = project
         .inventory
         .clusters
@@ -82,5 +92,8 @@ async fn learn_dcs(project: &Project) {
             })
         });
     let learned = futures::future::join_all(lookups).await;
-    project.learn_live(learned.into_iter().flatten());
+    project
+        .live()
+        .clone()
+        .imposing(learned.into_iter().flatten())
 }

@@ -63,7 +63,7 @@ pub async fn collect(
     let targets = crate::exec::targets(project, None);
     let (sessions, failed) = crate::exec::connect_all(&targets, &BTreeMap::new(), &masker).await;
     // The files pgstrap manages, rendered for each host's own release.
-    project.learn_releases(crate::exec::releases(&sessions).await);
+    let project = &project.with_releases(crate::exec::releases(&sessions).await);
     let desired = crate::render::desired_state(project, secrets, None)?;
     let mut collected = Collected::default();
     for (host, error) in &failed {

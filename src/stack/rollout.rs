@@ -133,8 +133,9 @@ pub async fn rollout(project: &Project, options: Options) -> Result<RolloutRepor
     stage(&options, "preflight: every host at once");
     // The desired state is rendered once, for each host's release: preflight judges it, the
     // engine applies it, over the connections opened here.
-    super::live::learn(project).await;
+    let project = &project.with_live(super::live::gather(project).await);
     let prepared = exec::prepare(project, &secrets, &options.engine).await?;
+    let project = &prepared.project.clone();
     if let Some((_, error)) = prepared.unreachable.first() {
         return Err(Error::failure(error.to_string(), error.hint.clone()));
     }
@@ -349,8 +350,9 @@ pub async fn preflight_problems(
 /// (no secret or certificate is written either). An unreachable host is a problem of its own.
 pub async fn preflight_only(project: &Project) -> Result<Vec<Problem>> {
     let secrets = project.secrets(true)?;
-    super::live::learn(project).await;
+    let project = &project.with_live(super::live::gather(project).await);
     let prepared = exec::prepare(project, &secrets, &exec::Options::default()).await?;
+    let project = &prepared.project.clone();
     let mut problems: Vec<Problem> = prepared
         .unreachable
         .iter()

@@ -183,7 +183,7 @@ impl Reach<'_> {
 pub async fn drill(project: &Project, options: &Options) -> Result<DrillReport> {
     let cluster = super::primary_cluster(project, options.cluster.as_deref())?;
     let secrets = project.secrets(false)?;
-    super::live::learn_tls(project).await;
+    let project = &project.with_live(super::live::gather_tls(project).await);
     let injector = injector(project, cluster, options)?;
     let vars = project.cluster_vars(cluster);
     let port = |key: &str| {

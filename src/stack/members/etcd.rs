@@ -487,9 +487,14 @@ pub async fn settle_joined(
     if joined.is_empty() {
         return Ok(());
     }
+    // Rendered as members that have joined: without what they needed to join. Only this render
+    // needs it (nothing later in a rollout renders etcd's files; a host runs one etcd, with one
+    // initial-cluster file).
+    let mut live = project.live().clone();
     for host in &joined {
-        project.forget_live_host(&cluster.name, host);
+        live = live.joined(&cluster.name, host);
     }
+    let project = &project.with_live(live);
     let desired = crate::render::desired_state(project, secrets, Some(&joined))?;
     for state in &desired.hosts {
         let Some(session) = open.get(&state.host) else {

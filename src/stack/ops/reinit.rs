@@ -75,7 +75,7 @@ pub async fn reinit(
         .ok_or_else(|| Error::failure(format!("no host {host}"), None))?;
     let session = crate::stack::connect_host(project, host, secrets).await?;
     // The major the host runs is its release's (15 on Debian 12): read, not assumed.
-    project.learn_releases(
+    let project = &project.with_releases(
         crate::exec::releases(&std::collections::BTreeMap::from([(
             host.to_owned(),
             session.clone(),

@@ -296,18 +296,19 @@ fn scope(project: &Project, cluster: Option<&str>, only: &[String]) -> Result<Ve
         .collect())
 }
 
-/// Plan the update: what changes on each host of the scope, in the order it will be done.
+/// Plan the update: what changes on each host of the scope, in the order it will be done; with
+/// the open sessions and the project that carries the hosts' releases, for the run.
 pub async fn plan(
     project: &Project,
     secrets: &Secrets,
     cluster: Option<&str>,
     only: &[String],
     reboot: bool,
-) -> Result<(UpdatePlan, BTreeMap<String, Session>)> {
+) -> Result<(UpdatePlan, BTreeMap<String, Session>, Project)> {
     let hosts = scope(project, cluster, only)?;
     let (sessions, texts) = simulate(project, secrets, &hosts).await?;
     // The roles' packages are those of each host's own release (PostgreSQL 15 on Debian 12).
-    project.learn_releases(crate::exec::releases(&sessions).await);
+    let project = &project.with_releases(crate::exec::releases(&sessions).await);
     let desired = crate::render::desired_state(project, secrets, Some(&hosts))?;
     let mut found: BTreeMap<String, (HostUpdate, Vec<String>)> = BTreeMap::new();
     for (host, text) in texts {
@@ -329,6 +330,7 @@ pub async fn plan(
             reboot,
         },
         sessions,
+        project.clone(),
     ))
 }
 

@@ -65,6 +65,8 @@ pub async fn passwords(project: &Project, options: Options) -> Result<RotateRepo
         ));
     }
     let prepared = crate::exec::prepare(project, &current, &engine).await?;
+    // What follows renders the roles' settings for the releases the hosts run.
+    let project = &prepared.project.clone();
     if let Some((host, error)) = prepared.unreachable.first() {
         return Err(Error::failure(
             format!("{host}: {error}"),
