@@ -25,6 +25,7 @@
 //! - `cli/`: one thin file per subcommand: parse, build options, call one library function.
 
 pub mod cli;
+pub mod clients;
 pub mod connect;
 pub mod error;
 pub mod exec;
@@ -59,6 +60,7 @@ pub const LAYERS: &[&[&str]] = &[
     &["project", "ops"],
     &["render"],
     &["exec"],
+    &["clients"],
     &["stack"],
     &["ui"],
     &["lab"],

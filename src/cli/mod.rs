@@ -159,7 +159,7 @@ pub enum Command {
 pub fn main() -> i32 {
     let cli = Cli::parse();
     crate::ui::init_logging(cli.verbose);
-    crate::stack::gate::on_progress(crate::ui::progress::line);
+    crate::clients::gate::on_progress(crate::ui::progress::line);
     let result = match cli.command {
         Command::Check(args) => check::run(args),
         Command::Render(args) => render::run(args),

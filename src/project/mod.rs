@@ -203,16 +203,6 @@ impl Project {
             .cloned()
     }
 
-    /// Transitional (removed once every caller names a [`Port`]): `key`'s port; `_default` is
-    /// ignored, the role's default applies.
-    pub fn cluster_port(&self, cluster: &Cluster, key: &str, _default: u16) -> u16 {
-        let port = Port::ALL
-            .into_iter()
-            .find(|p| p.key() == key)
-            .unwrap_or_else(|| panic!("`{key}` is not a port pgstrap knows"));
-        self.port(cluster, port)
-    }
-
     /// A port of a cluster, as its settings resolve it (the default is the role's, in
     /// `roles/<role>/defaults.yaml`: every [`Port`] has one, typed `port`, checked by a test).
     pub fn port(&self, cluster: &Cluster, port: Port) -> u16 {

@@ -61,3 +61,16 @@ pub fn router_id(project: &Project, cluster: &Cluster) -> u64 {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slot_names_follow_patronis_mapping() {
+        assert_eq!(patroni_slot("pg-x"), "pg_x");
+        assert_eq!(patroni_slot("PG1.dc2"), "pg1_dc2");
+        assert_eq!(patroni_slot("a+b"), "au0043b");
+        assert_eq!(patroni_slot(&"n".repeat(70)).len(), 63);
+    }
+}

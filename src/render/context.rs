@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use crate::error::Result;
 use crate::inventory::secrets::Secrets;
 use crate::inventory::{standby_slot, Cluster, Host};
-pub use crate::project::names::{member_hosts, member_name, patroni_slot, router_id};
+use crate::project::names::{member_name, router_id};
 use crate::project::Project;
 
 fn host_list(project: &Project, cluster: &Cluster, names: &[String], members: bool) -> Value {
@@ -254,18 +254,5 @@ impl Shared {
             inventory => self.inventory.clone(),
             pgstrap => self.pgstrap.clone(),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn slot_names_follow_patronis_mapping() {
-        assert_eq!(patroni_slot("pg-x"), "pg_x");
-        assert_eq!(patroni_slot("PG1.dc2"), "pg1_dc2");
-        assert_eq!(patroni_slot("a+b"), "au0043b");
-        assert_eq!(patroni_slot(&"n".repeat(70)).len(), 63);
     }
 }

@@ -5,7 +5,7 @@
 
 use serde_json::{json, Value};
 
-use super::patroni::Patroni;
+use crate::clients::patroni::Patroni;
 use crate::error::{Error, Result};
 use crate::inventory::Cluster;
 use crate::project::Project;
@@ -78,7 +78,7 @@ pub async fn restart_only(
     }
     let quoted: Vec<String> = names
         .iter()
-        .map(|n| super::postgres::quote_literal(n))
+        .map(|n| crate::clients::postgres::quote_literal(n))
         .collect();
     let client = super::verify::connect(address, port, secrets).await?;
     let rows = super::verify::rows(

@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-use super::etcd::Etcd;
+use crate::clients::etcd::Etcd;
 use crate::project::{Live, Project};
 
 /// What the running clusters impose, added to what `project` carries: each one's TLS and DCS
@@ -80,7 +80,7 @@ async fn gather_dcs(project: &Project) -> Live {
         .clusters
         .values()
         .map(|cluster| async move {
-            let dcs = super::patroni::initialized(project, cluster)
+            let dcs = crate::clients::patroni::initialized(project, cluster)
                 .await
                 .ok()
                 .flatten();

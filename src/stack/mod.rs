@@ -5,20 +5,14 @@ pub mod backup;
 pub mod dr;
 pub mod drill;
 pub mod dynamic_config;
-pub mod etcd;
-pub mod gate;
-pub mod haproxy;
 pub mod live;
 pub mod members;
 pub mod ops;
-pub mod patroni;
-pub mod postgres;
 pub mod preflight;
 pub mod report;
 pub mod restart;
 pub mod rollout;
 pub mod rotate;
-pub mod scram;
 pub mod status;
 pub mod switchover;
 pub mod verify;
@@ -65,7 +59,3 @@ pub fn primary_cluster<'a>(project: &'a Project, name: Option<&str>) -> Result<&
     }
     Ok(cluster)
 }
-
-/// One SSH connection to an inventory host: the engine's door (`exec::connect`), named here for
-/// the orchestrations that reach a host outside an engine run.
-pub use crate::exec::connect as connect_host;

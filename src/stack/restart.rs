@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::gate::{wait_for, Poll};
-use super::patroni::Patroni;
 use super::verify;
+use crate::clients::gate::{wait_for, Poll};
+use crate::clients::patroni::Patroni;
 use crate::error::{Error, Result};
 use crate::inventory::secrets::Secrets;
 use crate::inventory::Cluster;
@@ -320,7 +320,7 @@ pub async fn rolling_restart(
         }
         // Its replicas reconnect to it (PostgreSQL retries every few seconds): done when they
         // stream again.
-        let others: Vec<String> = crate::render::context::member_hosts(project, cluster)
+        let others: Vec<String> = crate::project::names::member_hosts(project, cluster)
             .into_iter()
             .filter(|(_, host)| host != leader)
             .map(|(member, _)| member)

@@ -20,12 +20,12 @@ use std::time::Duration;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::gate::{wait_for, Poll};
 use super::members;
-use super::patroni::Patroni;
-use super::postgres::{self, DefaultCluster};
 use super::preflight::{self, Problem};
 use super::verify::{self, VerifyReport};
+use crate::clients::gate::{wait_for, Poll};
+use crate::clients::patroni::Patroni;
+use crate::clients::postgres::{self, DefaultCluster};
 use crate::connect::{RemoteCommand, Session, Target};
 use crate::error::{Error, Result};
 use crate::exec;
@@ -545,7 +545,8 @@ async fn wait_etcd(project: &Project, cluster: &Cluster, options: &Options) -> R
         ),
     );
     let etcd =
-        super::etcd::wait_healthy(&endpoints, cluster.etcd.len(), options.gate_timeout).await?;
+        crate::clients::etcd::wait_healthy(&endpoints, cluster.etcd.len(), options.gate_timeout)
+            .await?;
     stage(
         options,
         format!(
@@ -699,7 +700,7 @@ impl ClusterRun<'_> {
         leader: &str,
         report: &mut RolloutReport,
     ) {
-        match super::etcd::keep_leader_off(endpoints, &self.project.address(leader)).await {
+        match crate::clients::etcd::keep_leader_off(endpoints, &self.project.address(leader)).await {
             Ok(Some(to)) => report.actions.push(self.action(
                 None,
                 format!("moved the etcd leadership to {to}, off the PostgreSQL primary's host (a power cut of that host then fails over one lease renewal sooner)"),
@@ -896,7 +897,7 @@ impl ClusterRun<'_> {
             .await
             .and_then(|v| v.leader().map(|m| m.name.clone()))
             .and_then(|member| {
-                crate::render::context::member_hosts(project, cluster).remove(&member)
+                crate::project::names::member_hosts(project, cluster).remove(&member)
             })
             .unwrap_or(leader);
         let archiving = match self.open.get(&leader) {
@@ -960,7 +961,7 @@ pub async fn removals(project: &Project, secrets: &Secrets) -> Vec<String> {
 fn leaving_lines(
     cluster: &Cluster,
     leaving: &[String],
-    view: &super::patroni::ClusterView,
+    view: &crate::clients::patroni::ClusterView,
 ) -> Vec<String> {
     let leader = view.leader().map(|m| m.name.clone()).unwrap_or_default();
     leaving
@@ -1062,7 +1063,7 @@ async fn plan_membership(project: &Project, cluster: &Cluster, patroni: &Patroni
             .iter()
             .filter(|h| {
                 project.inventory.hosts.get(*h).is_some_and(|host| {
-                    let name = crate::render::context::member_name(project, host, cluster);
+                    let name = crate::project::names::member_name(project, host, cluster);
                     !view.members.iter().any(|m| m.name == name)
                 })
             })
@@ -1212,7 +1213,7 @@ async fn wait_streaming(
     open: &BTreeMap<String, Session>,
     options: &Options,
 ) -> Result<String> {
-    let members = crate::render::context::member_hosts(project, cluster);
+    let members = crate::project::names::member_hosts(project, cluster);
     wait_for(
         &format!("every replica of {} to stream from its leader", cluster.name),
         options.gate_timeout,

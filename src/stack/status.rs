@@ -8,9 +8,9 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::etcd::{self, EtcdHealth};
-use super::patroni::{Member, Patroni};
 use super::verify::{self, Replication};
+use crate::clients::etcd::{self, EtcdHealth};
+use crate::clients::patroni::{Member, Patroni};
 use crate::connect::{RemoteCommand, Session};
 use crate::inventory::secrets::{Secret, Secrets};
 use crate::inventory::Cluster;
@@ -555,7 +555,7 @@ pub async fn status(project: &Project, secrets: &Secrets) -> Status {
         let waits_for_restore = match &cluster.restore_of {
             Some(source)
                 if matches!(
-                    crate::stack::patroni::initialized(project, cluster).await,
+                    crate::clients::patroni::initialized(project, cluster).await,
                     Ok(None)
                 ) =>
             {

@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::gate::{wait_for, Poll};
-use super::patroni::Patroni;
+use crate::clients::gate::{wait_for, Poll};
+use crate::clients::patroni::Patroni;
 use crate::error::{Error, Result};
 use crate::inventory::secrets::Secrets;
 use crate::inventory::Cluster;
@@ -52,7 +52,7 @@ pub async fn switchover(
     // Connected before the switchover: HAProxy is told the new primary the moment Patroni has
     // promoted it.
     let balancers = if cluster.vip.is_some() {
-        Some(super::haproxy::Balancers::open(project, cluster, secrets).await)
+        Some(crate::clients::haproxy::Balancers::open(project, cluster, secrets).await)
     } else {
         None
     };
@@ -118,7 +118,7 @@ fn candidate_member(
             .inventory
             .hosts
             .get(host)
-            .map(|h| crate::render::context::member_name(project, h, cluster))
+            .map(|h| crate::project::names::member_name(project, h, cluster))
     };
     match to {
         Some(host) if cluster.postgres.iter().any(|h| h == host) => Ok(member_of(host)),
@@ -176,7 +176,7 @@ pub(crate) async fn wait_new_primary(
     patroni: &Patroni,
     api_host: &str,
     old: Option<&str>,
-    balancers: Option<&super::haproxy::Balancers>,
+    balancers: Option<&crate::clients::haproxy::Balancers>,
 ) -> Result<String> {
     let rest_port = project.port(cluster, crate::project::Port::PatroniRestApi);
     let handed_over = tokio::sync::OnceCell::new();
@@ -248,14 +248,16 @@ pub(crate) async fn keep_etcd_leader_off(project: &Project, cluster: &Cluster, m
             .inventory
             .hosts
             .get(h.as_str())
-            .map(|host| crate::render::context::member_name(project, host, cluster))
+            .map(|host| crate::project::names::member_name(project, host, cluster))
             .as_deref()
             == Some(member)
     });
     if let Some(host) = host {
-        if let Err(e) =
-            super::etcd::keep_leader_off(&project.etcd_endpoints(cluster), &project.address(host))
-                .await
+        if let Err(e) = crate::clients::etcd::keep_leader_off(
+            &project.etcd_endpoints(cluster),
+            &project.address(host),
+        )
+        .await
         {
             tracing::debug!("etcd leadership left where it is: {e}");
         }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use tokio_postgres::{Client, SimpleQueryMessage};
 
-use super::patroni::Patroni;
+use crate::clients::patroni::Patroni;
 use crate::inventory::secrets::Secrets;
 use crate::project::Project;
 
@@ -221,7 +221,7 @@ impl ClusterChecks<'_> {
     /// etcd: every member healthy, with a leader.
     async fn etcd(&mut self) {
         let endpoints = self.project.etcd_endpoints(self.cluster);
-        match super::etcd::health(&endpoints).await {
+        match crate::clients::etcd::health(&endpoints).await {
             Ok(h) => self.add(
                 "etcd healthy",
                 h.all_healthy(self.cluster.etcd.len()),
@@ -237,7 +237,7 @@ impl ClusterChecks<'_> {
         let cluster = self.cluster;
         if cluster.restore_of.is_some()
             && matches!(
-                super::patroni::initialized(self.project, cluster).await,
+                crate::clients::patroni::initialized(self.project, cluster).await,
                 Ok(None)
             )
         {
@@ -257,7 +257,7 @@ impl ClusterChecks<'_> {
 
     /// Patroni: a leader (a standby leader in a standby cluster) and every member there. Returns
     /// the leader's address.
-    fn patroni_leader(&mut self, view: &super::patroni::ClusterView) -> Option<String> {
+    fn patroni_leader(&mut self, view: &crate::clients::patroni::ClusterView) -> Option<String> {
         let expected_leader = if self.cluster.standby_of.is_some() {
             "standby_leader"
         } else {
@@ -279,7 +279,11 @@ impl ClusterChecks<'_> {
     /// Every replica streams with bounded lag. Judged where it is known: the leader's
     /// pg_stat_replication (Patroni 3.0.2 reports replicas as `running` whatever their WAL
     /// receiver does).
-    async fn streaming(&mut self, view: &super::patroni::ClusterView, leader_host: Option<&str>) {
+    async fn streaming(
+        &mut self,
+        view: &crate::clients::patroni::ClusterView,
+        leader_host: Option<&str>,
+    ) {
         let bouncer_port = self.bouncer_port();
         let replicas: Vec<&str> = view
             .members
@@ -479,7 +483,7 @@ pub async fn standby_lag(
     port: u16,
     secrets: &Secrets,
 ) -> Result<Replication, String> {
-    let members = crate::render::context::member_hosts(project, standby);
+    let members = crate::project::names::member_hosts(project, standby);
     replication(vip, port, secrets)
         .await?
         .into_iter()

@@ -3,12 +3,12 @@
 
 use std::fmt::Write as _;
 
+use crate::clients::patroni::lsn_text;
 use crate::stack::ops::failover::{FailoverPlan, FailoverReport};
 use crate::stack::ops::history::History;
 use crate::stack::ops::maintenance::MaintenanceReport;
 use crate::stack::ops::reinit::ReinitReport;
 use crate::stack::ops::restart::RestartReport;
-use crate::stack::patroni::lsn_text;
 
 pub fn maintenance_text(r: &MaintenanceReport) -> String {
     let mut out = String::new();

@@ -213,7 +213,7 @@ pub async fn backup_now(
     kind: BackupType,
 ) -> Result<Taken> {
     let repository = repository_of(cluster)?;
-    let session = super::connect_host(project, repository, secrets).await?;
+    let session = crate::exec::connect(project, repository, secrets).await?;
     let state = info(&session, cluster).await;
     let result = match state {
         Ok(state) if !state.exists() => Err(Error::failure(
@@ -335,7 +335,7 @@ pub async fn status(
     bouncer_port: u16,
 ) -> Option<BackupStatus> {
     let repository = cluster.repository()?;
-    let (stanza, error) = match super::connect_host(project, repository, secrets).await {
+    let (stanza, error) = match crate::exec::connect(project, repository, secrets).await {
         Ok(session) => {
             let state = info(&session, cluster).await;
             session.close().await;

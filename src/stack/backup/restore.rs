@@ -22,13 +22,13 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::info::StanzaInfo;
+use crate::clients::gate::{wait_for, Poll};
+use crate::clients::postgres;
 use crate::connect::{RemoteCommand, Session};
 use crate::error::{Error, Result};
 use crate::inventory::secrets::Secrets;
 use crate::inventory::Cluster;
 use crate::project::Project;
-use crate::stack::gate::{wait_for, Poll};
-use crate::stack::postgres;
 use crate::stack::rollout::stage;
 
 /// How far a restore replays the WAL archive.
@@ -274,7 +274,7 @@ pub async fn restore(
     hosts.dedup();
     let connects = hosts
         .iter()
-        .map(|h| crate::stack::connect_host(project, h, secrets));
+        .map(|h| crate::exec::connect(project, h, secrets));
     let mut open = BTreeMap::new();
     let mut failed = None;
     for (host, session) in hosts.iter().zip(futures::future::join_all(connects).await) {
@@ -422,7 +422,7 @@ impl<'a> RestoreRun<'a> {
     /// etcd).
     async fn check_no_database(&self) -> Result<()> {
         let cluster = self.cluster;
-        match crate::stack::patroni::initialized(self.project, cluster).await {
+        match crate::clients::patroni::initialized(self.project, cluster).await {
             _ if self.in_place => Ok(()),
             Ok(None) => Ok(()),
             Ok(Some(_)) => Err(Error::usage(
@@ -678,12 +678,12 @@ async fn stop_cluster(
     cluster: &Cluster,
     open: &BTreeMap<String, Session>,
 ) -> Result<()> {
-    let patroni = crate::stack::patroni::Patroni::from_secrets(secrets)?;
+    let patroni = crate::clients::patroni::Patroni::from_secrets(secrets)?;
     let leader = patroni
         .view(project, cluster)
         .await
         .and_then(|v| v.leader().map(|m| m.name.clone()))
-        .and_then(|m| crate::render::context::member_hosts(project, cluster).remove(&m));
+        .and_then(|m| crate::project::names::member_hosts(project, cluster).remove(&m));
     let mut order: Vec<&String> = cluster
         .postgres
         .iter()
@@ -703,8 +703,8 @@ async fn stop_cluster(
             .await
             .map_err(|e| Error::failure(format!("{host}: {e}"), None))?;
     }
-    let prefix = crate::stack::patroni::dcs_key(project, cluster, "");
-    crate::stack::etcd::Etcd::new(&project.etcd_endpoints(cluster))
+    let prefix = crate::clients::patroni::dcs_key(project, cluster, "");
+    crate::clients::etcd::Etcd::new(&project.etcd_endpoints(cluster))
         .delete_prefix(&prefix)
         .await
         .map_err(|e| {

@@ -11,11 +11,11 @@ use serde_json::json;
 
 use super::fence::{self, Fence};
 use super::{pair, writes_land, Side, Step};
+use crate::clients::patroni::Patroni;
 use crate::error::{Error, Result};
 use crate::inventory::secrets::Secrets;
 use crate::inventory::Cluster;
 use crate::project::Project;
-use crate::stack::patroni::Patroni;
 
 /// What `dr promote --emergency-may-lose-data` did.
 #[derive(Debug, Clone, Serialize)]

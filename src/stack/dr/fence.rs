@@ -11,7 +11,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::super::etcd::Etcd;
+use crate::clients::etcd::Etcd;
 use crate::inventory::Cluster;
 use crate::project::Project;
 

@@ -15,9 +15,9 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use super::gate::{wait_for, Poll};
-use super::patroni::Patroni;
-use super::postgres::psql;
+use crate::clients::gate::{wait_for, Poll};
+use crate::clients::patroni::Patroni;
+use crate::clients::postgres::psql;
 use crate::connect::Session;
 use crate::error::{Error, Result};
 use crate::inventory::secrets::Secrets;
@@ -265,7 +265,7 @@ impl<'a> Side<'a> {
     async fn sql(&self, host: &str, sql: &str, what: &str) -> Result<String> {
         let mut sessions = self.sessions.lock().await;
         if !sessions.contains_key(host) {
-            let session = super::connect_host(self.project, host, self.secrets).await?;
+            let session = crate::exec::connect(self.project, host, self.secrets).await?;
             sessions.insert(host.to_owned(), session);
         }
         let session = &sessions[host];

@@ -8,10 +8,10 @@
 use std::collections::BTreeMap;
 
 use super::fence;
+use crate::clients::etcd::Etcd;
 use crate::connect::{shell_quote, RemoteCommand, Session};
 use crate::error::{Error, Result};
 use crate::project::Project;
-use crate::stack::etcd::Etcd;
 
 /// Prepare every fenced cluster the inventory now names a standby of the cluster that fenced
 /// it; what was done (cluster, what), for the report. A fenced cluster the inventory does not (yet) name so is
@@ -70,7 +70,7 @@ pub async fn prepare_fenced(
                 moved.push(format!("{host}: {aside}"));
             }
         }
-        let prefix = crate::stack::patroni::dcs_key(project, cluster, "");
+        let prefix = crate::clients::patroni::dcs_key(project, cluster, "");
         Etcd::new(&project.etcd_endpoints(cluster))
             .delete_prefix(&prefix)
             .await

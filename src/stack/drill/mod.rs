@@ -17,9 +17,9 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::gate::{wait_for, Poll};
-use super::patroni::Patroni;
-use super::postgres::psql;
+use crate::clients::gate::{wait_for, Poll};
+use crate::clients::patroni::Patroni;
+use crate::clients::postgres::psql;
 use crate::connect::{RemoteCommand, Session};
 use crate::error::{Error, Result};
 use crate::inventory::secrets::Secrets;
@@ -117,7 +117,7 @@ struct Reach<'a> {
 }
 
 impl Reach<'_> {
-    async fn view(&self) -> Option<super::patroni::ClusterView> {
+    async fn view(&self) -> Option<crate::clients::patroni::ClusterView> {
         self.patroni.view(self.project, self.cluster).await
     }
 
@@ -129,7 +129,7 @@ impl Reach<'_> {
     }
 
     async fn session(&self, host: &str) -> Result<Session> {
-        super::connect_host(self.project, host, &self.secrets).await
+        crate::exec::connect(self.project, host, &self.secrets).await
     }
 
     /// A leader, every member running, every replica streaming from the leader, and every etcd
@@ -139,9 +139,9 @@ impl Reach<'_> {
     /// fine. A drill started meanwhile measures a cluster with one etcd member short: a power
     /// cut of another host then takes etcd's quorum and a new etcd leader renews every lease
     /// (seen: 30.5 s).
-    async fn converged(&self) -> Poll<(String, super::patroni::ClusterView)> {
+    async fn converged(&self) -> Poll<(String, crate::clients::patroni::ClusterView)> {
         let etcd_members = self.cluster.etcd.len();
-        match super::etcd::health(&self.project.etcd_endpoints(self.cluster)).await {
+        match crate::clients::etcd::health(&self.project.etcd_endpoints(self.cluster)).await {
             Ok(health) if health.all_healthy(etcd_members) => {}
             Ok(health) => return Poll::NotYet(format!("etcd: {}", health.describe())),
             Err(e) => return Poll::NotYet(format!("etcd: {e}")),
@@ -198,7 +198,7 @@ pub async fn drill(project: &Project, options: &Options) -> Result<DrillReport> 
         )
     })?;
     super::ops::maintenance::refuse_when_paused(project, &secrets, cluster, "a drill").await?;
-    let hosts_by_member = crate::render::context::member_hosts(project, cluster);
+    let hosts_by_member = crate::project::names::member_hosts(project, cluster);
     let reach = Reach {
         project,
         cluster,
@@ -385,7 +385,10 @@ async fn fault_and_converge(
     injector: &Injector,
     fault_hosts: &[String],
     epoch: Instant,
-) -> (Duration, Result<(String, super::patroni::ClusterView)>) {
+) -> (
+    Duration,
+    Result<(String, crate::clients::patroni::ClusterView)>,
+) {
     let mut sessions = Vec::new();
     let outcome = run_fault(options, reach, injector, fault_hosts, &mut sessions).await;
     let healed_at = epoch.elapsed();
@@ -507,7 +510,7 @@ async fn fault_hosts(
     project: &Project,
 ) -> Result<Vec<String>> {
     let etcd_leader_first = || async {
-        let health = super::etcd::health(&project.etcd_endpoints(cluster))
+        let health = crate::clients::etcd::health(&project.etcd_endpoints(cluster))
             .await
             .map_err(|e| Error::failure(e, None))?;
         let leader_address = health
@@ -611,7 +614,7 @@ async fn check_members(
     reach: &Reach<'_>,
     target: &client::Target,
     leader: &str,
-    view: &super::patroni::ClusterView,
+    view: &crate::clients::patroni::ClusterView,
     logs: &[client::ClientLog],
     report: &mut DrillReport,
 ) -> Result<()> {

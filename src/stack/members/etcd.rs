@@ -8,12 +8,12 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::clients::etcd::{Etcd, RawMember};
+use crate::clients::gate::{wait_for, Poll};
 use crate::connect::{RemoteCommand, Session};
 use crate::error::{Error, Result};
 use crate::inventory::Cluster;
 use crate::project::Project;
-use crate::stack::etcd::{Etcd, RawMember};
-use crate::stack::gate::{wait_for, Poll};
 
 /// What a running etcd cluster needs to match the inventory.
 #[derive(Debug, Clone, Default)]
@@ -148,7 +148,7 @@ pub async fn change(project: &Project, cluster: &Cluster) -> Option<Change> {
         })
         .collect();
     if !change.leave.is_empty() {
-        if let Ok(health) = crate::stack::etcd::health(&project.etcd_endpoints(cluster)).await {
+        if let Ok(health) = crate::clients::etcd::health(&project.etcd_endpoints(cluster)).await {
             change.down = change
                 .leave
                 .iter()
@@ -210,7 +210,7 @@ pub async fn refuse_unsafe(
     open: &BTreeMap<String, Session>,
 ) -> Result<()> {
     if !change.leave.is_empty() {
-        let health = crate::stack::etcd::health(&project.etcd_endpoints(cluster))
+        let health = crate::clients::etcd::health(&project.etcd_endpoints(cluster))
             .await
             .map_err(|e| Error::failure(e, None))?;
         let leaving: Vec<String> = change.leave.iter().map(|m| format!("{:x}", m.id)).collect();

@@ -7,13 +7,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::clients::etcd::Etcd;
+use crate::clients::patroni::{dcs_key, ClusterView, Patroni};
 use crate::connect::{RemoteCommand, Session};
 use crate::error::{Error, Result};
 use crate::inventory::secrets::Secrets;
 use crate::inventory::Cluster;
 use crate::project::Project;
-use crate::stack::etcd::Etcd;
-use crate::stack::patroni::{dcs_key, ClusterView, Patroni};
 
 /// The Patroni members of `cluster` the inventory no longer lists, with the live view.
 pub async fn leaving_db_members(
@@ -26,7 +26,7 @@ pub async fn leaving_db_members(
         .postgres
         .iter()
         .filter_map(|h| project.inventory.hosts.get(h))
-        .map(|h| crate::render::context::member_name(project, h, cluster))
+        .map(|h| crate::project::names::member_name(project, h, cluster))
         .collect();
     let leaving = view
         .members
@@ -79,7 +79,7 @@ pub async fn prepare_departures(
         }
         let to = cluster.postgres.iter().find(|h| {
             project.inventory.hosts.get(*h).is_some_and(|host| {
-                let name = crate::render::context::member_name(project, host, cluster);
+                let name = crate::project::names::member_name(project, host, cluster);
                 view.members
                     .iter()
                     .any(|m| m.name == name && m.role == "replica" && m.state != "stopped")
@@ -250,7 +250,7 @@ async fn wait_member_gone(project: &Project, host: &str, patroni: &Patroni) -> R
             tracing::debug!("{host}: could not delete {key}: {e}; it expires after the ttl");
         }
     }
-    crate::stack::gate::wait_for(
+    crate::clients::gate::wait_for(
         &format!("{host} to leave Patroni's member list"),
         std::time::Duration::from_secs(90),
         std::time::Duration::from_millis(500),
@@ -261,8 +261,8 @@ async fn wait_member_gone(project: &Project, host: &str, patroni: &Patroni) -> R
                 .into_iter()
                 .next()
             {
-                Some((_, _, view)) => crate::stack::gate::Poll::NotYet(view.describe()),
-                None => crate::stack::gate::Poll::Ready(()),
+                Some((_, _, view)) => crate::clients::gate::Poll::NotYet(view.describe()),
+                None => crate::clients::gate::Poll::Ready(()),
             }
         },
     )

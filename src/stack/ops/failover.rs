@@ -10,11 +10,11 @@ use std::time::Instant;
 use serde::Serialize;
 
 use super::Reached;
+use crate::clients::patroni::lsn_text;
 use crate::error::{Error, Result};
 use crate::inventory::secrets::Secrets;
 use crate::inventory::Cluster;
 use crate::project::Project;
-use crate::stack::patroni::lsn_text;
 
 /// A member as the failover sees it.
 #[derive(Debug, Clone, Serialize)]
@@ -201,9 +201,11 @@ async fn candidate(
 
 /// The last WAL position the leader published: Patroni's `status` key in etcd (`optime`).
 async fn leader_optime(project: &Project, cluster: &Cluster) -> Option<u64> {
-    let etcd = crate::stack::etcd::Etcd::new(&project.etcd_endpoints(cluster));
+    let etcd = crate::clients::etcd::Etcd::new(&project.etcd_endpoints(cluster));
     let status = etcd
-        .get(&crate::stack::patroni::dcs_key(project, cluster, "status"))
+        .get(&crate::clients::patroni::dcs_key(
+            project, cluster, "status",
+        ))
         .await
         .ok()??;
     serde_json::from_str::<serde_json::Value>(&status)
@@ -225,7 +227,7 @@ pub async fn failover(
         .map(|c| c.member.clone())
         .ok_or_else(|| Error::failure(format!("{} is not a candidate", plan.to), None))?;
     let balancers = if cluster.vip.is_some() {
-        Some(crate::stack::haproxy::Balancers::open(project, cluster, secrets).await)
+        Some(crate::clients::haproxy::Balancers::open(project, cluster, secrets).await)
     } else {
         None
     };

@@ -4,11 +4,11 @@
 use serde::Serialize;
 
 use super::Reached;
+use crate::clients::patroni::Switch;
 use crate::error::{Error, Result};
 use crate::inventory::secrets::Secrets;
 use crate::inventory::Cluster;
 use crate::project::Project;
-use crate::stack::patroni::Switch;
 
 #[derive(Debug, Serialize)]
 pub struct History {

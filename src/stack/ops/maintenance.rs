@@ -8,11 +8,11 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::Reached;
+use crate::clients::gate::{wait_for, Poll};
 use crate::error::{Error, Result};
 use crate::inventory::secrets::Secrets;
 use crate::inventory::Cluster;
 use crate::project::Project;
-use crate::stack::gate::{wait_for, Poll};
 
 #[derive(Debug, Serialize)]
 pub struct MaintenanceReport {

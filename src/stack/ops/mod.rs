@@ -21,11 +21,11 @@ pub mod reinit;
 pub mod restart;
 pub mod update;
 
+use crate::clients::patroni::{ClusterView, Patroni};
 use crate::error::{Error, Result};
 use crate::inventory::secrets::Secrets;
 use crate::inventory::Cluster;
 use crate::project::Project;
-use crate::stack::patroni::{ClusterView, Patroni};
 
 /// A cluster's Patroni, reached through the first member that answers: the client, that
 /// member's host and the cluster as it saw it.
@@ -66,7 +66,7 @@ impl Reached {
 
 /// The inventory host whose Patroni member is `member`, among `cluster`'s DB hosts.
 pub(crate) fn host_of_member(project: &Project, cluster: &Cluster, member: &str) -> Option<String> {
-    crate::render::context::member_hosts(project, cluster)
+    crate::project::names::member_hosts(project, cluster)
         .get(member)
         .cloned()
 }
@@ -75,7 +75,7 @@ pub(crate) fn host_of_member(project: &Project, cluster: &Cluster, member: &str)
 pub(crate) fn member_of_host(project: &Project, cluster: &Cluster, host: &str) -> Result<String> {
     match project.inventory.hosts.get(host) {
         Some(h) if cluster.postgres.iter().any(|p| p == host) => {
-            Ok(crate::render::context::member_name(project, h, cluster))
+            Ok(crate::project::names::member_name(project, h, cluster))
         }
         _ => Err(Error::usage(
             format!(

@@ -73,7 +73,7 @@ pub async fn reinit(
         .hosts
         .get(host)
         .ok_or_else(|| Error::failure(format!("no host {host}"), None))?;
-    let session = crate::stack::connect_host(project, host, secrets).await?;
+    let session = crate::exec::connect(project, host, secrets).await?;
     // The major the host runs is its release's (15 on Debian 12): read, not assumed.
     let project = &project.with_releases(
         crate::exec::releases(&std::collections::BTreeMap::from([(
@@ -96,10 +96,10 @@ pub async fn reinit(
         }
     };
     systemctl("stop").await?;
-    let moved = crate::stack::postgres::move_aside(&session, &data_dir, &aside, &version).await?;
+    let moved = crate::clients::postgres::move_aside(&session, &data_dir, &aside, &version).await?;
     systemctl("start").await?;
 
-    let patroni = crate::stack::patroni::Patroni::from_secrets(secrets)?;
+    let patroni = crate::clients::patroni::Patroni::from_secrets(secrets)?;
     crate::stack::restart::wait_streaming_from_leader(
         project,
         cluster,

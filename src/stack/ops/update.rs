@@ -342,7 +342,7 @@ async fn simulate(
     hosts: &[String],
 ) -> Result<(BTreeMap<String, Session>, Vec<(String, String)>)> {
     let connects = hosts.iter().map(|host| async move {
-        let session = crate::stack::connect_host(project, host, secrets).await?;
+        let session = crate::exec::connect(project, host, secrets).await?;
         let output = session
             .run(&RemoteCommand::stdin_script(
                 PLAN_SCRIPT.to_owned(),
@@ -460,7 +460,7 @@ async fn order(
         .collect();
     let mut leaders = BTreeSet::new();
     for cluster in inventory.clusters.values() {
-        if let Ok(health) = crate::stack::etcd::health(&project.etcd_endpoints(cluster)).await {
+        if let Ok(health) = crate::clients::etcd::health(&project.etcd_endpoints(cluster)).await {
             leaders.extend(health.leader);
         }
     }
@@ -486,7 +486,7 @@ async fn order(
 
 async fn leader_host(project: &Project, cluster: &crate::inventory::Cluster) -> Option<String> {
     let patroni =
-        crate::stack::patroni::Patroni::from_secrets(&project.secrets(false).ok()?).ok()?;
+        crate::clients::patroni::Patroni::from_secrets(&project.secrets(false).ok()?).ok()?;
     let view = patroni.view(project, cluster).await?;
     super::host_of_member(project, cluster, &view.leader()?.name)
 }
@@ -743,9 +743,9 @@ async fn restart_one(
             for cluster in clusters.iter().filter(|c| c.etcd.iter().any(|h| h == host)) {
                 let endpoints = project.etcd_endpoints(cluster);
                 let _ =
-                    crate::stack::etcd::keep_leader_off(&endpoints, &project.address(host)).await;
+                    crate::clients::etcd::keep_leader_off(&endpoints, &project.address(host)).await;
                 hosts.systemctl(host, "restart", "etcd").await?;
-                crate::stack::etcd::wait_healthy(&endpoints, cluster.etcd.len(), timeout).await?;
+                crate::clients::etcd::wait_healthy(&endpoints, cluster.etcd.len(), timeout).await?;
             }
         }
         Restart::Pgbackrest => hosts.systemctl(host, "restart", "pgbackrest").await?,
@@ -826,7 +826,7 @@ async fn reboot_one(
     let address = project.address(host);
     for cluster in clusters.iter().filter(|c| c.etcd.iter().any(|h| h == host)) {
         let _ =
-            crate::stack::etcd::keep_leader_off(&project.etcd_endpoints(cluster), &address).await;
+            crate::clients::etcd::keep_leader_off(&project.etcd_endpoints(cluster), &address).await;
     }
     let started = Instant::now();
     let result = async {
@@ -841,23 +841,23 @@ async fn reboot_one(
         if let Some(old) = hosts.sessions.remove(host) {
             old.close().await;
         }
-        let session = crate::stack::gate::wait_for(
+        let session = crate::clients::gate::wait_for(
             &format!("{host} to boot again"),
             timeout,
             Duration::from_secs(1),
             &format!("see the console of {host}; `pgstrap update` resumes with it once it runs"),
             || async {
-                let session = match crate::stack::connect_host(project, host, secrets).await {
+                let session = match crate::exec::connect(project, host, secrets).await {
                     Ok(s) => s,
-                    Err(e) => return crate::stack::gate::Poll::NotYet(e.to_string()),
+                    Err(e) => return crate::clients::gate::Poll::NotYet(e.to_string()),
                 };
                 match boot_id(&session).await {
-                    Ok(id) if id != before => crate::stack::gate::Poll::Ready(session),
+                    Ok(id) if id != before => crate::clients::gate::Poll::Ready(session),
                     Ok(_) => {
                         session.close().await;
-                        crate::stack::gate::Poll::NotYet("not rebooted yet".into())
+                        crate::clients::gate::Poll::NotYet("not rebooted yet".into())
                     }
-                    Err(e) => crate::stack::gate::Poll::NotYet(e),
+                    Err(e) => crate::clients::gate::Poll::NotYet(e),
                 }
             },
         )
@@ -875,7 +875,7 @@ async fn drain(
     project: &Project,
     secrets: &Secrets,
     host: &str,
-) -> Result<Vec<(crate::stack::haproxy::Balancers, String)>> {
+) -> Result<Vec<(crate::clients::haproxy::Balancers, String)>> {
     let mut drained = Vec::new();
     for cluster in project
         .inventory
@@ -884,7 +884,7 @@ async fn drain(
         .filter(|c| c.postgres.iter().any(|h| h == host))
     {
         let member = super::member_of_host(project, cluster, host)?;
-        let balancers = crate::stack::haproxy::Balancers::open(project, cluster, secrets).await;
+        let balancers = crate::clients::haproxy::Balancers::open(project, cluster, secrets).await;
         balancers.set_state("replicas", &member, "drain").await;
         drained.push((balancers, member));
     }
@@ -892,7 +892,7 @@ async fn drain(
 }
 
 /// Back in the read port (its health checks decide again).
-async fn undrain(drained: Vec<(crate::stack::haproxy::Balancers, String)>) {
+async fn undrain(drained: Vec<(crate::clients::haproxy::Balancers, String)>) {
     for (balancers, member) in drained {
         balancers.set_state("replicas", &member, "ready").await;
         balancers.close().await;
@@ -908,7 +908,7 @@ async fn back_in_service(
 ) -> Result<()> {
     for cluster in project.inventory.clusters.values() {
         if cluster.etcd.iter().any(|h| h == host) {
-            crate::stack::etcd::wait_healthy(
+            crate::clients::etcd::wait_healthy(
                 &project.etcd_endpoints(cluster),
                 cluster.etcd.len(),
                 timeout,
@@ -941,7 +941,7 @@ async fn replica_in_service(
     timeout: Duration,
 ) -> Result<()> {
     // The client alone: the gate polls the member itself (no view of the cluster needed first).
-    let patroni = crate::stack::patroni::Patroni::from_secrets(secrets)?;
+    let patroni = crate::clients::patroni::Patroni::from_secrets(secrets)?;
     crate::stack::restart::restart_replica(project, cluster, secrets, &patroni, host, mode, timeout)
         .await
         .map(|_| ())
@@ -949,7 +949,7 @@ async fn replica_in_service(
 
 /// Gate: `address:port` accepts TCP connections.
 async fn wait_tcp(address: &str, port: u16, timeout: Duration) -> Result<()> {
-    crate::stack::gate::wait_for(
+    crate::clients::gate::wait_for(
         &format!("{address}:{port} to accept connections"),
         timeout,
         Duration::from_millis(200),
@@ -961,9 +961,9 @@ async fn wait_tcp(address: &str, port: u16, timeout: Duration) -> Result<()> {
             )
             .await
             {
-                Ok(Ok(_)) => crate::stack::gate::Poll::Ready(()),
-                Ok(Err(e)) => crate::stack::gate::Poll::NotYet(e.to_string()),
-                Err(_) => crate::stack::gate::Poll::NotYet("timed out".into()),
+                Ok(Ok(_)) => crate::clients::gate::Poll::Ready(()),
+                Ok(Err(e)) => crate::clients::gate::Poll::NotYet(e.to_string()),
+                Err(_) => crate::clients::gate::Poll::NotYet("timed out".into()),
             }
         },
     )

@@ -13,11 +13,11 @@
 //! 4. the rollout brings every host's configuration to the new values (Patroni, PgBouncer and
 //!    keepalived reloaded, on every host at once), then verifies with real clients.
 
+use crate::clients::{patroni::Patroni, postgres, scram};
 use crate::error::{Error, Result};
 use crate::inventory::secrets::{self, KNOWN};
 use crate::project::Project;
 use crate::stack::rollout::{self, RolloutReport};
-use crate::stack::{patroni::Patroni, postgres, scram};
 
 /// The secrets that are a PostgreSQL role's password, with the setting naming the role.
 const DATABASE_ROLES: &[(&str, &str)] = &[
@@ -188,7 +188,7 @@ async fn leader_host(
     let leader = view
         .leader()
         .ok_or_else(|| Error::failure(format!("cluster {}: no leader now", cluster.name), None))?;
-    crate::render::context::member_hosts(project, cluster)
+    crate::project::names::member_hosts(project, cluster)
         .remove(&leader.name)
         .ok_or_else(|| {
             Error::failure(

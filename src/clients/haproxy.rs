@@ -20,7 +20,7 @@ impl Balancers {
     /// (its health checks still converge on their own).
     pub async fn open(project: &Project, cluster: &Cluster, secrets: &Secrets) -> Self {
         let connects = cluster.balancers.iter().map(|host| async move {
-            super::connect_host(project, host, secrets)
+            crate::exec::connect(project, host, secrets)
                 .await
                 .ok()
                 .map(|session| (host.clone(), session))
