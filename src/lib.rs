@@ -1,27 +1,35 @@
 //! pgstrap: one inventory file → a running, verified, highly available PostgreSQL cluster.
 //!
-//! Map of the codebase (to change X, start in Y):
+//! Map of the codebase (to change X, start in Y), lowest layer first ([`LAYERS`]; a test checks
+//! that no module uses one of its own layer or above):
 //!
-//! - `inventory/`: the YAML inventory. Raw serde structs (unknown keys rejected) are turned into a
-//!   validated [`inventory::Inventory`]; every cross-check lives in `inventory/validate.rs`; the ONE
-//!   variable-precedence function is [`inventory::vars::resolve`]; secrets in `inventory/secrets.rs`.
-//! - `role/`: role manifests (`roles/<name>/role.yaml`, data, not code), their defaults, and the
-//!   type of every setting (`role/types.rs`, declared beside each default, checked on load).
-//! - `render/`: the template engine (minijinja, strict undefined), template lookup
-//!   (inventory override dir → embedded), the template context, and [`render::desired_state`]:
-//!   inventory → the desired state of every host; `render/output.rs` writes `render --out`
-//!   without following links.
-//! - `state.rs`: the desired-state types the engine consumes (packages, files, services…).
-//! - `connect/`: SSH connections (system OpenSSH via the `openssh` crate) and the local shell.
-//! - `facts/`: each fact is a command plus a pure parser tested on captured output.
+//! - `text.rs`: the rule of what may go on one line of a configuration file.
+//! - `secret.rs`: secret values that never print, the masker, secret-holding file writes.
+//! - `settings/`: the precedence layers and the ONE resolving function ([`settings::vars::resolve`]),
+//!   the type of every setting (`types.rs`, declared beside each role default), how YAML is read.
+//! - `error.rs`: errors a user can act on; `state.rs`: the desired-state types the engine consumes.
+//! - `role/`: role manifests (`roles/<name>/role.yaml`, data, not code), embedded and found in
+//!   phase order; their defaults and per-release layers.
+//! - `tls/`: the inventory's CA and the certificates pgstrap issues, and pgstrap's TLS clients.
+//! - `connect/`: SSH connections (system OpenSSH via the `openssh` crate): addresses and options,
+//!   no inventory.
+//! - `inventory/`: the YAML inventory, validated (`validate.rs`: every check of the inventory on
+//!   its own); secrets' sources and store (`secrets.rs`).
+//! - `facts/`: each fact is a command plus a pure parser tested on captured output; one facts
+//!   script, one os-release reader.
+//! - `project/`: an inventory with role defaults, releases, live state (`live.rs`, a value
+//!   gathered once per command), secrets and TLS policy; names derived from settings
+//!   (`names.rs`); the checks that need resolved settings (`checks.rs`); typed ports.
 //! - `ops/`: primitives: plan(desired, facts) → no change (with a reason) or a change.
-//! - `exec/`: per-host runner, parallelism across hosts, ordered phases, events, health gates.
-//! - `stack/`: the HA order and day-2 orchestrations built on the engine.
+//! - `render/`: templates (override dir → embedded), the template context, and
+//!   [`render::desired_state`]: project → the desired state of every host.
+//! - `exec/`: the engine and the one door to the hosts: sessions, per-host runs in parallel,
+//!   ordered phases, events, the identity guard.
+//! - `clients/`: Patroni, etcd, PostgreSQL, HAProxy, SCRAM clients and the polling gate.
+//! - `stack/`: the orchestrations (rollout, members, dr, drill, backup, ops, rotate…), each in its
+//!   own folder; its `mod.rs` lists them.
+//! - `ui/`: the only code that prints: progress, summaries, diffs, status tables.
 //! - `lab/`: `pgstrap lab`: real systemd hosts in systemd-nspawn containers on this machine.
-//! - `tls/`: the inventory's CA and the certificates pgstrap issues (`tls/pki.rs`), and the one
-//!   TLS client configuration pgstrap's own HTTP and PostgreSQL connections use.
-//! - `text.rs`: the rule of what may go on one line of a configuration file (a leaf).
-//! - `ui/`: the only code that prints to the terminal: progress, summaries, diffs.
 //! - `cli/`: one thin file per subcommand: parse, build options, call one library function.
 
 pub mod cli;

@@ -39,7 +39,7 @@ pub fn run(args: Args) -> Result<i32> {
     ) {
         return Err(super::declined());
     }
-    let report = super::block_on(crate::stack::switchover::switchover(
+    let report = super::block_on(crate::stack::ops::switchover::switchover(
         &project,
         &secrets,
         args.cluster.as_deref(),

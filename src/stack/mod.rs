@@ -1,20 +1,33 @@
-//! The HA stack on top of the engine: the rollout order and its health gates, verification with
-//! real clients, and (later) the day-2 orchestrations: membership changes and the DR standby.
+//! The orchestrations: named code over the engine (`exec`, the one door to the hosts) and the
+//! shared clients (`clients`). Each lives in its own folder or file; to change X, start in:
+//!
+//! - `rollout/`: `apply` and `plan`'s cluster steps — preflight, the engine run, etcd's gate, the
+//!   Patroni leader then replicas (`cluster.rs`), the dynamic configuration, PgBouncer's auth,
+//!   the VIP; what `plan` shows beyond files (`plan.rs`).
+//! - `members/`: etcd, DB and balancer membership changed by editing the inventory.
+//! - `dr/`: the DR standby cluster: planned and emergency promotion, fencing, rebuild.
+//! - `drill/`: failure drills with clients writing through the VIP, their faults and verdicts.
+//! - `backup/`: pgBackRest: stanzas, backups on demand, backup info, restores and PITR.
+//! - `ops/`: the day-to-day verbs: switchover, failover, restart, reinit, pause/resume,
+//!   history, update.
+//! - `rotate/`: secret and certificate rotation.
+//! - `restart.rs`: rolling restarts (replicas, a switchover, the old primary), shared by `apply
+//!   --rolling-restart` and the verbs.
+//! - `verify.rs`: verification with real clients (also the `verify` command).
+//! - `status.rs`, `report.rs`: what `status` shows and the `report` bundle.
+//! - `live.rs`: what the running clusters impose, gathered once per command.
 
 pub mod backup;
 pub mod dr;
 pub mod drill;
-pub mod dynamic_config;
 pub mod live;
 pub mod members;
 pub mod ops;
-pub mod preflight;
 pub mod report;
 pub mod restart;
 pub mod rollout;
 pub mod rotate;
 pub mod status;
-pub mod switchover;
 pub mod verify;
 
 use crate::error::{Error, Result};

@@ -340,9 +340,13 @@ pub async fn rolling_restart(
                     None,
                 )
             })?;
-        let switched =
-            super::switchover::switchover(project, secrets, Some(&cluster.name), Some(candidate))
-                .await?;
+        let switched = crate::stack::ops::switchover::switchover(
+            project,
+            secrets,
+            Some(&cluster.name),
+            Some(candidate),
+        )
+        .await?;
         done.push(format!(
             "switched over {} → {} ({:.1} s)",
             switched.from, switched.to, switched.seconds

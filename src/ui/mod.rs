@@ -139,7 +139,7 @@ pub fn eprint(text: &str) {
 }
 
 /// The one line a switchover prints.
-pub fn switchover_text(report: &crate::stack::switchover::SwitchoverReport) -> String {
+pub fn switchover_text(report: &crate::stack::ops::switchover::SwitchoverReport) -> String {
     format!(
         "switched over cluster {}: {} → {} in {:.1}s (writes land on the new primary)",
         report.cluster, report.from, report.to, report.seconds
@@ -199,7 +199,10 @@ pub fn report_text(
 }
 
 /// `pgstrap preflight`: every problem (error or warning, with its hint), then the verdict.
-pub fn preflight_text(problems: &[crate::stack::preflight::Problem], hosts: usize) -> String {
+pub fn preflight_text(
+    problems: &[crate::stack::rollout::preflight::Problem],
+    hosts: usize,
+) -> String {
     use std::fmt::Write;
     let mut out = String::new();
     for problem in problems {

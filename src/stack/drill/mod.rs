@@ -551,7 +551,7 @@ async fn run_fault(
     use fault::Fault;
     let fault = match options.scenario {
         Scenario::Switchover => {
-            super::switchover::switchover(
+            crate::stack::ops::switchover::switchover(
                 reach.project,
                 &reach.secrets,
                 Some(&reach.cluster.name),

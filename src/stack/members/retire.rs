@@ -94,9 +94,13 @@ pub async fn prepare_departures(
                 Some("add the new members first (one apply), then remove the old ones (a second apply)".into()),
             ));
         };
-        let report =
-            crate::stack::switchover::switchover(project, secrets, Some(&cluster.name), Some(to))
-                .await?;
+        let report = crate::stack::ops::switchover::switchover(
+            project,
+            secrets,
+            Some(&cluster.name),
+            Some(to),
+        )
+        .await?;
         done.push(format!(
             "{}: the leaving leader {} handed over to {} ({:.1} s until writes land)",
             cluster.name, report.from, report.to, report.seconds

@@ -240,7 +240,7 @@ pub async fn failover(
         .map_err(|e| Error::failure(format!("failover refused: {e}"), None));
     let new_leader = match requested {
         Ok(()) => {
-            crate::stack::switchover::wait_new_primary(
+            crate::stack::ops::switchover::wait_new_primary(
                 project,
                 cluster,
                 secrets,
@@ -257,7 +257,7 @@ pub async fn failover(
         balancers.close().await;
     }
     let new_leader = new_leader?;
-    crate::stack::switchover::keep_etcd_leader_off(project, cluster, &new_leader).await;
+    crate::stack::ops::switchover::keep_etcd_leader_off(project, cluster, &new_leader).await;
     Ok(FailoverReport {
         plan,
         new_leader,

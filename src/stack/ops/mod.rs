@@ -19,6 +19,7 @@ pub mod history;
 pub mod maintenance;
 pub mod reinit;
 pub mod restart;
+pub mod switchover;
 pub mod update;
 
 use crate::clients::patroni::{ClusterView, Patroni};

@@ -712,7 +712,7 @@ async fn switch_away(
                 .take_while(|h| **h != update.host)
                 .find(|h| cluster.postgres.contains(h))
                 .or_else(|| cluster.postgres.iter().find(|h| **h != update.host));
-            let switched = crate::stack::switchover::switchover(
+            let switched = crate::stack::ops::switchover::switchover(
                 project,
                 secrets,
                 Some(&cluster.name),

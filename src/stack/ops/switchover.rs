@@ -28,14 +28,14 @@ pub async fn switchover(
     cluster: Option<&str>,
     to: Option<&str>,
 ) -> Result<SwitchoverReport> {
-    let cluster = super::primary_cluster(project, cluster)?;
+    let cluster = crate::stack::primary_cluster(project, cluster)?;
     let candidate = candidate_member(project, cluster, to)?;
-    let super::ops::Reached {
+    let super::Reached {
         patroni,
         api_host,
         view,
         rest_port,
-    } = super::ops::Reached::new(project, secrets, cluster).await?;
+    } = super::Reached::new(project, secrets, cluster).await?;
     let leader = view.leader().map(|m| m.name.clone()).ok_or_else(|| {
         Error::failure(format!("cluster {} has no leader now", cluster.name), None)
     })?;
@@ -217,9 +217,9 @@ pub(crate) async fn wait_new_primary(
             } else {
                 (target.clone(), port)
             };
-            match super::verify::connect(&address, port, secrets).await {
+            match crate::stack::verify::connect(&address, port, secrets).await {
                 Ok(client) => {
-                    match super::verify::scalar(&client, "SELECT pg_is_in_recovery()").await {
+                    match crate::stack::verify::scalar(&client, "SELECT pg_is_in_recovery()").await {
                         Ok(Some(v)) if v == "f" => Poll::Ready(now.name.clone()),
                         other => {
                             let seen = match other {

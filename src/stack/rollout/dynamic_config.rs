@@ -80,8 +80,8 @@ pub async fn restart_only(
         .iter()
         .map(|n| crate::clients::postgres::quote_literal(n))
         .collect();
-    let client = super::verify::connect(address, port, secrets).await?;
-    let rows = super::verify::rows(
+    let client = crate::stack::verify::connect(address, port, secrets).await?;
+    let rows = crate::stack::verify::rows(
         &client,
         &format!(
             "SELECT name FROM pg_settings WHERE context = 'postmaster' AND name IN ({}) ORDER BY name",
