@@ -11,7 +11,7 @@ use super::gate::{wait_for, Poll};
 use crate::error::Result;
 
 /// One etcd member as seen by pgstrap.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct EtcdMember {
     pub name: String,
     pub id: String,

@@ -293,20 +293,7 @@ pub struct EtcdStatus {
     pub error: Option<String>,
     /// The name of the leader member, if there is one.
     pub leader: Option<String>,
-    pub members: Vec<EtcdMemberStatus>,
-}
-
-#[derive(Debug, Serialize, PartialEq, Eq)]
-pub struct EtcdMemberStatus {
-    pub name: String,
-    pub client_url: String,
-    pub healthy: bool,
-    pub leader: bool,
-    pub learner: bool,
-    /// The etcd version the member reports.
-    pub version: Option<String>,
-    /// What is wrong with this member, in words.
-    pub error: Option<String>,
+    pub members: Vec<crate::clients::etcd::EtcdMember>,
 }
 
 impl EtcdStatus {
@@ -315,19 +302,7 @@ impl EtcdStatus {
             Ok(health) => Self {
                 error: None,
                 leader: health.leader,
-                members: health
-                    .members
-                    .into_iter()
-                    .map(|m| EtcdMemberStatus {
-                        name: m.name,
-                        client_url: m.client_url,
-                        healthy: m.healthy,
-                        leader: m.leader,
-                        learner: m.learner,
-                        version: m.version,
-                        error: m.error,
-                    })
-                    .collect(),
+                members: health.members,
             },
             Err(error) => Self {
                 error: Some(error),
