@@ -416,10 +416,10 @@ fn locate(node: &Spanned<RawValue>, steps: &[Step]) -> Location {
     node.referenced
 }
 
-/// What every cluster's checks share.
 /// The most PostgreSQL members of one cluster (see the error that refuses more).
 const MAX_POSTGRES_MEMBERS: usize = 100;
 
+/// What every cluster's checks share.
 struct ClusterContext<'a> {
     hosts: &'a BTreeMap<String, Host>,
     known: &'a [&'a str],
@@ -429,13 +429,13 @@ struct ClusterContext<'a> {
     schema: &'a Schema,
 }
 
+/// Check one cluster as written, reporting every problem; the cluster when its hosts are known.
 fn check_cluster(
     c: &mut Checker,
     name: &str,
     spanned: &Spanned<RawCluster>,
     context: &ClusterContext,
 ) -> Option<Cluster> {
-    let (hosts, known) = (context.hosts, context.known);
     let raw = &spanned.value;
     let at = spanned.referenced;
     if !valid_name(name) {
@@ -447,54 +447,104 @@ fn check_cluster(
         );
     }
     let mut ok = true;
-    let mut group = |c: &mut Checker, list: &[Spanned<String>], what: &str| -> Vec<String> {
-        let mut seen = BTreeSet::new();
-        let mut out = Vec::new();
-        for item in list {
-            if !hosts.contains_key(&item.value) && !known.contains(&item.value.as_str()) {
-                let hint = match closest_name(known, &item.value) {
-                    Some(near) => {
-                        format!("did you mean `{near}`? hosts are defined under `hosts:`")
-                    }
-                    None => format!(
-                        "define `{}` under `hosts:`; known hosts: {}",
-                        item.value,
-                        known.join(", ")
-                    ),
-                };
-                c.error(
-                    item.referenced,
-                    format!(
-                        "cluster `{name}`: unknown host `{}` in `{what}`",
-                        item.value
-                    ),
-                    "not defined under `hosts:`",
-                    Some(hint),
-                );
-                ok = false;
-            } else if !seen.insert(item.value.clone()) {
-                c.error(
-                    item.referenced,
-                    format!(
-                        "cluster `{name}`: host `{}` is listed twice in `{what}`",
-                        item.value
-                    ),
-                    "listed again",
-                    Some("list each host once".into()),
-                );
-            } else {
-                out.push(item.value.clone());
-            }
-        }
-        out
-    };
-    let etcd = group(c, &raw.etcd, "etcd");
-    let postgres = group(c, &raw.postgres, "postgres");
-    let balancers = group(c, &raw.balancers, "balancers");
+    let etcd = cluster_hosts(c, name, &raw.etcd, "etcd", context, &mut ok);
+    let postgres = cluster_hosts(c, name, &raw.postgres, "postgres", context, &mut ok);
+    let balancers = cluster_hosts(c, name, &raw.balancers, "balancers", context, &mut ok);
     let (repository, backup_settings) = split_backup(c, name, raw.backup.as_ref());
-    let backup = group(c, &repository, "backup.repository");
+    let backup = cluster_hosts(c, name, &repository, "backup.repository", context, &mut ok);
     check_backup(c, name, raw, &repository, &backup, &postgres);
+    check_member_counts(c, name, spanned, &postgres);
+    let datacenter = cluster_datacenter(c, name, raw, &postgres, context.hosts);
+    let networks = cluster_networks(c, name, raw, context);
+    let vip = raw
+        .vip
+        .as_ref()
+        .and_then(|v| check_vip(c, name, v, context, &balancers));
+    let vars_layer = cluster_settings(c, name, raw, context.schema, &backup_settings);
 
+    ok.then(|| Cluster {
+        name: name.to_owned(),
+        datacenter,
+        etcd,
+        postgres,
+        balancers,
+        backup,
+        vip,
+        networks,
+        vars: vars_layer,
+        setting_locations: setting_locations(&[
+            ("", &raw.vars),
+            ("postgresql.parameters", &raw.postgres_parameters),
+            ("patroni", &raw.patroni),
+            ("pgbackrest", &backup_settings),
+        ]),
+        standby_of: raw.standby_of.as_ref().map(|s| s.value.clone()),
+        restore_of: raw.restore_of.as_ref().map(|s| s.value.clone()),
+        location: at,
+    })
+}
+
+/// The hosts of one of the cluster's lists (`what`), each defined and listed once; an unknown
+/// host clears `ok` (a listed-twice one is only reported).
+fn cluster_hosts(
+    c: &mut Checker,
+    name: &str,
+    list: &[Spanned<String>],
+    what: &str,
+    context: &ClusterContext,
+    ok: &mut bool,
+) -> Vec<String> {
+    let (hosts, known) = (context.hosts, context.known);
+    let mut seen = BTreeSet::new();
+    let mut out = Vec::new();
+    for item in list {
+        if !hosts.contains_key(&item.value) && !known.contains(&item.value.as_str()) {
+            let hint = match closest_name(known, &item.value) {
+                Some(near) => {
+                    format!("did you mean `{near}`? hosts are defined under `hosts:`")
+                }
+                None => format!(
+                    "define `{}` under `hosts:`; known hosts: {}",
+                    item.value,
+                    known.join(", ")
+                ),
+            };
+            c.error(
+                item.referenced,
+                format!(
+                    "cluster `{name}`: unknown host `{}` in `{what}`",
+                    item.value
+                ),
+                "not defined under `hosts:`",
+                Some(hint),
+            );
+            *ok = false;
+        } else if !seen.insert(item.value.clone()) {
+            c.error(
+                item.referenced,
+                format!(
+                    "cluster `{name}`: host `{}` is listed twice in `{what}`",
+                    item.value
+                ),
+                "listed again",
+                Some("list each host once".into()),
+            );
+        } else {
+            out.push(item.value.clone());
+        }
+    }
+    out
+}
+
+/// Check how many PostgreSQL and etcd members the cluster has.
+fn check_member_counts(
+    c: &mut Checker,
+    name: &str,
+    spanned: &Spanned<RawCluster>,
+    postgres: &[String],
+) {
+    let raw = &spanned.value;
+    let at = spanned.referenced;
     if raw.postgres.len() > MAX_POSTGRES_MEMBERS {
         c.error(
             raw.postgres.first().map_or(at, |p| p.referenced),
@@ -549,12 +599,20 @@ fn check_cluster(
         ),
         _ => {}
     }
+}
 
+/// The cluster's datacenter (checked): the one written, else its first PostgreSQL host's.
+fn cluster_datacenter(
+    c: &mut Checker,
+    name: &str,
+    raw: &RawCluster,
+    postgres: &[String],
+    hosts: &BTreeMap<String, Host>,
+) -> String {
     if let Some(datacenter) = &raw.datacenter {
         check_name(c, datacenter, &format!("cluster `{name}`: datacenter"));
     }
-    let datacenter = raw
-        .datacenter
+    raw.datacenter
         .as_ref()
         .map(|d| d.value.clone())
         .unwrap_or_else(|| {
@@ -562,12 +620,20 @@ fn check_cluster(
                 .first()
                 .and_then(|h| hosts.get(h))
                 .map_or_else(|| "dc1".to_owned(), |h| h.datacenter.clone())
-        });
+        })
+}
 
-    // Networks: the inventory's, or the /32s of this cluster's own hosts and of the hosts in no
-    // cluster (linear in the inventory: every host of every cluster in every pg_hba was 869 MB
-    // of output at 3000 hosts). The DR pair's hosts replicate through the peers' lines.
-    let networks: Vec<IpNet> = match &raw.networks {
+/// The cluster's networks: the inventory's (checked), or the /32s of this cluster's own hosts and
+/// of the hosts in no cluster (linear in the inventory: every host of every cluster in every
+/// pg_hba was 869 MB of output at 3000 hosts). The DR pair's hosts replicate through the peers'
+/// lines.
+fn cluster_networks(
+    c: &mut Checker,
+    name: &str,
+    raw: &RawCluster,
+    context: &ClusterContext,
+) -> Vec<IpNet> {
+    match &raw.networks {
         Some(list) => list
             .iter()
             .filter_map(|n| match n.value.parse::<IpNet>() {
@@ -608,24 +674,29 @@ fn check_cluster(
             own.dedup_by(|a, b| a.name == b.name);
             own.iter().map(|h| IpNet::from(h.address)).collect()
         }
-    };
+    }
+}
 
-    let vip = raw
-        .vip
-        .as_ref()
-        .and_then(|v| check_vip(c, name, v, context, &balancers));
-
+/// Check the cluster's settings (`vars`, `postgresql.parameters`, `patroni`, and `backup`'s
+/// `pgbackrest` ones) and merge them into the cluster's layer.
+fn cluster_settings(
+    c: &mut Checker,
+    name: &str,
+    raw: &RawCluster,
+    schema: &Schema,
+    backup_settings: &RawVars,
+) -> Layer {
     let whose = format!("cluster `{name}`");
-    check_settings(c, context.schema, &whose, "", &raw.vars);
+    check_settings(c, schema, &whose, "", &raw.vars);
     check_settings(
         c,
-        context.schema,
+        schema,
         &whose,
         "postgresql.parameters",
         &raw.postgres_parameters,
     );
-    check_settings(c, context.schema, &whose, "patroni", &raw.patroni);
-    check_settings(c, context.schema, &whose, "pgbackrest", &backup_settings);
+    check_settings(c, schema, &whose, "patroni", &raw.patroni);
+    check_settings(c, schema, &whose, "pgbackrest", backup_settings);
     let mut settings = raw::vars_to_json(&raw.vars);
     merge_into(
         &mut settings,
@@ -634,29 +705,8 @@ fn check_cluster(
         &raw.postgres_parameters,
     );
     merge_into(&mut settings, "patroni", "", &raw.patroni);
-    merge_into(&mut settings, "pgbackrest", "", &backup_settings);
-    let vars_layer = Layer::from_nested(Origin::Cluster(name.to_owned()), &settings);
-
-    ok.then(|| Cluster {
-        name: name.to_owned(),
-        datacenter,
-        etcd,
-        postgres,
-        balancers,
-        backup,
-        vip,
-        networks,
-        vars: vars_layer,
-        setting_locations: setting_locations(&[
-            ("", &raw.vars),
-            ("postgresql.parameters", &raw.postgres_parameters),
-            ("patroni", &raw.patroni),
-            ("pgbackrest", &backup_settings),
-        ]),
-        standby_of: raw.standby_of.as_ref().map(|s| s.value.clone()),
-        restore_of: raw.restore_of.as_ref().map(|s| s.value.clone()),
-        location: at,
-    })
+    merge_into(&mut settings, "pgbackrest", "", backup_settings);
+    Layer::from_nested(Origin::Cluster(name.to_owned()), &settings)
 }
 
 /// `backup:` as written: the repository host list (each name with its place) and the rest, which

@@ -35,42 +35,7 @@ pub fn resolved(project: &Project) -> Result<()> {
         .collect();
     let mut router_ids: BTreeMap<(String, u64), String> = BTreeMap::new();
     for cluster in inventory.clusters.values() {
-        for name in &cluster.postgres {
-            let Some(host) = inventory.hosts.get(name) else {
-                continue;
-            };
-            let member = member_name(project, host, cluster);
-            if let Some((other_cluster, other_host)) =
-                members.insert(member.clone(), (cluster.name.clone(), host.name.clone()))
-            {
-                errors.push(
-                    inventory
-                        .error_at(
-                            Some(host.location_of("patroni.name")),
-                            format!(
-                                "Patroni member name `{member}` is used by host `{other_host}` (cluster `{other_cluster}`) and host `{}` (cluster `{}`)",
-                                host.name, cluster.name
-                            ),
-                            "this host",
-                        )
-                        .hint("member names must be unique across all clusters (a DR standby shares names with its primary side in replication): change `patroni.name` in one host's vars"),
-                );
-                continue;
-            }
-            let slot = patroni_slot(&member);
-            let this = format!("member `{member}` (host `{}`)", host.name);
-            if let Some(other) = slots.insert(slot.clone(), this.clone()) {
-                errors.push(
-                    inventory
-                        .error_at(
-                            Some(host.location_of("patroni.name")),
-                            format!("{other} and {this} would use the same replication slot `{slot}`"),
-                            "this host",
-                        )
-                        .hint("Patroni names a member's slot by lowercasing its name and writing `-` and `.` as `_`; a standby cluster's slot is `standby_<name>`: change `patroni.name` in this host's vars"),
-                );
-            }
-        }
+        check_member_names(project, cluster, &mut members, &mut slots, &mut errors);
         errors.extend(cross_rule(
             project,
             cluster,
@@ -79,38 +44,8 @@ pub fn resolved(project: &Project) -> Result<()> {
         ));
         errors.extend(cross_rule(project, cluster, &cluster.etcd, &ETCD_TIMEOUTS));
         errors.extend(hba_keyword_roles(project, cluster));
-        if cluster.repository().is_some()
-            && project.setting(None, Some(cluster), "tls.enabled") == Some(Value::Bool(false))
-        {
-            errors.push(
-                inventory
-                    .error_at(
-                        Some(cluster.location_of("pgbackrest")),
-                        format!("cluster `{}` has `backup` but `tls.enabled` is false", cluster.name),
-                        "this cluster",
-                    )
-                    .hint("pgBackRest's hosts talk through its TLS server (client certificates from the inventory's CA): keep `tls.enabled: true`"),
-            );
-        }
-        if cluster.vip.is_some() {
-            let id = router_id(project, cluster);
-            if let Some(other) =
-                router_ids.insert((cluster.datacenter.clone(), id), cluster.name.clone())
-            {
-                errors.push(
-                    inventory
-                        .error_at(
-                            Some(cluster.location_of("keepalived.router_id")),
-                            format!(
-                                "clusters `{other}` and `{}` in datacenter {} would use the same VRRP router id {id}",
-                                cluster.name, cluster.datacenter
-                            ),
-                            "this cluster",
-                        )
-                        .hint("set `vars: {keepalived: {router_id: N}}` (1-255) on one of them"),
-                );
-            }
-        }
+        errors.extend(backup_without_tls(project, cluster));
+        errors.extend(shared_router_id(project, cluster, &mut router_ids));
     }
     errors.extend(inventory_wide(project));
     if !errors.is_empty() {
@@ -121,6 +56,96 @@ pub fn resolved(project: &Project) -> Result<()> {
     }
 
     Ok(())
+}
+
+/// Check the Patroni member names of `cluster`'s PostgreSQL hosts and their replication slots:
+/// each unique across all clusters (`members`: member name to cluster and host; `slots`: slot to
+/// who uses it).
+fn check_member_names(
+    project: &Project,
+    cluster: &Cluster,
+    members: &mut BTreeMap<String, (String, String)>,
+    slots: &mut BTreeMap<String, String>,
+    errors: &mut Vec<InventoryError>,
+) {
+    let inventory = &project.inventory;
+    for name in &cluster.postgres {
+        let Some(host) = inventory.hosts.get(name) else {
+            continue;
+        };
+        let member = member_name(project, host, cluster);
+        if let Some((other_cluster, other_host)) =
+            members.insert(member.clone(), (cluster.name.clone(), host.name.clone()))
+        {
+            errors.push(
+                inventory
+                    .error_at(
+                        Some(host.location_of("patroni.name")),
+                        format!(
+                            "Patroni member name `{member}` is used by host `{other_host}` (cluster `{other_cluster}`) and host `{}` (cluster `{}`)",
+                            host.name, cluster.name
+                        ),
+                        "this host",
+                    )
+                    .hint("member names must be unique across all clusters (a DR standby shares names with its primary side in replication): change `patroni.name` in one host's vars"),
+            );
+            continue;
+        }
+        let slot = patroni_slot(&member);
+        let this = format!("member `{member}` (host `{}`)", host.name);
+        if let Some(other) = slots.insert(slot.clone(), this.clone()) {
+            errors.push(
+                inventory
+                    .error_at(
+                        Some(host.location_of("patroni.name")),
+                        format!("{other} and {this} would use the same replication slot `{slot}`"),
+                        "this host",
+                    )
+                    .hint("Patroni names a member's slot by lowercasing its name and writing `-` and `.` as `_`; a standby cluster's slot is `standby_<name>`: change `patroni.name` in this host's vars"),
+            );
+        }
+    }
+}
+
+/// A cluster with `backup` but `tls.enabled` false (pgBackRest's hosts need its TLS server).
+fn backup_without_tls(project: &Project, cluster: &Cluster) -> Option<InventoryError> {
+    (cluster.repository().is_some()
+        && project.setting(None, Some(cluster), "tls.enabled") == Some(Value::Bool(false)))
+    .then(|| {
+        project
+            .inventory
+            .error_at(
+                Some(cluster.location_of("pgbackrest")),
+                format!("cluster `{}` has `backup` but `tls.enabled` is false", cluster.name),
+                "this cluster",
+            )
+            .hint("pgBackRest's hosts talk through its TLS server (client certificates from the inventory's CA): keep `tls.enabled: true`")
+    })
+}
+
+/// A cluster with a VIP whose VRRP router id another cluster of its datacenter already uses
+/// (`router_ids`: datacenter and id to cluster).
+fn shared_router_id(
+    project: &Project,
+    cluster: &Cluster,
+    router_ids: &mut BTreeMap<(String, u64), String>,
+) -> Option<InventoryError> {
+    cluster.vip.as_ref()?;
+    let id = router_id(project, cluster);
+    let other = router_ids.insert((cluster.datacenter.clone(), id), cluster.name.clone())?;
+    Some(
+        project
+            .inventory
+            .error_at(
+                Some(cluster.location_of("keepalived.router_id")),
+                format!(
+                    "clusters `{other}` and `{}` in datacenter {} would use the same VRRP router id {id}",
+                    cluster.name, cluster.datacenter
+                ),
+                "this cluster",
+            )
+            .hint("set `vars: {keepalived: {router_id: N}}` (1-255) on one of them"),
+    )
 }
 
 /// A rule between numeric settings that every host of a group must hold: `keys` are read per

@@ -347,6 +347,7 @@ fn mode(text: &str, whose: &str) -> Result<u32> {
     })
 }
 
+/// What `manifest` puts on `host` for the role `role_name` (of `cluster`), rendered in `ctx`.
 fn role_state(
     engine: &Engine,
     role_name: &str,
@@ -356,18 +357,77 @@ fn role_state(
     host: &Host,
 ) -> Result<RoleState> {
     let whose = format!("role {role_name}");
-    let mut files = Vec::new();
     let mut before_packages: Vec<String> = manifest
         .directories
         .iter()
         .filter(|d| d.before_packages)
         .map(|d| d.path.clone())
         .collect();
+    let files = role_files(engine, manifest, ctx, &whose, &mut before_packages)?;
+    let directories = role_directories(manifest, &whose)?;
+    let checks = role_checks(engine, manifest, ctx, &whose, host)?;
+    let services = role_services(engine, manifest, ctx, &whose)?;
+    Ok(RoleState {
+        role: role_name.to_owned(),
+        cluster: cluster.map(|c| c.name.clone()),
+        phase: manifest.phase,
+        packages: manifest.packages.clone(),
+        directories,
+        files,
+        sysctls: manifest
+            .sysctls
+            .iter()
+            .map(|(k, v)| Sysctl {
+                key: k.clone(),
+                value: scalar(v),
+            })
+            .collect(),
+        services,
+        handlers: manifest
+            .handlers
+            .iter()
+            .map(|h| Handler {
+                name: h.name.clone(),
+                service: h.service.clone(),
+                action: h.action,
+                one_at_a_time: h.one_at_a_time,
+            })
+            .collect(),
+        checks,
+        ports: role_ports(manifest, &whose)?,
+        before_packages,
+    })
+}
+
+/// Whether a part of a manifest (`what`) applies: it has no `when`, or its `when` holds in `ctx`.
+fn applies(
+    engine: &Engine,
+    when: Option<&str>,
+    ctx: &minijinja::Value,
+    what: impl FnOnce() -> String,
+) -> Result<bool> {
+    match when {
+        Some(when) => engine.truthy(when, ctx, &what()),
+        None => Ok(true),
+    }
+}
+
+/// The role's files that apply, rendered and checked (a file of secrets must be sensitive, a
+/// sensitive file unreadable by others); those written before packages are added to
+/// `before_packages`.
+fn role_files(
+    engine: &Engine,
+    manifest: &Manifest,
+    ctx: &minijinja::Value,
+    whose: &str,
+    before_packages: &mut Vec<String>,
+) -> Result<Vec<ManagedFile>> {
+    let mut files = Vec::new();
     for spec in &manifest.files {
-        if let Some(when) = &spec.when {
-            if !engine.truthy(when, ctx, &format!("{whose} file {}", spec.dest))? {
-                continue;
-            }
+        if !applies(engine, spec.when.as_deref(), ctx, || {
+            format!("{whose} file {}", spec.dest)
+        })? {
+            continue;
         }
         let content = engine.render(&spec.template, ctx)?;
         let file_mode = mode(&spec.mode, &format!("{whose} file {}", spec.dest))?;
@@ -403,7 +463,12 @@ fn role_state(
             notify: spec.notify.clone(),
         });
     }
-    let directories = manifest
+    Ok(files)
+}
+
+/// The role's directories, their modes checked.
+fn role_directories(manifest: &Manifest, whose: &str) -> Result<Vec<Directory>> {
+    manifest
         .directories
         .iter()
         .map(|d| {
@@ -414,75 +479,69 @@ fn role_state(
                 mode: mode(&d.mode, &format!("{whose} directory {}", d.path))?,
             })
         })
-        .collect::<Result<Vec<_>>>()?;
+        .collect()
+}
+
+/// The role's health checks that apply on `host`.
+fn role_checks(
+    engine: &Engine,
+    manifest: &Manifest,
+    ctx: &minijinja::Value,
+    whose: &str,
+    host: &Host,
+) -> Result<Vec<HealthCheck>> {
     let mut checks = Vec::new();
     for spec in &manifest.checks {
-        if let Some(when) = &spec.when {
-            if !engine.truthy(when, ctx, &format!("{whose} check {}", spec.name))? {
-                continue;
-            }
+        if applies(engine, spec.when.as_deref(), ctx, || {
+            format!("{whose} check {}", spec.name)
+        })? {
+            checks.push(health_check(spec, whose, host)?);
         }
-        checks.push(health_check(spec, &whose, host)?);
     }
+    Ok(checks)
+}
+
+/// The role's services that apply, with the state each should be in.
+fn role_services(
+    engine: &Engine,
+    manifest: &Manifest,
+    ctx: &minijinja::Value,
+    whose: &str,
+) -> Result<Vec<Service>> {
     let mut services = Vec::new();
     for spec in &manifest.services {
-        if let Some(when) = &spec.when {
-            if !engine.truthy(when, ctx, &format!("{whose} service {}", spec.name))? {
-                continue;
-            }
+        if applies(engine, spec.when.as_deref(), ctx, || {
+            format!("{whose} service {}", spec.name)
+        })? {
+            services.push(Service {
+                name: spec.name.clone(),
+                state: spec.state,
+            });
         }
-        services.push(Service {
-            name: spec.name.clone(),
-            state: spec.state,
-        });
     }
-    Ok(RoleState {
-        role: role_name.to_owned(),
-        cluster: cluster.map(|c| c.name.clone()),
-        phase: manifest.phase,
-        packages: manifest.packages.clone(),
-        directories,
-        files,
-        sysctls: manifest
-            .sysctls
-            .iter()
-            .map(|(k, v)| Sysctl {
-                key: k.clone(),
-                value: scalar(v),
-            })
-            .collect(),
-        services,
-        handlers: manifest
-            .handlers
-            .iter()
-            .map(|h| Handler {
-                name: h.name.clone(),
-                service: h.service.clone(),
-                action: h.action,
-                one_at_a_time: h.one_at_a_time,
-            })
-            .collect(),
-        checks,
-        ports: manifest
-            .ports
-            .iter()
-            .map(|(name, v)| {
-                scalar(v)
-                    .parse::<u64>()
-                    .map(|p| (name.clone(), p))
-                    .map_err(|_| {
-                        Error::usage(
-                            format!("{whose}: port `{name}` is `{}`, not a number", scalar(v)),
-                            Some("ports are numbers between 1 and 65535".into()),
-                        )
-                    })
-            })
-            .collect::<Result<Vec<_>>>()?
-            .into_iter()
-            .filter(|(_, port)| *port != 0)
-            .collect(),
-        before_packages,
-    })
+    Ok(services)
+}
+
+/// The role's ports, each a number (a port of 0 is left out).
+fn role_ports(manifest: &Manifest, whose: &str) -> Result<Vec<(String, u64)>> {
+    Ok(manifest
+        .ports
+        .iter()
+        .map(|(name, v)| {
+            scalar(v)
+                .parse::<u64>()
+                .map(|p| (name.clone(), p))
+                .map_err(|_| {
+                    Error::usage(
+                        format!("{whose}: port `{name}` is `{}`, not a number", scalar(v)),
+                        Some("ports are numbers between 1 and 65535".into()),
+                    )
+                })
+        })
+        .collect::<Result<Vec<_>>>()?
+        .into_iter()
+        .filter(|(_, port)| *port != 0)
+        .collect())
 }
 
 fn scalar(v: &Value) -> String {

@@ -100,13 +100,6 @@ impl SettingType {
         let (head, rest) = text
             .split_once(char::is_whitespace)
             .map_or((text, ""), |(h, r)| (h, r.trim()));
-        let words = |rest: &str| -> Result<Vec<String>, String> {
-            let list: Vec<String> = rest.split('|').map(|w| w.trim().to_owned()).collect();
-            if list.iter().any(String::is_empty) {
-                return Err(format!("`{text}`: expected WORD|WORD…"));
-            }
-            Ok(list)
-        };
         let simple = |ty: SettingType| {
             if rest.is_empty() {
                 Ok(ty)
@@ -131,58 +124,9 @@ impl SettingType {
             "text" => simple(Self::Text),
             "calendar" => simple(Self::Calendar),
             "internal" => simple(Self::Internal),
-            "integer" => {
-                if rest.is_empty() {
-                    return Ok(Self::Integer {
-                        min: None,
-                        max: None,
-                    });
-                }
-                let (min, max) = rest
-                    .split_once("..")
-                    .ok_or_else(|| format!("`{text}`: expected `integer MIN..MAX`"))?;
-                let bound = |b: &str| -> Result<Option<i64>, String> {
-                    let b = b.trim();
-                    if b.is_empty() {
-                        Ok(None)
-                    } else {
-                        b.parse()
-                            .map(Some)
-                            .map_err(|_| format!("`{text}`: `{b}` is not an integer"))
-                    }
-                };
-                Ok(Self::Integer {
-                    min: bound(min)?,
-                    max: bound(max)?,
-                })
-            }
-            "duration" => {
-                // `duration UNIT|UNIT… [MIN..MAX]`
-                let (units_text, range) = match rest.rsplit_once(char::is_whitespace) {
-                    Some((units, range)) if range.contains("..") => (units.trim(), Some(range)),
-                    _ => (rest, None),
-                };
-                let units = words(units_text)?;
-                let (min, max) = match range {
-                    None => (None, None),
-                    Some(range) => {
-                        let (min, max) = range.split_once("..").unwrap_or((range, ""));
-                        let bound = |b: &str| -> Result<Option<String>, String> {
-                            match b.trim() {
-                                "" => Ok(None),
-                                b if micros(b, &units).is_some() => Ok(Some(b.to_owned())),
-                                b => Err(format!(
-                                    "`{text}`: `{b}` is not a duration in {}",
-                                    units.join("|")
-                                )),
-                            }
-                        };
-                        (bound(min)?, bound(max)?)
-                    }
-                };
-                Ok(Self::Duration { units, min, max })
-            }
-            "enum" => Ok(Self::Enum(words(rest)?)),
+            "integer" => Self::parse_integer(text, rest),
+            "duration" => Self::parse_duration(text, rest),
+            "enum" => Ok(Self::Enum(annotation_words(text, rest)?)),
             "optional" => Ok(Self::Optional(Box::new(Self::parse(rest)?))),
             "list" | "map" => {
                 let inner = rest
@@ -197,6 +141,60 @@ impl SettingType {
             }
             _ => Err(format!("`{text}`: unknown type `{head}`")),
         }
+    }
+
+    /// Parse the arguments of `integer [MIN..MAX]` (`rest`) in the annotation `text`.
+    fn parse_integer(text: &str, rest: &str) -> Result<Self, String> {
+        if rest.is_empty() {
+            return Ok(Self::Integer {
+                min: None,
+                max: None,
+            });
+        }
+        let (min, max) = rest
+            .split_once("..")
+            .ok_or_else(|| format!("`{text}`: expected `integer MIN..MAX`"))?;
+        let bound = |b: &str| -> Result<Option<i64>, String> {
+            let b = b.trim();
+            if b.is_empty() {
+                Ok(None)
+            } else {
+                b.parse()
+                    .map(Some)
+                    .map_err(|_| format!("`{text}`: `{b}` is not an integer"))
+            }
+        };
+        Ok(Self::Integer {
+            min: bound(min)?,
+            max: bound(max)?,
+        })
+    }
+
+    /// Parse the arguments of `duration UNIT|UNIT… [MIN..MAX]` (`rest`) in the annotation `text`.
+    fn parse_duration(text: &str, rest: &str) -> Result<Self, String> {
+        let (units_text, range) = match rest.rsplit_once(char::is_whitespace) {
+            Some((units, range)) if range.contains("..") => (units.trim(), Some(range)),
+            _ => (rest, None),
+        };
+        let units = annotation_words(text, units_text)?;
+        let (min, max) = match range {
+            None => (None, None),
+            Some(range) => {
+                let (min, max) = range.split_once("..").unwrap_or((range, ""));
+                let bound = |b: &str| -> Result<Option<String>, String> {
+                    match b.trim() {
+                        "" => Ok(None),
+                        b if micros(b, &units).is_some() => Ok(Some(b.to_owned())),
+                        b => Err(format!(
+                            "`{text}`: `{b}` is not a duration in {}",
+                            units.join("|")
+                        )),
+                    }
+                };
+                (bound(min)?, bound(max)?)
+            }
+        };
+        Ok(Self::Duration { units, min, max })
     }
 
     /// What a value of this type is, to complete "must be …".
@@ -248,244 +246,341 @@ impl SettingType {
 
     /// Check `value` against this type.
     pub fn check(&self, value: &Value) -> Result<(), Mismatch> {
-        let fail = |hint: String| {
-            Err(Mismatch {
-                at: Vec::new(),
-                expected: self.describe(),
-                hint,
-                key: false,
-            })
-        };
-        match self {
-            Self::Bool => match value {
-                Value::Bool(_) => Ok(()),
-                Value::String(s)
-                    if ["yes", "no", "on", "off", "y", "n"]
-                        .contains(&s.to_ascii_lowercase().as_str()) =>
-                {
-                    fail("write true or false: pgstrap reads YAML 1.2, where yes, no, on and off are strings, not booleans".into())
-                }
-                Value::String(_) => fail(
-                    "write true or false without quotes: a quoted \"false\" is a non-empty string, which reads as true".into(),
-                ),
-                _ => fail("write true or false".into()),
-            },
-            Self::PgBool => match value {
-                Value::Bool(_) => Ok(()),
-                Value::String(s)
-                    if ["on", "off", "true", "false", "yes", "no", "1", "0"]
-                        .contains(&s.to_ascii_lowercase().as_str()) =>
-                {
-                    Ok(())
-                }
-                _ => fail("write on or off (quoted), or true or false".into()),
-            },
-            Self::Integer { min, max } => {
-                let Some(n) = integer(value) else {
-                    return fail(match value {
-                        Value::String(s) if s.trim().parse::<i64>().is_ok() => {
-                            "write the number without quotes".into()
-                        }
-                        Value::Number(n) if n.is_u64() => format!("{n} is out of range"),
-                        _ => "write a whole number without quotes, e.g. 10".into(),
-                    });
-                };
-                if min.is_some_and(|m| n < m) || max.is_some_and(|m| n > m) {
-                    return fail(format!("{n} is out of range"));
-                }
-                Ok(())
-            }
+        let checked = match self {
+            Self::Bool => check_bool(value),
+            Self::PgBool => check_pg_bool(value),
+            Self::Integer { min, max } => check_integer(value, *min, *max),
             Self::Port => match integer(value) {
                 Some(n) if (1..=65535).contains(&n) => Ok(()),
-                Some(n) => fail(format!("{n} is not a port: ports are 1 to 65535")),
-                None => fail("write the port as a number without quotes, e.g. 5432".into()),
+                Some(n) => Err(format!("{n} is not a port: ports are 1 to 65535")),
+                None => Err("write the port as a number without quotes, e.g. 5432".into()),
             },
-            Self::Size => match value {
-                _ if integer(value).is_some_and(|n| n >= -1) => Ok(()),
-                Value::String(s)
-                    if number_with_unit(s, &["B", "kB", "MB", "GB", "TB"], false) =>
-                {
-                    Ok(())
-                }
-                _ => fail("e.g. 256MB, 1GB or 8192 (PostgreSQL's units are B, kB, MB, GB, TB; case matters)".into()),
-            },
-            Self::Duration { units, min, max } => {
-                let length = match value {
-                    _ if integer(value).is_some_and(|n| n >= 0) => {
-                        micros(&value.to_string(), units)
-                    }
-                    Value::String(s) if number_with_unit(s, units, true) => micros(s, units),
-                    _ => {
-                        return fail(format!(
-                            "e.g. 10{}; no spaces",
-                            units.first().map_or("", String::as_str)
-                        ))
-                    }
-                };
-                let within = |bound: &Option<String>, below: bool| {
-                    bound.as_ref().is_none_or(|b| {
-                        match (length, micros(b, units)) {
-                            (Some(l), Some(b)) => if below { l >= b } else { l <= b },
-                            _ => false,
-                        }
-                    })
-                };
-                if within(min, true) && within(max, false) {
-                    Ok(())
-                } else {
-                    fail(format!(
-                        "the program refuses other values (a bare number is in {})",
-                        units.first().map_or("?", String::as_str)
-                    ))
-                }
-            }
-            Self::Enum(words) => match value {
-                Value::String(s) if words.contains(s) => Ok(()),
-                Value::Bool(b) => fail(format!(
-                    "YAML reads an unquoted on/off/yes/no as a boolean ({b}): quote the word"
-                )),
-                _ => fail(format!("one of {}", quoted_list(words))),
-            },
+            Self::Size => check_size(value),
+            Self::Duration { units, min, max } => check_duration(value, units, min, max),
+            Self::Enum(words) => check_enum(value, words),
             Self::Identifier => match value {
                 Value::String(s) if is_identifier(s) => Ok(()),
-                _ => fail(
+                _ => Err(
                     "these names are written unquoted into pg_hba.conf, pgbouncer.ini and Patroni's configuration".into(),
                 ),
             },
-            Self::Identifiers => match value {
-                Value::String(s)
-                    if s.trim().is_empty() || s.split(',').all(|n| is_identifier(n.trim())) =>
-                {
-                    Ok(())
-                }
-                _ => fail("e.g. `postgres,admin`".into()),
-            },
+            Self::Identifiers => check_identifiers(value),
             Self::Name => match value {
                 Value::String(s) if is_name(s) => Ok(()),
-                _ => fail("it is written into configuration files unquoted".into()),
+                _ => Err("it is written into configuration files unquoted".into()),
             },
-            Self::Interface => match value {
-                Value::String(s)
-                    if (1..=15).contains(&s.len())
-                        && s.starts_with(|c: char| c.is_ascii_alphanumeric())
-                        && s.chars()
-                            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) =>
-                {
-                    Ok(())
-                }
-                _ => fail("e.g. eth0 or ens18 (`ip -br link` on the host lists them)".into()),
-            },
-            Self::Path => match value {
-                Value::String(s)
-                    if s.starts_with('/')
-                        && s.len() <= 255
-                        && !s.split('/').any(|part| part == "..")
-                        && s.chars()
-                            .all(|c| c.is_ascii_alphanumeric() || "/._-".contains(c)) =>
-                {
-                    Ok(())
-                }
-                _ => fail("e.g. /var/lib/etcd".into()),
-            },
-            Self::HttpPath => match value {
-                Value::String(s)
-                    if s.starts_with('/')
-                        && s.len() <= 255
-                        && s.chars()
-                            .all(|c| c.is_ascii_alphanumeric() || "/._~?=&%-".contains(c)) =>
-                {
-                    Ok(())
-                }
-                _ => fail("e.g. /replica".into()),
-            },
-            Self::BindAddress => match value {
-                Value::String(s) if s == "*" || s.parse::<Ipv4Addr>().is_ok() => Ok(()),
-                Value::String(s) if s.parse::<std::net::Ipv6Addr>().is_ok() => fail(
-                    "IPv6 is not supported yet (addresses are written as HOST:PORT): use `*` or an IPv4 address".into(),
-                ),
-                _ => fail("e.g. \"*\" or 10.0.0.21".into()),
-            },
-            Self::Version => match value {
-                Value::String(s)
-                    if !s.is_empty()
-                        && s.split('.')
-                            .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit())) =>
-                {
-                    Ok(())
-                }
-                Value::Number(_) => fail(
-                    "quote the version (\"1.20\"): as a number YAML reads 1.20 as 1.2".into(),
-                ),
-                _ => fail("e.g. \"1.24\"".into()),
-            },
-            Self::Package => match value {
-                Value::String(s)
-                    if s.len() >= 2
-                        && s.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
-                        && s.chars().all(|c| {
-                            c.is_ascii_lowercase() || c.is_ascii_digit() || "+-.".contains(c)
-                        }) =>
-                {
-                    Ok(())
-                }
-                _ => fail("e.g. curl or postgresql-contrib".into()),
-            },
-            Self::Text => match value {
-                Value::String(s) if !s.chars().any(crate::text::breaks_line) => Ok(()),
-                Value::Number(_) | Value::Bool(_) => Ok(()),
-                Value::String(_) => fail(
-                    "a newline, a control character or U+2028/U+2029 would split the line it is written on (YAML readers break lines at all of them)".into(),
-                ),
-                _ => fail("write a single value (a string, number or boolean)".into()),
-            },
+            Self::Interface => check_interface(value),
+            Self::Path => check_path(value),
+            Self::HttpPath => check_http_path(value),
+            Self::BindAddress => check_bind_address(value),
+            Self::Version => check_version(value),
+            Self::Package => check_package(value),
+            Self::Text => check_text(value),
             Self::Calendar => match value {
                 Value::String(s) if crate::text::is_calendar(s) => Ok(()),
-                _ => fail("systemd's OnCalendar forms: a word (hourly, daily, weekly, monthly), or [weekdays] [year-month-day] hour:minute[:second], e.g. `Sun 01:00`, `Mon..Sat 02:30`, `*-*-* 00/6:00` (check with `systemd-analyze calendar`)".into()),
+                _ => Err("systemd's OnCalendar forms: a word (hourly, daily, weekly, monthly), or [weekdays] [year-month-day] hour:minute[:second], e.g. `Sun 01:00`, `Mon..Sat 02:30`, `*-*-* 00/6:00` (check with `systemd-analyze calendar`)".into()),
             },
             Self::Internal => match value {
                 Value::String(s) if s.is_empty() => Ok(()),
-                _ => fail("remove it from the inventory (roles/*/defaults.yaml says what sets it)".into()),
+                _ => Err("remove it from the inventory (roles/*/defaults.yaml says what sets it)".into()),
             },
             Self::Optional(inner) => match value {
                 Value::String(s) if s.is_empty() => Ok(()),
-                _ => inner.check(value).map_err(|mut m| {
-                    m.expected = self.describe();
-                    m
-                }),
+                _ => {
+                    return inner.check(value).map_err(|mut m| {
+                        m.expected = self.describe();
+                        m
+                    })
+                }
             },
-            Self::List(inner) => {
-                let Value::Array(items) = value else {
-                    return fail("write a list, e.g. [a, b]".into());
-                };
-                for (i, item) in items.iter().enumerate() {
-                    inner.check(item).map_err(|mut m| {
-                        m.at.insert(0, Step::Index(i));
-                        m
-                    })?;
-                }
-                Ok(())
-            }
-            Self::Map(inner) => {
-                let Value::Object(map) = value else {
-                    return fail("write a mapping, e.g. {name: value}".into());
-                };
-                for (key, item) in map {
-                    if !is_identifier(key) {
-                        return Err(Mismatch {
-                            at: vec![Step::Key(key.clone())],
-                            expected: Self::Identifier.describe(),
-                            hint: format!("`{}` is not a name this mapping accepts", shown(key)),
-                            key: true,
-                        });
-                    }
-                    inner.check(item).map_err(|mut m| {
-                        m.at.insert(0, Step::Key(key.clone()));
-                        m
-                    })?;
-                }
-                Ok(())
-            }
+            Self::List(inner) => return self.check_list(inner, value),
+            Self::Map(inner) => return self.check_map(inner, value),
+        };
+        checked.map_err(|hint| self.mismatch(hint))
+    }
+
+    /// The mismatch of a value itself (not of a part of it) with this type, with `hint`.
+    fn mismatch(&self, hint: String) -> Mismatch {
+        Mismatch {
+            at: Vec::new(),
+            expected: self.describe(),
+            hint,
+            key: false,
         }
+    }
+
+    /// Check a `list of inner`: a list whose every item is an `inner`.
+    fn check_list(&self, inner: &SettingType, value: &Value) -> Result<(), Mismatch> {
+        let Value::Array(items) = value else {
+            return Err(self.mismatch("write a list, e.g. [a, b]".into()));
+        };
+        for (i, item) in items.iter().enumerate() {
+            inner.check(item).map_err(|mut m| {
+                m.at.insert(0, Step::Index(i));
+                m
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Check a `map of inner`: a mapping of identifiers to values that are each an `inner`.
+    fn check_map(&self, inner: &SettingType, value: &Value) -> Result<(), Mismatch> {
+        let Value::Object(map) = value else {
+            return Err(self.mismatch("write a mapping, e.g. {name: value}".into()));
+        };
+        for (key, item) in map {
+            if !is_identifier(key) {
+                return Err(Mismatch {
+                    at: vec![Step::Key(key.clone())],
+                    expected: Self::Identifier.describe(),
+                    hint: format!("`{}` is not a name this mapping accepts", shown(key)),
+                    key: true,
+                });
+            }
+            inner.check(item).map_err(|mut m| {
+                m.at.insert(0, Step::Key(key.clone()));
+                m
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// The words of `WORD|WORD…` (`rest`) in the annotation `text`.
+fn annotation_words(text: &str, rest: &str) -> Result<Vec<String>, String> {
+    let list: Vec<String> = rest.split('|').map(|w| w.trim().to_owned()).collect();
+    if list.iter().any(String::is_empty) {
+        return Err(format!("`{text}`: expected WORD|WORD…"));
+    }
+    Ok(list)
+}
+
+// The checks of `SettingType::check`, one per type whose check is more than a line or two: each
+// returns the hint of a value that does not fit.
+
+/// Check a `bool`: YAML's true or false, not a string.
+fn check_bool(value: &Value) -> Result<(), String> {
+    match value {
+        Value::Bool(_) => Ok(()),
+        Value::String(s)
+            if ["yes", "no", "on", "off", "y", "n"]
+                .contains(&s.to_ascii_lowercase().as_str()) =>
+        {
+            Err("write true or false: pgstrap reads YAML 1.2, where yes, no, on and off are strings, not booleans".into())
+        }
+        Value::String(_) => Err(
+            "write true or false without quotes: a quoted \"false\" is a non-empty string, which reads as true".into(),
+        ),
+        _ => Err("write true or false".into()),
+    }
+}
+
+/// Check a `pg_bool`: a boolean, or a word PostgreSQL reads as one.
+fn check_pg_bool(value: &Value) -> Result<(), String> {
+    match value {
+        Value::Bool(_) => Ok(()),
+        Value::String(s)
+            if ["on", "off", "true", "false", "yes", "no", "1", "0"]
+                .contains(&s.to_ascii_lowercase().as_str()) =>
+        {
+            Ok(())
+        }
+        _ => Err("write on or off (quoted), or true or false".into()),
+    }
+}
+
+/// Check an `integer MIN..MAX`: an unquoted whole number within the bounds given.
+fn check_integer(value: &Value, min: Option<i64>, max: Option<i64>) -> Result<(), String> {
+    let Some(n) = integer(value) else {
+        return Err(match value {
+            Value::String(s) if s.trim().parse::<i64>().is_ok() => {
+                "write the number without quotes".into()
+            }
+            Value::Number(n) if n.is_u64() => format!("{n} is out of range"),
+            _ => "write a whole number without quotes, e.g. 10".into(),
+        });
+    };
+    if min.is_some_and(|m| n < m) || max.is_some_and(|m| n > m) {
+        return Err(format!("{n} is out of range"));
+    }
+    Ok(())
+}
+
+/// Check a `size`: a whole number (-1 allowed) or digits with one of PostgreSQL's size units.
+fn check_size(value: &Value) -> Result<(), String> {
+    match value {
+        _ if integer(value).is_some_and(|n| n >= -1) => Ok(()),
+        Value::String(s) if number_with_unit(s, &["B", "kB", "MB", "GB", "TB"], false) => Ok(()),
+        _ => Err(
+            "e.g. 256MB, 1GB or 8192 (PostgreSQL's units are B, kB, MB, GB, TB; case matters)"
+                .into(),
+        ),
+    }
+}
+
+/// Check a `duration UNITS MIN..MAX`: a whole number or digits with one of `units`, within the
+/// bounds given.
+fn check_duration(
+    value: &Value,
+    units: &[String],
+    min: &Option<String>,
+    max: &Option<String>,
+) -> Result<(), String> {
+    let length = match value {
+        _ if integer(value).is_some_and(|n| n >= 0) => micros(&value.to_string(), units),
+        Value::String(s) if number_with_unit(s, units, true) => micros(s, units),
+        _ => {
+            return Err(format!(
+                "e.g. 10{}; no spaces",
+                units.first().map_or("", String::as_str)
+            ))
+        }
+    };
+    let within = |bound: &Option<String>, below: bool| {
+        bound
+            .as_ref()
+            .is_none_or(|b| match (length, micros(b, units)) {
+                (Some(l), Some(b)) => {
+                    if below {
+                        l >= b
+                    } else {
+                        l <= b
+                    }
+                }
+                _ => false,
+            })
+    };
+    if within(min, true) && within(max, false) {
+        Ok(())
+    } else {
+        Err(format!(
+            "the program refuses other values (a bare number is in {})",
+            units.first().map_or("?", String::as_str)
+        ))
+    }
+}
+
+/// Check an `enum`: one of `words`, as a string.
+fn check_enum(value: &Value, words: &[String]) -> Result<(), String> {
+    match value {
+        Value::String(s) if words.contains(s) => Ok(()),
+        Value::Bool(b) => Err(format!(
+            "YAML reads an unquoted on/off/yes/no as a boolean ({b}): quote the word"
+        )),
+        _ => Err(format!("one of {}", quoted_list(words))),
+    }
+}
+
+/// Check `identifiers`: PostgreSQL names separated by commas, or nothing.
+fn check_identifiers(value: &Value) -> Result<(), String> {
+    match value {
+        Value::String(s)
+            if s.trim().is_empty() || s.split(',').all(|n| is_identifier(n.trim())) =>
+        {
+            Ok(())
+        }
+        _ => Err("e.g. `postgres,admin`".into()),
+    }
+}
+
+/// Check an `interface`: a network interface name.
+fn check_interface(value: &Value) -> Result<(), String> {
+    match value {
+        Value::String(s)
+            if (1..=15).contains(&s.len())
+                && s.starts_with(|c: char| c.is_ascii_alphanumeric())
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) =>
+        {
+            Ok(())
+        }
+        _ => Err("e.g. eth0 or ens18 (`ip -br link` on the host lists them)".into()),
+    }
+}
+
+/// Check a `path`: an absolute path of plain characters, without `..`.
+fn check_path(value: &Value) -> Result<(), String> {
+    match value {
+        Value::String(s)
+            if s.starts_with('/')
+                && s.len() <= 255
+                && !s.split('/').any(|part| part == "..")
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "/._-".contains(c)) =>
+        {
+            Ok(())
+        }
+        _ => Err("e.g. /var/lib/etcd".into()),
+    }
+}
+
+/// Check an `http_path`: `/` then plain characters of a path and query.
+fn check_http_path(value: &Value) -> Result<(), String> {
+    match value {
+        Value::String(s)
+            if s.starts_with('/')
+                && s.len() <= 255
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "/._~?=&%-".contains(c)) =>
+        {
+            Ok(())
+        }
+        _ => Err("e.g. /replica".into()),
+    }
+}
+
+/// Check a `bind_address`: `*` or an IPv4 address.
+fn check_bind_address(value: &Value) -> Result<(), String> {
+    match value {
+        Value::String(s) if s == "*" || s.parse::<Ipv4Addr>().is_ok() => Ok(()),
+        Value::String(s) if s.parse::<std::net::Ipv6Addr>().is_ok() => Err(
+            "IPv6 is not supported yet (addresses are written as HOST:PORT): use `*` or an IPv4 address".into(),
+        ),
+        _ => Err("e.g. \"*\" or 10.0.0.21".into()),
+    }
+}
+
+/// Check a `version`: digits separated by dots, as a string.
+fn check_version(value: &Value) -> Result<(), String> {
+    match value {
+        Value::String(s)
+            if !s.is_empty()
+                && s.split('.')
+                    .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit())) =>
+        {
+            Ok(())
+        }
+        Value::Number(_) => {
+            Err("quote the version (\"1.20\"): as a number YAML reads 1.20 as 1.2".into())
+        }
+        _ => Err("e.g. \"1.24\"".into()),
+    }
+}
+
+/// Check a `package`: a Debian package name.
+fn check_package(value: &Value) -> Result<(), String> {
+    match value {
+        Value::String(s)
+            if s.len() >= 2
+                && s.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+                && s.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+-.".contains(c)) =>
+        {
+            Ok(())
+        }
+        _ => Err("e.g. curl or postgresql-contrib".into()),
+    }
+}
+
+/// Check a `text`: a single value that keeps to its line.
+fn check_text(value: &Value) -> Result<(), String> {
+    match value {
+        Value::String(s) if !s.chars().any(crate::text::breaks_line) => Ok(()),
+        Value::Number(_) | Value::Bool(_) => Ok(()),
+        Value::String(_) => Err(
+            "a newline, a control character or U+2028/U+2029 would split the line it is written on (YAML readers break lines at all of them)".into(),
+        ),
+        _ => Err("write a single value (a string, number or boolean)".into()),
     }
 }
 
