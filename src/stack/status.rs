@@ -474,7 +474,6 @@ pub fn parse_haproxy_csv(balancer: &str, text: &str) -> Vec<Backend> {
 
 /// Gather the status of every cluster. Never fails on a dead component: it shows as such.
 pub async fn status(project: &Project, secrets: &Secrets) -> Status {
-    let inventory = &project.inventory;
     let patroni = Patroni::new(
         secrets
             .get("rest_api_password")
@@ -492,53 +491,62 @@ pub async fn status(project: &Project, secrets: &Secrets) -> Status {
         &secrets.masker(),
     )
     .await;
-    let mut clusters = Vec::new();
-    for cluster in inventory.clusters.values() {
-        let live_role = live_roles.get(&cluster.name).cloned();
-        let primary_side = match &live_role {
-            Some(crate::stack::dr::LiveRole::StandbyOf(Some(of))) => Some(of.clone()),
-            _ => cluster.standby_of.clone(),
-        }
-        .and_then(|name| inventory.clusters.get(&name));
-        let standby_lag = match primary_side.and_then(|p| p.vip.map(|v| (p, v))) {
-            Some((primary, vip)) => {
-                let port = project.port(primary, crate::project::Port::HaproxyWrite);
-                verify::standby_lag(project, cluster, &vip.addr().to_string(), port, secrets)
-                    .await
-                    .ok()
-            }
-            None => None,
-        };
-        let endpoints = project.etcd_endpoints(cluster);
-        let etcd = EtcdStatus::from_health(etcd::health(&endpoints).await);
+    let gather = Gather {
+        project,
+        secrets,
+        patroni,
+        http,
+        hosts: &hosts,
+    };
+    // Clusters are read at once (each read waits on the network, not on this machine); the
+    // list keeps the inventory's order.
+    let clusters = futures::future::join_all(
+        project
+            .inventory
+            .clusters
+            .values()
+            .map(|cluster| gather.cluster(cluster, live_roles.get(&cluster.name).cloned())),
+    )
+    .await;
+    let host_infos = host_infos(project, &hosts).await;
+    futures::future::join_all(hosts.0.into_values().map(Session::close)).await;
+    Status {
+        version: JSON_VERSION,
+        clusters,
+        hosts: host_infos,
+    }
+}
 
+/// What every cluster's status read shares: the clients and the hosts' sessions.
+struct Gather<'a> {
+    project: &'a Project,
+    secrets: &'a Secrets,
+    patroni: Patroni,
+    http: reqwest::Client,
+    hosts: &'a Hosts,
+}
+
+impl Gather<'_> {
+    /// One cluster's status: its components read side by side.
+    async fn cluster(
+        &self,
+        cluster: &Cluster,
+        live_role: Option<crate::stack::dr::LiveRole>,
+    ) -> ClusterStatus {
+        let project = self.project;
         let bouncer_port = project.port(cluster, crate::project::Port::PgBouncer);
-        let patroni_status = match patroni.view(project, cluster).await {
-            None => PatroniStatus::unreachable("no Patroni REST API answered".to_owned()),
-            Some(view) => {
-                // Lag as verify measures it: live, in the leader's pg_stat_replication.
-                let replication = match view.leader().and_then(|m| m.host.clone()) {
-                    Some(leader) => verify::replication(&leader, bouncer_port, secrets)
-                        .await
-                        .map_err(|e| format!("the leader's pg_stat_replication: {e}")),
-                    None => Err("no leader".to_owned()),
-                };
-                PatroniStatus::new(view.members, view.pause, replication)
-            }
-        };
-
-        let waits_for_restore = match &cluster.restore_of {
-            Some(source)
-                if matches!(
-                    crate::clients::patroni::initialized(project, cluster).await,
-                    Ok(None)
-                ) =>
-            {
-                Some(source.clone())
-            }
-            _ => None,
-        };
-        let leader_address = patroni_status
+        let endpoints = project.etcd_endpoints(cluster);
+        let (standby_lag, etcd, patroni, waits_for_restore, pgbouncer, haproxy, vip, fence) = tokio::join!(
+            self.standby_lag(cluster, live_role.as_ref()),
+            etcd::health(&endpoints),
+            self.patroni(cluster, bouncer_port),
+            self.waits_for_restore(cluster),
+            self.pgbouncer(cluster, bouncer_port),
+            self.haproxy(cluster),
+            self.vip(cluster),
+            crate::stack::dr::fence::find(project, cluster),
+        );
+        let leader_address = patroni
             .members
             .iter()
             .find(|m| m.role == "leader")
@@ -547,7 +555,7 @@ pub async fn status(project: &Project, secrets: &Secrets) -> Status {
             None => {
                 crate::stack::backup::status(
                     project,
-                    secrets,
+                    self.secrets,
                     cluster,
                     leader_address.as_deref(),
                     bouncer_port,
@@ -556,69 +564,128 @@ pub async fn status(project: &Project, secrets: &Secrets) -> Status {
             }
             Some(_) => None,
         };
-        let mut pgbouncer = Vec::new();
-        for host in &cluster.postgres {
-            let result = match verify::connect(&project.address(host), bouncer_port, secrets).await
-            {
-                Ok(client) => verify::scalar(&client, "SELECT 1")
-                    .await
-                    .map(|_| "answers".to_owned()),
-                Err(e) => Err(e),
-            };
-            pgbouncer.push(Probe {
-                host: host.clone(),
-                ok: result.is_ok(),
-                detail: result.unwrap_or_else(|e| e),
-            });
-        }
-
-        let stats_port = project.port(cluster, crate::project::Port::HaproxyStats);
-        let mut haproxy = Vec::new();
-        for balancer in &cluster.balancers {
-            let url = format!("http://{}:{stats_port}/;csv", project.address(balancer));
-            match http.get(&url).send().await {
-                Ok(response) => {
-                    let text = response.text().await.unwrap_or_default();
-                    haproxy.extend(parse_haproxy_csv(balancer, &text));
-                }
-                Err(_) => haproxy.push(Backend {
-                    balancer: balancer.clone(),
-                    proxy: "-".into(),
-                    server: "-".into(),
-                    status: "UNREACHABLE".into(),
-                }),
-            }
-        }
-
-        let vip = match cluster.vip {
-            Some(vip) => Some(VipStatus {
-                address: vip.addr().to_string(),
-                holders: vip_holders(cluster, &vip.addr().to_string(), &hosts.0).await,
-            }),
-            None => None,
-        };
-        clusters.push(ClusterStatus {
+        ClusterStatus {
             name: cluster.name.clone(),
             standby_of: cluster.standby_of.clone(),
             live_role,
-            fence: crate::stack::dr::fence::find(project, cluster).await,
+            fence,
             standby_lag_bytes: standby_lag.as_ref().and_then(|l| l.replay_lag_bytes),
             standby_lag_seconds: standby_lag.as_ref().and_then(|l| l.replay_lag_seconds),
-            etcd,
-            patroni: patroni_status,
+            etcd: EtcdStatus::from_health(etcd),
+            patroni,
             pgbouncer,
             haproxy,
             vip,
             backup,
             waits_for_restore,
-        });
+        }
     }
-    let host_infos = host_infos(project, &hosts).await;
-    futures::future::join_all(hosts.0.into_values().map(Session::close)).await;
-    Status {
-        version: JSON_VERSION,
-        clusters,
-        hosts: host_infos,
+
+    /// A standby cluster's lag, as its primary side sees it through its VIP (the live role wins
+    /// over the inventory: a promoted standby has no primary side).
+    async fn standby_lag(
+        &self,
+        cluster: &Cluster,
+        live_role: Option<&crate::stack::dr::LiveRole>,
+    ) -> Option<verify::Replication> {
+        let project = self.project;
+        let primary_side = match live_role {
+            Some(crate::stack::dr::LiveRole::StandbyOf(Some(of))) => Some(of.clone()),
+            _ => cluster.standby_of.clone(),
+        }
+        .and_then(|name| project.inventory.clusters.get(&name));
+        let (primary, vip) = primary_side.and_then(|p| p.vip.map(|v| (p, v)))?;
+        let port = project.port(primary, crate::project::Port::HaproxyWrite);
+        verify::standby_lag(
+            project,
+            cluster,
+            &vip.addr().to_string(),
+            port,
+            self.secrets,
+        )
+        .await
+        .ok()
+    }
+
+    /// Patroni's view, with the lag as verify measures it: live, in the leader's
+    /// pg_stat_replication.
+    async fn patroni(&self, cluster: &Cluster, bouncer_port: u16) -> PatroniStatus {
+        let Some(view) = self.patroni.view(self.project, cluster).await else {
+            return PatroniStatus::unreachable("no Patroni REST API answered".to_owned());
+        };
+        let replication = match view.leader().and_then(|m| m.host.clone()) {
+            Some(leader) => verify::replication(&leader, bouncer_port, self.secrets)
+                .await
+                .map_err(|e| format!("the leader's pg_stat_replication: {e}")),
+            None => Err("no leader".to_owned()),
+        };
+        PatroniStatus::new(view.members, view.pause, replication)
+    }
+
+    /// The cluster a restore target waits for (`restore_of`), while it has not started.
+    async fn waits_for_restore(&self, cluster: &Cluster) -> Option<String> {
+        let source = cluster.restore_of.as_ref()?;
+        matches!(
+            crate::clients::patroni::initialized(self.project, cluster).await,
+            Ok(None)
+        )
+        .then(|| source.clone())
+    }
+
+    /// Whether each DB host's PgBouncer answers a query.
+    async fn pgbouncer(&self, cluster: &Cluster, port: u16) -> Vec<Probe> {
+        let probes = cluster.postgres.iter().map(|host| async move {
+            let result =
+                match verify::connect(&self.project.address(host), port, self.secrets).await {
+                    Ok(client) => verify::scalar(&client, "SELECT 1")
+                        .await
+                        .map(|_| "answers".to_owned()),
+                    Err(e) => Err(e),
+                };
+            Probe {
+                host: host.clone(),
+                ok: result.is_ok(),
+                detail: result.unwrap_or_else(|e| e),
+            }
+        });
+        futures::future::join_all(probes).await
+    }
+
+    /// Every balancer's backends, from its stats page (`UNREACHABLE` when it does not answer).
+    async fn haproxy(&self, cluster: &Cluster) -> Vec<Backend> {
+        let stats_port = self
+            .project
+            .port(cluster, crate::project::Port::HaproxyStats);
+        let reads = cluster.balancers.iter().map(|balancer| async move {
+            let url = format!(
+                "http://{}:{stats_port}/;csv",
+                self.project.address(balancer)
+            );
+            match self.http.get(&url).send().await {
+                Ok(response) => {
+                    let text = response.text().await.unwrap_or_default();
+                    parse_haproxy_csv(balancer, &text)
+                }
+                Err(_) => vec![Backend {
+                    balancer: balancer.clone(),
+                    proxy: "-".into(),
+                    server: "-".into(),
+                    status: "UNREACHABLE".into(),
+                }],
+            }
+        });
+        futures::future::join_all(reads)
+            .await
+            .into_iter()
+            .flatten()
+            .collect()
+    }
+
+    /// The VIP and the balancers holding it.
+    async fn vip(&self, cluster: &Cluster) -> Option<VipStatus> {
+        let address = cluster.vip?.addr().to_string();
+        let holders = vip_holders(cluster, &address, &self.hosts.0).await;
+        Some(VipStatus { address, holders })
     }
 }
 
