@@ -140,21 +140,14 @@ pub fn script(request: &Request) -> String {
         s.push_str(&format!(
             "for p in {}; do\n  if [ -e \"$p\" ] || [ -L \"$p\" ]; then\n    \
              s=$(stat --printf '%U\\t%G\\t%a\\t%F' -- \"$p\")\n    \
-             if [ -f \"$p\" ] && [ ! -L \"$p\" ]; then h=$(sha256sum -- \"$p\" | cut -d' ' -f1); else h=-; fi\n    \
+             if [ -f \"$p\" ] && [ ! -L \"$p\" ]; then h=$(sha256sum -- \"$p\"); h=${{h%% *}}; else h=-; fi\n    \
              printf '%s\\t%s\\t%s\\n' \"$s\" \"$h\" \"$p\"\n  \
              else printf -- '-\\t-\\t-\\tmissing\\t-\\t%s\\n' \"$p\"; fi\ndone\n",
             words(&request.paths)
         ));
     }
     s.push_str(&format!("echo '{MARK}services'\n"));
-    if !request.services.is_empty() {
-        s.push_str(&format!(
-            "for u in {}; do\n  e=$(systemctl is-enabled -- \"$u\" 2>/dev/null); \
-             a=$(systemctl is-active -- \"$u\" 2>/dev/null)\n  \
-             printf '%s\\t%s\\t%s\\n' \"${{e:-not-found}}\" \"${{a:-unknown}}\" \"$u\"\ndone\n",
-            words(&request.services)
-        ));
-    }
+    s.push_str(&services_script(&request.services));
     s.push_str(&format!("echo '{MARK}sysctls'\n"));
     if !request.sysctls.is_empty() {
         s.push_str(&format!(
@@ -165,6 +158,25 @@ pub fn script(request: &Request) -> String {
     }
     s.push_str(&format!("echo '{MARK}end'\n"));
     s
+}
+
+/// A line `ENABLED\tACTIVE\tUNIT` for each of `units` ([`parse_services`] reads them): one
+/// `systemctl show` for every unit (a block of properties per unit, in the order asked, blank-line
+/// separated) instead of two systemctl processes per unit. A unit that does not exist has an
+/// empty UnitFileState: `not-found`, as `systemctl is-enabled` says.
+pub fn services_script(units: &[String]) -> String {
+    if units.is_empty() {
+        return String::new();
+    }
+    let words: Vec<String> = units.iter().map(|u| shell_quote(u)).collect();
+    format!(
+        "set -- {}\nsystemctl show --property=UnitFileState,ActiveState -- \"$@\" 2>/dev/null | {{\n\
+         for u in \"$@\"; do\n  e=; a=\n  \
+         while IFS= read -r l && [ -n \"$l\" ]; do\n    \
+         case $l in UnitFileState=*) e=${{l#*=}};; ActiveState=*) a=${{l#*=}};; esac\n  done\n  \
+         printf '%s\\t%s\\t%s\\n' \"${{e:-not-found}}\" \"${{a:-unknown}}\" \"$u\"\ndone\n}}\n",
+        words.join(" ")
+    )
 }
 
 /// The sections `os` (`/etc/os-release` as it is) and `container` (`systemd-detect-virt
@@ -603,6 +615,25 @@ mod tests {
         });
         assert!(s.contains(r"'/etc/it'\''s here'"));
         assert!(s.ends_with("echo '@@pgstrap end'\n"));
+    }
+
+    #[test]
+    fn the_facts_script_is_valid_sh() {
+        let s = script(&Request {
+            packages: vec!["curl".into()],
+            paths: vec!["/etc/hosts".into()],
+            services: vec!["etcd".into(), "pgstrap-backup-full.timer".into()],
+            sysctls: vec!["vm.swappiness".into()],
+        });
+        let output = std::process::Command::new("sh")
+            .args(["-n", "-c", &s])
+            .output()
+            .expect("run sh");
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
     }
 }
 

@@ -153,6 +153,29 @@ fn retired_services(
         .collect()
 }
 
+/// Which of `services` are enabled or running on the host (read as the engine's facts read
+/// services: [`crate::facts::services_script`]).
+async fn running_of(session: &Session, services: &[String]) -> Vec<String> {
+    let states = session
+        .output(&RemoteCommand::stdin_script(
+            crate::facts::services_script(services),
+            "which retired services are enabled or running",
+        ))
+        .await
+        .ok()
+        .and_then(|o| crate::facts::parse_services(&o.stdout_text()).ok())
+        .unwrap_or_default();
+    services
+        .iter()
+        .filter(|service| {
+            states
+                .get(service.as_str())
+                .is_some_and(|s| s.enabled == "enabled" || s.active == "active")
+        })
+        .cloned()
+        .collect()
+}
+
 /// After the engine and the etcd membership change: stop and disable, on every reachable host,
 /// the services of roles it no longer has (only those running or enabled): those of
 /// [`stoppable_services`] outside its desired state (`desired`: each host's managed services, as
@@ -166,37 +189,18 @@ pub async fn stop_retired(
     patroni: &Patroni,
 ) -> Result<Vec<String>> {
     let stoppable = stoppable_services()?;
-    let mut done = Vec::new();
-    for (host, session) in open {
+    // Every host's retired services read at once (one round trip each, side by side); then
+    // stopped host by host, in the hosts' order.
+    let reads = open.iter().filter_map(|(host, session)| {
         // A host whose desired state was not rendered (not part of this run) keeps everything.
-        let Some(desired) = desired.get(host) else {
-            continue;
-        };
+        let desired = desired.get(host)?;
         let live_etcd = live_etcd_hosts.iter().any(|h| h == host);
         let services = retired_services(&stoppable, desired, live_etcd);
-        if services.is_empty() {
-            continue;
-        }
-        // One line per unit, named: a unit that does not exist prints nothing of its own.
-        let states = session
-            .output(&RemoteCommand::script(
-                "for u in \"$@\"; do printf '%s %s %s\\n' \"$u\" \"$(systemctl is-enabled \"$u\" 2>/dev/null)\" \"$(systemctl is-active \"$u\" 2>/dev/null)\"; done",
-                &services,
-                "which retired services are enabled or running",
-            ))
-            .await
-            .map(|o| o.stdout_text())
-            .unwrap_or_default();
-        let to_stop: Vec<&str> = services
-            .iter()
-            .map(String::as_str)
-            .filter(|service| {
-                states.lines().any(|line| {
-                    let mut words = line.split_whitespace();
-                    words.next() == Some(*service) && words.any(|w| w == "enabled" || w == "active")
-                })
-            })
-            .collect();
+        (!services.is_empty())
+            .then(|| async move { (host, session, running_of(session, &services).await) })
+    });
+    let mut done = Vec::new();
+    for (host, session, to_stop) in futures::future::join_all(reads).await {
         for service in &to_stop {
             session
                 .run(&RemoteCommand::new(&[
@@ -208,7 +212,7 @@ pub async fn stop_retired(
                 .await
                 .map_err(|e| Error::failure(e.to_string(), e.hint.clone()))?;
         }
-        if to_stop.contains(&"patroni") {
+        if to_stop.iter().any(|s| s == "patroni") {
             wait_member_gone(project, session.target.host.as_str(), patroni).await?;
         }
         if !to_stop.is_empty() {

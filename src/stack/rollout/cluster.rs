@@ -438,22 +438,34 @@ pub(crate) async fn converge_cluster(
         patroni: Patroni::from_secrets(secrets)?,
         rest_port: project.port(cluster, crate::project::Port::PatroniRestApi),
     };
-    let Some(leader) = run.start_members(report).await? else {
+    let Some(leader) = timed("Patroni members", run.start_members(report)).await? else {
         return Ok(());
     };
-    run.keep_etcd_leader_off(&endpoints, &leader, report).await;
-    let pg_pending = run.converge_dynamic_config(&leader, report).await?;
+    timed(
+        "etcd leader",
+        run.keep_etcd_leader_off(&endpoints, &leader, report),
+    )
+    .await;
+    let pg_pending = timed(
+        "dynamic configuration",
+        run.converge_dynamic_config(&leader, report),
+    )
+    .await?;
     // 5. PgBouncer's auth function, on the primary (a standby cluster gets it by replication).
-    run.ensure_pgbouncer_auth(&leader, report).await?;
+    timed("PgBouncer auth", run.ensure_pgbouncer_auth(&leader, report)).await?;
     // 6. The VIP answers and its write port reaches the primary.
-    run.wait_vip().await?;
+    timed("VIP", run.wait_vip()).await?;
     // Parameters that need a restart: a rolling restart when allowed, else reported.
     if cluster.standby_of.is_none() {
-        run.restart_pending(&leader, &pg_pending, report).await?;
+        timed(
+            "pending restarts",
+            run.restart_pending(&leader, &pg_pending, report),
+        )
+        .await?;
     }
     // Backups: the stanza and a first full backup, once the primary archives.
     if cluster.repository().is_some() && cluster.standby_of.is_none() {
-        run.converge_backups(leader, report).await?;
+        timed("backups", run.converge_backups(leader, report)).await?;
     }
     Ok(())
 }

@@ -125,10 +125,18 @@ pub(crate) fn stage(options: &Options, message: impl Into<String>) {
     }
 }
 
+/// Run `step`, saying at debug level (`-vv`) how long it took: where a rollout's time goes.
+pub(crate) async fn timed<T>(what: &str, step: impl std::future::Future<Output = T>) -> T {
+    let started = std::time::Instant::now();
+    let out = step.await;
+    tracing::debug!("{what}: {} ms", started.elapsed().as_millis());
+    out
+}
+
 /// Roll out the whole stack (or converge it when it is there).
 pub async fn rollout(project: &Project, options: Options) -> Result<RolloutReport> {
     let started = std::time::Instant::now();
-    let secrets = project.secrets(true)?;
+    let secrets = timed("secrets and certificates", async { project.secrets(true) }).await?;
     let mut report = RolloutReport {
         preflight: Vec::new(),
         engine: None,
@@ -142,8 +150,12 @@ pub async fn rollout(project: &Project, options: Options) -> Result<RolloutRepor
     stage(&options, "preflight: every host at once");
     // The desired state is rendered once, for each host's release: preflight judges it, the
     // engine applies it, over the connections opened here.
-    let project = &project.with_live(super::live::gather(project).await);
-    let prepared = exec::prepare(project, &secrets, &options.engine).await?;
+    let project = &project.with_live(timed("live state", super::live::gather(project)).await);
+    let prepared = timed(
+        "connect, releases, identity",
+        exec::prepare(project, &secrets, &options.engine),
+    )
+    .await?;
     let project = &prepared.project.clone();
     if let Some((_, error)) = prepared.unreachable.first() {
         return Err(Error::failure(error.to_string(), error.hint.clone()));
@@ -161,7 +173,7 @@ pub async fn rollout(project: &Project, options: Options) -> Result<RolloutRepor
         &mut report,
     )
     .await;
-    close(open).await;
+    timed("close", close(open)).await;
     result?;
 
     // 7. Verify (when everything before went through).
@@ -172,7 +184,13 @@ pub async fn rollout(project: &Project, options: Options) -> Result<RolloutRepor
             &options,
             "verify: real clients through the VIP, PgBouncer, etcd and Patroni",
         );
-        report.verify = Some(verify::verify(project, &secrets, options.max_lag_bytes).await);
+        report.verify = Some(
+            timed(
+                "verify",
+                verify::verify(project, &secrets, options.max_lag_bytes),
+            )
+            .await,
+        );
     }
     report.duration_ms = started.elapsed().as_millis() as u64;
     Ok(report)
@@ -189,11 +207,15 @@ async fn converge(
     open: &BTreeMap<String, Session>,
     report: &mut RolloutReport,
 ) -> Result<()> {
-    report.preflight = preflight_problems(project, &desired, open).await?;
+    report.preflight = timed("preflight", preflight_problems(project, &desired, open)).await?;
     if report.preflight.iter().any(|p| !p.warning) {
         return Ok(());
     }
-    let etcd_changes = prepare_changes(project, options, secrets, open, report).await?;
+    let etcd_changes = timed(
+        "DR roles, fences, membership",
+        prepare_changes(project, options, secrets, open, report),
+    )
+    .await?;
 
     // 2. The engine: every role on every host.
     stage(options, "configure: packages and files on every host");
@@ -203,13 +225,21 @@ async fn converge(
     // What each host's roles manage: a running service outside it belongs to a role the host
     // left, stopped at the end.
     let desired_services = desired.service_names();
-    let engine = exec::run(desired, targets, exec::Mode::Apply, engine_options).await;
+    let engine = timed(
+        "engine",
+        exec::run(desired, targets, exec::Mode::Apply, engine_options),
+    )
+    .await;
     let engine_ok = engine.exit_code() == 0;
     report.engine = Some(engine);
     if !engine_ok {
         return Ok(());
     }
-    drop_default_clusters(project, open, report).await?;
+    timed(
+        "default clusters",
+        drop_default_clusters(project, open, report),
+    )
+    .await?;
 
     // 3–6, cluster by cluster: primary sides first, then their standbys.
     let mut order: Vec<&Cluster> = project
@@ -237,9 +267,17 @@ async fn converge(
             }
             members::etcd::settle_joined(project, cluster, change, open, secrets).await?;
         }
-        converge_cluster(project, cluster, secrets, open, options, report).await?;
+        timed(
+            &format!("cluster {}", cluster.name),
+            converge_cluster(project, cluster, secrets, open, options, report),
+        )
+        .await?;
     }
-    stop_retired(project, secrets, open, &desired_services, report).await
+    timed(
+        "retired services",
+        stop_retired(project, secrets, open, &desired_services, report),
+    )
+    .await
 }
 
 /// Before the engine: the DR roles checked, fenced clusters prepared for their rebuild, and the
