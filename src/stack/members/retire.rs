@@ -197,7 +197,7 @@ pub async fn stop_retired(
         let live_etcd = live_etcd_hosts.iter().any(|h| h == host);
         let services = retired_services(&stoppable, desired, live_etcd);
         (!services.is_empty())
-            .then(|| async move { (host, session, running_of(session, &services).await) })
+            .then_some(async move { (host, session, running_of(session, &services).await) })
     });
     let mut done = Vec::new();
     for (host, session, to_stop) in futures::future::join_all(reads).await {
