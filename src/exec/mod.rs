@@ -286,6 +286,14 @@ impl Prepared {
     }
 }
 
+/// Run `step`, saying at debug level (`-vv`) how long it took: where a command's time goes.
+pub async fn timed<T>(what: &str, step: impl std::future::Future<Output = T>) -> T {
+    let started = std::time::Instant::now();
+    let out = step.await;
+    tracing::debug!("{what}: {} ms", started.elapsed().as_millis());
+    out
+}
+
 /// Check the options, connect to the selected hosts (in parallel, reusing connections in
 /// `options.sessions`), learn each host's release from `/etc/os-release` (one short command),
 /// render the desired state for those releases with `secrets` (the prepared project carries
@@ -324,16 +332,23 @@ pub async fn prepare(project: &Project, secrets: &Secrets, options: &Options) ->
         }
     }
     let targets = targets(project, options.hosts.as_deref());
-    let (sessions, unreachable) = connect_all(&targets, &options.sessions, &secrets.masker()).await;
-    let project = project.with_releases(releases(&sessions).await);
+    let (sessions, unreachable) = timed(
+        "connect",
+        connect_all(&targets, &options.sessions, &secrets.masker()),
+    )
+    .await;
+    let project = project.with_releases(timed("releases", releases(&sessions)).await);
     let mut desired = crate::render::desired_state(&project, secrets, options.hosts.as_deref())?;
     let store = crate::exec::identity::Store::of(&project);
-    identity::check(
-        &desired,
-        &sessions,
-        secrets,
-        &store,
-        options.rotating_passwords,
+    timed(
+        "identity",
+        identity::check(
+            &desired,
+            &sessions,
+            secrets,
+            &store,
+            options.rotating_passwords,
+        ),
     )
     .await?;
     if let Some(roles) = &options.roles {

@@ -2,6 +2,7 @@
 //! Patroni leader then the replicas, the dynamic configuration, PgBouncer's auth, the VIP.
 
 use super::*;
+use crate::exec::timed;
 
 /// What the steps of [`converge_cluster`] after etcd share: one cluster, over open connections.
 struct ClusterRun<'a> {

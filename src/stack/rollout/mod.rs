@@ -34,7 +34,7 @@ use crate::clients::patroni::Patroni;
 use crate::clients::postgres::{self, DefaultCluster};
 use crate::connect::{RemoteCommand, Session, Target};
 use crate::error::{Error, Result};
-use crate::exec;
+use crate::exec::{self, timed};
 use crate::inventory::secrets::Secrets;
 use crate::inventory::Cluster;
 use crate::project::Project;
@@ -123,14 +123,6 @@ pub(crate) fn stage(options: &Options, message: impl Into<String>) {
     if let Some(events) = &options.engine.events {
         let _ = events.send(exec::Event::Stage { message });
     }
-}
-
-/// Run `step`, saying at debug level (`-vv`) how long it took: where a rollout's time goes.
-pub(crate) async fn timed<T>(what: &str, step: impl std::future::Future<Output = T>) -> T {
-    let started = std::time::Instant::now();
-    let out = step.await;
-    tracing::debug!("{what}: {} ms", started.elapsed().as_millis());
-    out
 }
 
 /// Roll out the whole stack (or converge it when it is there).
