@@ -103,6 +103,20 @@ pub fn connect_hint(message: &str, target: &Target) -> Option<String> {
     }
 }
 
+/// For tests of the scripts pgstrap sends to hosts: `script` parses as POSIX sh (`sh -n`).
+#[cfg(test)]
+pub fn assert_valid_sh(script: &str) {
+    let output = std::process::Command::new("sh")
+        .args(["-n", "-c", script])
+        .output()
+        .expect("run sh");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 /// Quote one word for a POSIX shell: safe words as they are, anything else in single quotes.
 pub fn shell_quote(word: &str) -> String {
     let safe = !word.is_empty()

@@ -625,15 +625,7 @@ mod tests {
             services: vec!["etcd".into(), "pgstrap-backup-full.timer".into()],
             sysctls: vec!["vm.swappiness".into()],
         });
-        let output = std::process::Command::new("sh")
-            .args(["-n", "-c", &s])
-            .output()
-            .expect("run sh");
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        crate::connect::assert_valid_sh(&s);
     }
 }
 

@@ -183,7 +183,7 @@ impl Project {
 
     /// One setting of `host` in `cluster` (either may be absent), by the same precedence as
     /// [`Project::vars`] but without resolving every other setting. Settings are validated
-    /// leaves (see `role::types`), so the highest layer that sets the key wins.
+    /// leaves (see `settings::types`), so the highest layer that sets the key wins.
     pub fn setting(
         &self,
         host: Option<&Host>,

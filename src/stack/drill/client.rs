@@ -335,16 +335,6 @@ mod tests {
 
     #[test]
     fn the_on_host_loop_is_valid_sh() {
-        let output = std::process::Command::new("sh")
-            .arg("-n")
-            .arg("-c")
-            .arg(on_host_script(5432, 1_000_000_000))
-            .output()
-            .expect("run sh");
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        crate::connect::assert_valid_sh(&on_host_script(5432, 1_000_000_000));
     }
 }
