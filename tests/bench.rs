@@ -200,9 +200,13 @@ fn bench_rollout_on_lab_hosts() {
             .expect("bench step");
         started.elapsed()
     };
-    let initdb = timed("runuser -u postgres -- /usr/lib/postgresql/15/bin/initdb -k -D /var/lib/postgresql/floor >/dev/null");
-    timed("runuser -u postgres -- /usr/lib/postgresql/15/bin/pg_ctl -D /var/lib/postgresql/floor -o '-p 5499 -k /tmp' -l /tmp/floor.log start -w >/dev/null");
-    let basebackup = timed("runuser -u postgres -- /usr/lib/postgresql/15/bin/pg_basebackup -h /tmp -p 5499 -D /var/lib/postgresql/floor-copy -X stream -c fast");
+    // The major the host's release installs (15 on Debian 12, 17 on Debian 13).
+    const BIN: &str = "bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1); ";
+    let initdb = timed(&format!(
+        "{BIN}runuser -u postgres -- $bin/initdb -k -D /var/lib/postgresql/floor >/dev/null"
+    ));
+    timed(&format!("{BIN}runuser -u postgres -- $bin/pg_ctl -D /var/lib/postgresql/floor -o '-p 5499 -k /tmp' -l /tmp/floor.log start -w >/dev/null"));
+    let basebackup = timed(&format!("{BIN}runuser -u postgres -- $bin/pg_basebackup -h /tmp -p 5499 -D /var/lib/postgresql/floor-copy -X stream -c fast"));
     rt.block_on(n1.close());
     figure(
         "floor: package installs on 5 hosts in parallel",
