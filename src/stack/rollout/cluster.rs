@@ -73,6 +73,15 @@ impl ClusterRun<'_> {
             to_start.retain(|h| h != &first);
         }
         if !to_start.is_empty() {
+            let leader = match (has_leader, view.as_ref()) {
+                (true, Some(view)) => view.leader().and_then(|m| {
+                    crate::project::names::member_hosts(project, cluster).remove(&m.name)
+                }),
+                _ => cluster.postgres.first().cloned(),
+            };
+            if let Some(leader) = leader {
+                self.prepare_slots(&leader, &to_start).await;
+            }
             self.start_others(&to_start, report).await?;
         }
         let leader = wait_streaming(project, cluster, &self.patroni, self.open, options).await?;
@@ -137,6 +146,47 @@ impl ClusterRun<'_> {
                 .push(self.action(Some(host), "started Patroni".into()));
         }
         Ok(())
+    }
+
+    /// The replication slots of the members about to start, made on the leader first (best
+    /// effort). Patroni makes a member's slot on the leader's next loop (`loop_wait`) and the new
+    /// replica's WAL receiver retries every 5 s until it exists: made now, a new replica streams
+    /// as soon as its base backup is in place, ~10 s sooner. They are the slots Patroni expects
+    /// (its names for the members), so it keeps them once the members register.
+    async fn prepare_slots(&self, leader: &str, to_start: &[String]) {
+        let Some(session) = self.open.get(leader) else {
+            return;
+        };
+        let slots: Vec<String> = to_start
+            .iter()
+            .filter_map(|h| self.project.inventory.hosts.get(h))
+            .map(|host| {
+                let member = crate::project::names::member_name(self.project, host, self.cluster);
+                // Patroni's slot names are `[a-z0-9_]` only: safe to quote as literals.
+                format!("'{}'", crate::project::names::patroni_slot(&member))
+            })
+            .collect();
+        let sql = format!(
+            "SELECT pg_create_physical_replication_slot(s) FROM unnest(ARRAY[{}]::text[]) AS s \
+             WHERE s NOT IN (SELECT slot_name FROM pg_replication_slots)",
+            slots.join(", ")
+        );
+        let port = self
+            .project
+            .port(self.cluster, crate::project::Port::PostgreSQL)
+            .to_string();
+        let made = crate::clients::postgres::psql_port(
+            session,
+            "postgres",
+            &port,
+            &sql,
+            "replication slots for the members to start",
+        )
+        .await;
+        if let Err(e) = made {
+            // Patroni makes them on its next loop anyway: only the head start is lost.
+            tracing::debug!("replication slots left to Patroni: {e}");
+        }
     }
 
     /// The etcd leadership moved off the PostgreSQL primary's host (best effort).
