@@ -302,9 +302,8 @@ impl ClusterRun<'_> {
             return Ok(());
         };
         let vip = vip.addr().to_string();
-        let write_port = self
-            .project
-            .port(cluster, crate::project::Port::HaproxyWrite);
+        let port = |p| self.project.port(cluster, p);
+        let write_port = port(crate::project::Port::HaproxyWrite);
         stage(
             self.options,
             format!(
@@ -312,16 +311,31 @@ impl ClusterRun<'_> {
                 cluster.name
             ),
         );
-        let secrets = self.secrets;
+        self.vip_reaches(&vip, write_port, "the primary", false)
+            .await?;
+        // The read port: HAProxy marks a replica up only after its health checks pass, which
+        // can be seconds after the replica streams; verification and clients read there next.
+        if cluster.postgres.len() > 1 {
+            let read_port = port(crate::project::Port::HaproxyRead);
+            self.vip_reaches(&vip, read_port, "a replica", true).await?;
+        }
+        Ok(())
+    }
+
+    /// Gate: a connection to `vip:port` lands on a server in recovery (`recovery`: a replica) or
+    /// not (the primary).
+    async fn vip_reaches(&self, vip: &str, port: u16, whom: &str, recovery: bool) -> Result<()> {
+        let (secrets, wanted) = (self.secrets, if recovery { "t" } else { "f" });
         wait_for(
-            &format!("the VIP {vip}:{write_port} to reach the primary of {}", cluster.name),
+            &format!("the VIP {vip}:{port} to reach {whom} of {}", self.cluster.name),
             self.options.gate_timeout,
-            Duration::from_secs(1),
+            Duration::from_millis(500),
             "check `journalctl -u keepalived` and `-u haproxy` on the balancers, and HAProxy's stats page",
-            || async {
-                match verify::connect(&vip, write_port, secrets).await {
+            || async move {
+                match verify::connect(vip, port, secrets).await {
                     Ok(client) => match verify::scalar(&client, "SELECT pg_is_in_recovery()").await {
-                        Ok(Some(v)) if v == "f" => Poll::Ready(()),
+                        Ok(Some(v)) if v == wanted => Poll::Ready(()),
+                        Ok(_) if recovery => Poll::NotYet("reached the primary".into()),
                         Ok(_) => Poll::NotYet("reached a server in recovery (a replica)".into()),
                         Err(e) => Poll::NotYet(e),
                     },
