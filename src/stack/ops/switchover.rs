@@ -113,27 +113,8 @@ fn candidate_member(
     cluster: &Cluster,
     to: Option<&str>,
 ) -> Result<Option<String>> {
-    let member_of = |host: &str| {
-        project
-            .inventory
-            .hosts
-            .get(host)
-            .map(|h| crate::project::names::member_name(project, h, cluster))
-    };
-    match to {
-        Some(host) if cluster.postgres.iter().any(|h| h == host) => Ok(member_of(host)),
-        Some(host) => Err(Error::usage(
-            format!(
-                "`{host}` is not a database host of cluster `{}`",
-                cluster.name
-            ),
-            Some(format!(
-                "its database hosts: {}",
-                cluster.postgres.join(", ")
-            )),
-        )),
-        None => Ok(None),
-    }
+    to.map(|host| super::member_of_host(project, cluster, host))
+        .transpose()
 }
 
 /// The switchover asked of Patroni on the leader.
