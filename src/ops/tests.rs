@@ -719,7 +719,9 @@ fn service_start_reports_a_failed_unit_within_seconds_with_its_journal() {
     );
     let (code, stderr, took) = fake.run("start", 90);
     assert_eq!(code, Some(1));
-    assert!(took.as_secs() < 5, "took {took:?}");
+    // The regression it guards is minutes (the unit's start timeout); a bound of seconds would
+    // only measure how busy this machine is.
+    assert!(took.as_secs() < 60, "took {took:?}");
     // The seconds are whole ones from `date +%s`: 0 or 1 here.
     assert!(
         stderr.contains("etcd did not start: it failed after ")
