@@ -155,6 +155,8 @@ impl ClusterRun<'_> {
     /// (its names for the members), so it keeps them once the members register.
     async fn prepare_slots(&self, leader: &str, to_start: &[String]) {
         let Some(session) = self.open.get(leader) else {
+            // Not connected this run (`--host`): Patroni makes the slots on its next loop.
+            tracing::debug!("replication slots left to Patroni: no session to {leader}");
             return;
         };
         let slots: Vec<String> = to_start
